@@ -1,0 +1,295 @@
+/**
+ * The task store: carries out the state machine's commands in Redis (one Lua script, one round trip,
+ * per command) and reads tasks and their histories back.
+ *
+ * Invariant: every write goes through a script that appends the event(s) and updates the status hash,
+ * indexes and queue in one atomic step, so the hash always equals the fold of the task's history.
+ */
+import { Context, Effect, Layer } from "effect"
+import type { Rejection, TaskCommand, TaskState } from "../projections/TaskDecider.ts"
+import { type Keyspace, namespaceKeys, taskKeys } from "../streams/Keys.ts"
+import { RedisClient } from "../streams/RedisClient.ts"
+import { installScripts, parseReply, type ScriptedConnection, type ScriptName } from "../streams/Scripts.ts"
+import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
+import { decodeEnvelope, type Envelope, type TaskError, type TaskStatus } from "../streams/TaskEvent.ts"
+import { rejectionError, type TaskRejected } from "./Errors.ts"
+
+/** What a queue entry says about the delivery a worker command belongs to. */
+export interface Delivery {
+  readonly entryId: string
+  readonly agent: string
+}
+
+/** A task as returned to users (`getTaskData`). */
+export interface TaskData {
+  readonly id: string
+  readonly agent: string
+  readonly ownerId: string
+  readonly status: TaskStatus
+  readonly payload: unknown
+  readonly output?: unknown
+  readonly error?: TaskError
+  /** Claims so far (each claim is one attempt at a turn). */
+  readonly attempts: number
+  readonly retries: number
+  readonly maxRetries: number
+  readonly turns: number
+  readonly cancelRequested: boolean
+  readonly pendingSteering: number
+  readonly worker?: string
+  readonly retryAt?: number
+  readonly lastHeartbeatAt?: number
+  readonly createdAt: number
+  readonly updatedAt: number
+}
+
+/** The outcome of an accepted command: script-specific values (e.g. the claimed task). */
+export interface Accepted {
+  readonly values: ReadonlyArray<unknown>
+}
+
+const json = (value: unknown): string => JSON.stringify(value ?? null)
+
+/** Reads a status hash (flat HGETALL reply or object) and the steering list into the decider's state. */
+export const stateFromHash = (h: Record<string, string>, steering: ReadonlyArray<string>): TaskState => ({
+  taskId: h.id!,
+  agent: h.agent!,
+  ownerId: h.ownerId!,
+  status: h.status as TaskStatus,
+  payload: JSON.parse(h.payload ?? "null"),
+  ...(h.output !== undefined ? { output: JSON.parse(h.output) } : {}),
+  ...(h.error !== undefined ? { error: JSON.parse(h.error) as TaskError } : {}),
+  lease: Number(h.lease),
+  ...(h.worker !== undefined ? { worker: h.worker } : {}),
+  retries: Number(h.retries),
+  maxRetries: Number(h.maxRetries),
+  turns: Number(h.turns),
+  cancelRequested: h.cancel === "1",
+  steering: steering.map((m) => JSON.parse(m)),
+  ...(h.retryAt !== undefined ? { retryAt: Number(h.retryAt) } : {}),
+  createdAt: Number(h.createdAt),
+  updatedAt: Number(h.updatedAt),
+  version: Number(h.version)
+})
+
+export const flatToRecord = (flat: ReadonlyArray<unknown>): Record<string, string> => {
+  const out: Record<string, string> = {}
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1])
+  return out
+}
+
+export const taskDataFromHash = (h: Record<string, string>, pendingSteering: number): TaskData => {
+  const s = stateFromHash(h, [])
+  return {
+    id: s.taskId,
+    agent: s.agent,
+    ownerId: s.ownerId,
+    status: s.status,
+    payload: s.payload,
+    ...(s.output !== undefined ? { output: s.output } : {}),
+    ...(s.error !== undefined ? { error: s.error } : {}),
+    attempts: s.lease,
+    retries: s.retries,
+    maxRetries: s.maxRetries,
+    turns: s.turns,
+    cancelRequested: s.cancelRequested,
+    pendingSteering,
+    ...(s.worker !== undefined ? { worker: s.worker } : {}),
+    ...(s.retryAt !== undefined ? { retryAt: s.retryAt } : {}),
+    ...(h.hb !== undefined ? { lastHeartbeatAt: Number(h.hb) } : {}),
+    createdAt: s.createdAt,
+    updatedAt: s.updatedAt
+  }
+}
+
+const toRejection = (reason: string, status: TaskStatus | "", lease: number, pending: number): Rejection => {
+  switch (reason) {
+    case "TaskNotFound":
+    case "TaskAlreadyExists":
+      return { _tag: reason }
+    case "TaskAlreadyFinished":
+      return { _tag: reason, status: status as TaskStatus }
+    case "StaleLease":
+      return { _tag: reason, status: status as TaskStatus, currentLease: lease }
+    case "NotDue":
+      return { _tag: reason, status: status as TaskStatus }
+    default:
+      return { _tag: "InvalidSteeringCount", pending }
+  }
+}
+
+/** The script, and its arguments after the three task keys and (prefix, id, now), for a command. */
+const scriptCall = (
+  command: TaskCommand,
+  delivery: Delivery | undefined,
+  control: string,
+  historyTtlSeconds: number
+): [ScriptName, ReadonlyArray<string | number>] => {
+  const entry = delivery?.entryId ?? ""
+  const agent = delivery?.agent ?? ""
+  switch (command._tag) {
+    case "Enqueue":
+      return ["enqueue", [command.agent, command.ownerId, json(command.payload), command.maxRetries]]
+    case "Claim":
+      return ["claim", [command.lease, command.worker, entry, agent]]
+    case "Heartbeat":
+      return ["heartbeat", [command.lease, command.worker, entry, agent]]
+    case "CompleteTurn":
+      return ["checkpoint", [command.lease, entry, json(command.payload), command.steeringApplied]]
+    case "Complete":
+      return ["complete", [command.lease, entry, json(command.output), command.steeringApplied]]
+    case "Fail":
+      return ["fail", [command.lease, entry, json(command.error), command.retry, Math.round(command.retryAt)]]
+    case "AcknowledgeCancel":
+      return ["release", [command.lease, entry, "cancel"]]
+    case "Release":
+      return ["release", [command.lease, entry, "release"]]
+    case "Cancel":
+      return ["cancel", [control]]
+    case "Steer":
+      return ["steer", [control, json(command.messages), ...command.messages.map(json)]]
+    case "Recover":
+      return ["recover", [command.lease, entry, agent]]
+    case "WakeUp":
+      return ["wake", []]
+    case "Expire":
+      return ["expire", [historyTtlSeconds]]
+  }
+}
+
+const commandLease = (command: TaskCommand): number => "lease" in command ? command.lease : 0
+
+export class TaskStore extends Context.Service<TaskStore, {
+  readonly keyspace: Keyspace
+  /** Carries out one command atomically. */
+  readonly execute: (
+    command: TaskCommand,
+    delivery?: Delivery,
+    options?: { readonly historyTtlSeconds?: number }
+  ) => Effect.Effect<Accepted, TaskRejected | RedisError>
+  /** Carries out many commands in one pipelined round trip; each gets its own outcome. */
+  readonly executeMany: (
+    commands: ReadonlyArray<{ readonly command: TaskCommand; readonly delivery?: Delivery }>
+  ) => Effect.Effect<ReadonlyArray<Accepted | TaskRejected>, RedisError>
+  readonly getTask: (taskId: string) => Effect.Effect<TaskData | undefined, RedisError>
+  /** The status hash and steering list as the decider's state (for verification). */
+  readonly getState: (taskId: string) => Effect.Effect<TaskState | undefined, RedisError>
+  readonly getStatus: (taskId: string) => Effect.Effect<TaskStatus | undefined, RedisError>
+  /** The task's history, oldest first; `start`/`count` page through long histories. */
+  readonly getHistory: (
+    taskId: string,
+    page?: { readonly start?: number; readonly count?: number }
+  ) => Effect.Effect<ReadonlyArray<Envelope>, RedisError | CorruptEntry>
+  readonly conn: ScriptedConnection
+}>()("factorial/TaskStore") {
+  static readonly layer = (keyspace: Keyspace) =>
+    Layer.effect(
+      TaskStore,
+      Effect.gen(function*() {
+        const redis = yield* RedisClient
+        const conn = yield* redis.use("script load", installScripts)
+        const control = namespaceKeys(keyspace).control
+
+        const argsOf = (
+          command: TaskCommand,
+          delivery: Delivery | undefined,
+          historyTtlSeconds: number
+        ): [ScriptName, ReadonlyArray<string | number>] => {
+          const k = taskKeys(keyspace, command.taskId)
+          const [name, rest] = scriptCall(command, delivery, control, historyTtlSeconds)
+          return [name, [k.task, k.log, k.events, k.prefix, command.taskId, Math.round(command.now), ...rest]]
+        }
+
+        const outcome = (command: TaskCommand, raw: unknown): Accepted | TaskRejected => {
+          const reply = parseReply(raw)
+          return reply._tag === "ok"
+            ? { values: reply.values }
+            : rejectionError(
+              command.taskId,
+              commandLease(command),
+              toRejection(reply.reason, reply.status, reply.lease, reply.pending)
+            )
+        }
+
+        const execute = (
+          command: TaskCommand,
+          delivery?: Delivery,
+          options?: { readonly historyTtlSeconds?: number }
+        ): Effect.Effect<Accepted, TaskRejected | RedisError> =>
+          Effect.flatMap(
+            Effect.tryPromise({
+              try: () => {
+                const [name, args] = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
+                return conn[`fx_${name}`](...args)
+              },
+              catch: (cause) => toRedisError(command._tag, cause)
+            }),
+            (raw) => {
+              const result = outcome(command, raw)
+              return "values" in result ? Effect.succeed(result) : Effect.fail(result)
+            }
+          )
+
+        const executeMany = (
+          commands: ReadonlyArray<{ readonly command: TaskCommand; readonly delivery?: Delivery }>
+        ) =>
+          commands.length === 0 ? Effect.succeed([]) : Effect.tryPromise({
+            try: async () => {
+              const pipeline = conn.pipeline()
+              for (const { command, delivery } of commands) {
+                const [name, args] = argsOf(command, delivery, 0)
+                ;(pipeline as unknown as Record<string, (...a: ReadonlyArray<unknown>) => void>)[`fx_${name}`]!(
+                  ...args
+                )
+              }
+              const replies = (await pipeline.exec()) ?? []
+              return replies.map(([err, raw], i) => {
+                if (err) throw err
+                return outcome(commands[i]!.command, raw)
+              })
+            },
+            catch: (cause) => toRedisError("pipeline", cause)
+          })
+
+        const getState = (taskId: string) =>
+          redis.use("getState", async (c) => {
+            const k = taskKeys(keyspace, taskId)
+            const [[, h], [, steering]] = (await c.pipeline().hgetall(k.task).lrange(k.steering, 0, -1)
+              .exec()) as [[unknown, Record<string, string>], [unknown, Array<string>]]
+            return Object.keys(h).length === 0 ? undefined : stateFromHash(h, steering)
+          })
+
+        const getTask = (taskId: string) =>
+          redis.use("getTask", async (c) => {
+            const k = taskKeys(keyspace, taskId)
+            const [[, h], [, pending]] = (await c.pipeline().hgetall(k.task).llen(k.steering).exec()) as [
+              [unknown, Record<string, string>],
+              [unknown, number]
+            ]
+            return Object.keys(h).length === 0 ? undefined : taskDataFromHash(h, pending)
+          })
+
+        const getHistory = (taskId: string, page?: { readonly start?: number; readonly count?: number }) =>
+          Effect.flatMap(
+            redis.use("getHistory", (c) => {
+              const start = page?.start ?? 0
+              const stop = page?.count === undefined ? -1 : start + page.count - 1
+              return c.lrange(taskKeys(keyspace, taskId).log, start, stop)
+            }),
+            (entries) => Effect.forEach(entries, (e) => decodeEnvelope(e))
+          )
+
+        const getStatus = (taskId: string) =>
+          redis.use("getStatus", async (c): Promise<TaskStatus | undefined> => {
+            const k = taskKeys(keyspace, taskId)
+            const status = await c.hget(k.task, "status")
+            if (status !== null) return status as TaskStatus
+            // Hot data gone: the history says whether the task expired.
+            const last = await c.lindex(k.log, -1)
+            return last !== null && JSON.parse(last)?.event?._tag === "TaskExpired" ? "expired" : undefined
+          })
+
+        return TaskStore.of({ keyspace, execute, executeMany, getTask, getState, getStatus, getHistory, conn })
+      })
+    )
+}

@@ -1,0 +1,103 @@
+/**
+ * The Redis connection: the only module that imports ioredis. A standalone server (URL or host/port/db)
+ * or a Cluster (seed nodes). The command connection is shared; blocking reads take a dedicated
+ * connection from `dedicated()`, released with `disconnect()` so an interrupted `XREADGROUP BLOCK`
+ * never holds up shutdown. Connecting fails fast with a `RedisError` when Redis is unreachable.
+ */
+import { Context, Effect, Layer } from "effect"
+import { Cluster, Redis } from "ioredis"
+import type { ClusterNode } from "ioredis"
+import type { Scope } from "effect"
+import { type RedisError, toRedisError } from "./StreamError.ts"
+
+export type RedisConnection = Redis | Cluster
+
+export interface RedisOptions {
+  /** `redis://[:password@]host:port/db`; takes precedence over host/port/db. */
+  readonly url?: string | undefined
+  readonly host?: string | undefined
+  readonly port?: number | undefined
+  readonly db?: number | undefined
+  readonly password?: string | undefined
+  /** Seed nodes of a Redis Cluster; when given, the client is a Cluster client. */
+  readonly clusterNodes?: ReadonlyArray<{ readonly host: string; readonly port: number }> | undefined
+  /** How long to wait for the first connection, in ms. */
+  readonly connectTimeoutMs?: number | undefined
+}
+
+const baseOptions = (o: RedisOptions) => ({
+  lazyConnect: true,
+  connectTimeout: o.connectTimeoutMs ?? 5_000,
+  maxRetriesPerRequest: null,
+  enableReadyCheck: true
+})
+
+/** Builds (without connecting) a client for the options. */
+export const makeConnection = (o: RedisOptions): RedisConnection => {
+  if (o.clusterNodes !== undefined && o.clusterNodes.length > 0) {
+    return new Cluster(o.clusterNodes.map((n): ClusterNode => ({ host: n.host, port: n.port })), {
+      lazyConnect: true,
+      enableReadyCheck: true,
+      redisOptions: { ...baseOptions(o), ...(o.password !== undefined ? { password: o.password } : {}) }
+    })
+  }
+  const common = { ...baseOptions(o), ...(o.password !== undefined ? { password: o.password } : {}) }
+  if (o.url !== undefined) return new Redis(o.url, common)
+  return new Redis({ ...common, host: o.host ?? "127.0.0.1", port: o.port ?? 6379, db: o.db ?? 0 })
+}
+
+/** Connects; the first failure is returned instead of ioredis' endless reconnect attempts. */
+export const connect = (conn: RedisConnection, op = "connect"): Promise<RedisConnection> =>
+  new Promise((resolve, reject) => {
+    let settled = false
+    const onError = (err: unknown) => {
+      if (settled) return
+      settled = true
+      conn.disconnect()
+      reject(toRedisError(op, err))
+    }
+    conn.once("error", onError)
+    conn.connect().then(
+      () => {
+        if (settled) return
+        settled = true
+        conn.off("error", onError)
+        // Later errors are retried by ioredis' reconnect; they must not crash the process.
+        conn.on("error", () => {})
+        resolve(conn)
+      },
+      onError
+    )
+  })
+
+export class RedisClient extends Context.Service<RedisClient, {
+  /** The shared command connection. */
+  readonly conn: RedisConnection
+  /** Runs one command (or pipeline) and classifies its failure. */
+  readonly use: <A>(op: string, f: (conn: RedisConnection) => Promise<A>) => Effect.Effect<A, RedisError>
+  /** A new connection for blocking reads or subscriptions, closed with the scope. */
+  readonly dedicated: (name: string) => Effect.Effect<RedisConnection, RedisError, Scope.Scope>
+  readonly options: RedisOptions
+}>()("factorial/streams/RedisClient") {
+  static readonly layer = (options: RedisOptions) =>
+    Layer.effect(
+      RedisClient,
+      Effect.gen(function*() {
+        const open = (name: string) =>
+          Effect.acquireRelease(
+            Effect.tryPromise({
+              try: () => connect(makeConnection(options), name),
+              catch: (cause) => toRedisError(name, cause)
+            }),
+            (conn) => Effect.sync(() => conn.disconnect())
+          )
+        const conn = yield* open("connect")
+        return RedisClient.of({
+          conn,
+          options,
+          use: (op, f) => Effect.tryPromise({ try: () => f(conn), catch: (cause) => toRedisError(op, cause) }),
+          dedicated: open
+        })
+      })
+    )
+}

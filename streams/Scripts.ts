@@ -1,0 +1,82 @@
+/**
+ * The Lua scripts that write task transitions: one `.lua` file per transition in `streams/lua/`, each
+ * prefixed with `lib.lua`. They are compiled on every master at start-up (`SCRIPT LOAD`, so a syntax
+ * error fails the boot) and called by SHA; ioredis falls back to EVAL on NOSCRIPT (after a Redis restart).
+ *
+ * Every script returns `{ "ok", ... }` or `{ "rejected", reason, status, lease, pending }`; `parseReply`
+ * is the only place that reads that status word.
+ */
+import { readFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import type { TaskStatus } from "./TaskEvent.ts"
+import type { RedisConnection } from "./RedisClient.ts"
+import { Cluster } from "ioredis"
+
+export const scriptNames = [
+  "enqueue",
+  "claim",
+  "heartbeat",
+  "checkpoint",
+  "complete",
+  "fail",
+  "release",
+  "cancel",
+  "steer",
+  "recover",
+  "wake",
+  "expire"
+] as const
+export type ScriptName = typeof scriptNames[number]
+
+const luaDir = fileURLToPath(new URL("./lua/", import.meta.url))
+
+/** The full source of each script: lib.lua, then the script's own file. */
+export const scriptSources: Readonly<Record<ScriptName, string>> = (() => {
+  const lib = readFileSync(`${luaDir}lib.lua`, "utf8")
+  return Object.fromEntries(
+    scriptNames.map((name) => [name, `${lib}\n${readFileSync(`${luaDir}${name}.lua`, "utf8")}`])
+  ) as Record<ScriptName, string>
+})()
+
+/** Every task script takes the same three keys: task hash, task history, partition log. */
+export const TASK_SCRIPT_KEYS = 3
+
+type ScriptCaller = (...args: ReadonlyArray<string | number>) => Promise<unknown>
+
+/** A connection with the task scripts defined as commands. */
+export type ScriptedConnection = RedisConnection & { readonly [K in ScriptName as `fx_${K}`]: ScriptCaller }
+
+/** Defines the scripts on a connection and compiles them on every master now. */
+export const installScripts = async (conn: RedisConnection): Promise<ScriptedConnection> => {
+  for (const name of scriptNames) {
+    conn.defineCommand(`fx_${name}`, { numberOfKeys: TASK_SCRIPT_KEYS, lua: scriptSources[name] })
+  }
+  const masters = conn instanceof Cluster ? conn.nodes("master") : [conn]
+  await Promise.all(
+    masters.flatMap((node) => scriptNames.map((name) => node.script("LOAD", scriptSources[name])))
+  )
+  return conn as ScriptedConnection
+}
+
+export type ScriptReply =
+  | { readonly _tag: "ok"; readonly values: ReadonlyArray<unknown> }
+  | {
+    readonly _tag: "rejected"
+    readonly reason: string
+    readonly status: TaskStatus | ""
+    readonly lease: number
+    readonly pending: number
+  }
+
+/** Reads a script's reply tuple. */
+export const parseReply = (raw: unknown): ScriptReply => {
+  const reply = raw as ReadonlyArray<unknown>
+  if (reply[0] === "ok") return { _tag: "ok", values: reply.slice(1) }
+  return {
+    _tag: "rejected",
+    reason: String(reply[1]),
+    status: String(reply[2]) as TaskStatus | "",
+    lease: Number(reply[3]),
+    pending: Number(reply[4])
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * Failures of the storage layer: Redis itself, and entries that do not decode.
+ * `RedisError.reason` says whether retrying can help; nothing above this layer inspects ioredis errors.
+ */
+import { Schema } from "effect"
+
+export const RedisErrorReason = Schema.Literals(["Connection", "Timeout", "Script", "Command"])
+export type RedisErrorReason = typeof RedisErrorReason.Type
+
+export class RedisError extends Schema.TaggedError<RedisError>()("RedisError", {
+  op: Schema.String,
+  reason: RedisErrorReason,
+  message: Schema.String
+}) {
+  get isRetryable(): boolean {
+    return this.reason === "Connection" || this.reason === "Timeout"
+  }
+}
+
+/** A stored entry that does not decode as an event: reported, never silently skipped. */
+export class CorruptEntry extends Schema.TaggedError<CorruptEntry>()("CorruptEntry", {
+  entry: Schema.String,
+  message: Schema.String
+}) {}
+
+/** Classifies a failure thrown by the Redis client into a `RedisError`. */
+export const toRedisError = (op: string, cause: unknown): RedisError => {
+  const message = cause instanceof Error ? cause.message : String(cause)
+  const reason: RedisErrorReason =
+    /ECONNREFUSED|ECONNRESET|EPIPE|ENOTFOUND|EHOSTUNREACH|Connection is closed|connect|MaxRetriesPerRequest|CLUSTERDOWN|TRYAGAIN|LOADING/i
+        .test(message)
+      ? "Connection"
+      : /timeout|timed out/i.test(message)
+      ? "Timeout"
+      : /script|lua|NOSCRIPT/i.test(message)
+      ? "Script"
+      : "Command"
+  return new RedisError({ op, reason, message })
+}

@@ -1,0 +1,25 @@
+--[[
+  checkpoint: a non-final turn ended; its payload is saved and the task goes back to the queue for
+  the next turn (TurnCompleted). If a cancel was requested meanwhile, the task ends cancelled instead.
+  KEYS[1..3] task hash, history, partition log
+  ARGV[1..3] prefix, task id, now
+  ARGV[4] lease   ARGV[5] queue entry id   ARGV[6] payload (JSON)   ARGV[7] steering messages applied
+  Returns { "ok", event tag } | rejected TaskNotFound / StaleLease / InvalidSteeringCount
+]]
+local lease, entry_id, payload, applied = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local t, rejection = require_lease(lease)
+if t == nil then return rejection end
+if t.cancel == '1' then return finish_cancelled(t, entry_id) end
+local pending = redis.call('LLEN', STEERING)
+if applied < 0 or applied > pending then return rejected('InvalidSteeringCount', t, pending) end
+
+if applied > 0 then redis.call('LTRIM', STEERING, applied, -1) end
+t.turns = t.turns + 1
+redis.call('HSET', H, 'payload', payload, 'turns', t.turns)
+clear_worker(t)
+set_status(t, 'queued')
+append(t, 'TurnCompleted', '"lease":' .. t.lease .. ',"turn":' .. t.turns .. ',"payload":' .. payload ..
+  ',"steeringApplied":' .. applied)
+ack(t.agent, entry_id)
+requeue(t)
+return { 'ok', 'TurnCompleted' }

@@ -1,0 +1,23 @@
+--[[
+  complete: the final turn ended with an output (TaskCompleted). Steering that arrived during the
+  final turn is reported in the event as unapplied. A requested cancel wins (TaskCancelled).
+  KEYS[1..3] task hash, history, partition log
+  ARGV[1..3] prefix, task id, now
+  ARGV[4] lease   ARGV[5] queue entry id   ARGV[6] output (JSON)   ARGV[7] steering messages applied
+  Returns { "ok", event tag } | rejected TaskNotFound / StaleLease / InvalidSteeringCount
+]]
+local lease, entry_id, output, applied = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local t, rejection = require_lease(lease)
+if t == nil then return rejection end
+if t.cancel == '1' then return finish_cancelled(t, entry_id) end
+local pending = redis.call('LLEN', STEERING)
+if applied < 0 or applied > pending then return rejected('InvalidSteeringCount', t, pending) end
+
+redis.call('DEL', STEERING)
+redis.call('HSET', H, 'output', output)
+clear_worker(t)
+set_status(t, 'completed')
+append(t, 'TaskCompleted', '"lease":' .. t.lease .. ',"output":' .. output .. ',"steeringApplied":' .. applied ..
+  ',"steeringUnapplied":' .. (pending - applied))
+ack(t.agent, entry_id)
+return { 'ok', 'TaskCompleted' }

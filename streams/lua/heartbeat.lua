@@ -1,0 +1,19 @@
+--[[
+  heartbeat: a worker renews its lease (TaskHeartbeat, partition log only) and resets the idle time
+  of its queue entry, so maintenance does not take it back.
+  KEYS[1..3] task hash, history, partition log
+  ARGV[1..3] prefix, task id, now
+  ARGV[4] lease   ARGV[5] worker id   ARGV[6] queue entry id   ARGV[7] agent
+  Returns { "ok", cancelRequested (0|1) } | rejected TaskNotFound / StaleLease
+]]
+local lease, worker, entry_id, agent = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local t, rejection = require_lease(lease)
+if t == nil then return rejection end
+redis.call('HSET', H, 'hb', NOW)
+redis.call('XADD', EVENTS, '*', 'e', '{"version":' .. t.version .. ',"at":' .. NOW .. ',"taskId":' ..
+  cjson.encode(TASK_ID) .. ',"agent":' .. cjson.encode(t.agent) .. ',"ownerId":' .. cjson.encode(t.ownerId) ..
+  ',"event":{"_tag":"TaskHeartbeat","lease":' .. t.lease .. ',"worker":' .. cjson.encode(worker) .. '}}')
+if entry_id ~= '' then
+  redis.call('XCLAIM', queue_key(agent), agent, worker, 0, entry_id, 'JUSTID')
+end
+return { 'ok', t.cancel }
