@@ -53,7 +53,8 @@ export interface AgentOptions<P> {
   readonly description?: string
   /** Validates payloads on enqueue and before each turn. Default: any JSON value. */
   readonly payload?: Schema.Codec<P, unknown>
-  readonly turn: TurnFunction<P>
+  /** P is inferred from `payload` (or given explicitly), never from what the turn returns. */
+  readonly turn: TurnFunction<NoInfer<P>>
 }
 
 const decodeName = Schema.decodeUnknownSync(AgentName)
@@ -96,4 +97,4 @@ export class BaseAgent<P = unknown> {
 }
 
 /** A plain-function agent. */
-export const defineAgent = <P>(options: AgentOptions<P>): BaseAgent<P> => new BaseAgent(options)
+export const defineAgent = <P = unknown>(options: AgentOptions<P>): BaseAgent<P> => new BaseAgent(options)

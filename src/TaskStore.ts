@@ -169,7 +169,8 @@ export class TaskStore extends Context.Service<TaskStore, {
   ) => Effect.Effect<Accepted, TaskRejected | RedisError>
   /** Carries out many commands in one pipelined round trip; each gets its own outcome. */
   readonly executeMany: (
-    commands: ReadonlyArray<{ readonly command: TaskCommand; readonly delivery?: Delivery }>
+    commands: ReadonlyArray<{ readonly command: TaskCommand; readonly delivery?: Delivery }>,
+    options?: { readonly historyTtlSeconds?: number }
   ) => Effect.Effect<ReadonlyArray<Accepted | TaskRejected>, RedisError>
   readonly getTask: (taskId: string) => Effect.Effect<TaskData | undefined, RedisError>
   /** The status hash and steering list as the decider's state (for verification). */
@@ -231,13 +232,14 @@ export class TaskStore extends Context.Service<TaskStore, {
           )
 
         const executeMany = (
-          commands: ReadonlyArray<{ readonly command: TaskCommand; readonly delivery?: Delivery }>
+          commands: ReadonlyArray<{ readonly command: TaskCommand; readonly delivery?: Delivery }>,
+          options?: { readonly historyTtlSeconds?: number }
         ) =>
           commands.length === 0 ? Effect.succeed([]) : Effect.tryPromise({
             try: async () => {
               const pipeline = conn.pipeline()
               for (const { command, delivery } of commands) {
-                const [name, args] = argsOf(command, delivery, 0)
+                const [name, args] = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
                 ;(pipeline as unknown as Record<string, (...a: ReadonlyArray<unknown>) => void>)[`fx_${name}`]!(
                   ...args
                 )

@@ -2,7 +2,8 @@
   recover: maintenance took back the queue entry of a worker that stopped heartbeating (XAUTOCLAIM).
   If the task still runs under that entry's lease, the lease is revoked (TaskRecovered): requeued with one
   more retry, or failed when retries are exhausted; a requested cancel ends it cancelled. Either way the
-  old entry is acked. A stale entry (the task moved on) is only acked.
+  old entry is acked. A stale entry (the task moved on) is only acked. An entry that was read but never
+  claimed (its worker died between XREADGROUP and claim) is replaced by a fresh one: no event, no state change.
   KEYS[1..3] task hash, history, partition log
   ARGV[1..3] prefix, task id, now
   ARGV[4] lease the entry's claim started   ARGV[5] queue entry id   ARGV[6] agent
@@ -11,6 +12,10 @@
 local lease, entry_id, agent = ARGV[4], ARGV[5], ARGV[6]
 local t, rejection = require_lease(lease)
 if t == nil then
+  local current = load_task()
+  if current ~= nil and current.status == 'queued' and current.lease == tonumber(lease) - 1 then
+    requeue(current)
+  end
   ack(agent, entry_id)
   return rejection
 end

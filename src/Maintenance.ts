@@ -1,0 +1,161 @@
+/**
+ * Maintenance: the loop that keeps the task space healthy. Safe to run in every process at once, since
+ * every action is a guarded script:
+ * - recovery: XAUTOCLAIM queue entries idle past the agent's heartbeat timeout, then `Recover` (requeue
+ *   with one more retry, fail when exhausted, or cancel if requested);
+ * - backoff wake-ups, on time: the loop sleeps until the earliest retry time (or `interval`), and local
+ *   workers poke it when they schedule an earlier one;
+ * - expiry of finished tasks past their TTL (`TaskExpired`; the history keeps its own retention);
+ * - trimming of the partition event logs by age, never past what the projector has not yet read.
+ */
+import { Deferred, Effect, Exit } from "effect"
+import type { TaskCommand } from "../projections/TaskDecider.ts"
+import { allPartitions, partitionKeys } from "../streams/Keys.ts"
+import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
+import { flatToRecord, TaskStore, type Delivery } from "./TaskStore.ts"
+import type { MaintenanceWorkerConfig } from "./Config.ts"
+
+export interface MaintainedAgent {
+  readonly name: string
+  /** Seconds without a heartbeat after which a lease is revoked. */
+  readonly heartbeatTimeout: number
+}
+
+export interface MaintenanceOptions {
+  readonly agents: ReadonlyArray<MaintainedAgent>
+  readonly config: MaintenanceWorkerConfig
+  readonly workerId: string
+  /** The projector's consumer group on the partition logs, whose unread entries must not be trimmed. */
+  readonly projectorGroup?: string
+}
+
+export interface MaintenanceReport {
+  readonly recovered: number
+  readonly woken: number
+  readonly expired: number
+  /** Earliest pending backoff wake-up (ms), if any. */
+  readonly nextWakeAt: number | undefined
+}
+
+const terminal = ["completed", "failed", "cancelled"] as const
+
+/** One pass over every partition. */
+export const maintainOnce = (options: MaintenanceOptions) =>
+  Effect.gen(function*() {
+    const store = yield* TaskStore
+    const redis = yield* RedisClient
+    const ks = store.keyspace
+    const { config } = options
+    const consumer = `maintenance-${options.workerId}`
+    const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+    let recovered = 0
+    let woken = 0
+    let expired = 0
+    let nextWakeAt: number | undefined
+
+    const accepted = (outcomes: ReadonlyArray<unknown>) => outcomes.filter((o) => o !== null && typeof o === "object" && "values" in o).length
+
+    for (const p of allPartitions(ks)) {
+      const keys = partitionKeys(ks, p)
+
+      for (const agent of options.agents) {
+        const queue = keys.queue(agent.name)
+        const minIdle = Math.round(agent.heartbeatTimeout * 1000)
+        const [, entries, deleted] = yield* redis.use("xautoclaim", (c) =>
+          c.xautoclaim(queue, agent.name, consumer, minIdle, "0-0", "COUNT", config.maxCleanupBatch) as Promise<
+            [string, Array<[string, Array<string> | null]>, Array<string>]
+          >
+        ).pipe(Effect.catchTag("RedisError", (e) =>
+          // NOGROUP: no worker of this agent ever started in this partition; nothing to recover.
+          e.message.includes("NOGROUP") ? Effect.succeed(["0-0", [], []] as const) : Effect.fail(e)))
+        const commands: Array<{ command: TaskCommand; delivery: Delivery }> = []
+        for (const [entryId, fields] of entries) {
+          if (fields === null) continue
+          const f = flatToRecord(fields)
+          commands.push({
+            command: { _tag: "Recover", taskId: f.t ?? "", lease: Number(f.l) + 1, now },
+            delivery: { entryId, agent: agent.name }
+          })
+        }
+        const outcomes = yield* store.executeMany(commands)
+        recovered += accepted(outcomes)
+        const gone = [...deleted, ...entries.flatMap(([id, f]) => f === null ? [id] : [])]
+        if (gone.length > 0) yield* redis.use("xack", (c) => c.xack(queue, agent.name, ...gone))
+      }
+
+      const due = yield* redis.use("zrangebyscore", (c) =>
+        c.zrangebyscore(keys.delayed, "-inf", now, "LIMIT", 0, config.maxCleanupBatch)
+      )
+      woken += accepted(yield* store.executeMany(due.map((taskId): { command: TaskCommand } => ({ command: { _tag: "WakeUp", taskId, now } }))))
+      const next = yield* redis.use("zrange", (c) => c.zrange(keys.delayed, "0", "0", "WITHSCORES"))
+      if (next[1] !== undefined) nextWakeAt = Math.min(nextWakeAt ?? Infinity, Number(next[1]))
+
+      for (const status of terminal) {
+        const cutoff = now - config.taskTtl.ttlOf(status) * 1000
+        const old = yield* redis.use("zrangebyscore", (c) =>
+          c.zrangebyscore(keys.index(status), "-inf", cutoff, "LIMIT", 0, config.maxCleanupBatch)
+        )
+        expired += accepted(
+          yield* store.executeMany(old.map((taskId): { command: TaskCommand } => ({ command: { _tag: "Expire", taskId, now } })), {
+            historyTtlSeconds: config.taskTtl.historyTtl
+          })
+        )
+      }
+
+      yield* trimEventLog(redis.conn, keys.events, now - config.eventLogRetention * 1000, options.projectorGroup)
+    }
+    return { recovered, woken, expired, nextWakeAt } satisfies MaintenanceReport
+  })
+
+/** Trims a partition log to entries newer than `cutoffMs`, keeping everything the projector still needs. */
+const trimEventLog = (
+  conn: RedisConnection,
+  events: string,
+  cutoffMs: number,
+  projectorGroup: string | undefined
+) =>
+  Effect.promise(async () => {
+    let minId = `${Math.max(0, Math.floor(cutoffMs))}-0`
+    if (projectorGroup !== undefined) {
+      const groups = (await conn.xinfo("GROUPS", events).catch(() => [])) as Array<Array<unknown>>
+      const group = groups.map(flatToRecord).find((g) => g.name === projectorGroup)
+      if (group !== undefined) {
+        const pending = (await conn.xpending(events, projectorGroup)) as [number, string | null, string | null, unknown]
+        const floor = [group["last-delivered-id"] ?? "0-0", pending[1] ?? undefined].filter((x) => x !== undefined)
+        for (const id of floor) if (compareIds(id!, minId) < 0) minId = id!
+      }
+    }
+    await conn.xtrim(events, "MINID", "~", minId)
+  }).pipe(Effect.catchDefect(() => Effect.void))
+
+const compareIds = (a: string, b: string): number => {
+  const [am, as] = a.split("-").map(Number) as [number, number]
+  const [bm, bs] = b.split("-").map(Number) as [number, number]
+  return am !== bm ? am - bm : as - bs
+}
+
+/**
+ * Runs maintenance until interrupted. Returns `poke(retryAt)`, which local workers call when they put a
+ * task into backoff, so that the wake-up is not late by up to `interval`.
+ */
+export const runMaintenance = (options: MaintenanceOptions) =>
+  Effect.gen(function*() {
+    let poke = Deferred.makeUnsafe<void>()
+    let sleepingUntil = Infinity
+    const loop = Effect.gen(function*() {
+      const report = yield* maintainOnce(options).pipe(
+        Effect.catchCause((cause) => Effect.as(Effect.logWarning("maintenance pass failed", cause), undefined))
+      )
+      const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+      const wakeAt = Math.min(now + options.config.interval * 1000, report?.nextWakeAt ?? Infinity)
+      sleepingUntil = wakeAt
+      poke = Deferred.makeUnsafe<void>()
+      yield* Effect.raceFirst(Effect.sleep(Math.max(0, wakeAt - now)), Deferred.await(poke))
+    }).pipe(Effect.forever)
+    yield* Effect.forkScoped(loop)
+    return {
+      poke: (retryAt: number) => {
+        if (retryAt < sleepingUntil) Deferred.doneUnsafe(poke, Exit.void)
+      }
+    }
+  })

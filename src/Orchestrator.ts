@@ -1,0 +1,268 @@
+/**
+ * The composition root and the Promise facade, in the Python factorial's shape:
+ * `new Orchestrator({...})`, `registerRunner({ agent, agentWorkerConfig, maintenanceWorkerConfig })`,
+ * `run()` / `stop()`, and the task API (`enqueueTask`, `getTaskStatus`, `getTaskData`, `cancelTask`,
+ * `steerTask`, `getTaskHistory`). Effect users take `orchestratorLayer(options)` and `runRunners(...)`.
+ *
+ * Only this module reads options and the environment. It also guards the namespace: its partition
+ * count is fixed when first used, and a different one is refused with `InvalidConfig`.
+ */
+import { Cause, Effect, Exit, Layer, ManagedRuntime, Scope } from "effect"
+import type { Keyspace } from "../streams/Keys.ts"
+import { namespaceKeys } from "../streams/Keys.ts"
+import { RedisClient, type RedisOptions } from "../streams/RedisClient.ts"
+import type { RedisError } from "../streams/StreamError.ts"
+import type { Envelope, TaskStatus } from "../streams/TaskEvent.ts"
+import type { BaseAgent, Task } from "./Agent.ts"
+import { AgentWorkerConfig, MaintenanceWorkerConfig, MetricsTimelineConfig, ObservabilityConfig } from "./Config.ts"
+import { ControlChannel } from "./ControlChannel.ts"
+import { InvalidConfig } from "./Errors.ts"
+import { runMaintenance } from "./Maintenance.ts"
+import { type EnqueueOptions, TaskClient } from "./TaskClient.ts"
+import { type TaskData, TaskStore } from "./TaskStore.ts"
+import { makeWorkerId, runWorkerPool } from "./Worker.ts"
+
+export interface OrchestratorOptions {
+  /** `redis://…`; default: env REDIS_URL, else redisHost/redisPort/redisDb. */
+  readonly redisUrl?: string
+  /** Default: env REDIS_HOST, else "localhost". */
+  readonly redisHost?: string
+  readonly redisPort?: number
+  readonly redisDb?: number
+  readonly redisPassword?: string
+  /** Upper bound on connections this process opens (one shared + one per queue reader + one subscriber). */
+  readonly redisMaxConnections?: number
+  /** Redis Cluster seed nodes; when given, the other redis* options are ignored. */
+  readonly clusterNodes?: ReadonlyArray<{ readonly host: string; readonly port: number }>
+  /** Key namespace; default "factorial". */
+  readonly namespace?: string
+  /** Partitions of the namespace (fixed once the namespace is used); default 1. */
+  readonly partitions?: number
+  /** API keys for the LLM agents (default: env OPENAI_API_KEY / XAI_API_KEY). */
+  readonly openaiApiKey?: string
+  readonly xaiApiKey?: string
+  readonly observabilityConfig?: ObservabilityConfig
+  readonly metricsConfig?: MetricsTimelineConfig
+}
+
+export interface RunnerRegistration {
+  readonly agent: BaseAgent<any>
+  readonly agentWorkerConfig?: AgentWorkerConfig
+  readonly maintenanceWorkerConfig?: MaintenanceWorkerConfig
+}
+
+interface Runner {
+  readonly agent: BaseAgent<any>
+  readonly workerConfig: AgentWorkerConfig
+  readonly maintenanceConfig: MaintenanceWorkerConfig
+}
+
+const NamespacePattern = /^[A-Za-z0-9_.-]{1,64}$/
+
+/** Validated connection and keyspace settings. */
+export const resolveOptions = (options: OrchestratorOptions): { redis: RedisOptions; keyspace: Keyspace } => {
+  const namespace = options.namespace ?? "factorial"
+  if (!NamespacePattern.test(namespace)) {
+    throw new InvalidConfig({ message: `namespace must be 1-64 of [A-Za-z0-9_.-], got ${JSON.stringify(namespace)}` })
+  }
+  const partitions = options.partitions ?? 1
+  if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) {
+    throw new InvalidConfig({ message: `partitions must be an integer from 1 to 1024, got ${partitions}` })
+  }
+  if (options.redisPort !== undefined && (!Number.isInteger(options.redisPort) || options.redisPort <= 0)) {
+    throw new InvalidConfig({ message: `redisPort must be a positive integer, got ${options.redisPort}` })
+  }
+  const url = options.redisUrl ?? (options.redisHost === undefined ? process.env.REDIS_URL : undefined)
+  return {
+    keyspace: { namespace, partitions },
+    redis: {
+      url,
+      host: options.redisHost ?? process.env.REDIS_HOST ?? "localhost",
+      port: options.redisPort ?? 6379,
+      db: options.redisDb ?? 0,
+      password: options.redisPassword,
+      clusterNodes: options.clusterNodes
+    }
+  }
+}
+
+/** Fixes the namespace's partition count on first use and refuses a different one later. */
+const guardNamespace = (keyspace: Keyspace) =>
+  Effect.gen(function*() {
+    const redis = yield* RedisClient
+    const meta = namespaceKeys(keyspace).meta
+    yield* redis.use("namespace meta", (c) => c.hsetnx(meta, "partitions", keyspace.partitions))
+    const stored = Number(yield* redis.use("namespace meta", (c) => c.hget(meta, "partitions")))
+    if (stored !== keyspace.partitions) {
+      return yield* new InvalidConfig({
+        message: `namespace ${keyspace.namespace} has ${stored} partitions; it cannot be opened with ${keyspace.partitions}`
+      })
+    }
+  })
+
+/** The client services (TaskClient, TaskStore, RedisClient) for a namespace. */
+export const orchestratorLayer = (
+  options: OrchestratorOptions,
+  maxRetries: (agent: string) => number = () => AgentWorkerConfig.defaults.maxRetries
+) => {
+  const { redis, keyspace } = resolveOptions(options)
+  const base = TaskStore.layer(keyspace).pipe(
+    Layer.provideMerge(Layer.effectDiscard(guardNamespace(keyspace)).pipe(Layer.provideMerge(RedisClient.layer(redis))))
+  )
+  return TaskClient.layer({ maxRetries }).pipe(
+    Layer.provideMerge(ControlChannel.layer(keyspace)),
+    Layer.provideMerge(base)
+  )
+}
+
+/** Runs worker pools and maintenance for the runners until the scope closes (graceful stop). */
+export const runRunners = (runners: ReadonlyArray<Runner>, workerId = makeWorkerId()) =>
+  Effect.gen(function*() {
+    const maintenanceConfig = runners[0]?.maintenanceConfig ?? new MaintenanceWorkerConfig()
+    const maintenance = yield* runMaintenance({
+      agents: runners.map((r) => ({ name: r.agent.name, heartbeatTimeout: r.workerConfig.heartbeatTimeout })),
+      config: maintenanceConfig,
+      workerId
+    })
+    for (const r of runners) {
+      yield* runWorkerPool({ agent: r.agent, config: r.workerConfig, workerId, onBackoff: maintenance.poke })
+    }
+    return { workerId }
+  })
+
+type Services = TaskClient | TaskStore | RedisClient | ControlChannel
+
+/** Runs an effect, rejecting with the typed error itself (not a wrapper). */
+const runWith = <A, E>(runtime: ManagedRuntime.ManagedRuntime<Services, unknown>, effect: Effect.Effect<A, E, Services>) =>
+  runtime.runPromiseExit(effect).then((exit) => {
+    if (Exit.isSuccess(exit)) return exit.value
+    throw Cause.squash(exit.cause)
+  })
+
+export class Orchestrator {
+  readonly options: OrchestratorOptions
+  readonly namespace: string
+  private readonly runners = new Map<string, Runner>()
+  private runtime: ManagedRuntime.ManagedRuntime<Services, unknown> | undefined
+  private running: { scope: Scope.Closeable; done: Promise<void>; resolve: () => void } | undefined
+
+  constructor(options: OrchestratorOptions = {}) {
+    const { keyspace } = resolveOptions(options)
+    this.options = options
+    this.namespace = keyspace.namespace
+  }
+
+  /** Registers an agent to be worked on by `run()` in this process. */
+  registerRunner(registration: RunnerRegistration): this {
+    if (this.runners.has(registration.agent.name)) {
+      throw new InvalidConfig({ message: `an agent named ${registration.agent.name} is already registered` })
+    }
+    this.runners.set(registration.agent.name, {
+      agent: registration.agent,
+      workerConfig: registration.agentWorkerConfig ?? new AgentWorkerConfig(),
+      maintenanceConfig: registration.maintenanceWorkerConfig ?? new MaintenanceWorkerConfig()
+    })
+    return this
+  }
+
+  get agents(): ReadonlyArray<BaseAgent<any>> {
+    return [...this.runners.values()].map((r) => r.agent)
+  }
+
+  private getRuntime() {
+    this.runtime ??= ManagedRuntime.make(
+      orchestratorLayer(
+        this.options,
+        (agent) => this.runners.get(agent)?.workerConfig.maxRetries ?? AgentWorkerConfig.defaults.maxRetries
+      )
+    )
+    return this.runtime
+  }
+
+  /** Runs an Effect against this orchestrator's services. */
+  runEffect<A, E>(effect: Effect.Effect<A, E, Services>): Promise<A> {
+    return runWith(this.getRuntime(), effect)
+  }
+
+  /**
+   * Starts the registered workers and maintenance; resolves when started. `run()` does the same and
+   * resolves only after `stop()` (or SIGINT/SIGTERM when `handleSignals` is true).
+   */
+  async start(): Promise<void> {
+    if (this.running !== undefined) return
+    if (this.runners.size === 0) throw new InvalidConfig({ message: "no runner registered: call registerRunner first" })
+    const scope = Scope.makeUnsafe()
+    let resolve!: () => void
+    const done = new Promise<void>((r) => (resolve = r))
+    this.running = { scope, done, resolve }
+    try {
+      await this.runEffect(Scope.provide(scope)(runRunners([...this.runners.values()])))
+    } catch (e) {
+      this.running = undefined
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      throw e
+    }
+  }
+
+  async run(options: { readonly handleSignals?: boolean } = {}): Promise<void> {
+    await this.start()
+    const onSignal = () => void this.stop()
+    if (options.handleSignals ?? true) {
+      process.once("SIGINT", onSignal)
+      process.once("SIGTERM", onSignal)
+    }
+    await this.running?.done
+    process.off("SIGINT", onSignal)
+    process.off("SIGTERM", onSignal)
+  }
+
+  /** Graceful stop: no new claims, running turns finish (or are handed back), then connections close. */
+  async stop(): Promise<void> {
+    const running = this.running
+    this.running = undefined
+    if (running !== undefined) {
+      await Effect.runPromise(Scope.close(running.scope, Exit.void))
+      running.resolve()
+    }
+    const runtime = this.runtime
+    this.runtime = undefined
+    await runtime?.dispose()
+  }
+
+  private withClient<A, E>(f: (client: TaskClient["Service"]) => Effect.Effect<A, E>): Promise<A> {
+    return this.runEffect(Effect.gen(function*() {
+      return yield* f(yield* TaskClient)
+    }))
+  }
+
+  enqueueTask<P>(agent: BaseAgent<P>, task: Task<P>, options?: EnqueueOptions): Promise<string> {
+    return this.withClient((c) => c.enqueue(agent, task, options))
+  }
+
+  /** Enqueues many tasks in one round trip; each result says whether that task was enqueued. */
+  enqueueTasks<P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options?: EnqueueOptions) {
+    return this.withClient((c) => c.enqueueMany(agent, tasks, options))
+  }
+
+  getTaskStatus(taskId: string): Promise<TaskStatus> {
+    return this.withClient((c) => c.getStatus(taskId))
+  }
+
+  getTaskData(taskId: string): Promise<TaskData | null> {
+    return this.withClient((c) => c.getData(taskId))
+  }
+
+  getTaskHistory(taskId: string, page?: { readonly start?: number; readonly count?: number }): Promise<ReadonlyArray<Envelope>> {
+    return this.withClient((c) => c.getHistory(taskId, page))
+  }
+
+  cancelTask(taskId: string): Promise<void> {
+    return this.withClient((c) => c.cancel(taskId))
+  }
+
+  steerTask(taskId: string, messages: ReadonlyArray<unknown>): Promise<void> {
+    return this.withClient((c) => c.steer(taskId, messages))
+  }
+}
+
+export type { RedisError }

@@ -1,0 +1,144 @@
+/**
+ * The client side of the task API (Effect): enqueue, status, data, history, cancel, steer.
+ * Every input is validated here, at the edge, before anything is written; a rejected command writes
+ * nothing (the scripts check before they write). Time comes from `Clock`.
+ */
+import { Clock, Context, Effect, Layer, Schema } from "effect"
+import type { TaskCommand } from "../projections/TaskDecider.ts"
+import type { CorruptEntry, RedisError } from "../streams/StreamError.ts"
+import { type Envelope, TaskId, type TaskStatus } from "../streams/TaskEvent.ts"
+import type { BaseAgent, Task } from "./Agent.ts"
+import { InvalidInput, type TaskAlreadyExists, type TaskAlreadyFinished, TaskNotFound } from "./Errors.ts"
+import { type TaskData, TaskStore } from "./TaskStore.ts"
+
+const decodeTaskId = Schema.decodeUnknownEffect(TaskId)
+const OwnerId = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(256))
+const SteeringMessages = Schema.Array(Schema.Json).check(Schema.isMinLength(1), Schema.isMaxLength(100))
+
+export const validTaskId = (taskId: unknown): Effect.Effect<string, InvalidInput> =>
+  decodeTaskId(taskId).pipe(Effect.mapError((e) => new InvalidInput({ message: `invalid task id: ${e.message}` })))
+
+export interface EnqueueOptions {
+  /** Retries for this task; default: the agent's `AgentWorkerConfig.maxRetries` (5). */
+  readonly maxRetries?: number
+}
+
+export class TaskClient extends Context.Service<TaskClient, {
+  readonly enqueue: <P>(
+    agent: BaseAgent<P>,
+    task: Task<P>,
+    options?: EnqueueOptions
+  ) => Effect.Effect<string, InvalidInput | TaskAlreadyExists | RedisError>
+  /** Enqueues many tasks in one round trip; each succeeds or fails on its own. */
+  readonly enqueueMany: <P>(
+    agent: BaseAgent<P>,
+    tasks: ReadonlyArray<Task<P>>,
+    options?: EnqueueOptions
+  ) => Effect.Effect<ReadonlyArray<{ readonly id: string; readonly error?: TaskAlreadyExists | InvalidInput }>, RedisError>
+  readonly getStatus: (taskId: string) => Effect.Effect<TaskStatus, InvalidInput | TaskNotFound | RedisError>
+  readonly getData: (taskId: string) => Effect.Effect<TaskData | null, InvalidInput | RedisError>
+  readonly getHistory: (
+    taskId: string,
+    page?: { readonly start?: number; readonly count?: number }
+  ) => Effect.Effect<ReadonlyArray<Envelope>, InvalidInput | TaskNotFound | RedisError | CorruptEntry>
+  readonly cancel: (taskId: string) => Effect.Effect<void, InvalidInput | TaskNotFound | TaskAlreadyFinished | RedisError>
+  readonly steer: (
+    taskId: string,
+    messages: ReadonlyArray<unknown>
+  ) => Effect.Effect<void, InvalidInput | TaskNotFound | TaskAlreadyFinished | RedisError>
+}>()("factorial/TaskClient") {
+  static readonly layer = (defaults: { readonly maxRetries: (agent: string) => number }) =>
+    Layer.effect(
+      TaskClient,
+      Effect.gen(function*() {
+        const store = yield* TaskStore
+
+        const prepare = Effect.fnUntraced(function*<P>(agent: BaseAgent<P>, task: Task<P>, options?: EnqueueOptions) {
+          const taskId = yield* validTaskId(task.id)
+          if (task.agent !== agent.name) {
+            return yield* new InvalidInput({ message: `task ${taskId} belongs to agent ${task.agent}, not ${agent.name}` })
+          }
+          const ownerId = yield* Schema.decodeUnknownEffect(OwnerId)(task.ownerId).pipe(
+            Effect.mapError((e) => new InvalidInput({ message: `invalid owner id: ${e.message}` }))
+          )
+          const payload = yield* agent.encodePayload(task.payload)
+          const maxRetries = options?.maxRetries ?? defaults.maxRetries(agent.name)
+          if (!Number.isInteger(maxRetries) || maxRetries < 0) {
+            return yield* new InvalidInput({ message: `maxRetries must be a non-negative integer, got ${maxRetries}` })
+          }
+          const now = yield* Clock.currentTimeMillis
+          return { _tag: "Enqueue" as const, taskId, agent: agent.name, ownerId, payload, maxRetries, now }
+        })
+
+        const enqueue = <P>(agent: BaseAgent<P>, task: Task<P>, options?: EnqueueOptions) =>
+          Effect.gen(function*() {
+            const command = yield* prepare(agent, task, options)
+            yield* store.execute(command).pipe(
+              Effect.catchTag(["StaleLease", "NotDue", "InvalidSteeringCount", "TaskNotFound", "TaskAlreadyFinished"], (e) =>
+                Effect.die(e))
+            )
+            return command.taskId
+          })
+
+        const enqueueMany = <P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options?: EnqueueOptions) =>
+          Effect.gen(function*() {
+            const prepared = yield* Effect.forEach(tasks, (task) => Effect.result(prepare(agent, task, options)))
+            const valid = prepared.flatMap((r) => r._tag === "Success" ? [{ command: r.success }] : [])
+            const outcomes = yield* store.executeMany(valid)
+            let next = 0
+            return prepared.map((r, i) => {
+              if (r._tag === "Failure") return { id: String(tasks[i]!.id), error: r.failure }
+              const outcome = outcomes[next++]!
+              return "values" in outcome
+                ? { id: r.success.taskId }
+                : { id: r.success.taskId, error: outcome as TaskAlreadyExists }
+            })
+          })
+
+        const getStatus = (taskId: string) =>
+          Effect.gen(function*() {
+            const id = yield* validTaskId(taskId)
+            const status = yield* store.getStatus(id)
+            if (status === undefined) return yield* new TaskNotFound({ taskId: id })
+            return status
+          })
+
+        const getData = (taskId: string) =>
+          Effect.flatMap(validTaskId(taskId), (id) => Effect.map(store.getTask(id), (t) => t ?? null))
+
+        const getHistory = (taskId: string, page?: { readonly start?: number; readonly count?: number }) =>
+          Effect.gen(function*() {
+            const id = yield* validTaskId(taskId)
+            const history = yield* store.getHistory(id, page)
+            if (history.length === 0 && (page?.start ?? 0) === 0) return yield* new TaskNotFound({ taskId: id })
+            return history
+          })
+
+        /** Cancel and steer can only be rejected as not found or finished; anything else is a defect. */
+        const clientCommand = (command: TaskCommand) =>
+          store.execute(command).pipe(
+            Effect.catchTag(["StaleLease", "NotDue", "InvalidSteeringCount", "TaskAlreadyExists"], (e) => Effect.die(e)),
+            Effect.asVoid
+          )
+
+        const cancel = (taskId: string) =>
+          Effect.gen(function*() {
+            const id = yield* validTaskId(taskId)
+            const now = yield* Clock.currentTimeMillis
+            yield* clientCommand({ _tag: "Cancel", taskId: id, now })
+          })
+
+        const steer = (taskId: string, messages: ReadonlyArray<unknown>) =>
+          Effect.gen(function*() {
+            const id = yield* validTaskId(taskId)
+            const valid = yield* Schema.decodeUnknownEffect(SteeringMessages)(messages).pipe(
+              Effect.mapError((e) => new InvalidInput({ message: `invalid steering messages: ${e.message}` }))
+            )
+            const now = yield* Clock.currentTimeMillis
+            yield* clientCommand({ _tag: "Steer", taskId: id, messages: valid, now })
+          })
+
+        return TaskClient.of({ enqueue, enqueueMany, getStatus, getData, getHistory, cancel, steer })
+      })
+    )
+}
