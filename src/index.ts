@@ -1,0 +1,37 @@
+/**
+ * The public entry point of factorial-ts: the Promise API (Orchestrator, agents, config classes, errors)
+ * and, for Effect users, the services and layers they compose.
+ */
+export { BaseAgent, Continue, defineAgent, Done } from "./Agent.ts"
+export type { AgentOptions, Task, TurnContext, TurnFunction, TurnOutcome } from "./Agent.ts"
+export { backoffDelayMs, classifyFailure, FatalAgentError, TransientAgentError, TurnTimeout } from "./AgentErrors.ts"
+export {
+  AgentWorkerConfig,
+  MaintenanceWorkerConfig,
+  MetricsTimelineConfig,
+  ObservabilityConfig,
+  TaskTTLConfig
+} from "./Config.ts"
+export {
+  InvalidConfig,
+  InvalidInput,
+  InvalidSteeringCount,
+  NotDue,
+  StaleLease,
+  TaskAlreadyExists,
+  TaskAlreadyFinished,
+  TaskNotFound
+} from "./Errors.ts"
+export { Orchestrator, orchestratorLayer, runRunners } from "./Orchestrator.ts"
+export type { OrchestratorOptions, RunnerRegistration } from "./Orchestrator.ts"
+export { TaskClient } from "./TaskClient.ts"
+export type { EnqueueOptions } from "./TaskClient.ts"
+export { TaskStore } from "./TaskStore.ts"
+export type { TaskData } from "./TaskStore.ts"
+export { ControlChannel } from "./ControlChannel.ts"
+export { decide, evolve, fold } from "../projections/TaskDecider.ts"
+export type { TaskCommand, TaskState } from "../projections/TaskDecider.ts"
+export { RedisClient } from "../streams/RedisClient.ts"
+export type { RedisOptions } from "../streams/RedisClient.ts"
+export { CorruptEntry, RedisError } from "../streams/StreamError.ts"
+export { Envelope, TaskEvent, TaskStatus } from "../streams/TaskEvent.ts"
