@@ -21,6 +21,8 @@ import { runMaintenance } from "./Maintenance.ts"
 import { type EnqueueOptions, TaskClient } from "./TaskClient.ts"
 import { type TaskData, TaskStore } from "./TaskStore.ts"
 import { makeWorkerId, runWorkerPool } from "./Worker.ts"
+import { buildApp } from "./http/App.ts"
+import type { FastifyInstance } from "fastify"
 
 export interface OrchestratorOptions {
   /** `redis://…`; default: env REDIS_URL, else redisHost/redisPort/redisDb. */
@@ -145,6 +147,7 @@ export class Orchestrator {
   private readonly runners = new Map<string, Runner>()
   private runtime: ManagedRuntime.ManagedRuntime<Services, unknown> | undefined
   private running: { scope: Scope.Closeable; done: Promise<void>; resolve: () => void } | undefined
+  private server: { app: FastifyInstance; url: string } | undefined
 
   constructor(options: OrchestratorOptions = {}) {
     const { keyspace } = resolveOptions(options)
@@ -197,6 +200,7 @@ export class Orchestrator {
     this.running = { scope, done, resolve }
     try {
       await this.runEffect(Scope.provide(scope)(runRunners([...this.runners.values()])))
+      await this.startServer()
     } catch (e) {
       this.running = undefined
       await Effect.runPromise(Scope.close(scope, Exit.void))
@@ -216,8 +220,21 @@ export class Orchestrator {
     process.off("SIGTERM", onSignal)
   }
 
+  /** Starts the HTTP server when `observabilityConfig` is given and enabled. */
+  async startServer(): Promise<string | undefined> {
+    const config = this.options.observabilityConfig
+    if (config === undefined || !config.enabled || this.server !== undefined) return this.server?.url
+    const app = this.createObservabilityApp(config)
+    const url = await app.listen({ host: config.host, port: config.port })
+    this.server = { app, url }
+    return url
+  }
+
   /** Graceful stop: no new claims, running turns finish (or are handed back), then connections close. */
   async stop(): Promise<void> {
+    const server = this.server
+    this.server = undefined
+    await server?.app.close()
     const running = this.running
     this.running = undefined
     if (running !== undefined) {
@@ -230,9 +247,23 @@ export class Orchestrator {
   }
 
   private withClient<A, E>(f: (client: TaskClient["Service"]) => Effect.Effect<A, E>): Promise<A> {
-    return this.runEffect(Effect.gen(function*() {
-      return yield* f(yield* TaskClient)
-    }))
+    return this.runEffect(TaskClient.use(f))
+  }
+
+  /** The HTTP server (dashboard + control API), built but not listening: for `inject()` or embedding. */
+  createObservabilityApp(config = this.options.observabilityConfig ?? new ObservabilityConfig()): FastifyInstance {
+    const runtime = this.getRuntime()
+    return buildApp({
+      // A layer failure (Redis unreachable, bad namespace) surfaces as this Exit's failure too.
+      run: <A, E>(effect: Effect.Effect<A, E, Services>) => runtime.runPromiseExit(effect) as Promise<Exit.Exit<A, E>>,
+      config,
+      agents: () => this.agents
+    })
+  }
+
+  /** Where the HTTP server listens, once `start()` started it. */
+  get observabilityUrl(): string | undefined {
+    return this.server?.url
   }
 
   enqueueTask<P>(agent: BaseAgent<P>, task: Task<P>, options?: EnqueueOptions): Promise<string> {

@@ -1,0 +1,48 @@
+/**
+ * The one table that maps typed errors to HTTP statuses. Every route answers failures through
+ * `sendError`, so a client always gets `{ error: { tag, message } }` with the status below.
+ */
+import type { FastifyReply } from "fastify"
+
+const statusByTag: Readonly<Record<string, number>> = {
+  InvalidInput: 400,
+  InvalidConfig: 400,
+  InvalidSteeringCount: 400,
+  Unauthorized: 401,
+  TaskNotFound: 404,
+  AgentNotFound: 404,
+  TaskAlreadyExists: 409,
+  TaskAlreadyFinished: 409,
+  StaleLease: 409,
+  NotDue: 409,
+  PayloadTooLarge: 413,
+  RedisError: 503,
+  CorruptEntry: 500
+}
+
+export interface HttpErrorBody {
+  readonly error: { readonly tag: string; readonly message: string }
+}
+
+export const httpStatusOf = (error: unknown): number => {
+  const tag = (error as { _tag?: unknown })?._tag
+  return typeof tag === "string" ? statusByTag[tag] ?? 500 : 500
+}
+
+export const errorBody = (error: unknown): HttpErrorBody => {
+  const tag = (error as { _tag?: unknown })?._tag
+  const status = httpStatusOf(error)
+  return {
+    error: {
+      tag: typeof tag === "string" ? tag : "InternalError",
+      // Internal errors say nothing of their insides to the client.
+      message: status === 500 && typeof tag !== "string"
+        ? "internal error"
+        : error instanceof Error
+        ? error.message
+        : String(error)
+    }
+  }
+}
+
+export const sendError = (reply: FastifyReply, error: unknown) => reply.code(httpStatusOf(error)).send(errorBody(error))

@@ -1,0 +1,100 @@
+/**
+ * Bad input gets a clear typed error in the Promise API, and nothing is written: unknown ids, malformed
+ * payloads and messages, cancel/steer of finished tasks, invalid config, and an unreachable Redis.
+ */
+import { Schema } from "effect"
+import { Redis } from "ioredis"
+import { afterAll, describe, expect, it } from "vitest"
+import { defineAgent, Done } from "../../src/Agent.ts"
+import { AgentWorkerConfig, MaintenanceWorkerConfig, ObservabilityConfig, TaskTTLConfig } from "../../src/Config.ts"
+import { Orchestrator } from "../../src/Orchestrator.ts"
+import { freshKeyspace, redisUrl } from "../support/TestRedis.ts"
+
+const { namespace } = freshKeyspace()
+const o = new Orchestrator({ redisUrl, namespace })
+const agent = defineAgent({
+  name: "strict",
+  payload: Schema.Struct({ n: Schema.Number }),
+  turn: () => Promise.resolve(Done(1))
+})
+const redis = new Redis(redisUrl)
+afterAll(async () => {
+  await o.stop()
+  redis.disconnect()
+})
+
+const keysOfNamespace = () => redis.keys(`{${namespace}:*`)
+
+const rejection = async (p: Promise<unknown>) => {
+  try {
+    await p
+  } catch (e) {
+    return e as { _tag: string; message: string }
+  }
+  throw new Error("expected a rejection")
+}
+
+describe("bad input", () => {
+  it("a malformed payload or task id is refused and nothing is written", async () => {
+    const e = await rejection(o.enqueueTask(agent, agent.createTask({ ownerId: "u", payload: { n: "one" } as never })))
+    expect(e._tag).toBe("InvalidInput")
+    expect(e.message).toMatch(/invalid payload for agent strict/)
+    const e2 = await rejection(o.enqueueTask(agent, { ...agent.createTask({ ownerId: "u", payload: { n: 1 } }), id: "a b{c}" }))
+    expect(e2._tag).toBe("InvalidInput")
+    const e3 = await rejection(o.enqueueTask(agent, agent.createTask({ ownerId: "", payload: { n: 1 } })))
+    expect(e3._tag).toBe("InvalidInput")
+    expect(await keysOfNamespace()).toEqual([])
+  })
+
+  it("unknown ids: status and history reject, data is null, cancel and steer reject", async () => {
+    expect((await rejection(o.getTaskStatus("nope")))._tag).toBe("TaskNotFound")
+    expect((await rejection(o.getTaskHistory("nope")))._tag).toBe("TaskNotFound")
+    expect(await o.getTaskData("nope")).toBeNull()
+    expect((await rejection(o.cancelTask("nope")))._tag).toBe("TaskNotFound")
+    expect((await rejection(o.steerTask("nope", [{ role: "user", content: "x" }])))._tag).toBe("TaskNotFound")
+  })
+
+  it("duplicate ids, malformed steering, and finished tasks are refused", async () => {
+    const task = agent.createTask({ ownerId: "u", payload: { n: 1 } })
+    await o.enqueueTask(agent, task)
+    expect((await rejection(o.enqueueTask(agent, task)))._tag).toBe("TaskAlreadyExists")
+    expect((await rejection(o.steerTask(task.id, [])))._tag).toBe("InvalidInput")
+    expect((await rejection(o.steerTask(task.id, "hello" as never)))._tag).toBe("InvalidInput")
+    await o.cancelTask(task.id)
+    await o.cancelTask(task.id) // cancelling a cancelled task is a no-op
+    const e = await rejection(o.steerTask(task.id, [{ role: "user", content: "x" }]))
+    expect(e).toMatchObject({ _tag: "TaskAlreadyFinished", message: `task ${task.id} is already cancelled` })
+    expect((await o.getTaskHistory(task.id)).map((x) => x.event._tag)).toEqual(["TaskEnqueued", "TaskCancelled"])
+  })
+
+  it("invalid configuration throws InvalidConfig naming the field", () => {
+    expect(() => new AgentWorkerConfig({ workers: 0 })).toThrow(/AgentWorkerConfig.*workers/)
+    expect(() => new AgentWorkerConfig({ turnTimeout: -1 })).toThrow(/turnTimeout/)
+    expect(() => new AgentWorkerConfig({ wrkers: 2 } as never)).toThrow(/wrkers/)
+    expect(() => new MaintenanceWorkerConfig({ interval: 0 })).toThrow(/interval/)
+    expect(() => new TaskTTLConfig({ completedTtl: Number.NaN })).toThrow(/completedTtl/)
+    expect(() => new ObservabilityConfig({ port: 70000 })).toThrow(/port/)
+    expect(() => new ObservabilityConfig({ authToken: "short" })).toThrow(/authToken/)
+    expect(() => new Orchestrator({ namespace: "bad ns" })).toThrow(/namespace/)
+    expect(() => new Orchestrator({ partitions: 0 })).toThrow(/partitions/)
+    expect(() => o.registerRunner({ agent }).registerRunner({ agent })).toThrow(/already registered/)
+    expect(() => defineAgent({ name: "no spaces", turn: () => Promise.resolve(Done(0)) })).toThrow(/agent name/)
+  })
+
+  it("an unreachable Redis is a RedisError, not a hang", async () => {
+    const dead = new Orchestrator({ redisUrl: "redis://127.0.0.1:1", namespace })
+    const e = await rejection(dead.getTaskStatus("x"))
+    expect(e._tag).toBe("RedisError")
+    expect(e.message).toMatch(/ECONNREFUSED|connect/)
+    await dead.stop()
+  })
+
+  it("a namespace's partition count cannot change", async () => {
+    const other = new Orchestrator({ redisUrl, namespace, partitions: 4 })
+    await o.getTaskData("x") // the namespace was opened with 1 partition
+    const e = await rejection(other.getTaskData("x"))
+    expect(e).toMatchObject({ _tag: "InvalidConfig" })
+    expect(e.message).toMatch(/has 1 partitions; it cannot be opened with 4/)
+    await other.stop()
+  })
+})
