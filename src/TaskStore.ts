@@ -7,7 +7,7 @@
  */
 import { Context, Effect, Layer } from "effect"
 import type { Rejection, TaskCommand, TaskState } from "../projections/TaskDecider.ts"
-import { type Keyspace, namespaceKeys, taskKeys } from "../streams/Keys.ts"
+import { type Keyspace, namespaceKeys, partitionOf, taskKeys } from "../streams/Keys.ts"
 import { RedisClient } from "../streams/RedisClient.ts"
 import { installScripts, parseReply, type ScriptedConnection, type ScriptName } from "../streams/Scripts.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
@@ -231,24 +231,38 @@ export class TaskStore extends Context.Service<TaskStore, {
             }
           )
 
+        /** One pipeline per partition (a Cluster pipeline must stay in one slot); results keep the input order. */
         const executeMany = (
           commands: ReadonlyArray<{ readonly command: TaskCommand; readonly delivery?: Delivery }>,
           options?: { readonly historyTtlSeconds?: number }
         ) =>
           commands.length === 0 ? Effect.succeed([]) : Effect.tryPromise({
             try: async () => {
-              const pipeline = conn.pipeline()
-              for (const { command, delivery } of commands) {
-                const [name, args] = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
-                ;(pipeline as unknown as Record<string, (...a: ReadonlyArray<unknown>) => void>)[`fx_${name}`]!(
-                  ...args
-                )
-              }
-              const replies = (await pipeline.exec()) ?? []
-              return replies.map(([err, raw], i) => {
-                if (err) throw err
-                return outcome(commands[i]!.command, raw)
+              const groups = new Map<number, Array<number>>()
+              commands.forEach(({ command }, i) => {
+                const p = partitionOf(keyspace, command.taskId)
+                const group = groups.get(p) ?? []
+                group.push(i)
+                groups.set(p, group)
               })
+              const results = new Array<Accepted | TaskRejected>(commands.length)
+              await Promise.all([...groups.values()].map(async (indexes) => {
+                const pipeline = conn.pipeline() as unknown as Record<string, (...a: ReadonlyArray<unknown>) => void> & {
+                  exec: () => Promise<Array<[Error | null, unknown]> | null>
+                }
+                for (const i of indexes) {
+                  const { command, delivery } = commands[i]!
+                  const [name, args] = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
+                  pipeline[`fx_${name}`]!(...args)
+                }
+                const replies = (await pipeline.exec()) ?? []
+                replies.forEach(([err, raw], j) => {
+                  if (err) throw err
+                  const i = indexes[j]!
+                  results[i] = outcome(commands[i]!.command, raw)
+                })
+              }))
+              return results
             },
             catch: (cause) => toRedisError("pipeline", cause)
           })

@@ -3,27 +3,26 @@
  * payloads and messages, cancel/steer of finished tasks, invalid config, and an unreachable Redis.
  */
 import { Schema } from "effect"
-import { Redis } from "ioredis"
 import { afterAll, describe, expect, it } from "vitest"
 import { defineAgent, Done } from "../../src/Agent.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig, ObservabilityConfig, TaskTTLConfig } from "../../src/Config.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
-import { freshKeyspace, redisUrl } from "../support/TestRedis.ts"
+import { freshKeyspace, keysMatching, rawClient, testRedisOptions } from "../support/TestRedis.ts"
 
 const { namespace } = freshKeyspace()
-const o = new Orchestrator({ redisUrl, namespace })
+const o = new Orchestrator({ ...testRedisOptions, namespace })
 const agent = defineAgent({
   name: "strict",
   payload: Schema.Struct({ n: Schema.Number }),
   turn: () => Promise.resolve(Done(1))
 })
-const redis = new Redis(redisUrl)
+const redis = rawClient()
 afterAll(async () => {
   await o.stop()
   redis.disconnect()
 })
 
-const keysOfNamespace = () => redis.keys(`{${namespace}:*`)
+const keysOfNamespace = () => keysMatching(redis, `{${namespace}:*`)
 
 const rejection = async (p: Promise<unknown>) => {
   try {
@@ -90,7 +89,7 @@ describe("bad input", () => {
   })
 
   it("a namespace's partition count cannot change", async () => {
-    const other = new Orchestrator({ redisUrl, namespace, partitions: 4 })
+    const other = new Orchestrator({ ...testRedisOptions, namespace, partitions: 4 })
     await o.getTaskData("x") // the namespace was opened with 1 partition
     const e = await rejection(other.getTaskData("x"))
     expect(e).toMatchObject({ _tag: "InvalidConfig" })

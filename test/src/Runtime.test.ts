@@ -8,11 +8,11 @@ import { Continue, defineAgent, Done } from "../../src/Agent.ts"
 import { FatalAgentError, TransientAgentError } from "../../src/AgentErrors.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig } from "../../src/Config.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
-import { freshKeyspace, redisUrl } from "../support/TestRedis.ts"
+import { freshKeyspace, testPartitions, testRedisOptions } from "../support/TestRedis.ts"
 
 const open: Array<Orchestrator> = []
 const make = (namespace: string) => {
-  const o = new Orchestrator({ redisUrl, namespace })
+  const o = new Orchestrator({ ...testRedisOptions, namespace, partitions: testPartitions })
   open.push(o)
   return o
 }

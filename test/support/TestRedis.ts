@@ -5,16 +5,43 @@
 import { randomUUID } from "node:crypto"
 import { Layer } from "effect"
 import type { Keyspace } from "../../streams/Keys.ts"
-import { RedisClient } from "../../streams/RedisClient.ts"
+import { makeConnection, RedisClient, type RedisConnection } from "../../streams/RedisClient.ts"
+import { Cluster } from "ioredis"
 import { TaskStore } from "../../src/TaskStore.ts"
 
 export const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
 
-export const freshKeyspace = (partitions = 1): Keyspace => ({
+/** Partitions the integration tests use (4 on the cluster project, so keys spread over the masters). */
+export const testPartitions = Number(process.env.TEST_PARTITIONS ?? 1)
+
+export const freshKeyspace = (partitions = testPartitions): Keyspace => ({
   namespace: `t-${randomUUID().slice(0, 8)}`,
   partitions
 })
 
-export const redisLayer = RedisClient.layer({ url: redisUrl })
+/** Seed nodes of a Redis Cluster (REDIS_CLUSTER_NODES="h:p,h:p,…"): when set, tests run against the cluster. */
+export const clusterNodes = (process.env.REDIS_CLUSTER_NODES ?? "").split(",").filter((s) => s !== "").map((s) => {
+  const [host, port] = s.split(":")
+  return { host: host!, port: Number(port) }
+})
+export const onCluster = clusterNodes.length > 0
+
+/** Orchestrator options that reach the test Redis (standalone or cluster). */
+export const testRedisOptions = onCluster ? { clusterNodes } : { redisUrl }
+
+export const redisLayer = RedisClient.layer(onCluster ? { clusterNodes } : { url: redisUrl })
 
 export const storeLayer = (keyspace: Keyspace) => TaskStore.layer(keyspace).pipe(Layer.provideMerge(redisLayer))
+
+/** A plain client of the test Redis (connects on first command). */
+export const rawClient = (): RedisConnection => {
+  const conn = makeConnection(onCluster ? { clusterNodes } : { url: redisUrl })
+  conn.on("error", () => {})
+  return conn
+}
+
+/** KEYS on every master: for tests only (O(keys)). */
+export const keysMatching = async (conn: RedisConnection, pattern: string): Promise<Array<string>> => {
+  const nodes = conn instanceof Cluster ? conn.nodes("master") : [conn]
+  return (await Promise.all(nodes.map((n) => n.keys(pattern)))).flat()
+}

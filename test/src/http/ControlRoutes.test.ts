@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { defineAgent, Done } from "../../../src/Agent.ts"
 import { ObservabilityConfig } from "../../../src/Config.ts"
 import { Orchestrator } from "../../../src/Orchestrator.ts"
-import { freshKeyspace, redisUrl } from "../../support/TestRedis.ts"
+import { freshKeyspace, testRedisOptions } from "../../support/TestRedis.ts"
 
 const token = "a-test-token-of-some-length"
 const agent = defineAgent({
@@ -15,7 +15,7 @@ const agent = defineAgent({
   payload: Schema.Struct({ text: Schema.String }),
   turn: (ctx) => Promise.resolve(Done(ctx.payload.text))
 })
-const orchestrator = new Orchestrator({ redisUrl, namespace: freshKeyspace().namespace })
+const orchestrator = new Orchestrator({ ...testRedisOptions, ...freshKeyspace() })
 orchestrator.registerRunner({ agent })
 const app = orchestrator.createObservabilityApp(new ObservabilityConfig({ authToken: token }))
 const auth = { authorization: `Bearer ${token}` }

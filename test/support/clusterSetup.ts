@@ -1,0 +1,23 @@
+/**
+ * Global setup of the "cluster" test project: starts the local 3-master Redis Cluster (idempotent) and
+ * stops it at the end if this run started it.
+ */
+import { execFileSync } from "node:child_process"
+import { resolve } from "node:path"
+
+const script = resolve(import.meta.dirname, "../../scripts/redis-cluster.sh")
+const base = process.env.CLUSTER_BASE_PORT ?? "7101"
+
+export default function setup() {
+  const running = (() => {
+    try {
+      return execFileSync("redis-cli", ["-p", base, "cluster", "info"], { encoding: "utf8" }).includes("cluster_state:ok")
+    } catch {
+      return false
+    }
+  })()
+  if (!running) execFileSync("bash", [script, "start", base], { stdio: "ignore" })
+  return () => {
+    if (!running) execFileSync("bash", [script, "stop", base], { stdio: "ignore" })
+  }
+}
