@@ -46,6 +46,8 @@ export interface Task<P = unknown> {
   readonly agent: string
   readonly ownerId: string
   readonly payload: P
+  /** At most one task per (agent, key) is ever enqueued; see `EnqueueOptions.idempotencyKey`. */
+  readonly idempotencyKey?: string
 }
 
 export interface AgentOptions<P> {
@@ -77,8 +79,16 @@ export class BaseAgent<P = unknown> {
   }
 
   /** A new task for this agent (validated when enqueued). */
-  createTask(options: { readonly ownerId: string; readonly payload: P; readonly id?: string }): Task<P> {
-    return { id: options.id ?? randomUUID(), agent: this.name, ownerId: options.ownerId, payload: options.payload }
+  createTask(
+    options: { readonly ownerId: string; readonly payload: P; readonly id?: string; readonly idempotencyKey?: string }
+  ): Task<P> {
+    return {
+      id: options.id ?? randomUUID(),
+      agent: this.name,
+      ownerId: options.ownerId,
+      payload: options.payload,
+      ...(options.idempotencyKey !== undefined ? { idempotencyKey: options.idempotencyKey } : {})
+    }
   }
 
   /** Encodes a payload to its stored JSON form, or fails with a clear message. */

@@ -271,7 +271,7 @@ export class Orchestrator {
   }
 
   /** Enqueues many tasks in one round trip; each result says whether that task was enqueued. */
-  enqueueTasks<P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options?: EnqueueOptions) {
+  enqueueTasks<P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options?: Omit<EnqueueOptions, "idempotencyKey">) {
     return this.withClient((c) => c.enqueueMany(agent, tasks, options))
   }
 

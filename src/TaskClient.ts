@@ -3,6 +3,7 @@
  * Every input is validated here, at the edge, before anything is written; a rejected command writes
  * nothing (the scripts check before they write). Time comes from `Clock`.
  */
+import { createHash } from "node:crypto"
 import { Clock, Context, Effect, Layer, Schema } from "effect"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
 import type { CorruptEntry, RedisError } from "../streams/StreamError.ts"
@@ -21,7 +22,16 @@ export const validTaskId = (taskId: unknown): Effect.Effect<string, InvalidInput
 export interface EnqueueOptions {
   /** Retries for this task; default: the agent's `AgentWorkerConfig.maxRetries` (5). */
   readonly maxRetries?: number
+  /**
+   * Enqueues at most one task per (agent, key): the task id is derived from the key, so a repeated
+   * enqueue returns the first task's id instead of creating another (the task's own id is ignored).
+   */
+  readonly idempotencyKey?: string
 }
+
+/** The task id an idempotency key stands for (stable across processes and languages). */
+export const idempotentTaskId = (agent: string, key: string): string =>
+  `idem-${createHash("sha256").update(`${agent}\u0000${key}`).digest("hex").slice(0, 32)}`
 
 export class TaskClient extends Context.Service<TaskClient, {
   readonly enqueue: <P>(
@@ -33,7 +43,7 @@ export class TaskClient extends Context.Service<TaskClient, {
   readonly enqueueMany: <P>(
     agent: BaseAgent<P>,
     tasks: ReadonlyArray<Task<P>>,
-    options?: EnqueueOptions
+    options?: Omit<EnqueueOptions, "idempotencyKey">
   ) => Effect.Effect<ReadonlyArray<{ readonly id: string; readonly error?: TaskAlreadyExists | InvalidInput }>, RedisError>
   readonly getStatus: (taskId: string) => Effect.Effect<TaskStatus, InvalidInput | TaskNotFound | RedisError>
   readonly getData: (taskId: string) => Effect.Effect<TaskData | null, InvalidInput | RedisError>
@@ -54,7 +64,11 @@ export class TaskClient extends Context.Service<TaskClient, {
         const store = yield* TaskStore
 
         const prepare = Effect.fnUntraced(function*<P>(agent: BaseAgent<P>, task: Task<P>, options?: EnqueueOptions) {
-          const taskId = yield* validTaskId(task.id)
+          const key = options?.idempotencyKey ?? task.idempotencyKey
+          if (key !== undefined && (key.length === 0 || key.length > 512)) {
+            return yield* new InvalidInput({ message: "an idempotency key is 1-512 characters" })
+          }
+          const taskId = key !== undefined ? idempotentTaskId(agent.name, key) : yield* validTaskId(task.id)
           if (task.agent !== agent.name) {
             return yield* new InvalidInput({ message: `task ${taskId} belongs to agent ${task.agent}, not ${agent.name}` })
           }
@@ -67,31 +81,42 @@ export class TaskClient extends Context.Service<TaskClient, {
             return yield* new InvalidInput({ message: `maxRetries must be a non-negative integer, got ${maxRetries}` })
           }
           const now = yield* Clock.currentTimeMillis
-          return { _tag: "Enqueue" as const, taskId, agent: agent.name, ownerId, payload, maxRetries, now }
+          return {
+            command: { _tag: "Enqueue" as const, taskId, agent: agent.name, ownerId, payload, maxRetries, now },
+            idempotent: key !== undefined
+          }
         })
 
         const enqueue = <P>(agent: BaseAgent<P>, task: Task<P>, options?: EnqueueOptions) =>
           Effect.gen(function*() {
-            const command = yield* prepare(agent, task, options)
+            const { command, idempotent } = yield* prepare(agent, task, options)
             yield* store.execute(command).pipe(
+              Effect.catchTag("TaskAlreadyExists", (e) =>
+                // With an idempotency key, "already exists" is the answer: the first task's id.
+                idempotent ? Effect.void : Effect.fail(e)),
               Effect.catchTag(["StaleLease", "NotDue", "InvalidSteeringCount", "TaskNotFound", "TaskAlreadyFinished"], (e) =>
                 Effect.die(e))
             )
             return command.taskId
           })
 
-        const enqueueMany = <P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options?: EnqueueOptions) =>
+        const enqueueMany = <P>(
+          agent: BaseAgent<P>,
+          tasks: ReadonlyArray<Task<P>>,
+          options?: Omit<EnqueueOptions, "idempotencyKey">
+        ) =>
           Effect.gen(function*() {
-            const prepared = yield* Effect.forEach(tasks, (task) => Effect.result(prepare(agent, task, options)))
-            const valid = prepared.flatMap((r) => r._tag === "Success" ? [{ command: r.success }] : [])
+            // Idempotency keys of a batch are per task (Task.idempotencyKey), never one for the whole batch.
+            const perTask = options?.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }
+            const prepared = yield* Effect.forEach(tasks, (task) => Effect.result(prepare(agent, task, perTask)))
+            const valid = prepared.flatMap((r) => r._tag === "Success" ? [{ command: r.success.command }] : [])
             const outcomes = yield* store.executeMany(valid)
             let next = 0
             return prepared.map((r, i) => {
               if (r._tag === "Failure") return { id: String(tasks[i]!.id), error: r.failure }
               const outcome = outcomes[next++]!
-              return "values" in outcome
-                ? { id: r.success.taskId }
-                : { id: r.success.taskId, error: outcome as TaskAlreadyExists }
+              const id = r.success.command.taskId
+              return "values" in outcome || r.success.idempotent ? { id } : { id, error: outcome as TaskAlreadyExists }
             })
           })
 

@@ -97,3 +97,21 @@ describe("bad input", () => {
     await other.stop()
   })
 })
+
+describe("idempotency keys", () => {
+  it("one task per (agent, key), for single and batch enqueues", async () => {
+    const first = await o.enqueueTask(agent, agent.createTask({ ownerId: "u", payload: { n: 1 } }), { idempotencyKey: "order-42" })
+    const again = await o.enqueueTask(agent, agent.createTask({ ownerId: "u", payload: { n: 2 } }), { idempotencyKey: "order-42" })
+    expect(again).toBe(first)
+    expect((await o.getTaskData(first))?.payload).toEqual({ n: 1 })
+    expect((await o.getTaskHistory(first)).length).toBe(1)
+    const batch = await o.enqueueTasks(agent, [
+      agent.createTask({ ownerId: "u", payload: { n: 3 }, idempotencyKey: "order-42" }),
+      agent.createTask({ ownerId: "u", payload: { n: 4 }, idempotencyKey: "order-43" }),
+      agent.createTask({ ownerId: "u", payload: { n: 5 }, idempotencyKey: "order-43" })
+    ])
+    expect(batch.map((r) => r.id)).toEqual([first, batch[1]!.id, batch[1]!.id])
+    expect(batch.every((r) => r.error === undefined)).toBe(true)
+    expect((await o.getTaskData(batch[1]!.id))?.payload).toEqual({ n: 4 })
+  })
+})
