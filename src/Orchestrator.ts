@@ -22,6 +22,7 @@ import { type EnqueueOptions, TaskClient } from "./TaskClient.ts"
 import { type TaskData, TaskStore } from "./TaskStore.ts"
 import { makeWorkerId, runWorkerPool } from "./Worker.ts"
 import { buildApp } from "./http/App.ts"
+import { liveEvents, type LiveFilter } from "./LiveFeed.ts"
 import type { FastifyInstance } from "fastify"
 
 export interface OrchestratorOptions {
@@ -289,6 +290,16 @@ export class Orchestrator {
 
   cancelTask(taskId: string): Promise<void> {
     return this.withClient((c) => c.cancel(taskId))
+  }
+
+  /**
+   * Live events of this namespace as an async iterable, filtered by owner, agent, task ids or types.
+   * Each event carries a `cursor`; pass the last one back to resume without gaps. Stop with `signal`
+   * or by leaving the `for await` loop.
+   */
+  subscribe(filter: LiveFilter = {}, options: { readonly cursor?: string; readonly signal?: AbortSignal } = {}) {
+    const { redis, keyspace } = resolveOptions(this.options)
+    return liveEvents(redis, keyspace, filter, options)
   }
 
   steerTask(taskId: string, messages: ReadonlyArray<unknown>): Promise<void> {

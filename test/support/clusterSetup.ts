@@ -11,7 +11,8 @@ const base = process.env.CLUSTER_BASE_PORT ?? "7101"
 export default function setup() {
   const running = (() => {
     try {
-      return execFileSync("redis-cli", ["-p", base, "cluster", "info"], { encoding: "utf8" }).includes("cluster_state:ok")
+      return execFileSync("redis-cli", ["-p", base, "cluster", "info"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] })
+        .includes("cluster_state:ok")
     } catch {
       return false
     }

@@ -1,0 +1,53 @@
+/**
+ * Live updates: a subscriber sees a task's events in order, filtered by owner; a second subscriber that
+ * resumes from a cursor taken midway sees exactly the remaining events, with no gap and no repeat.
+ */
+import { expect, it } from "vitest"
+import { Continue, defineAgent, Done } from "../../src/Agent.ts"
+import { AgentWorkerConfig } from "../../src/Config.ts"
+import { Orchestrator } from "../../src/Orchestrator.ts"
+import { freshKeyspace, testRedisOptions } from "../support/TestRedis.ts"
+import type { LiveEvent } from "../../src/LiveFeed.ts"
+
+const collect = async (iterable: AsyncIterable<LiveEvent>, until: (e: LiveEvent) => boolean) => {
+  const out: Array<LiveEvent> = []
+  for await (const e of iterable) {
+    out.push(e)
+    if (until(e)) break
+  }
+  return out
+}
+
+it("streams a task's events to its owner and resumes from a cursor without gaps", async () => {
+  const o = new Orchestrator({ ...testRedisOptions, ...freshKeyspace() })
+  const agent = defineAgent<{ n: number }>({
+    name: "steps",
+    turn: (ctx) => Promise.resolve(ctx.payload.n >= 2 ? Done("end") : Continue({ n: ctx.payload.n + 1 }))
+  })
+  o.registerRunner({ agent, agentWorkerConfig: new AgentWorkerConfig({ workers: 2 }) })
+  try {
+    const controller = new AbortController()
+    const mine = o.subscribe({ ownerId: "alice" }, { signal: controller.signal })
+    const first = mine.next() // subscribes (positions at "now") before anything is enqueued
+    await new Promise((r) => setTimeout(r, 200))
+    await o.enqueueTask(agent, agent.createTask({ ownerId: "bob", payload: { n: 0 } }))
+    const id = await o.enqueueTask(agent, agent.createTask({ ownerId: "alice", payload: { n: 0 } }))
+    await o.start()
+    const head = (await first).value as LiveEvent
+    const rest = await collect(mine, (e) => e.envelope.event._tag === "TaskCompleted")
+    const all = [head, ...rest]
+    expect(all.every((e) => e.envelope.taskId === id && e.envelope.ownerId === "alice")).toBe(true)
+    const history = await o.getTaskHistory(id)
+    expect(all.map((e) => e.envelope.id)).toEqual(history.map((e) => e.id))
+
+    // Resume after the third event: the remaining ones exactly.
+    const resumed = await collect(
+      o.subscribe({ ownerId: "alice" }, { cursor: all[2]!.cursor }),
+      (e) => e.envelope.event._tag === "TaskCompleted"
+    )
+    expect(resumed.map((e) => e.envelope.id)).toEqual(history.slice(3).map((e) => e.id))
+    controller.abort()
+  } finally {
+    await o.stop()
+  }
+})
