@@ -143,6 +143,9 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
       const attempt = ctx.turn > 0 && previous ? Math.max(0, ctx.retries - previous.retries) : ctx.retries
       const context: C = { ...payload, attempt }
       const isLastTurn = maxTurns !== undefined && ctx.turn >= maxTurns - 1
+      // Aborted with the turn's signal, and when the turn's fiber is interrupted (for promise-based tools).
+      const abort = new AbortController()
+      const forwardAbort = () => abort.abort(ctx.signal.reason)
 
       const body = Effect.gen(function*() {
         const startedAt = yield* Clock.currentTimeMillis
@@ -187,7 +190,7 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
 
         const client = yield* getClient
         const reply = yield* createCompletion(client, params, {
-          signal: ctx.signal,
+          signal: abort.signal,
           onChunk: options.stream ? (chunk: ChatCompletionChunk) => ctx.emit("completion_chunk", chunk) : undefined
         })
         const modelMs = (yield* Clock.currentTimeMillis) - startedAt
@@ -228,7 +231,7 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
                 attempt: ctx.attempt,
                 turn: ctx.turn,
                 context,
-                signal: ctx.signal,
+                signal: abort.signal,
                 emit: ctx.emit
               }),
             { concurrency: "unbounded" }
@@ -273,7 +276,14 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
             return yield* new InvalidModelOutput({ message: `the model did not call ${FINAL_OUTPUT} on the last turn` })
           }
         } else if (reply.toolCalls.length === 0 || isLastTurn) {
-          if (reply.content) return done(reply.content, yield* finish([], []))
+          if (reply.content) {
+            // Tool calls on the last turn (the model ignored tool_choice "none") are answered, not run.
+            const next = yield* finish(
+              reply.toolCalls.map((c) => ({ role: "tool" as const, tool_call_id: c.id, content: "Not run: this was the last turn." })),
+              reply.toolCalls.map((c) => ({ id: c.id, name: c.function.name, ms: 0, error: "not run: last turn" }))
+            )
+            return done(reply.content, next)
+          }
           if (reply.refusal) return yield* new FatalAgentError({ message: `the model refused: ${reply.refusal}` })
           return yield* new InvalidModelOutput({ message: "the model gave neither an answer nor tool calls" })
         }
@@ -281,7 +291,14 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
         return Continue(yield* finish(outcomes.map((o) => o.message), outcomes.map((o) => o.record)))
       })
 
-      return body.pipe(
+      return Effect.acquireUseRelease(
+        Effect.sync(() => {
+          if (ctx.signal.aborted) forwardAbort()
+          else ctx.signal.addEventListener("abort", forwardAbort, { once: true })
+        }),
+        () => body,
+        () => Effect.sync(() => ctx.signal.removeEventListener("abort", forwardAbort))
+      ).pipe(
         Effect.tap((outcome) =>
           Effect.andThen(
             runHook("onTurnEnd", hooks.onTurnEnd && (() => hooks.onTurnEnd!(context, ctx, outcome))),
@@ -296,8 +313,10 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
             : Effect.void
         ),
         Effect.onInterrupt(() =>
-          runHook("onRunCancelled", hooks.onRunCancelled && (() => hooks.onRunCancelled!(context, ctx, ctx.signal.reason)))
-            .pipe(Effect.ignore)
+          Effect.sync(() => abort.abort(ctx.signal.reason)).pipe(
+            Effect.andThen(runHook("onRunCancelled", hooks.onRunCancelled && (() => hooks.onRunCancelled!(context, ctx, ctx.signal.reason)))),
+            Effect.ignore
+          )
         )
       )
     }

@@ -129,7 +129,12 @@ export const tool = <A, C = any>(options: ToolOptions<A, C>): Tool<C> => {
 /** Runs a user function's result (a value, a promise or an Effect) as an Effect. */
 export const fromReturned = <A>(f: () => Returned<A>): Effect.Effect<A, unknown> =>
   Effect.suspend(() => {
-    const r = f()
+    let r: Returned<A>
+    try {
+      r = f()
+    } catch (e) {
+      return Effect.fail(e)
+    }
     if (Effect.isEffect(r)) return r as Effect.Effect<A, unknown>
     if (typeof (r as PromiseLike<A> | null)?.then === "function") return Effect.tryPromise({ try: () => r as PromiseLike<A>, catch: (e) => e })
     return Effect.succeed(r as A)
