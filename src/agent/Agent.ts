@@ -189,11 +189,12 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
         }
 
         const client = yield* getClient
+        const calledAt = yield* Clock.currentTimeMillis
         const reply = yield* createCompletion(client, params, {
           signal: abort.signal,
           onChunk: options.stream ? (chunk: ChatCompletionChunk) => ctx.emit("completion_chunk", chunk) : undefined
         })
-        const modelMs = (yield* Clock.currentTimeMillis) - startedAt
+        const modelMs = (yield* Clock.currentTimeMillis) - calledAt
         ctx.emit("completion", { model, modelMs, finishReason: reply.finishReason, usage: reply.usage })
         const conversation = [...messages, assistantMessage(reply)]
 

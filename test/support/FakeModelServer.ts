@@ -183,15 +183,25 @@ export const startFakeModelServer = async (script: Script = []): Promise<FakeMod
     const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, String(v)]))
     const request = record(requests, req.url, headers, text)
     let gone = false
+    let wake = () => {}
     res.on("close", () => {
       if (!res.writableFinished) {
         gone = true
         request.abortedAt = Date.now()
+        wake()
       }
     })
     const r = replies.next(request)
     const out = answer(r, request)
-    if (r.delayMs) await new Promise((resolve) => setTimeout(resolve, r.delayMs))
+    if (r.delayMs) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, r.delayMs)
+        wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+    }
     if (gone) return
     res.writeHead(out.status, out.headers)
     for (const c of out.chunks) res.write(c)
