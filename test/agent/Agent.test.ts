@@ -1,3 +1,7 @@
+/**
+ * An LLM agent's turns driven as the worker drives them, against the fake model server: structured
+ * output, maxTurns, steering, fallback models, dynamic settings, streaming and hooks.
+ */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import type { TurnOutcome } from "../../src/Agent.ts"

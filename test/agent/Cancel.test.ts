@@ -1,3 +1,7 @@
+/**
+ * Interrupting a running turn (its fiber, or its abort signal) aborts the model's HTTP request and the
+ * tools' signal promptly, and calls onRunCancelled.
+ */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Schema } from "effect"
 import { Agent } from "../../src/agent/Agent.ts"

@@ -1,3 +1,7 @@
+/**
+ * The conversation reconstructed from payloads equals, request by request, what the model server received
+ * and answered; every checkpoint agrees with the last. A fixed run over HTTP and a fast-check property.
+ */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import fc from "fast-check"

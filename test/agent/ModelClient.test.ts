@@ -1,3 +1,7 @@
+/**
+ * Model failures and the retry rules: each HTTP status class, connection and timeout errors, unreadable
+ * completions, refusals and missing credentials, classified through a real turn.
+ */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { createServer } from "node:net"

@@ -1,3 +1,7 @@
+/**
+ * Tools: the JSON schema derived from the parameters Schema, argument decoding, and how a turn runs
+ * tool calls (errors back to the model, FatalAgentError fails the task, calls run concurrently).
+ */
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Schema } from "effect"
 import { classifyFailure, FatalAgentError } from "../../src/AgentErrors.ts"
