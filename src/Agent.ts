@@ -31,12 +31,17 @@ export interface TurnContext<P> {
   readonly emit: (type: string, data: unknown) => void
 }
 
+/**
+ * `Done.payload` (optional) is the payload as the last turn left it, for the task's history: without
+ * it the last turn's work (e.g. an LLM agent's final model call) would appear nowhere but in `output`.
+ */
 export type TurnOutcome<P> =
   | { readonly _tag: "Continue"; readonly payload: P }
-  | { readonly _tag: "Done"; readonly output: unknown }
+  | { readonly _tag: "Done"; readonly output: unknown; readonly payload?: P }
 
 export const Continue = <P>(payload: P): TurnOutcome<P> => ({ _tag: "Continue", payload })
-export const Done = <P = never>(output: unknown): TurnOutcome<P> => ({ _tag: "Done", output })
+export const Done = <P = never>(output: unknown, payload?: P): TurnOutcome<P> =>
+  payload === undefined ? { _tag: "Done", output } : { _tag: "Done", output, payload }
 
 export type TurnFunction<P> = (ctx: TurnContext<P>) => Effect.Effect<TurnOutcome<P>, unknown> | Promise<TurnOutcome<P>>
 

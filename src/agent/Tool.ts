@@ -1,0 +1,194 @@
+/**
+ * A tool an LLM agent can call: a name, a description, a Schema for its arguments (the JSON schema sent
+ * to the model is derived from it) and a function. Also the one place that turns a model's tool call
+ * into a tool message: arguments parsed and decoded, the function run, the result or error rendered.
+ *
+ * Invariants: a tool's function only ever sees arguments that decoded against its Schema; any failure
+ * of a call (unknown tool, bad JSON, bad arguments, the function threw) becomes a tool message the
+ * model can read, except a `FatalAgentError`, which fails the task.
+ */
+import type { ChatCompletionFunctionTool, ChatCompletionMessageFunctionToolCall } from "openai/resources/chat/completions"
+import { Cause, Clock, Effect, Exit, Schema, SchemaAST } from "effect"
+import { OpenAiStructuredOutput } from "effect/ai"
+import { FatalAgentError } from "../AgentErrors.ts"
+import { InvalidConfig } from "../Errors.ts"
+import type { ChatMessage, ToolCallRecord } from "./AgentContext.ts"
+
+/** What a tool's function gets besides its arguments. */
+export interface ToolContext<C = unknown> {
+  readonly taskId: string
+  readonly ownerId: string
+  /** The claim number of this attempt. */
+  readonly attempt: number
+  readonly turn: number
+  readonly toolCallId: string
+  /** The agent context (payload) as of this turn. */
+  readonly context: C
+  /** Aborted when the turn is interrupted. */
+  readonly signal: AbortSignal
+  /** Records a custom event in the live feed. */
+  readonly emit: (type: string, data: unknown) => void
+}
+
+/** A function's result in any of the three shapes we accept. */
+export type Returned<A> = A | PromiseLike<A> | Effect.Effect<A, unknown>
+
+export interface ToolOptions<A, C> {
+  readonly name: string
+  readonly description?: string
+  /** The arguments: a Struct (the model is sent its JSON schema, strict when OpenAI's subset allows). */
+  readonly parameters: Schema.Codec<A, unknown>
+  /** Force strict mode off (it is on whenever the schema fits OpenAI's strict subset). */
+  readonly strict?: boolean
+  /** The result goes to the model: a string as is, anything else as JSON. */
+  readonly execute: (args: A, ctx: ToolContext<C>) => Returned<unknown>
+}
+
+/** A defined tool. `C` is the agent context type it expects. */
+export interface Tool<C = any> {
+  readonly name: string
+  readonly description: string
+  /** The tool as sent to the model. */
+  readonly definition: ChatCompletionFunctionTool
+  /** Decodes the model's JSON arguments. */
+  readonly decode: (json: string) => Effect.Effect<unknown, ToolArgumentsError>
+  readonly execute: (args: any, ctx: ToolContext<C>) => Returned<unknown>
+}
+
+/** The model's arguments are not JSON or do not fit the tool's Schema (sent back to the model). */
+export class ToolArgumentsError extends Schema.TaggedError<ToolArgumentsError>()("ToolArgumentsError", {
+  message: Schema.String
+}) {}
+
+const toolName = /^[a-zA-Z0-9_-]{1,64}$/
+
+/**
+ * The JSON schema for a Schema and the codec that decodes the model's JSON back: OpenAI's strict subset
+ * when the Schema fits it (optional fields become required and nullable), else the plain JSON schema.
+ */
+export const jsonSchemaFor = <A>(schema: Schema.Codec<A, unknown>, strict = true): {
+  readonly jsonSchema: Record<string, unknown>
+  readonly strict: boolean
+  readonly codec: Schema.ConstraintCodec<A, unknown>
+} => {
+  const ast = schema.ast
+  if (SchemaAST.isObjects(ast) && ast.propertySignatures.length === 0 && ast.indexSignatures.length === 0) {
+    // No arguments. (An empty Struct accepts any non-null value, which JSON schema says as `not null`.)
+    const jsonSchema = { type: "object", properties: {}, required: [], additionalProperties: false }
+    return { jsonSchema, strict, codec: schema }
+  }
+  if (strict) {
+    try {
+      const { codec, jsonSchema } = OpenAiStructuredOutput.toCodecOpenAI(schema)
+      return { jsonSchema: jsonSchema as Record<string, unknown>, strict: true, codec }
+    } catch {
+      // Not expressible in the strict subset: fall through to the plain JSON schema.
+    }
+  }
+  const document = Schema.toJsonSchemaDocument(schema)
+  const jsonSchema: Record<string, unknown> = { ...document.schema }
+  if (Object.keys(document.definitions).length > 0) jsonSchema.$defs = document.definitions
+  return { jsonSchema, strict: false, codec: Schema.toCodecJson(schema) }
+}
+
+/** Decodes a JSON argument string with a codec; the error message is written for the model. */
+export const decodeJsonArguments = <A>(codec: Schema.ConstraintCodec<A, unknown>) => {
+  const decode = Schema.decodeUnknownEffect(codec)
+  return (json: string): Effect.Effect<A, ToolArgumentsError> =>
+    Effect.try({
+      try: () => (json.trim() === "" ? {} : JSON.parse(json)) as unknown,
+      catch: (e) => new ToolArgumentsError({ message: `arguments are not valid JSON: ${(e as Error).message}` })
+    }).pipe(
+      Effect.flatMap((value) =>
+        decode(value).pipe(
+          Effect.mapError((e) => new ToolArgumentsError({ message: `invalid arguments: ${e.message}` }))
+        )
+      )
+    )
+}
+
+/** Defines a tool. Throws `InvalidConfig` for a bad name or parameters that are not an object. */
+export const tool = <A, C = any>(options: ToolOptions<A, C>): Tool<C> => {
+  if (!toolName.test(options.name)) {
+    throw new InvalidConfig({ message: `tool name ${JSON.stringify(options.name)} must match ${toolName}` })
+  }
+  const { jsonSchema, strict, codec } = jsonSchemaFor(options.parameters, options.strict ?? true)
+  if (jsonSchema.type !== "object") {
+    throw new InvalidConfig({ message: `the parameters of tool ${options.name} must be a Schema.Struct (an object)` })
+  }
+  const description = options.description ?? `Run ${options.name}`
+  return {
+    name: options.name,
+    description,
+    definition: { type: "function", function: { name: options.name, description, parameters: jsonSchema, strict } },
+    decode: decodeJsonArguments(codec),
+    execute: options.execute as Tool<C>["execute"]
+  }
+}
+
+/** Runs a user function's result (a value, a promise or an Effect) as an Effect. */
+export const fromReturned = <A>(f: () => Returned<A>): Effect.Effect<A, unknown> =>
+  Effect.suspend(() => {
+    let r: Returned<A>
+    try {
+      r = f()
+    } catch (e) {
+      return Effect.fail(e)
+    }
+    if (Effect.isEffect(r)) return r as Effect.Effect<A, unknown>
+    if (typeof (r as PromiseLike<A> | null)?.then === "function") return Effect.tryPromise({ try: () => r as PromiseLike<A>, catch: (e) => e })
+    return Effect.succeed(r as A)
+  })
+
+const errorText = (e: unknown): string =>
+  e instanceof Error ? e.message : typeof e === "object" && e !== null && "message" in e ? String(e.message) : String(e)
+
+export const resultText = (result: unknown): string =>
+  typeof result === "string" ? result : result === undefined ? "" : JSON.stringify(result)
+
+/** One tool call carried out: the tool message for the model and the record for the history. */
+export interface ToolCallOutcome {
+  readonly message: ChatMessage
+  readonly record: ToolCallRecord
+}
+
+/**
+ * Carries out one tool call of the model. Fails only with a `FatalAgentError` (from the tool); every
+ * other failure is the tool message's content. A defect (a thrown error) counts as a tool error too.
+ */
+export const runToolCall = <C>(
+  tools: ReadonlyMap<string, Tool<C>>,
+  call: ChatCompletionMessageFunctionToolCall,
+  ctx: Omit<ToolContext<C>, "toolCallId">
+): Effect.Effect<ToolCallOutcome, FatalAgentError> =>
+  Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    const t = tools.get(call.function.name)
+    const exit = yield* Effect.exit(
+      t === undefined
+        ? Effect.fail(
+          new ToolArgumentsError({
+            message: `unknown tool ${JSON.stringify(call.function.name)}; available: ${[...tools.keys()].join(", ")}`
+          })
+        )
+        : t.decode(call.function.arguments).pipe(
+          Effect.flatMap((args) => fromReturned(() => t.execute(args, { ...ctx, toolCallId: call.id })))
+        )
+    )
+    const ms = (yield* Clock.currentTimeMillis) - start
+    const base = { id: call.id, name: call.function.name, ms }
+    if (Exit.isSuccess(exit)) {
+      const content = resultText(exit.value)
+      ctx.emit("tool_call", { ...base, ok: true })
+      return { message: { role: "tool", tool_call_id: call.id, content }, record: base }
+    }
+    if (Cause.hasInterrupts(exit.cause)) return yield* Effect.interrupt
+    const error = Cause.squash(exit.cause)
+    if (error instanceof FatalAgentError) return yield* Effect.fail(error)
+    const message = errorText(error)
+    ctx.emit("tool_call", { ...base, ok: false, error: message })
+    return {
+      message: { role: "tool", tool_call_id: call.id, content: `Error: ${message}` },
+      record: { ...base, error: message }
+    }
+  })
