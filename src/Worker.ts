@@ -105,7 +105,10 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         }
       }).pipe(Effect.repeat(Schedule.spaced(`${config.heartbeatInterval} seconds`)), Effect.delay(`${config.heartbeatInterval} seconds`))
 
-    const runTurn = (c: Claimed): Effect.Effect<Verdict> =>
+    /** Why a turn is being interrupted: the stop reason if one was given, else its timeout. */
+    const interruptReason = (why: { reason?: StopReason }) => why.reason ?? "timeout"
+
+    const runTurn = (c: Claimed, why: { reason?: StopReason }): Effect.Effect<Verdict> =>
       Effect.gen(function*() {
         const decoded = yield* Effect.result(agent.decodePayload(c.payload))
         if (decoded._tag === "Failure") return { _tag: "Failed", error: decoded.failure, retry: "fatal" } as const
@@ -128,7 +131,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
             ? (r as Effect.Effect<TurnOutcome<unknown>, unknown>)
             : Effect.tryPromise({ try: () => r, catch: (e) => e })
         }).pipe(
-          Effect.onInterrupt(() => Effect.sync(() => controller.abort())),
+          Effect.onInterrupt(() => Effect.sync(() => controller.abort(interruptReason(why)))),
           Effect.timeoutOrElse({
             duration: `${config.turnTimeout} seconds`,
             orElse: () => Effect.fail(new TurnTimeout({ seconds: config.turnTimeout }))
@@ -191,9 +194,13 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
             if (notice.type === "cancel") Deferred.doneUnsafe(stop, Exit.succeed("cancel"))
           })
           const beat = yield* Effect.forkScoped(heartbeat(c, stop))
+          const why: { reason?: StopReason } = {}
           const verdict = yield* Effect.raceFirst(
-            runTurn(c),
-            Effect.map(Deferred.await(stop), (reason): Verdict => ({ _tag: "Stopped", reason }))
+            runTurn(c, why),
+            Effect.map(Deferred.await(stop), (reason): Verdict => {
+              why.reason = reason
+              return { _tag: "Stopped", reason }
+            })
           )
           yield* Fiber.interrupt(beat)
           yield* finish(c, verdict)
