@@ -37,10 +37,10 @@ export const AGENTS = ["alpha", "beta"] as const
 export const BASE_AT = 1_700_000_000_000
 
 /** A log: events of a few tasks interleaved, times non-decreasing (steps up to ~3 minutes). */
-export const logArb = (maxLength = 60): fc.Arbitrary<Array<Envelope>> =>
+export const logArb = (maxLength = 60, minLength = 0): fc.Arbitrary<Array<Envelope>> =>
   fc.array(
     fc.record({ task: fc.nat(TASK_IDS.length - 1), event: eventArb, dt: fc.oneof(fc.nat(2_000), fc.nat(200_000)) }),
-    { maxLength }
+    { minLength, maxLength, size: "max" }
   ).map((items) => {
     let at = BASE_AT
     return items.map(({ task, event, dt }, i): Envelope => {
