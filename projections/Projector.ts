@@ -27,6 +27,7 @@ import {
   addBuckets,
   ALL_AGENTS,
   type Bucket,
+  counterNames,
   bucketStart,
   decodeOpenTask,
   emptyState,
@@ -47,6 +48,15 @@ export class ProjectionConflict extends Schema.TaggedError<ProjectionConflict>()
 }) {
   override get message() {
     return `metrics projection of partition ${this.partition}: checkpoint kept moving (at ${this.checkpoint})`
+  }
+}
+
+/** The log has been trimmed: rebuilding the live buckets from it would lose what the trimmed part counted. */
+export class LogTrimmed extends Schema.TaggedError<LogTrimmed>()("LogTrimmed", {
+  partition: Schema.Number
+}) {
+  override get message() {
+    return `the event log of partition ${this.partition} has been trimmed: the live metrics cannot be rebuilt from it`
   }
 }
 
@@ -174,6 +184,8 @@ const bucketEquals = (a: Bucket, b: Bucket): boolean => {
   return ka.length === kb.length && ka.every((k) => a[k] === b[k])
 }
 
+const countersOf = (b: Bucket): Bucket => Object.fromEntries(counterNames.map((c) => [c, b[c] ?? 0]))
+
 const openEquals = (a: OpenTask, b: OpenTask): boolean => a.queuedAt === b.queuedAt && a.claimedAt === b.claimedAt
 
 // ---------------------------------------------------------------------------------------------------------
@@ -226,15 +238,16 @@ export class MetricsProjector extends Context.Service<MetricsProjector, {
    * Recomputes the buckets from the start of the logs. `into: "live"` replaces the live buckets and
    * memory with the fold up to the live checkpoint, in chunks that each commit only while that
    * checkpoint is unchanged (so a running projector's increments are never lost or doubled; a moved
-   * checkpoint restarts the rebuild). Where the log has been trimmed, the buckets it can no longer
-   * reproduce and the memory are left as they are. Any other set name (default `rebuild`) is cleared
-   * and filled up to the current end of each log.
+   * checkpoint restarts the rebuild); refused with `LogTrimmed` once a log has been trimmed. Any other
+   * set name (default `rebuild`) is cleared and filled from what each log holds, up to its current end.
    */
-  readonly rebuild: (options?: { readonly into?: string }) => Effect.Effect<RebuildReport, ProjectorError>
+  readonly rebuild: (
+    options?: { readonly into?: string }
+  ) => Effect.Effect<RebuildReport, ProjectorError | LogTrimmed>
   /**
-   * Folds each log up to its live checkpoint and compares the result with the live keys (only the
-   * buckets a trimmed log still reproduces; the memory only for an untrimmed log). Buckets past their
-   * retention TTL show up as differences.
+   * Folds each log up to its live checkpoint and compares the result with the live keys. For a trimmed
+   * log only the counters of the buckets after its first entry are compared (no latencies, no memory).
+   * Buckets past their retention TTL show up as differences.
    */
   readonly verify: Effect.Effect<VerifyReport, ProjectorError>
   /** The live buckets of the range, summed over partitions, with derived figures; empty buckets included. */
@@ -564,11 +577,11 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
     })
 
   /**
-   * Where a rebuild from this log is exact: from the first bucket that starts after the log's first entry
-   * when the log has been trimmed (older buckets counted entries the log no longer has), everywhere
-   * otherwise (`-Infinity`). `Infinity` when everything was trimmed.
+   * `-Infinity` while the log is complete (nothing ever trimmed or deleted). Once it has been trimmed:
+   * the start of the first bucket after the log's first entry (`Infinity` if the log is empty), from
+   * which the log still gives exact *counters*; latencies may pair with events that are gone.
    */
-  const exactFrom = (p: number) =>
+  const trimmedFloor = (p: number) =>
     Effect.gen(function*() {
       const info = yield* redis.use("metrics xinfo stream", async (c) => {
         try {
@@ -582,8 +595,8 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
         const i = info.indexOf(name)
         return i < 0 ? undefined : info[i + 1]
       }
-      const maxDeleted = field("max-deleted-entry-id")
-      if (maxDeleted === undefined || maxDeleted === "0-0") return -Infinity
+      // Every entry ever added is still there (XTRIM does not move max-deleted-entry-id; this counts both).
+      if (info.length === 0 || Number(field("entries-added")) === Number(field("length"))) return -Infinity
       const first = field("first-entry") as RawEntry | null | undefined
       const json = first ? entryJson(first[1]) : undefined
       if (first == null || json === undefined) return Infinity
@@ -650,22 +663,22 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       })
     })
 
-  /** Rebuilds the live set of a partition up to its checkpoint, atomically against the running projector. */
+  /** Rebuilds the live set of a partition up to its checkpoint, against a running projector. */
   const rebuildLive = (p: number) =>
     Effect.gen(function*() {
+      if ((yield* trimmedFloor(p)) !== -Infinity) return yield* new LogTrimmed({ partition: p })
       let attempts = 0
       while (true) {
         const checkpoint = yield* getCheckpoint(p)
-        const floor = yield* exactFrom(p)
         const { state, entries } = checkpoint === "" ? { state: emptyState, entries: 0 } : yield* foldLog(p, checkpoint)
         const live = yield* readState(p)
-        const exact = (id: string) => parseBucketId(id).startSeconds >= floor
-        const writes: Array<readonly [string, Bucket]> = [...state.buckets].filter(([id]) => exact(id))
-        // Live buckets the log does not produce (where it is complete) are removed.
-        for (const id of live.state.buckets.keys()) if (exact(id) && !state.buckets.has(id)) writes.push([id, {}])
-        // A trimmed log cannot restore the memory of tasks begun before it: the live memory stays.
-        const memory = floor === -Infinity ? memoryOf(state) : undefined
-        if (live.checkpoint === checkpoint && (yield* writeState(p, "live", writes, memory, checkpoint, checkpoint, true))) {
+        const writes: Array<readonly [string, Bucket]> = [...state.buckets]
+        // Live buckets the log does not produce are removed.
+        for (const id of live.state.buckets.keys()) if (!state.buckets.has(id)) writes.push([id, {}])
+        if (
+          live.checkpoint === checkpoint &&
+          (yield* writeState(p, "live", writes, memoryOf(state), checkpoint, checkpoint, true))
+        ) {
           return { partition: p, checkpoint, entries, buckets: state.buckets.size, openTasks: state.open.size }
         }
         if (++attempts >= MAX_STALE_COMMITS) return yield* new ProjectionConflict({ partition: p, checkpoint })
@@ -700,7 +713,8 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       let attempts = 0
       while (true) {
         const checkpoint = yield* getCheckpoint(p)
-        const floor = yield* exactFrom(p)
+        const floor = yield* trimmedFloor(p)
+        const complete = floor === -Infinity
         const rebuilt = checkpoint === "" ? emptyState : (yield* foldLog(p, checkpoint)).state
         const live = yield* readState(p)
         // The live state only changes together with its checkpoint: unchanged checkpoint, consistent read.
@@ -713,11 +727,14 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
           if (parseBucketId(id).startSeconds < floor) continue
           const l = live.state.buckets.get(id)
           const r = rebuilt.buckets.get(id)
-          if (l === undefined || r === undefined || !bucketEquals(l, r)) {
+          const same = complete
+            ? l !== undefined && r !== undefined && bucketEquals(l, r)
+            : bucketEquals(countersOf(l ?? {}), countersOf(r ?? {}))
+          if (!same) {
             differences.push({ partition: p, kind: "bucket", id, live: l, rebuilt: r })
           }
         }
-        if (floor === -Infinity) {
+        if (complete) {
           for (const id of new Set([...live.state.open.keys(), ...rebuilt.open.keys()])) {
             const l = live.state.open.get(id)
             const r = rebuilt.open.get(id)

@@ -304,6 +304,30 @@ describe("MetricsProjector", () => {
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
+  it.live("a trimmed log still verifies its counters, and refuses to rebuild the live set", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const redis = yield* RedisClient
+      const log = fc.sample(logArb(80, 60), { numRuns: 1, seed: 9 })[0]!
+      yield* writeLog(ks, log)
+      yield* projector.catchUp()
+      yield* redis.use("test xtrim", (c) => c.xtrim(partitionKeys(ks, 0).events, "MAXLEN", 30))
+      const report = yield* projector.verify
+      assert.isTrue(report.equal, JSON.stringify(report.differences))
+      const refused = yield* Effect.flip(projector.rebuild({ into: "live" }))
+      assert.strictEqual(refused._tag, "LogTrimmed")
+      // A fresh set holds only what the log still has: fewer counts than the live set, never more.
+      yield* projector.rebuild({ into: "partial" })
+      const partial = (yield* projector.readState(0, "partial")).state
+      const live = yield* liveState(0)
+      const total = (state: MetricsState) =>
+        [...state.buckets].filter(([id]) => id.startsWith("__all__:")).reduce((n, [, b]) => n + (b.enqueued ?? 0) + (b.started ?? 0), 0)
+      assert.isBelow(total(partial), total(live) + 1)
+      assertSameState(partial, fold(metrics, yield* readLog(ks, 0)))
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
   it.live("rejects reversed or oversized timeline ranges", () => {
     const ks = freshKeyspace()
     return Effect.gen(function*() {
