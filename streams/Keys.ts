@@ -42,8 +42,32 @@ export const partitionKeys = (ks: Keyspace, p: number) => {
     agents: `${pre}:agents`,
     /** Hash: projector name → last applied partition-log id. */
     checkpoints: `${pre}:checkpoints`,
-    /** Hash: metrics buckets of this partition (written by the projector). */
-    metrics: (agent: string, bucketSeconds: number) => `${pre}:metrics:${agent}:${bucketSeconds}`
+    /** The metrics projection's keys for one bucket width, in the `live` set or a rebuild's own set. */
+    metrics: (bucketSeconds: number, set: string = "live") => metricsKeys(pre, bucketSeconds, set)
+  }
+}
+
+/** Version of the metrics projection's meaning: bump it when the fold changes, so a rebuild starts fresh keys. */
+export const METRICS_VERSION = 1
+
+/** The consumer group on each partition log that the projector reads through. */
+export const PROJECTOR_GROUP = "projector"
+
+/**
+ * Keys of the metrics projection of one partition (all in the partition's slot, so one script commits a batch).
+ * `set` names a key set: `live` is what the projector maintains and queries read; a rebuild may write another.
+ */
+export const metricsKeys = (pre: string, bucketSeconds: number, set: string) => {
+  const base = `${pre}:metrics:v${METRICS_VERSION}:${set}:${bucketSeconds}s`
+  return {
+    /** Hash per bucket: counter/histogram field → integer. Expires `retention` after its last write. */
+    bucket: (agent: string, startSeconds: number) => `${base}:b:${agent}:${startSeconds}`,
+    /** SCAN pattern matching every bucket hash of the set. */
+    bucketPattern: `${base}:b:*`,
+    /** Hash: task id → "queuedAt,claimedAt" for tasks not yet finished (the fold's per-task memory). */
+    open: `${base}:open`,
+    /** Field of the partition's `checkpoints` hash: the last partition-log id applied to this set. */
+    checkpointField: `metrics:v${METRICS_VERSION}:${set}:${bucketSeconds}s`
   }
 }
 

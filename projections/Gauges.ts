@@ -1,0 +1,194 @@
+/**
+ * Live gauges: the numbers that describe *now* rather than a period, read straight from the structures
+ * the task scripts already keep, without scanning tasks:
+ * - tasks per status: ZCARD of each partition's `idx:<status>` (expired tasks have no index: not counted);
+ * - per agent (from each partition's `agents` set): queue depth, deliveries in flight and the oldest
+ *   waiting entry, from XLEN, XINFO GROUPS and one XRANGE of `queue:<agent>` (group named after the agent);
+ * - live workers: consumers of those groups whose idle time is small (XINFO CONSUMERS).
+ *
+ * Invariant relied on: a queue stream holds only undelivered and pending entries (a finished delivery is
+ * acked and XDELed in the same script), so undelivered = XLEN − pending. The counts are a snapshot read
+ * partition by partition, not one atomic view; a cancelled task's stale entry counts as waiting until a
+ * worker skips it.
+ */
+import { Clock, Context, Effect, Layer } from "effect"
+import { allPartitions, type Keyspace, partitionKeys } from "../streams/Keys.ts"
+import { RedisClient } from "../streams/RedisClient.ts"
+import type { RedisError } from "../streams/StreamError.ts"
+import { type TaskStatus, TaskStatus as TaskStatusSchema } from "../streams/TaskEvent.ts"
+
+/** The statuses that have an index (an expired task's hot data is gone). */
+export type IndexedStatus = Exclude<TaskStatus, "expired">
+export const indexedStatuses: ReadonlyArray<IndexedStatus> = TaskStatusSchema.literals.filter(
+  (s): s is IndexedStatus => s !== "expired"
+)
+
+export interface WorkerGauge {
+  /** The consumer name (the worker id). */
+  readonly name: string
+  /** Smallest idle time over the agent's partitions, ms. */
+  readonly idleMs: number
+  /** Deliveries it holds (summed over partitions). */
+  readonly pending: number
+}
+
+export interface QueueGauge {
+  readonly agent: string
+  /** Entries not yet delivered to any worker. */
+  readonly waiting: number
+  /** Entries delivered and not yet finished. */
+  readonly inFlight: number
+  /** When the oldest waiting entry was queued (ms, from its stream id), and its age now. */
+  readonly oldestWaitingAt: number | null
+  readonly oldestWaitingAgeMs: number | null
+  /** Consumers idle for at most `liveWithinMs`. */
+  readonly liveWorkers: ReadonlyArray<WorkerGauge>
+}
+
+export interface GaugeSnapshot {
+  /** When the snapshot was taken (ms). */
+  readonly at: number
+  readonly tasksByStatus: Readonly<Record<IndexedStatus, number>>
+  readonly queues: ReadonlyArray<QueueGauge>
+  /** Distinct live workers over all agents. */
+  readonly liveWorkers: number
+}
+
+export interface GaugeOptions {
+  /** A consumer counts as a live worker if it touched its queue this recently (default 30 s). */
+  readonly liveWithinMs?: number
+}
+
+const idMillis = (id: string): number => Number(id.split("-")[0])
+
+/** Reads a flat [name, value, …] reply into an object. */
+const fields = (flat: ReadonlyArray<unknown>): Record<string, unknown> => {
+  const out: Record<string, unknown> = {}
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1]
+  return out
+}
+
+interface PartitionQueue {
+  readonly agent: string
+  readonly length: number
+  readonly pending: number
+  readonly lastDelivered: string | undefined
+  readonly consumers: ReadonlyArray<{ readonly name: string; readonly pending: number; readonly idle: number }>
+}
+
+export class Gauges extends Context.Service<Gauges, {
+  readonly read: (options?: GaugeOptions) => Effect.Effect<GaugeSnapshot, RedisError>
+}>()("factorial/projections/Gauges") {
+  static readonly layer = (keyspace: Keyspace) =>
+    Layer.effect(
+      Gauges,
+      Effect.gen(function*() {
+        const redis = yield* RedisClient
+
+        /** Status counts and queue figures of one partition (two round trips). */
+        const readPartition = (p: number) =>
+          redis.use("gauges", async (c) => {
+            const k = partitionKeys(keyspace, p)
+            const first = c.pipeline()
+            for (const s of indexedStatuses) first.zcard(k.index(s))
+            first.smembers(k.agents)
+            const r1 = (await first.exec()) ?? []
+            const counts = indexedStatuses.map((_, i) => Number(r1[i]?.[1] ?? 0))
+            const agents = ((r1[indexedStatuses.length]?.[1] ?? []) as Array<string>).sort()
+
+            const second = c.pipeline()
+            for (const agent of agents) {
+              second.xlen(k.queue(agent))
+              second.call("XINFO", "GROUPS", k.queue(agent))
+              second.call("XINFO", "CONSUMERS", k.queue(agent), agent)
+            }
+            const r2 = (await second.exec()) ?? []
+            // Missing stream or group (no worker has read yet) answers with an error: nothing delivered.
+            const queues: Array<PartitionQueue> = agents.map((agent, i) => {
+              const [lenErr, len] = r2[3 * i] ?? [null, 0]
+              const [groupsErr, groups] = r2[3 * i + 1] ?? [null, []]
+              const [consumersErr, consumers] = r2[3 * i + 2] ?? [null, []]
+              const group = groupsErr
+                ? undefined
+                : (groups as Array<Array<unknown>>).map(fields).find((g) => g.name === agent)
+              return {
+                agent,
+                length: lenErr ? 0 : Number(len),
+                pending: group === undefined ? 0 : Number(group.pending),
+                lastDelivered: group === undefined ? undefined : String(group["last-delivered-id"]),
+                consumers: consumersErr ? [] : (consumers as Array<Array<unknown>>).map(fields).map((f) => ({
+                  name: String(f.name),
+                  pending: Number(f.pending),
+                  idle: Number(f.idle)
+                }))
+              }
+            })
+
+            // The oldest waiting entry is the first one after the group's last delivered id.
+            const third = c.pipeline()
+            for (const q of queues) {
+              third.call("XRANGE", k.queue(q.agent), q.lastDelivered === undefined ? "-" : `(${q.lastDelivered}`, "+", "COUNT", 1)
+            }
+            const r3 = (await third.exec()) ?? []
+            const oldest = queues.map((_, i) => {
+              const [err, entries] = r3[i] ?? [null, []]
+              const id = err ? undefined : (entries as Array<[string, unknown]>)[0]?.[0]
+              return id === undefined ? undefined : idMillis(id)
+            })
+            return { counts, queues, oldest }
+          })
+
+        const read = (options?: GaugeOptions) =>
+          Effect.gen(function*() {
+            const liveWithinMs = options?.liveWithinMs ?? 30_000
+            const parts = yield* Effect.forEach(allPartitions(keyspace), readPartition)
+            const at = yield* Clock.currentTimeMillis
+
+            const tasksByStatus = Object.fromEntries(indexedStatuses.map((s) => [s, 0])) as Record<IndexedStatus, number>
+            const byAgent = new Map<string, {
+              waiting: number
+              inFlight: number
+              oldest: number | undefined
+              workers: Map<string, WorkerGauge>
+            }>()
+            for (const part of parts) {
+              indexedStatuses.forEach((s, i) => tasksByStatus[s] += part.counts[i]!)
+              part.queues.forEach((q, i) => {
+                const a = byAgent.get(q.agent) ?? { waiting: 0, inFlight: 0, oldest: undefined, workers: new Map() }
+                a.waiting += Math.max(0, q.length - q.pending)
+                a.inFlight += q.pending
+                const o = part.oldest[i]
+                if (o !== undefined && (a.oldest === undefined || o < a.oldest)) a.oldest = o
+                for (const c of q.consumers) {
+                  const w = a.workers.get(c.name)
+                  a.workers.set(c.name, {
+                    name: c.name,
+                    idleMs: Math.min(w?.idleMs ?? Infinity, c.idle),
+                    pending: (w?.pending ?? 0) + c.pending
+                  })
+                }
+                byAgent.set(q.agent, a)
+              })
+            }
+            const live = new Set<string>()
+            const queues: Array<QueueGauge> = [...byAgent].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(
+              ([agent, a]) => {
+                const liveWorkers = [...a.workers.values()].filter((w) => w.idleMs <= liveWithinMs)
+                for (const w of liveWorkers) live.add(w.name)
+                return {
+                  agent,
+                  waiting: a.waiting,
+                  inFlight: a.inFlight,
+                  oldestWaitingAt: a.oldest ?? null,
+                  oldestWaitingAgeMs: a.oldest === undefined ? null : Math.max(0, at - a.oldest),
+                  liveWorkers
+                }
+              }
+            )
+            return { at, tasksByStatus, queues, liveWorkers: live.size } satisfies GaugeSnapshot
+          })
+
+        return Gauges.of({ read })
+      })
+    )
+}

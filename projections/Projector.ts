@@ -1,0 +1,800 @@
+/**
+ * The metrics projector: follows each partition's event log through the consumer group `projector`,
+ * folds batches with `MetricsBuckets.foldEnvelopes` and commits them; rebuilds and verifies the buckets
+ * from the logs; and answers timeline queries.
+ *
+ * Invariants kept here:
+ * - a batch's bucket increments, the per-task memory and the checkpoint (the last applied log id) are
+ *   written in ONE atomic step (`streams/lua/metrics_apply.lua`), which refuses if the checkpoint moved
+ *   since the batch was read; entries at or below the checkpoint are skipped. So every log entry is
+ *   counted exactly once, however often the group redelivers it, and however the log is cut into batches;
+ * - the fold always continues from the checkpoint: if the delivered batch does not start right after it
+ *   (entries went to another consumer, or were delivered before a crash), the missing entries are read
+ *   from the log itself, so the group only says *when* to look and never decides *what* is counted;
+ * - XACK comes after the commit (a crash in between only causes a harmless redelivery);
+ * - blocking reads use a dedicated connection with a finite BLOCK, and are interruptible.
+ */
+import { readFileSync } from "node:fs"
+import { hostname } from "node:os"
+import { fileURLToPath } from "node:url"
+import { Context, Effect, Layer, Schedule, Schema } from "effect"
+import type { Scope } from "effect"
+import { allPartitions, type Keyspace, partitionKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
+import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
+import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
+import { decodeEnvelope, type Envelope } from "../streams/TaskEvent.ts"
+import {
+  addBuckets,
+  ALL_AGENTS,
+  type Bucket,
+  counterNames,
+  bucketStart,
+  decodeOpenTask,
+  emptyState,
+  encodeOpenTask,
+  foldEnvelopes,
+  type MetricsOptions,
+  type MetricsState,
+  type OpenTask,
+  parseBucketId,
+  type TimelinePoint,
+  toTimelinePoint
+} from "./MetricsBuckets.ts"
+
+/** The checkpoint moved under every attempt to commit (another projector keeps committing first). */
+export class ProjectionConflict extends Schema.TaggedError<ProjectionConflict>()("ProjectionConflict", {
+  partition: Schema.Number,
+  checkpoint: Schema.String
+}) {
+  override get message() {
+    return `metrics projection of partition ${this.partition}: checkpoint kept moving (at ${this.checkpoint})`
+  }
+}
+
+/** The log has been trimmed: rebuilding the live buckets from it would lose what the trimmed part counted. */
+export class LogTrimmed extends Schema.TaggedError<LogTrimmed>()("LogTrimmed", {
+  partition: Schema.Number
+}) {
+  override get message() {
+    return `the event log of partition ${this.partition} has been trimmed: the live metrics cannot be rebuilt from it`
+  }
+}
+
+/** A timeline query whose range is empty of meaning (reversed) or too long to read at once. */
+export class TimelineRangeInvalid extends Schema.TaggedError<TimelineRangeInvalid>()("TimelineRangeInvalid", {
+  from: Schema.Number,
+  to: Schema.Number,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `timeline range [${this.from}, ${this.to}): ${this.reason}`
+  }
+}
+
+export type ProjectorError = RedisError | CorruptEntry | ProjectionConflict
+
+export interface ProjectorOptions extends MetricsOptions {
+  /** Entries read per XREADGROUP and folded per commit (default 500). */
+  readonly batchSize?: number
+  /** BLOCK of the follow loop's reads, in ms (default 2000); bounds how long an interrupt can wait. */
+  readonly blockMs?: number
+  /** This process's consumer name in the group (default host-pid). */
+  readonly consumer?: string
+  /** Entries pending with other consumers longer than this are adopted and acked (default 60 s). */
+  readonly orphanIdleMs?: number
+}
+
+/** One read of the group. */
+export interface PollResult {
+  /** Entries the group delivered (all acked after the commit). */
+  readonly delivered: number
+  /** Entries folded into the buckets by this call (delivered, or read from the log to fill a gap). */
+  readonly applied: number
+  /** The checkpoint afterwards ("" when nothing was ever applied). */
+  readonly checkpoint: string
+}
+
+/** A partition's projection as stored in one key set. */
+export interface StoredState {
+  readonly checkpoint: string
+  readonly state: MetricsState
+}
+
+export interface Difference {
+  readonly partition: number
+  /** `bucket` (id `agent:startSeconds`) or `open` (a task's memory). */
+  readonly kind: "bucket" | "open"
+  readonly id: string
+  readonly live: Bucket | OpenTask | undefined
+  readonly rebuilt: Bucket | OpenTask | undefined
+}
+
+export interface VerifyReport {
+  readonly equal: boolean
+  /** The live checkpoint of each partition that the log was folded up to. */
+  readonly checkpoints: ReadonlyArray<string>
+  readonly differences: ReadonlyArray<Difference>
+}
+
+export interface RebuildReport {
+  readonly set: string
+  readonly partitions: ReadonlyArray<{
+    readonly partition: number
+    readonly checkpoint: string
+    readonly entries: number
+    readonly buckets: number
+    readonly openTasks: number
+  }>
+}
+
+export interface TimelineQuery {
+  /** One agent's buckets; all agents together when absent. */
+  readonly agent?: string | undefined
+  /** Range in ms since the epoch: buckets whose start lies in [bucket of `from`, `to`). */
+  readonly from: number
+  readonly to: number
+}
+
+/** The most buckets one timeline query reads (per partition). */
+export const MAX_TIMELINE_BUCKETS = 10_000
+
+const DEFAULTS = { batchSize: 500, blockMs: 2_000, orphanIdleMs: 60_000 }
+const MAX_STALE_COMMITS = 50
+/** Buckets per commit when a rebuild writes its result. */
+const REBUILD_CHUNK = 200
+
+// ---------------------------------------------------------------------------------------------------------
+// Stream ids and raw replies
+
+/** Compares two stream ids ("ms-seq"); "" is below every id. */
+export const compareIds = (a: string, b: string): number => {
+  if (a === b) return 0
+  if (a === "") return -1
+  if (b === "") return 1
+  const [am = "0", as = "0"] = a.split("-")
+  const [bm = "0", bs = "0"] = b.split("-")
+  const dm = Number(am) - Number(bm)
+  return dm !== 0 ? Math.sign(dm) : Math.sign(Number(as) - Number(bs))
+}
+
+type RawEntry = [id: string, fields: Array<string> | null]
+
+const entryJson = (fields: Array<string> | null): string | undefined => {
+  if (fields === null) return undefined
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === "e") return fields[i + 1]
+  return undefined
+}
+
+/** Decodes entries; deleted entries (no fields) are left out. */
+const decodeEntries = (raw: ReadonlyArray<RawEntry>): Effect.Effect<Array<Envelope>, CorruptEntry> =>
+  Effect.forEach(
+    raw.filter(([, f]) => entryJson(f) !== undefined),
+    ([id, fields]) => decodeEnvelope(entryJson(fields)!, id)
+  )
+
+const recordOfNumbers = (flat: Record<string, string>): Bucket => {
+  const out: Record<string, number> = {}
+  for (const [k, v] of Object.entries(flat)) out[k] = Number(v)
+  return out
+}
+
+const bucketEquals = (a: Bucket, b: Bucket): boolean => {
+  const ka = Object.keys(a).filter((k) => a[k] !== 0)
+  const kb = Object.keys(b).filter((k) => b[k] !== 0)
+  return ka.length === kb.length && ka.every((k) => a[k] === b[k])
+}
+
+const countersOf = (b: Bucket): Bucket => Object.fromEntries(counterNames.map((c) => [c, b[c] ?? 0]))
+
+const openEquals = (a: OpenTask, b: OpenTask): boolean => a.queuedAt === b.queuedAt && a.claimedAt === b.claimedAt
+
+// ---------------------------------------------------------------------------------------------------------
+// The commit script
+
+const applySource = readFileSync(fileURLToPath(new URL("../streams/lua/metrics_apply.lua", import.meta.url)), "utf8")
+
+type ApplyCaller = (...args: ReadonlyArray<string | number>) => Promise<unknown>
+
+const mastersOf = (conn: RedisConnection): ReadonlyArray<RedisConnection> =>
+  "nodes" in conn && typeof conn.nodes === "function" ? conn.nodes("master") : [conn]
+
+/** Defines the commit script on the connection and compiles it on every master (a syntax error fails here). */
+const installApply = async (conn: RedisConnection): Promise<ApplyCaller> => {
+  conn.defineCommand("fx_metrics_apply", { lua: applySource })
+  await Promise.all(mastersOf(conn).map((node) => node.script("LOAD", applySource)))
+  const caller = (conn as unknown as Record<string, ApplyCaller>).fx_metrics_apply!
+  return (...args) => caller.call(conn, ...args)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+export class MetricsProjector extends Context.Service<MetricsProjector, {
+  readonly keyspace: Keyspace
+  readonly options: MetricsOptions
+  /** Follows every partition's log until interrupted (one fiber and one dedicated connection each). */
+  readonly run: Effect.Effect<never, ProjectorError, Scope.Scope>
+  /**
+   * One read of a partition through the group, folded and committed, then acked. Without `blockMs` the
+   * read does not block (and uses the shared connection).
+   */
+  readonly poll: (
+    partition: number,
+    options?: { readonly count?: number; readonly blockMs?: number; readonly conn?: RedisConnection }
+  ) => Effect.Effect<PollResult, ProjectorError>
+  /**
+   * Commits consecutive log entries of a partition (as one group read returns them). Entries at or
+   * below the checkpoint are skipped; entries between the checkpoint and the first one are read from
+   * the log first. Returns how many entries were folded.
+   */
+  readonly apply: (
+    partition: number,
+    entries: ReadonlyArray<Envelope>
+  ) => Effect.Effect<{ readonly applied: number; readonly checkpoint: string }, ProjectorError>
+  /** Folds every partition up to the end of its log without blocking; returns the entries applied. */
+  readonly catchUp: (options?: { readonly count?: number }) => Effect.Effect<number, ProjectorError>
+  /** A partition's stored projection in a key set (default `live`). */
+  readonly readState: (partition: number, set?: string) => Effect.Effect<StoredState, RedisError>
+  /**
+   * Recomputes the buckets from the start of the logs. `into: "live"` replaces the live buckets and
+   * memory with the fold up to the live checkpoint, in chunks that each commit only while that
+   * checkpoint is unchanged (so a running projector's increments are never lost or doubled; a moved
+   * checkpoint restarts the rebuild); refused with `LogTrimmed` once a log has been trimmed. Any other
+   * set name (default `rebuild`) is cleared and filled from what each log holds, up to its current end.
+   */
+  readonly rebuild: (
+    options?: { readonly into?: string }
+  ) => Effect.Effect<RebuildReport, ProjectorError | LogTrimmed>
+  /**
+   * Folds each log up to its live checkpoint and compares the result with the live keys. For a trimmed
+   * log only the counters of the buckets after its first entry are compared (no latencies, no memory).
+   * Buckets past their retention TTL show up as differences.
+   */
+  readonly verify: Effect.Effect<VerifyReport, ProjectorError>
+  /** The live buckets of the range, summed over partitions, with derived figures; empty buckets included. */
+  readonly readTimeline: (
+    query: TimelineQuery
+  ) => Effect.Effect<ReadonlyArray<TimelinePoint>, RedisError | TimelineRangeInvalid>
+}>()("factorial/projections/MetricsProjector") {
+  static readonly layer = (keyspace: Keyspace, options: ProjectorOptions) =>
+    Layer.effect(MetricsProjector, makeProjector(keyspace, options))
+}
+
+const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: ProjectorOptions) {
+  if (!Number.isInteger(options.bucketSeconds) || options.bucketSeconds <= 0) {
+    return yield* Effect.die(new Error(`bucketSeconds must be a positive integer, got ${options.bucketSeconds}`))
+  }
+  if (!(options.retentionSeconds >= 0)) {
+    return yield* Effect.die(new Error(`retentionSeconds must be >= 0, got ${options.retentionSeconds}`))
+  }
+  const redis = yield* RedisClient
+  const applyScript = yield* redis.use("script load metrics_apply", installApply)
+  const batchSize = options.batchSize ?? DEFAULTS.batchSize
+  const blockMs = options.blockMs ?? DEFAULTS.blockMs
+  const orphanIdleMs = options.orphanIdleMs ?? DEFAULTS.orphanIdleMs
+  const consumer = options.consumer ?? `${hostname()}-${process.pid}`
+  const metricsOptions: MetricsOptions = {
+    bucketSeconds: options.bucketSeconds,
+    retentionSeconds: options.retentionSeconds
+  }
+  const { bucketSeconds } = metricsOptions
+  const pk = (p: number) => partitionKeys(keyspace, p)
+  const mk = (p: number, set = "live") => pk(p).metrics(bucketSeconds, set)
+
+  const getCheckpoint = (p: number, set = "live") =>
+    redis.use("metrics checkpoint", async (c) => (await c.hget(pk(p).checkpoints, mk(p, set).checkpointField)) ?? "")
+
+  /** Up to `count` log entries after `after` (exclusive) and up to `upTo` (inclusive). */
+  const readLog = (p: number, after: string, upTo: string, count: number) =>
+    Effect.flatMap(
+      redis.use("metrics xrange", (c) =>
+        c.call("XRANGE", pk(p).events, after === "" ? "-" : `(${after}`, upTo, "COUNT", count) as Promise<
+          Array<RawEntry>
+        >),
+      (raw) => Effect.map(decodeEntries(raw), (entries) => ({ raw, entries }))
+    )
+
+  /**
+   * Folds `batch` (the log entries right after `checkpoint`, in order) onto the stored memory of its tasks
+   * and commits it. `false` when the checkpoint moved meanwhile (nothing written).
+   */
+  const commitBatch = (p: number, checkpoint: string, batch: ReadonlyArray<Envelope>) =>
+    Effect.gen(function*() {
+      const keys = mk(p)
+      const taskIds = [...new Set(batch.map((e) => e.taskId))]
+      const stored = yield* redis.use("metrics memory", (c) => c.hmget(keys.open, ...taskIds))
+      const open = new Map<string, OpenTask>()
+      taskIds.forEach((id, i) => {
+        const s = stored[i]
+        if (s !== null && s !== undefined) open.set(id, decodeOpenTask(s))
+      })
+      const folded = foldEnvelopes(metricsOptions, batch, { buckets: new Map(), open })
+      const bucketKeys: Array<string> = []
+      const increments: Array<Array<string>> = []
+      for (const [id, bucket] of folded.buckets) {
+        const { agent, startSeconds } = parseBucketId(id)
+        bucketKeys.push(keys.bucket(agent, startSeconds))
+        increments.push(Object.entries(bucket).flatMap(([f, n]) => [f, String(n)]))
+      }
+      // Only the memory the batch changed is written ("" forgets the task).
+      const memory = taskIds.flatMap((id) => {
+        const before = open.get(id)
+        const after = folded.open.get(id)
+        const encoded = after === undefined ? "" : encodeOpenTask(after)
+        return encoded === (before === undefined ? "" : encodeOpenTask(before)) ? [] : [id, encoded]
+      })
+      const reply = yield* redis.use("metrics apply", () =>
+        applyScript(
+          2 + bucketKeys.length,
+          pk(p).checkpoints,
+          keys.open,
+          ...bucketKeys,
+          keys.checkpointField,
+          checkpoint,
+          batch[batch.length - 1]!.id,
+          metricsOptions.retentionSeconds,
+          "add",
+          JSON.stringify(increments),
+          JSON.stringify(memory)
+        ))
+      return (reply as Array<string>)[0] === "ok"
+    })
+
+  /**
+   * Moves the checkpoint up to `upTo`, folding `delivered` (consecutive entries ending at `upTo`) when they
+   * start right after the checkpoint, and reading the log otherwise. Returns entries applied.
+   */
+  const advance = (p: number, delivered: ReadonlyArray<Envelope>, upTo: string) =>
+    Effect.gen(function*() {
+      let applied = 0
+      let stale = 0
+      while (true) {
+        const checkpoint = yield* getCheckpoint(p)
+        if (compareIds(upTo, checkpoint) <= 0) return { applied, checkpoint }
+        const fresh = delivered.filter((e) => compareIds(e.id, checkpoint) > 0)
+        let batch: ReadonlyArray<Envelope> = []
+        if (fresh.length > 0) {
+          // The fast path: the delivered entries are exactly the next ones after the checkpoint.
+          const next = yield* readLog(p, checkpoint, fresh[0]!.id, 1)
+          if (next.raw[0]?.[0] === fresh[0]!.id) batch = fresh
+        }
+        if (batch.length === 0) {
+          batch = (yield* readLog(p, checkpoint, upTo, batchSize)).entries
+          // Nothing left up to `upTo`: those entries were trimmed from the log before they were folded.
+          if (batch.length === 0) return { applied, checkpoint }
+        }
+        if (yield* commitBatch(p, checkpoint, batch)) {
+          applied += batch.length
+          stale = 0
+        } else if (++stale >= MAX_STALE_COMMITS) {
+          return yield* new ProjectionConflict({ partition: p, checkpoint })
+        }
+      }
+    })
+
+  const apply = (p: number, entries: ReadonlyArray<Envelope>) =>
+    entries.length === 0
+      ? Effect.map(getCheckpoint(p), (checkpoint) => ({ applied: 0, checkpoint }))
+      : advance(p, entries, entries[entries.length - 1]!.id)
+
+  const groupsReady = new Set<number>()
+  const ensureGroup = (p: number) =>
+    groupsReady.has(p) ? Effect.void : redis.use("metrics xgroup", async (c) => {
+      try {
+        await c.xgroup("CREATE", pk(p).events, PROJECTOR_GROUP, "0", "MKSTREAM")
+      } catch (err) {
+        if (!String(err).includes("BUSYGROUP")) throw err
+      }
+      groupsReady.add(p)
+    })
+
+  const ack = (p: number, ids: ReadonlyArray<string>) =>
+    ids.length === 0 ? Effect.void : redis.use("metrics xack", (c) => c.xack(pk(p).events, PROJECTOR_GROUP, ...ids))
+
+  /** Folds and acks entries the group delivered (raw, possibly with deleted ones). */
+  const settle = (p: number, raw: ReadonlyArray<RawEntry>, consecutive: boolean) =>
+    Effect.gen(function*() {
+      if (raw.length === 0) return { delivered: 0, applied: 0, checkpoint: yield* getCheckpoint(p) }
+      const entries = yield* decodeEntries(raw)
+      const upTo = raw[raw.length - 1]![0]
+      const result = yield* advance(p, consecutive ? entries : [], upTo)
+      yield* ack(p, raw.map(([id]) => id))
+      return { delivered: raw.length, ...result }
+    })
+
+  const readGroup = (p: number, conn: RedisConnection, count: number, from: string, block?: number) =>
+    Effect.tryPromise({
+      try: async () => {
+        // The typed method, not `call`: ioredis speaks RESP3 and only its xreadgroup reshapes the map reply.
+        const xreadgroup = conn.xreadgroup as unknown as (...args: ReadonlyArray<string | number>) => Promise<unknown>
+        const reply = (await xreadgroup.call(
+          conn,
+          "GROUP",
+          PROJECTOR_GROUP,
+          consumer,
+          "COUNT",
+          count,
+          ...(block === undefined ? [] : ["BLOCK", block]),
+          "STREAMS",
+          pk(p).events,
+          from
+        )) as Array<[string, Array<RawEntry>]> | null
+        return reply?.[0]?.[1] ?? []
+      },
+      catch: (cause) => {
+        // The log or the group was deleted: create the group again on the next read.
+        if (String(cause).includes("NOGROUP")) groupsReady.delete(p)
+        return toRedisError("metrics xreadgroup", cause)
+      }
+    })
+
+  const poll = (
+    p: number,
+    o?: { readonly count?: number; readonly blockMs?: number; readonly conn?: RedisConnection }
+  ) =>
+    Effect.gen(function*() {
+      yield* ensureGroup(p)
+      const raw = yield* readGroup(p, o?.conn ?? redis.conn, o?.count ?? batchSize, ">", o?.blockMs)
+      return yield* settle(p, raw, true)
+    })
+
+  /** Settles the entries this consumer was given but never acked (a crash between commit and ack). */
+  const drainOwnPending = (p: number) =>
+    Effect.gen(function*() {
+      yield* ensureGroup(p)
+      let from = "0"
+      while (true) {
+        const raw = yield* readGroup(p, redis.conn, batchSize, from)
+        if (raw.length === 0) return
+        yield* settle(p, raw, false)
+        from = raw[raw.length - 1]![0]
+      }
+    })
+
+  /** Takes over entries left pending by consumers that are gone, and settles them. */
+  const adoptOrphans = (p: number) =>
+    Effect.gen(function*() {
+      let cursor = "0-0"
+      do {
+        const [next, raw] = (yield* redis.use("metrics xautoclaim", (c) =>
+          c.call(
+            "XAUTOCLAIM",
+            pk(p).events,
+            PROJECTOR_GROUP,
+            consumer,
+            orphanIdleMs,
+            cursor,
+            "COUNT",
+            batchSize
+          ))) as [string, Array<RawEntry>]
+        yield* settle(p, raw, false)
+        cursor = next
+      } while (cursor !== "0-0")
+    })
+
+  const follow = (p: number) =>
+    Effect.gen(function*() {
+      const conn = yield* redis.dedicated(`projector:${p}`)
+      yield* drainOwnPending(p)
+      yield* adoptOrphans(p)
+      let lastAdoption = Date.now()
+      while (true) {
+        const result = yield* poll(p, { conn, blockMs })
+        if (result.delivered === 0 && Date.now() - lastAdoption > orphanIdleMs) {
+          yield* adoptOrphans(p)
+          lastAdoption = Date.now()
+        }
+      }
+    }).pipe(
+      Effect.scoped,
+      Effect.tapError((e) => Effect.logWarning(`metrics projector, partition ${p}: ${e.message}`)),
+      Effect.retry({
+        schedule: Schedule.spaced("1 second"),
+        while: (e: ProjectorError) => e._tag === "RedisError" && (e.isRetryable || e.message.includes("NOGROUP"))
+      })
+    )
+
+  const run: Effect.Effect<never, ProjectorError, Scope.Scope> = Effect.flatMap(
+    Effect.forEach(allPartitions(keyspace), follow, { concurrency: "unbounded", discard: true }),
+    () => Effect.never
+  )
+
+  const catchUp = (o?: { readonly count?: number }) =>
+    Effect.gen(function*() {
+      let total = 0
+      for (const p of allPartitions(keyspace)) {
+        yield* drainOwnPending(p)
+        while (true) {
+          const r = yield* poll(p, { count: o?.count ?? batchSize })
+          total += r.applied
+          if (r.delivered === 0) break
+        }
+      }
+      return total
+    })
+
+  // -------------------------------------------------------------------------------------------------------
+  // Reading stored state, rebuild, verify
+
+  const scanKeys = (pattern: string) =>
+    redis.use("metrics scan", async (c) => {
+      const keys: Array<string> = []
+      for (const node of mastersOf(c)) {
+        let cursor = "0"
+        do {
+          const [next, batch] = await node.scan(cursor, "MATCH", pattern, "COUNT", 1000)
+          keys.push(...batch)
+          cursor = next
+        } while (cursor !== "0")
+      }
+      return [...new Set(keys)]
+    })
+
+  const readState = (p: number, set = "live") =>
+    Effect.gen(function*() {
+      const keys = mk(p, set)
+      const bucketKeys = yield* scanKeys(keys.bucketPattern)
+      const prefix = keys.bucket("", 0).slice(0, -":0".length)
+      return yield* redis.use("metrics read state", async (c) => {
+        const pipeline = c.pipeline()
+        pipeline.hget(pk(p).checkpoints, keys.checkpointField)
+        pipeline.hgetall(keys.open)
+        for (const k of bucketKeys) pipeline.hgetall(k)
+        const replies = (await pipeline.exec()) ?? []
+        const values = replies.map(([err, v]) => {
+          if (err) throw err
+          return v
+        })
+        const buckets = new Map<string, Bucket>()
+        bucketKeys.forEach((k, i) => {
+          const h = values[2 + i] as Record<string, string>
+          if (Object.keys(h).length > 0) buckets.set(k.slice(prefix.length), recordOfNumbers(h))
+        })
+        const open = new Map<string, OpenTask>()
+        for (const [id, s] of Object.entries(values[1] as Record<string, string>)) open.set(id, decodeOpenTask(s))
+        return { checkpoint: (values[0] as string | null) ?? "", state: { buckets, open } } satisfies StoredState
+      })
+    })
+
+  /** Folds a partition's log from its start up to `upTo` in memory; returns the state and entries read. */
+  const foldLog = (p: number, upTo: string) =>
+    Effect.gen(function*() {
+      let state: MetricsState = emptyState
+      let after = ""
+      let entries = 0
+      while (true) {
+        const read = yield* readLog(p, after, upTo, 1000)
+        if (read.raw.length === 0) return { state, entries }
+        state = foldEnvelopes(metricsOptions, read.entries, state)
+        entries += read.entries.length
+        after = read.raw[read.raw.length - 1]![0]
+      }
+    })
+
+  const lastLogId = (p: number) =>
+    redis.use("metrics xrevrange", async (c) => {
+      const raw = (await c.call("XREVRANGE", pk(p).events, "+", "-", "COUNT", 1)) as Array<RawEntry>
+      return raw[0]?.[0] ?? ""
+    })
+
+  /**
+   * `-Infinity` while the log is complete (nothing ever trimmed or deleted). Once it has been trimmed:
+   * the start of the first bucket after the log's first entry (`Infinity` if the log is empty), from
+   * which the log still gives exact *counters*; latencies may pair with events that are gone.
+   */
+  const trimmedFloor = (p: number) =>
+    Effect.gen(function*() {
+      const info = yield* redis.use("metrics xinfo stream", async (c) => {
+        try {
+          return (await c.call("XINFO", "STREAM", pk(p).events)) as Array<unknown>
+        } catch (err) {
+          if (String(err).includes("no such key")) return []
+          throw err
+        }
+      })
+      const field = (name: string) => {
+        const i = info.indexOf(name)
+        return i < 0 ? undefined : info[i + 1]
+      }
+      // Every entry ever added is still there (XTRIM does not move max-deleted-entry-id; this counts both).
+      if (info.length === 0 || Number(field("entries-added")) === Number(field("length"))) return -Infinity
+      const first = field("first-entry") as RawEntry | null | undefined
+      const json = first ? entryJson(first[1]) : undefined
+      if (first == null || json === undefined) return Infinity
+      const envelope = yield* decodeEnvelope(json, first[0])
+      return bucketStart(bucketSeconds, envelope.at) + bucketSeconds
+    })
+
+  /**
+   * Writes buckets into a key set in chunks, each through the commit script guarded by `expected`
+   * (nothing is written once the checkpoint moves); the last chunk sets the checkpoint to `checkpoint`
+   * unless that is "" or `expected`. `replace` empties each listed bucket first (an empty one is deleted)
+   * and, when `memory` is given, the memory hash. `false` when the checkpoint moved.
+   */
+  const writeState = (
+    p: number,
+    set: string,
+    buckets: ReadonlyArray<readonly [string, Bucket]>,
+    memory: ReadonlyArray<string> | undefined,
+    expected: string,
+    checkpoint: string,
+    replace: boolean
+  ) =>
+    Effect.gen(function*() {
+      const keys = mk(p, set)
+      const chunks = Math.max(1, Math.ceil(buckets.length / REBUILD_CHUNK))
+      for (let i = 0; i < chunks; i++) {
+        const chunk = buckets.slice(i * REBUILD_CHUNK, (i + 1) * REBUILD_CHUNK)
+        const last = i === chunks - 1
+        const mode = !replace ? "add" : i === 0 && memory !== undefined ? "replace+memory" : "replace"
+        const reply = yield* redis.use("metrics rebuild write", () =>
+          applyScript(
+            2 + chunk.length,
+            pk(p).checkpoints,
+            keys.open,
+            ...chunk.map(([id]) => {
+              const { agent, startSeconds } = parseBucketId(id)
+              return keys.bucket(agent, startSeconds)
+            }),
+            keys.checkpointField,
+            expected,
+            last && checkpoint !== expected ? checkpoint : "",
+            metricsOptions.retentionSeconds,
+            mode,
+            JSON.stringify(chunk.map(([, b]) => Object.entries(b).flatMap(([f, n]) => [f, String(n)]))),
+            JSON.stringify(i === 0 ? memory ?? [] : [])
+          ))
+        if ((reply as Array<string>)[0] !== "ok") return false
+      }
+      return true
+    })
+
+  const memoryOf = (state: MetricsState) => [...state.open].flatMap(([id, t]) => [id, encodeOpenTask(t)])
+
+  const clearSet = (p: number, set: string) =>
+    Effect.gen(function*() {
+      const keys = mk(p, set)
+      const bucketKeys = yield* scanKeys(keys.bucketPattern)
+      yield* redis.use("metrics clear set", async (c) => {
+        const pipeline = c.pipeline()
+        for (const k of bucketKeys) pipeline.del(k)
+        pipeline.del(keys.open)
+        pipeline.hdel(pk(p).checkpoints, keys.checkpointField)
+        await pipeline.exec()
+      })
+    })
+
+  /** Rebuilds the live set of a partition up to its checkpoint, against a running projector. */
+  const rebuildLive = (p: number) =>
+    Effect.gen(function*() {
+      if ((yield* trimmedFloor(p)) !== -Infinity) return yield* new LogTrimmed({ partition: p })
+      let attempts = 0
+      while (true) {
+        const checkpoint = yield* getCheckpoint(p)
+        const { state, entries } = checkpoint === "" ? { state: emptyState, entries: 0 } : yield* foldLog(p, checkpoint)
+        const live = yield* readState(p)
+        const writes: Array<readonly [string, Bucket]> = [...state.buckets]
+        // Live buckets the log does not produce are removed.
+        for (const id of live.state.buckets.keys()) if (!state.buckets.has(id)) writes.push([id, {}])
+        if (
+          live.checkpoint === checkpoint &&
+          (yield* writeState(p, "live", writes, memoryOf(state), checkpoint, checkpoint, true))
+        ) {
+          return { partition: p, checkpoint, entries, buckets: state.buckets.size, openTasks: state.open.size }
+        }
+        if (++attempts >= MAX_STALE_COMMITS) return yield* new ProjectionConflict({ partition: p, checkpoint })
+      }
+    })
+
+  /** Clears a key set of a partition and fills it from the whole log (up to its current end). */
+  const rebuildInto = (p: number, set: string) =>
+    Effect.gen(function*() {
+      yield* clearSet(p, set)
+      const upTo = yield* lastLogId(p)
+      const { state, entries } = upTo === "" ? { state: emptyState, entries: 0 } : yield* foldLog(p, upTo)
+      yield* writeState(p, set, [...state.buckets], memoryOf(state), "", upTo, false)
+      return { partition: p, checkpoint: upTo, entries, buckets: state.buckets.size, openTasks: state.open.size }
+    })
+
+  const rebuild = (o?: { readonly into?: string }) =>
+    Effect.gen(function*() {
+      const set = o?.into ?? "rebuild"
+      if (!/^[a-z0-9-]+$/.test(set)) return yield* Effect.die(new Error(`invalid metrics key set name: ${set}`))
+      const partitions = yield* Effect.forEach(
+        allPartitions(keyspace),
+        (p) => set === "live" ? rebuildLive(p) : rebuildInto(p, set)
+      )
+      return { set, partitions } satisfies RebuildReport
+    })
+
+  const verify = Effect.gen(function*() {
+    const differences: Array<Difference> = []
+    const checkpoints: Array<string> = []
+    for (const p of allPartitions(keyspace)) {
+      let attempts = 0
+      while (true) {
+        const checkpoint = yield* getCheckpoint(p)
+        const floor = yield* trimmedFloor(p)
+        const complete = floor === -Infinity
+        const rebuilt = checkpoint === "" ? emptyState : (yield* foldLog(p, checkpoint)).state
+        const live = yield* readState(p)
+        // The live state only changes together with its checkpoint: unchanged checkpoint, consistent read.
+        if (live.checkpoint !== checkpoint) {
+          if (++attempts >= MAX_STALE_COMMITS) return yield* new ProjectionConflict({ partition: p, checkpoint })
+          continue
+        }
+        checkpoints.push(checkpoint)
+        for (const id of new Set([...live.state.buckets.keys(), ...rebuilt.buckets.keys()])) {
+          if (parseBucketId(id).startSeconds < floor) continue
+          const l = live.state.buckets.get(id)
+          const r = rebuilt.buckets.get(id)
+          const same = complete
+            ? l !== undefined && r !== undefined && bucketEquals(l, r)
+            : bucketEquals(countersOf(l ?? {}), countersOf(r ?? {}))
+          if (!same) {
+            differences.push({ partition: p, kind: "bucket", id, live: l, rebuilt: r })
+          }
+        }
+        if (complete) {
+          for (const id of new Set([...live.state.open.keys(), ...rebuilt.open.keys()])) {
+            const l = live.state.open.get(id)
+            const r = rebuilt.open.get(id)
+            if (l === undefined || r === undefined || !openEquals(l, r)) {
+              differences.push({ partition: p, kind: "open", id, live: l, rebuilt: r })
+            }
+          }
+        }
+        break
+      }
+    }
+    return { equal: differences.length === 0, checkpoints, differences } satisfies VerifyReport
+  })
+
+  // -------------------------------------------------------------------------------------------------------
+  // Timeline
+
+  const readTimeline = (query: TimelineQuery) =>
+    Effect.gen(function*() {
+      const { from, to } = query
+      if (!(to >= from)) return yield* new TimelineRangeInvalid({ from, to, reason: "`to` is before `from`" })
+      const first = bucketStart(bucketSeconds, from)
+      const starts: Array<number> = []
+      for (let s = first; s * 1000 < to; s += bucketSeconds) {
+        if (starts.length >= MAX_TIMELINE_BUCKETS) {
+          return yield* new TimelineRangeInvalid({
+            from,
+            to,
+            reason: `more than ${MAX_TIMELINE_BUCKETS} buckets of ${bucketSeconds} s`
+          })
+        }
+        starts.push(s)
+      }
+      const agent = query.agent ?? ALL_AGENTS
+      const sums: Array<Bucket> = starts.map(() => ({}))
+      for (const p of allPartitions(keyspace)) {
+        const keys = mk(p)
+        const replies = yield* redis.use("metrics timeline", async (c) => {
+          const pipeline = c.pipeline()
+          for (const s of starts) pipeline.hgetall(keys.bucket(agent, s))
+          return (await pipeline.exec()) ?? []
+        })
+        replies.forEach(([err, h], i) => {
+          if (err) throw toRedisError("metrics timeline", err)
+          sums[i] = addBuckets(sums[i]!, recordOfNumbers(h as Record<string, string>))
+        })
+      }
+      return starts.map((s, i) => toTimelinePoint(bucketSeconds, agent, s, sums[i]!))
+    })
+
+  return MetricsProjector.of({
+    keyspace,
+    options: metricsOptions,
+    run,
+    poll,
+    apply,
+    catchUp,
+    readState,
+    rebuild,
+    verify,
+    readTimeline
+  })
+})

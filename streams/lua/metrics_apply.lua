@@ -1,0 +1,52 @@
+--[[
+  metrics_apply: commits one folded batch of the metrics projection, all or nothing: adds the batch's
+  bucket increments, writes the per-task memory and moves the checkpoint to the batch's last log id.
+  (Not a task script: lib.lua is not included and the keys differ.)
+
+  The batch was folded from the state at checkpoint ARGV[2]; if the checkpoint has moved since (the same
+  batch was already committed, or another projector committed first), nothing is written and the caller
+  reads again. So a redelivered batch is never counted twice.
+
+  KEYS[1] partition checkpoints hash   KEYS[2] open-task memory hash   KEYS[3..] bucket hashes
+  ARGV[1] checkpoint field             ARGV[2] expected checkpoint ("" when none yet)
+  ARGV[3] new checkpoint ("" leaves it; a rebuild writes in several steps)
+  ARGV[4] bucket TTL in seconds (0: none)
+  ARGV[5] "add": increment | "replace": each listed bucket is emptied first | "replace+memory": the memory
+          hash too (a rebuild into the live set)
+  ARGV[6] increments, JSON: one array per bucket key, [field, "n", field, "n", ...] (integers as strings)
+  ARGV[7] memory, JSON: [task id, "queuedAt,claimedAt" or "" to forget, ...]
+  Returns { "ok" } | { "stale", current checkpoint }
+]]
+local CHECKPOINTS, OPEN = KEYS[1], KEYS[2]
+local field, expected, new_checkpoint = ARGV[1], ARGV[2], ARGV[3]
+local ttl, mode = tonumber(ARGV[4]), ARGV[5]
+
+local current = redis.call('HGET', CHECKPOINTS, field)
+if not current then current = '' end
+if current ~= expected then return { 'stale', current } end
+
+local increments = cjson.decode(ARGV[6])
+local memory = cjson.decode(ARGV[7])
+
+if mode == 'replace' or mode == 'replace+memory' then
+  for i = 1, #increments do redis.call('DEL', KEYS[2 + i]) end
+end
+if mode == 'replace+memory' then redis.call('DEL', OPEN) end
+for i = 1, #increments do
+  local key, pairs_ = KEYS[2 + i], increments[i]
+  for j = 1, #pairs_, 2 do
+    redis.call('HINCRBY', key, pairs_[j], pairs_[j + 1])
+  end
+  if ttl > 0 and #pairs_ > 0 then redis.call('EXPIRE', key, ttl) end
+end
+
+for j = 1, #memory, 2 do
+  if memory[j + 1] == '' then
+    redis.call('HDEL', OPEN, memory[j])
+  else
+    redis.call('HSET', OPEN, memory[j], memory[j + 1])
+  end
+end
+
+if new_checkpoint ~= '' then redis.call('HSET', CHECKPOINTS, field, new_checkpoint) end
+return { 'ok' }

@@ -1,0 +1,367 @@
+/**
+ * The metrics projector against a real Redis: any chunking of a log through the group gives the pure
+ * fold; redelivery (same batch again, overlapping batches, a crash between commit and ack, entries held
+ * by another consumer) changes nothing; after real commands through TaskStore the live buckets equal a
+ * rebuild from the log; the follow loop picks up new events and stops promptly when interrupted.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Fiber, Layer } from "effect"
+import fc from "fast-check"
+import { fold, type MetricsState } from "../../projections/MetricsBuckets.ts"
+import { MetricsProjector, type ProjectorOptions } from "../../projections/Projector.ts"
+import type { TaskCommand } from "../../projections/TaskDecider.ts"
+import { TaskStore } from "../../src/TaskStore.ts"
+import { type Keyspace, partitionKeys, partitionOf, PROJECTOR_GROUP } from "../../streams/Keys.ts"
+import { RedisClient } from "../../streams/RedisClient.ts"
+import { decodeEnvelope, type Envelope } from "../../streams/TaskEvent.ts"
+import { freshKeyspace, storeLayer } from "../support/TestRedis.ts"
+import { canon, chunk, logArb } from "./fixtures.ts"
+
+const metrics = { bucketSeconds: 60, retentionSeconds: 3_600 }
+
+const layerFor = (ks: Keyspace, options: Partial<ProjectorOptions> = {}) =>
+  MetricsProjector.layer(ks, { ...metrics, consumer: "c1", ...options }).pipe(Layer.provideMerge(storeLayer(ks)))
+
+/** Writes envelopes to their partitions' logs as the scripts do (field `e`, JSON without the id). */
+const writeLog = (ks: Keyspace, log: ReadonlyArray<Envelope>) =>
+  Effect.gen(function*() {
+    const redis = yield* RedisClient
+    yield* redis.use("test xadd", async (c) => {
+      const pipeline = c.pipeline()
+      for (const { id: _id, ...body } of log) {
+        pipeline.xadd(partitionKeys(ks, partitionOf(ks, body.taskId)).events, "*", "e", JSON.stringify(body))
+      }
+      await pipeline.exec()
+    })
+  })
+
+/** A partition's log as stored (with real stream ids). */
+const readLog = (ks: Keyspace, p: number) =>
+  Effect.gen(function*() {
+    const redis = yield* RedisClient
+    const raw = yield* redis.use("test xrange", (c) => c.xrange(partitionKeys(ks, p).events, "-", "+"))
+    return yield* Effect.forEach(raw, ([id, fields]) => decodeEnvelope(fields[1]!, id))
+  })
+
+const liveState = (p: number) =>
+  Effect.gen(function*() {
+    const projector = yield* MetricsProjector
+    return (yield* projector.readState(p)).state
+  })
+
+const assertSameState = (actual: MetricsState, expected: MetricsState, message?: string) =>
+  assert.deepStrictEqual(canon(actual), canon(expected), message)
+
+describe("MetricsProjector", () => {
+  it.live("any chunking through the group gives the pure fold", () =>
+    Effect.promise(() =>
+      fc.assert(
+        fc.asyncProperty(logArb(50), fc.array(fc.integer({ min: 1, max: 12 }), { minLength: 1, maxLength: 6 }), fc.boolean(), (log, sizes, twoPartitions) => {
+          const ks = freshKeyspace(twoPartitions ? 2 : 1)
+          return Effect.runPromise(
+            Effect.gen(function*() {
+              const projector = yield* MetricsProjector
+              yield* writeLog(ks, log)
+              for (let p = 0; p < ks.partitions; p++) {
+                for (let i = 0;; i++) {
+                  const r = yield* projector.poll(p, { count: sizes[i % sizes.length]! })
+                  if (r.delivered === 0) break
+                }
+                const expected = fold(metrics, yield* readLog(ks, p))
+                assertSameState(yield* liveState(p), expected)
+              }
+              const report = yield* projector.verify
+              assert.isTrue(report.equal, JSON.stringify(report.differences))
+            }).pipe(Effect.provide(layerFor(ks)))
+          )
+        }),
+        { numRuns: 15 }
+      )
+    ))
+
+  it.live("redelivered and overlapping batches change nothing", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const log = fc.sample(logArb(60, 30), { numRuns: 1, seed: 7 })[0]!
+      yield* writeLog(ks, log)
+      const stored = yield* readLog(ks, 0)
+      const [a, b, c] = chunk(stored, [10, 20])
+
+      assert.strictEqual((yield* projector.apply(0, a!)).applied, 10)
+      const afterA = yield* liveState(0)
+      assertSameState(afterA, fold(metrics, a!))
+      assert.strictEqual((yield* projector.apply(0, a!)).applied, 0, "the same batch again")
+      assertSameState(yield* liveState(0), afterA)
+      assert.strictEqual((yield* projector.apply(0, a!.slice(3))).applied, 0, "a tail of it")
+      assertSameState(yield* liveState(0), afterA)
+
+      // Overlapping: the last 5 of a and all of b; only b is new.
+      assert.strictEqual((yield* projector.apply(0, [...a!.slice(5), ...b!])).applied, b!.length)
+      assertSameState(yield* liveState(0), fold(metrics, [...a!, ...b!]))
+
+      // A batch that does not start after the checkpoint: the gap is read from the log.
+      const tail = c!.slice(4)
+      assert.strictEqual((yield* projector.apply(0, tail)).applied, c!.length)
+      assertSameState(yield* liveState(0), fold(metrics, stored))
+      assert.isTrue((yield* projector.verify).equal)
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
+  it.live("concurrent projectors committing the same batches count every entry once", () => {
+    const ks = freshKeyspace()
+    const projectorOn = (consumer: string) =>
+      MetricsProjector.layer(ks, { ...metrics, consumer }).pipe(Layer.provide(storeLayer(ks)))
+    return Effect.gen(function*() {
+      const log = fc.sample(logArb(80, 60), { numRuns: 1, seed: 5 })[0]!
+      yield* writeLog(ks, log)
+      const stored = yield* readLog(ks, 0)
+      const cuts = [[5, 17, 30, 41, 55], [3, 9, 26, 38, 50], [12, 24, 36, 48]]
+      // Three projectors, each on its own connection, apply the log in different chunkings at once.
+      yield* Effect.forEach(
+        cuts,
+        (c, i) =>
+          Effect.gen(function*() {
+            const projector = yield* MetricsProjector
+            for (const batch of chunk(stored, c)) yield* projector.apply(0, batch)
+          }).pipe(Effect.provide(projectorOn(`racer-${i}`))),
+        { concurrency: "unbounded", discard: true }
+      )
+      assertSameState(yield* liveState(0), fold(metrics, stored))
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
+  it.live("a crash between commit and ack, and entries held by another consumer, are harmless", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const redis = yield* RedisClient
+      const events = partitionKeys(ks, 0).events
+      const log = fc.sample(logArb(40, 20), { numRuns: 1, seed: 3 })[0]!
+      yield* writeLog(ks, log)
+      yield* projector.catchUp() // creates the group and applies everything
+      const done = yield* liveState(0)
+
+      // More events; consumer c2 takes the first 5 and dies; c1 reads 5 and "crashes" after the commit.
+      const more = fc.sample(logArb(30, 15), { numRuns: 1, seed: 11 })[0]!
+        .map((e) => ({ ...e, at: e.at + 10_000_000 }))
+      yield* writeLog(ks, more)
+      const readAs = (consumer: string, count: number) =>
+        redis.use("test xreadgroup", async (c) => {
+          const reply = (await c.xreadgroup("GROUP", PROJECTOR_GROUP, consumer, "COUNT", count, "STREAMS", events, ">")) as unknown as
+            | Array<[string, Array<[string, Array<string>]>]>
+            | null
+          return reply?.[0]?.[1] ?? []
+        })
+      yield* readAs("c2", 5)
+      const mine = yield* readAs("c1", 5)
+      const decoded = yield* Effect.forEach(mine, ([id, f]) => decodeEnvelope(f[1]!, id))
+      const applied = yield* projector.apply(0, decoded) // commits c2's 5 (from the log) and these 5; no ack
+      assert.strictEqual(applied.applied, 10)
+      const afterCrash = yield* liveState(0)
+
+      // Restart: c1's pending entries are redelivered and skipped; the rest is applied once.
+      yield* projector.catchUp({ count: 4 })
+      const all = yield* readLog(ks, 0)
+      assertSameState(yield* liveState(0), fold(metrics, all))
+      assert.notDeepEqual(canon(afterCrash), canon(done))
+      const pending = (yield* redis.use("test xpending", (c) => c.xpending(events, PROJECTOR_GROUP))) as [number, ...Array<unknown>]
+      assert.strictEqual(pending[0], 5, "only c2's entries stay pending")
+      assert.isTrue((yield* projector.verify).equal)
+
+      // Another projector's follow loop adopts c2's orphaned entries, skips them (applied) and acks them.
+      const adopted = yield* Effect.gen(function*() {
+        const other = yield* MetricsProjector
+        const fiber = yield* Effect.forkChild(Effect.scoped(other.run))
+        let left = 5
+        for (let i = 0; i < 40 && left > 0; i++) {
+          yield* Effect.sleep("50 millis")
+          left = ((yield* redis.use("test xpending", (c) => c.xpending(events, PROJECTOR_GROUP))) as [number])[0]
+        }
+        yield* Fiber.interrupt(fiber)
+        return left
+      }).pipe(Effect.provide(MetricsProjector.layer(ks, { ...metrics, consumer: "c3", orphanIdleMs: 0, blockMs: 100 }).pipe(Layer.provide(storeLayer(ks)))))
+      assert.strictEqual(adopted, 0)
+      assertSameState(yield* liveState(0), fold(metrics, all))
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
+  it.live("live buckets after real commands equal a rebuild from the log", () => {
+    const ks = freshKeyspace(2)
+    return Effect.gen(function*() {
+      const store = yield* TaskStore
+      const projector = yield* MetricsProjector
+      const t0 = Math.floor(Date.now() / 60_000) * 60_000 - 3_600_000
+      let clock = t0
+      const tick = (ms: number) => (clock += ms)
+      const run = (command: TaskCommand) => store.execute(command)
+      const lease = (taskId: string) => Effect.map(store.getState(taskId), (s) => s!.lease)
+      const claim = (taskId: string) =>
+        Effect.flatMap(lease(taskId), (l) => run({ _tag: "Claim", taskId, lease: l, worker: "w1", now: tick(1_500) }))
+
+      const ids = Array.from({ length: 12 }, (_, i) => `job-${i}`)
+      for (const [i, taskId] of ids.entries()) {
+        yield* run({ _tag: "Enqueue", taskId, agent: i % 2 === 0 ? "alpha" : "beta", ownerId: "o", payload: { i }, maxRetries: 1, now: tick(7_000) })
+      }
+      for (const [i, taskId] of ids.entries()) {
+        const now = () => tick(2_000)
+        if (i % 6 === 4) {
+          yield* run({ _tag: "Cancel", taskId, now: now() }) // cancelled while queued
+          continue
+        }
+        yield* claim(taskId)
+        const l = yield* lease(taskId)
+        yield* run({ _tag: "Heartbeat", taskId, lease: l, worker: "w1", now: now() })
+        switch (i % 6) {
+          case 0:
+            yield* run({ _tag: "Steer", taskId, messages: ["faster"], now: now() })
+            yield* run({ _tag: "CompleteTurn", taskId, lease: l, payload: { turn: 1 }, steeringApplied: 1, now: now() })
+            yield* claim(taskId)
+            yield* run({ _tag: "Complete", taskId, lease: l + 1, output: "done", steeringApplied: 0, now: now() })
+            yield* run({ _tag: "Expire", taskId, now: tick(90_000) })
+            break
+          case 1:
+            yield* run({ _tag: "Fail", taskId, lease: l, error: { message: "flaky", kind: "timeout" }, retry: "retry", retryAt: 0, now: now() })
+            yield* claim(taskId)
+            yield* run({ _tag: "Complete", taskId, lease: l + 1, output: "ok", steeringApplied: 0, now: now() })
+            break
+          case 2:
+            yield* run({ _tag: "Fail", taskId, lease: l, error: { message: "bad", kind: "fatal" }, retry: "fatal", retryAt: 0, now: now() })
+            break
+          case 3: {
+            const at = now()
+            yield* run({ _tag: "Fail", taskId, lease: l, error: { message: "429", kind: "rate" }, retry: "backoff", retryAt: at + 5_000, now: at })
+            yield* run({ _tag: "WakeUp", taskId, now: tick(6_000) })
+            yield* claim(taskId)
+            yield* run({ _tag: "Cancel", taskId, now: now() }) // requested while running
+            yield* run({ _tag: "Complete", taskId, lease: l + 1, output: "x", steeringApplied: 0, now: now() }) // → cancelled
+            break
+          }
+          case 5:
+            yield* run({ _tag: "Recover", taskId, lease: l, now: tick(60_000) }) // requeued
+            yield* claim(taskId)
+            yield* run({ _tag: "Recover", taskId, lease: l + 1, now: tick(60_000) }) // retries exhausted: failed
+            break
+        }
+      }
+      // Two tasks left unfinished: one queued, one running.
+      yield* run({ _tag: "Enqueue", taskId: "open-1", agent: "alpha", ownerId: "o", payload: null, maxRetries: 0, now: tick(1_000) })
+      yield* run({ _tag: "Enqueue", taskId: "open-2", agent: "beta", ownerId: "o", payload: null, maxRetries: 0, now: tick(1_000) })
+      yield* claim("open-2")
+
+      yield* projector.catchUp({ count: 3 })
+      const verified = yield* projector.verify
+      assert.isTrue(verified.equal, JSON.stringify(verified.differences, null, 1))
+
+      // The fold of every task's own history gives the same buckets (heartbeats are not in histories).
+      const histories = (yield* Effect.forEach([...ids, "open-1", "open-2"], (id) => store.getHistory(id))).flat()
+      const byTime = histories.sort((a, b) => a.at - b.at || a.id.localeCompare(b.id))
+      const live: Array<MetricsState> = []
+      for (let p = 0; p < ks.partitions; p++) live.push(yield* liveState(p))
+      const fromHistories = fold(metrics, byTime)
+      const openLive = new Map(live.flatMap((s) => [...s.open]))
+      assert.deepStrictEqual(canon({ buckets: new Map(), open: openLive }).open, canon(fromHistories).open)
+      assert.deepStrictEqual([...openLive.keys()].sort(), ["open-1", "open-2"])
+
+      // Rebuilt into a fresh key set: identical to the live set.
+      const report = yield* projector.rebuild({ into: "rebuild" })
+      assert.strictEqual(report.partitions.length, 2)
+      for (let p = 0; p < ks.partitions; p++) {
+        const rebuilt = yield* projector.readState(p, "rebuild")
+        const liveStored = yield* projector.readState(p)
+        assertSameState(rebuilt.state, liveStored.state, `partition ${p}`)
+        assert.strictEqual(rebuilt.checkpoint, liveStored.checkpoint)
+      }
+      // Rebuilt into the live set: unchanged, and still verified.
+      yield* projector.rebuild({ into: "live" })
+      for (let p = 0; p < ks.partitions; p++) assertSameState(yield* liveState(p), live[p]!)
+      assert.isTrue((yield* projector.verify).equal)
+
+      // The timeline over all agents: the scenario's totals, with the histories' fold per bucket.
+      const timeline = yield* projector.readTimeline({ from: t0, to: clock + 1 })
+      const total = (name: keyof (typeof timeline)[number]["counters"]) =>
+        timeline.reduce((n, point) => n + point.counters[name], 0)
+      assert.strictEqual(total("enqueued"), 14)
+      assert.strictEqual(total("completed"), 4) // i%6 = 0, 1 (two each)
+      assert.strictEqual(total("failed"), 4) // fatal ×2, recovered-and-exhausted ×2
+      assert.strictEqual(total("cancelled"), 4) // queued ×2, requested while running ×2
+      assert.strictEqual(total("retried"), 4) // retry ×2, backoff ×2
+      assert.strictEqual(total("recovered"), 4)
+      assert.strictEqual(total("expired"), 2)
+      assert.strictEqual(total("turns"), 2)
+      assert.strictEqual(total("started"), 10 + 2 + 2 + 2 + 2 + 1)
+      for (const point of timeline) {
+        const expected = fromHistories.buckets.get(`__all__:${point.start / 1000}`) ?? {}
+        assert.strictEqual(point.counters.started, expected.started ?? 0)
+        assert.strictEqual(point.wait.count, expected["wait.n"] ?? 0)
+        assert.strictEqual(point.run.totalMs, expected["run.ms"] ?? 0)
+      }
+      const busy = timeline.filter((p) => p.wait.count > 0)
+      assert.isTrue(busy.length > 0 && busy.every((p) => p.wait.p50Ms !== null && p.wait.p99Ms! >= p.wait.p50Ms!))
+      const alpha = yield* projector.readTimeline({ agent: "alpha", from: t0, to: clock + 1 })
+      assert.strictEqual(alpha.reduce((n, p) => n + p.counters.enqueued, 0), 7)
+      assert.strictEqual(alpha.length, timeline.length)
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
+  it.live("a trimmed log still verifies its counters, and refuses to rebuild the live set", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const redis = yield* RedisClient
+      const log = fc.sample(logArb(80, 60), { numRuns: 1, seed: 9 })[0]!
+      yield* writeLog(ks, log)
+      yield* projector.catchUp()
+      yield* redis.use("test xtrim", (c) => c.xtrim(partitionKeys(ks, 0).events, "MAXLEN", 30))
+      const report = yield* projector.verify
+      assert.isTrue(report.equal, JSON.stringify(report.differences))
+      const refused = yield* Effect.flip(projector.rebuild({ into: "live" }))
+      assert.strictEqual(refused._tag, "LogTrimmed")
+      // A fresh set holds only what the log still has: fewer counts than the live set, never more.
+      yield* projector.rebuild({ into: "partial" })
+      const partial = (yield* projector.readState(0, "partial")).state
+      const live = yield* liveState(0)
+      const total = (state: MetricsState) =>
+        [...state.buckets].filter(([id]) => id.startsWith("__all__:")).reduce((n, [, b]) => n + (b.enqueued ?? 0) + (b.started ?? 0), 0)
+      assert.isBelow(total(partial), total(live) + 1)
+      assertSameState(partial, fold(metrics, yield* readLog(ks, 0)))
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
+  it.live("rejects reversed or oversized timeline ranges", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const reversed = yield* Effect.flip(projector.readTimeline({ from: 10, to: 0 }))
+      assert.strictEqual(reversed._tag, "TimelineRangeInvalid")
+      const long = yield* Effect.flip(projector.readTimeline({ from: 0, to: 60_000 * 20_000 }))
+      assert.strictEqual(long._tag, "TimelineRangeInvalid")
+      assert.deepStrictEqual(yield* projector.readTimeline({ from: 0, to: 0 }), [])
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
+  it.live("the follow loop applies new events and stops promptly when interrupted", () => {
+    const ks = freshKeyspace(2)
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const store = yield* TaskStore
+      const fiber = yield* Effect.forkChild(Effect.scoped(projector.run))
+      yield* Effect.sleep("100 millis")
+      const now = Date.now()
+      for (let i = 0; i < 6; i++) {
+        yield* store.execute({ _tag: "Enqueue", taskId: `live-${i}`, agent: "alpha", ownerId: "o", payload: null, maxRetries: 0, now: now + i })
+      }
+      let enqueued = 0
+      for (let attempt = 0; attempt < 50 && enqueued < 6; attempt++) {
+        yield* Effect.sleep("50 millis")
+        const timeline = yield* projector.readTimeline({ from: now, to: now + 10 })
+        enqueued = timeline.reduce((n, p) => n + p.counters.enqueued, 0)
+      }
+      assert.strictEqual(enqueued, 6)
+      const started = Date.now()
+      yield* Fiber.interrupt(fiber)
+      assert.isBelow(Date.now() - started, 1_000)
+      assert.isTrue((yield* projector.verify).equal)
+    }).pipe(Effect.provide(layerFor(ks, { blockMs: 5_000 })))
+  })
+})
