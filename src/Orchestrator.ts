@@ -8,8 +8,11 @@
  * count is fixed when first used, and a different one is refused with `InvalidConfig`.
  */
 import { Cause, Effect, Exit, Layer, ManagedRuntime, Scope } from "effect"
+import { Gauges } from "../projections/Gauges.ts"
+import { metricsOptionsFromTimeline } from "../projections/MetricsBuckets.ts"
+import { MetricsProjector } from "../projections/Projector.ts"
 import type { Keyspace } from "../streams/Keys.ts"
-import { namespaceKeys } from "../streams/Keys.ts"
+import { namespaceKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
 import { RedisClient, type RedisOptions } from "../streams/RedisClient.ts"
 import type { RedisError } from "../streams/StreamError.ts"
 import type { Envelope, TaskStatus } from "../streams/TaskEvent.ts"
@@ -112,10 +115,13 @@ export const orchestratorLayer = (
   const base = TaskStore.layer(keyspace).pipe(
     Layer.provideMerge(Layer.effectDiscard(guardNamespace(keyspace)).pipe(Layer.provideMerge(RedisClient.layer(redis))))
   )
-  return TaskClient.layer({ maxRetries }).pipe(
-    Layer.provideMerge(ControlChannel.layer(keyspace)),
-    Layer.provideMerge(base)
-  )
+  const metrics = metricsOptionsFromTimeline(options.metricsConfig ?? new MetricsTimelineConfig())
+  return Layer.mergeAll(
+    TaskClient.layer({ maxRetries }),
+    ControlChannel.layer(keyspace),
+    MetricsProjector.layer(keyspace, metrics),
+    Gauges.layer(keyspace)
+  ).pipe(Layer.provideMerge(base))
 }
 
 /** Runs worker pools and maintenance for the runners until the scope closes (graceful stop). */
@@ -125,15 +131,21 @@ export const runRunners = (runners: ReadonlyArray<Runner>, workerId = makeWorker
     const maintenance = yield* runMaintenance({
       agents: runners.map((r) => ({ name: r.agent.name, heartbeatTimeout: r.workerConfig.heartbeatTimeout })),
       config: maintenanceConfig,
-      workerId
+      workerId,
+      projectorGroup: PROJECTOR_GROUP
     })
+    // Metrics: safe in every process (a commit is refused if another projector moved the checkpoint).
+    const projector = yield* MetricsProjector
+    yield* Effect.forkScoped(
+      projector.run.pipe(Effect.catchCause((cause) => Effect.logError("metrics projector stopped", cause)))
+    )
     for (const r of runners) {
       yield* runWorkerPool({ agent: r.agent, config: r.workerConfig, workerId, onBackoff: maintenance.poke })
     }
     return { workerId }
   })
 
-type Services = TaskClient | TaskStore | RedisClient | ControlChannel
+type Services = TaskClient | TaskStore | RedisClient | ControlChannel | MetricsProjector | Gauges
 
 /** Runs an effect, rejecting with the typed error itself (not a wrapper). */
 const runWith = <A, E>(runtime: ManagedRuntime.ManagedRuntime<Services, unknown>, effect: Effect.Effect<A, E, Services>) =>
