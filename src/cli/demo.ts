@@ -1,61 +1,89 @@
 /**
- * The demo: a Redis-backed orchestrator with a demo agent, a few tasks enqueued, and their progress
- * printed as they run (and cancelled/steered to show those paths). Needs no API key.
- * Run: `npm start` (or `node src/cli/main.ts demo`). Stops on Ctrl-C.
+ * The demo: a Redis-backed orchestrator running an LLM research agent with two tools, the dashboard and
+ * control API, and a few tasks whose progress is printed as they run (one is steered, one cancelled).
+ * Without OPENAI_API_KEY the agent talks to the built-in demo model (no network) and says so; with it,
+ * to the real model (DEMO_MODEL, default gpt-4.1-mini). Run: `npm start`. Stops on Ctrl-C.
  */
-import { Continue, defineAgent, Done } from "../Agent.ts"
-import { AgentWorkerConfig, MaintenanceWorkerConfig } from "../Config.ts"
+import { Schema } from "effect"
+import { Agent, tool } from "../agent/index.ts"
+import { demoModelFetch } from "../agent/DemoModel.ts"
+import { AgentWorkerConfig, MaintenanceWorkerConfig, ObservabilityConfig } from "../Config.ts"
 import { Orchestrator } from "../Orchestrator.ts"
 import { findOrStartRedis } from "./LocalRedis.ts"
 
-interface ResearchPayload {
-  readonly query: string
-  readonly notes: ReadonlyArray<string>
-}
+const useRealModel = process.env.OPENAI_API_KEY !== undefined && process.env.OPENAI_API_KEY !== ""
+const modelName = useRealModel ? (process.env.DEMO_MODEL ?? "gpt-4.1-mini") : "demo-model"
 
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    const t = setTimeout(resolve, ms)
-    signal.addEventListener("abort", () => {
-      clearTimeout(t)
-      reject(new Error("interrupted"))
-    })
-  })
-
-/** A three-turn "research" agent: each turn takes a note (steering messages become notes too). */
-export const researcher = defineAgent<ResearchPayload>({
-  name: "researcher",
-  description: "Takes notes on a query over three turns, then summarises them.",
-  turn: async (ctx) => {
-    await sleep(400 + Math.random() * 600, ctx.signal)
-    const steered = ctx.steering.map((m) => `steered: ${JSON.stringify(m)}`)
-    const notes = [...ctx.payload.notes, ...steered, `turn ${ctx.turn + 1}: looked into "${ctx.payload.query}"`]
-    return ctx.turn >= 2
-      ? Done({ summary: `${notes.length} notes on "${ctx.payload.query}"`, notes })
-      : Continue({ ...ctx.payload, notes })
-  }
+const searchNotes = tool({
+  name: "search_notes",
+  description: "Searches the team's research notes for a topic",
+  parameters: Schema.Struct({ topic: Schema.String }),
+  execute: async ({ topic }) => [
+    `${topic}: costs fell by about a third over five years`,
+    `${topic}: adoption is limited by grid connection queues`
+  ]
 })
+
+const estimate = tool({
+  name: "estimate_payback_years",
+  description: "Estimates a payback period in years from a cost and a yearly saving",
+  parameters: Schema.Struct({ cost: Schema.Finite, yearlySaving: Schema.Finite }),
+  execute: async ({ cost, yearlySaving }) => (yearlySaving > 0 ? Math.round((cost / yearlySaving) * 10) / 10 : null)
+})
+
+export const researcher = new Agent({
+  name: "researcher",
+  description: "Researches a topic with its tools and returns a short brief",
+  instructions: "You research energy topics. Use the tools, then give a two-sentence brief.",
+  model: modelName,
+  tools: [searchNotes, estimate],
+  outputType: Schema.Struct({ brief: Schema.String }),
+  maxTurns: 4,
+  client: useRealModel ? {} : { apiKey: "demo", baseURL: "http://demo-model.invalid/v1", fetch: demoModelFetch() }
+})
+
+const listen = async (orchestrator: Orchestrator): Promise<string | undefined> => {
+  try {
+    return await orchestrator.startServer()
+  } catch {
+    return undefined // port taken: the demo runs without the dashboard
+  }
+}
 
 export const runDemo = async (): Promise<void> => {
   const redis = await findOrStartRedis()
   console.log(`demo: Redis at ${redis.url}${redis.started ? " (private, started for the demo)" : ""}`)
-  console.log("demo: no model API needed — the demo agent is a plain function agent")
-  const orchestrator = new Orchestrator({ redisUrl: redis.url, namespace: "demo" })
+  console.log(
+    useRealModel
+      ? `demo: using the real model ${modelName} (OPENAI_API_KEY is set)`
+      : "demo: no OPENAI_API_KEY — using the built-in scripted demo model (no network)"
+  )
+  const orchestrator = new Orchestrator({
+    redisUrl: redis.url,
+    namespace: "demo",
+    observabilityConfig: new ObservabilityConfig({
+      port: Number(process.env.PORT ?? 8080),
+      dashboardName: "factorial-ts demo"
+    })
+  })
   orchestrator.registerRunner({
     agent: researcher,
     agentWorkerConfig: new AgentWorkerConfig({ workers: 4, heartbeatInterval: 1 }),
     maintenanceWorkerConfig: new MaintenanceWorkerConfig({ interval: 1 })
   })
   await orchestrator.start()
-  const queries = ["solar panels", "battery recycling", "heat pumps", "tidal power", "grid storage"]
+  const url = await listen(orchestrator)
+  console.log(url === undefined ? "demo: dashboard port taken; running without it" : `demo: dashboard at ${url}/observability`)
+
+  const topics = ["rooftop solar", "battery recycling", "heat pumps", "tidal power", "grid storage"]
   const ids = await Promise.all(
-    queries.map((query) =>
-      orchestrator.enqueueTask(researcher, researcher.createTask({ ownerId: "demo-user", payload: { query, notes: [] } }))
+    topics.map((query) =>
+      orchestrator.enqueueTask(researcher, researcher.createTask({ ownerId: "demo-user", payload: { query } }))
     )
   )
   console.log(`demo: enqueued ${ids.length} tasks`)
-  setTimeout(() => void orchestrator.steerTask(ids[0]!, [{ role: "user", content: "focus on costs" }]).catch(() => {}), 300)
-  setTimeout(() => void orchestrator.cancelTask(ids[4]!).catch(() => {}), 700)
+  setTimeout(() => void orchestrator.steerTask(ids[0]!, [{ role: "user", content: "Focus on costs." }]).catch(() => {}), 200)
+  setTimeout(() => void orchestrator.cancelTask(ids[4]!).catch(() => {}), 500)
 
   const last = new Map<string, string>()
   const timer = setInterval(async () => {
@@ -64,7 +92,8 @@ export const runDemo = async (): Promise<void> => {
       const line = data === null ? "gone" : `${data.status} (turns ${data.turns})`
       if (last.get(id) !== line) {
         last.set(id, line)
-        console.log(`  ${id.slice(0, 8)}  ${line}${data?.output ? `  → ${JSON.stringify(data.output).slice(0, 80)}` : ""}`)
+        const output = data?.output === undefined ? "" : `  → ${JSON.stringify(data.output).slice(0, 100)}`
+        console.log(`  ${id.slice(0, 8)}  ${line}${output}`)
       }
     }
   }, 250)
