@@ -60,7 +60,7 @@ export const runDemo = async (): Promise<void> => {
   )
   const orchestrator = new Orchestrator({
     redisUrl: redis.url,
-    namespace: "demo",
+    namespace: process.env.DEMO_NAMESPACE ?? "demo",
     observabilityConfig: new ObservabilityConfig({
       port: Number(process.env.PORT ?? 8080),
       dashboardName: "factorial-ts demo"
