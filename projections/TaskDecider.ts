@@ -69,6 +69,8 @@ export type TaskCommand =
     readonly taskId: string
     readonly lease: number
     readonly output: unknown
+    /** The final turn's payload, recorded with the completion when given. */
+    readonly payload?: unknown
     readonly steeringApplied: number
     readonly now: number
   }
@@ -163,6 +165,7 @@ export const decide = (command: TaskCommand, state: State): Decision => {
         _tag: "TaskCompleted",
         lease: live.lease,
         output: command.output as never,
+        ...(command.payload !== undefined ? { payload: command.payload as never } : {}),
         steeringApplied: command.steeringApplied,
         steeringUnapplied: live.steering.length - command.steeringApplied
       })
@@ -265,7 +268,13 @@ export const evolve = (state: State, envelope: Pick<Envelope, "at" | "taskId" | 
         steering: state.steering.slice(event.steeringApplied)
       }
     case "TaskCompleted":
-      return { ...withoutWorker(next), status: "completed", output: event.output, steering: [] }
+      return {
+        ...withoutWorker(next),
+        status: "completed",
+        output: event.output,
+        steering: [],
+        ...(event.payload !== undefined ? { payload: event.payload } : {})
+      }
     case "TaskFailed": {
       const base = { ...withoutWorker(next), error: event.error, retries: event.retries }
       if (event.decision === "failed") return { ...base, status: "failed", steering: [] }

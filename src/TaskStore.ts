@@ -137,7 +137,10 @@ const scriptCall = (
     case "CompleteTurn":
       return ["checkpoint", [command.lease, entry, json(command.payload), command.steeringApplied]]
     case "Complete":
-      return ["complete", [command.lease, entry, json(command.output), command.steeringApplied]]
+      return [
+        "complete",
+        [command.lease, entry, json(command.output), command.steeringApplied, command.payload === undefined ? "" : json(command.payload)]
+      ]
     case "Fail":
       return ["fail", [command.lease, entry, json(command.error), command.retry, Math.round(command.retryAt)]]
     case "AcknowledgeCancel":

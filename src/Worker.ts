@@ -140,12 +140,15 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         )
         if (Exit.isSuccess(exit)) {
           const outcome = exit.value
-          if (outcome._tag === "Continue") {
-            const encoded = yield* Effect.result(agent.encodePayload(outcome.payload))
-            if (encoded._tag === "Failure") return { _tag: "Failed", error: encoded.failure, retry: "fatal" } as const
-            return { _tag: "Outcome", outcome: { _tag: "Continue", payload: encoded.success } } as const
-          }
-          return { _tag: "Outcome", outcome } as const
+          if (outcome._tag === "Done" && outcome.payload === undefined) return { _tag: "Outcome", outcome } as const
+          const encoded = yield* Effect.result(agent.encodePayload(outcome.payload))
+          if (encoded._tag === "Failure") return { _tag: "Failed", error: encoded.failure, retry: "fatal" } as const
+          return {
+            _tag: "Outcome",
+            outcome: outcome._tag === "Continue"
+              ? { _tag: "Continue", payload: encoded.success }
+              : { _tag: "Done", output: outcome.output, payload: encoded.success }
+          } as const
         }
         const error = Cause.squash(exit.cause)
         return { _tag: "Failed", error, retry: error instanceof TurnTimeout ? "retry" : classifyFailure(error) } as const
@@ -160,7 +163,13 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
             return yield* commit(
               verdict.outcome._tag === "Continue"
                 ? { _tag: "CompleteTurn", ...base, payload: verdict.outcome.payload, steeringApplied: c.steering.length }
-                : { _tag: "Complete", ...base, output: verdict.outcome.output, steeringApplied: c.steering.length },
+                : {
+                  _tag: "Complete",
+                  ...base,
+                  output: verdict.outcome.output,
+                  steeringApplied: c.steering.length,
+                  ...(verdict.outcome.payload !== undefined ? { payload: verdict.outcome.payload } : {})
+                },
               c.delivery
             )
           case "Failed": {

@@ -66,6 +66,8 @@ export const TaskEvent = Schema.TaggedUnion({
   TaskCompleted: {
     lease: Lease,
     output: Schema.Json,
+    /** The payload as the final turn left it (e.g. an LLM agent's last model call), when the agent gives it. */
+    payload: Schema.optionalKey(Schema.Json),
     steeringApplied: Schema.Int,
     steeringUnapplied: Schema.Int
   },

@@ -4,9 +4,10 @@
   KEYS[1..3] task hash, history, partition log
   ARGV[1..3] prefix, task id, now
   ARGV[4] lease   ARGV[5] queue entry id   ARGV[6] output (JSON)   ARGV[7] steering messages applied
+  ARGV[8] the final turn's payload (JSON), or "" when the agent gave none
   Returns { "ok", event tag } | rejected TaskNotFound / StaleLease / InvalidSteeringCount
 ]]
-local lease, entry_id, output, applied = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local lease, entry_id, output, applied, payload = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 local t, rejection = require_lease(lease)
 if t == nil then return rejection end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
@@ -15,9 +16,14 @@ if applied < 0 or applied > pending then return rejected('InvalidSteeringCount',
 
 redis.call('DEL', STEERING)
 redis.call('HSET', H, 'output', output)
+local payload_field = ''
+if payload ~= nil and payload ~= '' then
+  redis.call('HSET', H, 'payload', payload)
+  payload_field = ',"payload":' .. payload
+end
 clear_worker(t)
 set_status(t, 'completed')
-append(t, 'TaskCompleted', '"lease":' .. t.lease .. ',"output":' .. output .. ',"steeringApplied":' .. applied ..
+append(t, 'TaskCompleted', '"lease":' .. t.lease .. ',"output":' .. output .. payload_field .. ',"steeringApplied":' .. applied ..
   ',"steeringUnapplied":' .. (pending - applied))
 ack(t.agent, entry_id)
 return { 'ok', 'TaskCompleted' }
