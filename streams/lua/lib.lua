@@ -92,6 +92,11 @@ local function require_lease(lease)
   return t, nil
 end
 
+-- Whether a turn's count of applied steering messages is a whole number in 0..pending (not NaN, not 0.5).
+local function valid_applied(applied, pending)
+  return applied ~= nil and applied % 1 == 0 and applied >= 0 and applied <= pending
+end
+
 -- Ends a processing task as cancelled (a cancel was requested while it ran).
 local function finish_cancelled(t, entry_id)
   clear_worker(t)
