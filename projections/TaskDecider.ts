@@ -8,7 +8,9 @@
  *
  * Invariants kept here:
  * - the lease only grows; every worker command names its lease, and a stale one changes nothing;
- * - terminal states (completed, failed, cancelled, expired) absorb every command;
+ * - terminal states (completed, failed, cancelled, expired) absorb every command: none produces an event,
+ *   except Expire, which moves a finished task to expired once (Cancel of a cancelled task is accepted with
+ *   no events). An expired task keeps answering as expired, though its hot data is gone;
  * - retries never exceed `maxRetries`; every failed attempt is an event with its error.
  * Pure: time, ids and worker identity arrive on the command.
  */
@@ -224,7 +226,7 @@ export const decide = (command: TaskCommand, state: State): Decision => {
     case "Expire":
       if (state === undefined) return reject({ _tag: "TaskNotFound" })
       return isTerminal(state.status) && state.status !== "expired"
-        ? accept({ _tag: "TaskExpired" })
+        ? accept({ _tag: "TaskExpired", lease: state.lease })
         : reject({ _tag: "NotDue", status: state.status })
   }
 }

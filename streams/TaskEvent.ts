@@ -83,7 +83,8 @@ export const TaskEvent = Schema.TaggedUnion({
   TaskReleased: { lease: Lease },
   TaskRecovered: { lease: Lease, decision: Schema.Literals(["requeued", "failed"]), retries: Schema.Int },
   TaskBackoffElapsed: {},
-  TaskExpired: {}
+  /** `lease`: the task's last lease, so an expired task still answers a stale worker with it. */
+  TaskExpired: { lease: Schema.optionalKey(Lease) }
 })
 export type TaskEvent = typeof TaskEvent.Type
 export type TaskEventTag = TaskEvent["_tag"]

@@ -11,7 +11,7 @@ local t, rejection = require_lease(lease)
 if t == nil then return rejection end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
 local pending = redis.call('LLEN', STEERING)
-if applied < 0 or applied > pending then return rejected('InvalidSteeringCount', t, pending) end
+if not valid_applied(applied, pending) then return rejected('InvalidSteeringCount', t, pending) end
 
 if applied > 0 then redis.call('LTRIM', STEERING, applied, -1) end
 t.turns = t.turns + 1

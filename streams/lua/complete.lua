@@ -12,7 +12,7 @@ local t, rejection = require_lease(lease)
 if t == nil then return rejection end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
 local pending = redis.call('LLEN', STEERING)
-if applied < 0 or applied > pending then return rejected('InvalidSteeringCount', t, pending) end
+if not valid_applied(applied, pending) then return rejected('InvalidSteeringCount', t, pending) end
 
 redis.call('DEL', STEERING)
 redis.call('HSET', H, 'output', output)

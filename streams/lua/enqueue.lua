@@ -3,7 +3,7 @@
   KEYS[1..3] task hash, history, partition log (see lib.lua)
   ARGV[1..3] prefix, task id, now
   ARGV[4] agent   ARGV[5] owner id   ARGV[6] payload (JSON)   ARGV[7] max retries
-  Returns { "ok", version } | rejected TaskAlreadyExists
+  Returns { "ok", version } | rejected TaskAlreadyExists (also for an expired task whose history is kept)
 ]]
 local agent, owner, payload, max_retries = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local existing = load_task()

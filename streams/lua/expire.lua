@@ -1,6 +1,7 @@
 --[[
-  expire: a finished task's hot data is deleted after its TTL (TaskExpired). The history stays, under its
-  own retention: kept forever, or given a TTL here.
+  expire: a finished task's hot data is deleted after its TTL (TaskExpired, with the last lease). The history
+  stays, under its own retention: kept forever, or given a TTL here. While it stays, the task answers as
+  expired (see load_task): it cannot be enqueued again, and its history is never appended to.
   KEYS[1..3] task hash, history, partition log
   ARGV[1..3] prefix, task id, now
   ARGV[4] history retention in seconds (0: keep)
@@ -9,9 +10,9 @@
 local history_ttl = tonumber(ARGV[4])
 local t = load_task()
 if t == nil then return rejected('TaskNotFound', nil) end
-if not TERMINAL[t.status] then return rejected('NotDue', t) end
+if not TERMINAL[t.status] or t.status == 'expired' then return rejected('NotDue', t) end
 set_status(t, 'expired')
-append(t, 'TaskExpired', '')
+append(t, 'TaskExpired', '"lease":' .. t.lease)
 redis.call('DEL', H, STEERING)
 if history_ttl > 0 then redis.call('EXPIRE', LOG, history_ttl) end
 return { 'ok', 'TaskExpired' }

@@ -14,9 +14,17 @@ local STEERING = H .. ':steering'
 
 local TERMINAL = { completed = true, failed = true, cancelled = true, expired = true }
 
+-- The task's hash as a table, or nil if there is no task. An expired task has no hash, but its history
+-- ends with TaskExpired: it loads as { status = 'expired', lease = <its last lease> }.
 local function load_task()
   local flat = redis.call('HGETALL', H)
-  if #flat == 0 then return nil end
+  if #flat == 0 then
+    local last = redis.call('LINDEX', LOG, -1)
+    if not last then return nil end
+    local event = cjson.decode(last).event
+    if event._tag ~= 'TaskExpired' then return nil end
+    return { status = 'expired', lease = tonumber(event.lease or 0) }
+  end
   local t = {}
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
   t.lease = tonumber(t.lease)
@@ -82,6 +90,11 @@ local function require_lease(lease)
     return nil, rejected('StaleLease', t)
   end
   return t, nil
+end
+
+-- Whether a turn's count of applied steering messages is a whole number in 0..pending (not NaN, not 0.5).
+local function valid_applied(applied, pending)
+  return applied ~= nil and applied % 1 == 0 and applied >= 0 and applied <= pending
 end
 
 -- Ends a processing task as cancelled (a cancel was requested while it ran).

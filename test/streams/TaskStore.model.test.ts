@@ -1,0 +1,652 @@
+/**
+ * Model-based proof that the Lua scripts and the pure decider agree. Random command sequences over
+ * several tasks, agents and workers run against both the model (decide + evolve on a Map) and Redis
+ * (TaskStore.execute / executeMany). After every step: the same outcome (rejections equal field for
+ * field), the same new events in the task's history and in the partition log, the same state, the
+ * status hash equal to the fold of the stored history (expired: hash deleted, status "expired"), and the
+ * task listed in the index of its status (and in the delayed set while in backoff).
+ * A second property drives claims from real queue entries (XREADGROUP) with zombie workers and
+ * maintenance recovery, and checks the queue: one live entry per queued task, every delivered entry
+ * pending with its live claim or gone.
+ *
+ * Size: MODEL_RUNS, MODEL_STEPS, MODEL_QUEUE_RUNS (env) for bigger local runs; MODEL_SEED to replay.
+ */
+import fc from "fast-check"
+import { Effect, Layer, ManagedRuntime, Result } from "effect"
+import { afterAll, assert, beforeAll, describe, it } from "vitest"
+import type { Rejection, State, TaskCommand, TaskState } from "../../projections/TaskDecider.ts"
+import { fold } from "../../projections/TaskDecider.ts"
+import { type Keyspace, taskKeys } from "../../streams/Keys.ts"
+import { RedisClient } from "../../streams/RedisClient.ts"
+import type { ScriptedConnection } from "../../streams/Scripts.ts"
+import type { RedisError } from "../../streams/StreamError.ts"
+import { decodeEnvelope, type Envelope, isTerminal, TaskStatus } from "../../streams/TaskEvent.ts"
+import type { TaskRejected } from "../../src/Errors.ts"
+import { type Accepted, type Delivery, flatToRecord, stateFromHash, TaskStore } from "../../src/TaskStore.ts"
+import { freshKeyspace, redisLayer } from "../support/TestRedis.ts"
+import {
+  agents,
+  type AppliedPick,
+  applyCommand,
+  elapsed,
+  isHistoryEvent,
+  json,
+  type Recorded,
+  T0,
+  taskIdOf,
+  timedStepsArb,
+  toCommand,
+  workers
+} from "../support/TaskSteps.ts"
+
+const RUNS = Number(process.env.MODEL_RUNS ?? 60)
+const STEPS = Number(process.env.MODEL_STEPS ?? 60)
+const QUEUE_RUNS = Number(process.env.MODEL_QUEUE_RUNS ?? Math.ceil(RUNS / 2))
+const SEED = process.env.MODEL_SEED === undefined ? {} : { seed: Number(process.env.MODEL_SEED) }
+const TASKS = 3
+const PARTITIONS = 2
+
+interface Stats {
+  runs: number
+  steps: number
+  /** Steps sent as one pipeline of several commands (executeMany). */
+  pipelines: number
+  readonly accepted: Map<string, number>
+  readonly rejected: Map<string, number>
+  /** Situations the queue property must reach (stale entries, zombie commands, …). */
+  readonly situations: Map<string, number>
+}
+const newStats = (): Stats => ({
+  runs: 0,
+  steps: 0,
+  pipelines: 0,
+  accepted: new Map(),
+  rejected: new Map(),
+  situations: new Map()
+})
+/** Counts per property; `stats` is the one of the property running. */
+const allStats = { random: newStats(), queue: newStats() }
+let stats = allStats.random
+const count = (m: Map<string, number>, key: string) => m.set(key, (m.get(key) ?? 0) + 1)
+
+type Run = <A, E>(effect: Effect.Effect<A, E>) => Promise<A>
+const run: Run = (effect) => Effect.runPromise(effect)
+
+const strip = ({ id: _id, ...rest }: Envelope): Recorded => rest
+
+/** The decider's rejection that a store error stands for; a Redis failure fails the test. */
+const rejectionOf = (command: TaskCommand, e: TaskRejected | RedisError): Rejection => {
+  switch (e._tag) {
+    case "TaskNotFound":
+    case "TaskAlreadyExists":
+      return { _tag: e._tag }
+    case "TaskAlreadyFinished":
+      return { _tag: e._tag, status: e.status }
+    case "StaleLease":
+      assert.strictEqual(e.lease, "lease" in command ? command.lease : 0)
+      return { _tag: e._tag, currentLease: e.currentLease, status: e.status as TaskState["status"] }
+    case "NotDue":
+      return { _tag: e._tag, status: e.status as TaskState["status"] }
+    case "InvalidSteeringCount":
+      return { _tag: e._tag, pending: e.pending }
+    case "RedisError":
+      throw new Error(`${command._tag} failed in Redis: ${e.message}`)
+  }
+}
+
+interface Item {
+  readonly command: TaskCommand
+  readonly delivery?: Delivery
+}
+
+/** One run: a fresh namespace, its store, and the model beside it. */
+class Harness {
+  readonly model = new Map<string, TaskState>()
+  /** Per partition: the last partition-log id already compared. */
+  private readonly seen = new Map<number, string>()
+
+  readonly conn: ScriptedConnection
+  readonly ks: Keyspace
+  readonly store: TaskStore["Service"]
+  private readonly runtime: ManagedRuntime.ManagedRuntime<TaskStore, unknown>
+
+  private constructor(
+    ks: Keyspace,
+    store: TaskStore["Service"],
+    runtime: ManagedRuntime.ManagedRuntime<TaskStore, unknown>
+  ) {
+    this.ks = ks
+    this.store = store
+    this.conn = store.conn
+    this.runtime = runtime
+  }
+
+  /** A store on a fresh namespace, over the Redis connection all runs share. */
+  static async open(redis: RedisClient["Service"]): Promise<Harness> {
+    const ks = freshKeyspace(PARTITIONS)
+    const runtime = ManagedRuntime.make(TaskStore.layer(ks).pipe(Layer.provide(Layer.succeed(RedisClient, redis))))
+    const store = await runtime.runPromise(Effect.gen(function*() {
+      return yield* TaskStore
+    }))
+    return new Harness(ks, store, runtime)
+  }
+
+  async close(): Promise<void> {
+    let cursor = "0"
+    do {
+      const [next, keys] = (await this.conn.call("SCAN", cursor, "MATCH", `{${this.ks.namespace}:*`, "COUNT", 1000)) as [
+        string,
+        Array<string>
+      ]
+      if (keys.length > 0) await this.conn.call("DEL", ...keys)
+      cursor = next
+    } while (cursor !== "0")
+    await this.runtime.dispose()
+  }
+
+  /**
+   * Runs commands (one, or several in one pipeline) on the model and in Redis and compares everything.
+   * Each command is made from the model's state just before it, as the real caller would see it.
+   * Returns whether each command was accepted.
+   */
+  async step(make: ReadonlyArray<(model: Map<string, TaskState>) => Item>): Promise<ReadonlyArray<boolean>> {
+    const items: Array<Item> = []
+    const expected: Array<ReturnType<typeof applyCommand>> = []
+    const historyStart = new Map<string, number>()
+    const wantHistory = new Map<string, Array<Recorded>>()
+    const wantLog = new Map<number, Array<Recorded>>()
+    for (const f of make) {
+      const item = f(this.model)
+      const { taskId } = item.command
+      const before = this.model.get(taskId)
+      if (!historyStart.has(taskId)) historyStart.set(taskId, before?.version ?? 0)
+      const applied = applyCommand(item.command, before)
+      if (applied.state !== undefined) this.model.set(taskId, applied.state)
+      items.push(item)
+      expected.push(applied)
+      const h = wantHistory.get(taskId) ?? []
+      h.push(...applied.recorded.filter((r) => isHistoryEvent(r.event)))
+      wantHistory.set(taskId, h)
+      const p = taskKeys(this.ks, taskId).partition
+      wantLog.set(p, [...(wantLog.get(p) ?? []), ...applied.recorded])
+    }
+
+    const outcomes: ReadonlyArray<Result.Result<Accepted, TaskRejected | RedisError>> = items.length === 1
+      ? [await run(Effect.result(this.store.execute(items[0]!.command, items[0]!.delivery)))]
+      : (await run(this.store.executeMany(items))).map((o) => "values" in o ? Result.succeed(o) : Result.fail(o))
+    if (items.length > 1) stats.pipelines++
+
+    const accepted = outcomes.map((outcome, i) => {
+      const { command } = items[i]!
+      const want = expected[i]!.decision
+      stats.steps++
+      if (Result.isFailure(outcome)) {
+        const got = rejectionOf(command, outcome.failure)
+        assert.deepStrictEqual({ command, got }, {
+          command,
+          got: want._tag === "Rejected" ? want.rejection : "Accepted" as never
+        })
+        count(stats.rejected, got._tag)
+        return false
+      }
+      assert.deepStrictEqual({ command, got: "Accepted" }, {
+        command,
+        got: want._tag === "Accepted" ? "Accepted" : want.rejection as never
+      })
+      for (const e of want._tag === "Accepted" ? want.events : []) count(stats.accepted, e._tag)
+      if (want._tag === "Accepted" && want.events.length === 0) count(stats.accepted, `${command._tag} (no events)`)
+      this.checkReply(command, outcome.success.values, expected[i]!.state!)
+      return true
+    })
+
+    // All reads at once (one connection, pipelined on the socket).
+    const [tasks, logs] = await Promise.all([
+      Promise.all([...historyStart.keys()].map((taskId) => this.readTask(taskId))),
+      Promise.all([...wantLog.keys()].map((p) => this.readLog(p)))
+    ])
+    for (const task of tasks) {
+      const start = historyStart.get(task.taskId)!
+      assert.deepStrictEqual(task.history.slice(start).map(strip), wantHistory.get(task.taskId), `new history of ${task.taskId}`)
+      this.compareTask(task)
+    }
+    ;[...wantLog.values()].forEach((want, i) => assert.deepStrictEqual(logs[i], want, "new partition log entries"))
+    return accepted
+  }
+
+  /** What a worker or client reads from an accepted command's reply agrees with the model. */
+  private checkReply(command: TaskCommand, values: ReadonlyArray<unknown>, after: TaskState): void {
+    switch (command._tag) {
+      case "Claim": {
+        // Claim and load in one round trip: the worker runs from exactly this state.
+        const [flat, steering] = values as [ReadonlyArray<string>, ReadonlyArray<string>]
+        assert.deepStrictEqual(stateFromHash(flatToRecord(flat), steering), after, "the claimed task")
+        break
+      }
+      case "Heartbeat":
+        assert.strictEqual(values[0], after.cancelRequested ? "1" : "0", "the heartbeat's cancel flag")
+        break
+      case "Steer":
+        assert.strictEqual(values[0], after.steering.length, "pending steering after a steer")
+        break
+    }
+  }
+
+  /** The partition log's entries after the last compared one. */
+  private async readLog(p: number): Promise<ReadonlyArray<Recorded>> {
+    const key = `{${this.ks.namespace}:${p}}:events`
+    const last = this.seen.get(p)
+    const raw = (await this.conn.call("XRANGE", key, last === undefined ? "-" : `(${last}`, "+")) as Array<
+      [string, Array<string>]
+    >
+    if (raw.length > 0) this.seen.set(p, raw[raw.length - 1]![0])
+    return Promise.all(raw.map(([id, fields]) => run(Effect.map(decodeEnvelope(fields[1]!, id), strip))))
+  }
+
+  private async readTask(taskId: string) {
+    const k = taskKeys(this.ks, taskId)
+    const [hash, history, status, indexed, delayed] = await Promise.all([
+      run(this.store.getState(taskId)),
+      run(this.store.getHistory(taskId)),
+      run(this.store.getStatus(taskId)),
+      Promise.all(TaskStatus.literals.map((s) => this.conn.call("ZSCORE", k.index(s), taskId))),
+      this.conn.call("ZSCORE", k.delayed, taskId)
+    ])
+    const listedIn = TaskStatus.literals.filter((_, i) => indexed[i] !== null)
+    return { taskId, hash, history, status, listedIn, delayed: delayed === null ? undefined : Number(delayed) }
+  }
+
+  /** The stored task equals the model, and its status hash equals the fold of its stored history. */
+  private compareTask(
+    { taskId, hash, history, status, listedIn, delayed }: Awaited<ReturnType<Harness["readTask"]>>
+  ): void {
+    const want: State = this.model.get(taskId)
+    assert.deepStrictEqual(fold(history), want, `fold of the history of ${taskId}`)
+    assert.strictEqual(status, want?.status, `status of ${taskId}`)
+    if (want?.status === "expired") assert.isUndefined(hash, `hot data of expired ${taskId}`)
+    else assert.deepStrictEqual(hash, want, `status hash of ${taskId}`)
+    // Listed in exactly its status's index (nowhere once expired); in the delayed set exactly while in backoff.
+    assert.deepStrictEqual(listedIn, want === undefined || want.status === "expired" ? [] : [want.status], `indexes of ${taskId}`)
+    assert.strictEqual(delayed, want?.status === "backoff" ? want.retryAt : undefined, `delayed score of ${taskId}`)
+  }
+
+  async checkAll(): Promise<void> {
+    for (let t = 0; t < TASKS; t++) this.compareTask(await this.readTask(taskIdOf(t)))
+  }
+
+  queueKey(taskIdOrPartition: string | number, agent: string): string {
+    const p = typeof taskIdOrPartition === "number" ? taskIdOrPartition : taskKeys(this.ks, taskIdOrPartition).partition
+    return `{${this.ks.namespace}:${p}}:queue:${agent}`
+  }
+}
+
+const redisRuntime = ManagedRuntime.make(redisLayer)
+let redis: RedisClient["Service"]
+beforeAll(async () => {
+  redis = await redisRuntime.runPromise(Effect.gen(function*() {
+    return yield* RedisClient
+  }))
+})
+
+const withHarness = async (body: (h: Harness) => Promise<void>): Promise<void> => {
+  const h = await Harness.open(redis)
+  try {
+    await body(h)
+    await h.checkAll()
+    stats.runs++
+  } finally {
+    await h.close()
+  }
+}
+
+afterAll(async () => {
+  await redisRuntime.dispose()
+  const fmt = (m: Map<string, number>) => [...m].sort().map(([k, v]) => `${k} ${v}`).join(", ")
+  const total = allStats.random.steps + allStats.queue.steps
+  const runs = allStats.random.runs + allStats.queue.runs
+  console.log(`TaskStore model: ${runs} runs, ${total} command steps`)
+  for (const [name, s] of Object.entries(allStats)) {
+    console.log(
+      `  ${name}: ${s.runs} runs, ${s.steps} steps (${s.pipelines} pipelines)\n    accepted: ${fmt(s.accepted)}\n    rejected: ${
+        fmt(s.rejected)
+      }${s.situations.size > 0 ? `\n    situations: ${fmt(s.situations)}` : ""}`
+    )
+  }
+})
+
+// ---------------------------------------------------------------------------------------------------
+
+describe("TaskStore against the decider", () => {
+  it("random commands: same outcome, events, state and fold, step by step", async () => {
+    stats = allStats.random
+    await fc.assert(
+      fc.asyncProperty(timedStepsArb(TASKS, STEPS), (plan) =>
+        withHarness(async (h) => {
+          let now = T0
+          for (let i = 0; i < plan.length;) {
+            const group = [plan[i]!]
+            while (++i < plan.length && plan[i]!.pipelined) group.push(plan[i]!)
+            await h.step(group.map(({ dt, step }) => (model) => {
+              now += dt
+              return { command: toCommand(step, model.get(taskIdOf(step.task)), now) }
+            }))
+          }
+        })
+      ),
+      { numRuns: RUNS, ...SEED }
+    )
+    // The generated sequences must reach every event and every rejection, or the proof is vacuous.
+    for (
+      const tag of [
+        "TaskEnqueued",
+        "TaskClaimed",
+        "TaskHeartbeat",
+        "TaskSteered",
+        "TurnCompleted",
+        "TaskCompleted",
+        "TaskFailed",
+        "TaskCancelRequested",
+        "TaskCancelled",
+        "TaskReleased",
+        "TaskRecovered",
+        "TaskBackoffElapsed",
+        "TaskExpired"
+      ]
+    ) assert.isAbove(stats.accepted.get(tag) ?? 0, 0, tag)
+    for (const tag of ["TaskNotFound", "TaskAlreadyExists", "TaskAlreadyFinished", "StaleLease", "NotDue", "InvalidSteeringCount"]) {
+      assert.isAbove(stats.rejected.get(tag) ?? 0, 0, tag)
+    }
+  }, 60_000)
+
+  // -------------------------------------------------------------------------------------------------
+
+  /** A claim a worker holds: the queue entry it came from and the lease it started (zombie once recovered). */
+  interface Held {
+    readonly worker: string
+    readonly taskId: string
+    readonly lease: number
+    readonly delivery: Delivery
+  }
+
+  type QueueStep =
+    | { readonly op: "Enqueue"; readonly task: number; readonly agent: number; readonly maxRetries: number }
+    | { readonly op: "Poll"; readonly worker: number; readonly agent: number; readonly partition: number }
+    | {
+      readonly op: "Act"
+      /** Which held claim acts: a live one, unless `zombie` (then any, most likely a zombie). */
+      readonly pick: number
+      readonly zombie: boolean
+      readonly action: "Heartbeat" | "CompleteTurn" | "Complete" | "Retry" | "Backoff" | "Fatal" | "Release" | "AcknowledgeCancel"
+      readonly applied: AppliedPick
+    }
+    | { readonly op: "Recover"; readonly pick: number }
+    | { readonly op: "Cancel" | "WakeUp" | "Expire"; readonly task: number }
+    | { readonly op: "Steer"; readonly task: number; readonly message: unknown }
+
+  const task = fc.nat(TASKS - 1)
+  const enqueueStep = fc.record({ op: fc.constant("Enqueue" as const), task, agent: fc.nat(agents.length - 1), maxRetries: fc.nat(2) })
+  const queueStepArb: fc.Arbitrary<QueueStep> = fc.oneof(
+    { weight: 2, arbitrary: enqueueStep },
+    {
+      weight: 5,
+      arbitrary: fc.record({
+        op: fc.constant("Poll" as const),
+        worker: fc.nat(workers.length - 1),
+        agent: fc.nat(agents.length - 1),
+        partition: fc.nat(PARTITIONS - 1)
+      })
+    },
+    {
+      weight: 8,
+      arbitrary: fc.record({
+        op: fc.constant("Act" as const),
+        pick: fc.nat(),
+        zombie: fc.oneof({ weight: 3, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
+        action: fc.constantFrom(
+          "Heartbeat" as const,
+          "CompleteTurn" as const,
+          "Complete" as const,
+          "Retry" as const,
+          "Backoff" as const,
+          "Fatal" as const,
+          "Release" as const,
+          "AcknowledgeCancel" as const
+        ),
+        applied: fc.constantFrom("all" as const, "none" as const, "tooMany" as const)
+      })
+    },
+    { weight: 2, arbitrary: fc.record({ op: fc.constant("Recover" as const), pick: fc.nat() }) },
+    { weight: 2, arbitrary: fc.record({ op: fc.constantFrom("Cancel" as const, "WakeUp" as const, "Expire" as const), task }) },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant("Steer" as const), task, message: json }) }
+  )
+  /** Some tasks enqueued first, then up to STEPS steps. */
+  const queuePlanArb = fc
+    .tuple(
+      fc.array(fc.record({ dt: elapsed, step: enqueueStep }), { minLength: 1, maxLength: TASKS }),
+      fc.array(fc.record({ dt: elapsed, step: queueStepArb }), { maxLength: STEPS, size: "max" })
+    )
+    .map(([enqueues, steps]) => [...enqueues, ...steps])
+
+  type Entry = [id: string, fields: Array<string>]
+  const entryOf = ([id, fields]: Entry) => ({ id, taskId: fields[1]!, lease: Number(fields[3]) })
+
+  /** Reads one new entry for `worker` from the agent's queue in partition `p`. */
+  const poll = async (h: Harness, p: number, agent: string, worker: string) => {
+    // One stream: the reply is [key, entries] (a RESP3 map, flattened), or null.
+    const reply = (await h.conn.call("XREADGROUP", "GROUP", agent, worker, "COUNT", 1, "STREAMS", h.queueKey(p, agent), ">")) as
+      | [string, Array<Entry>]
+      | null
+    const entry = reply?.[1][0]
+    return entry === undefined ? undefined : entryOf(entry)
+  }
+
+  /** Claims the entry (as a worker does with each entry it reads); returns the claim if it was live. */
+  const claim = async (h: Harness, agent: string, worker: string, entry: { id: string; taskId: string; lease: number }, now: number) => {
+    const delivery = { entryId: entry.id, agent }
+    const [ok] = await h.step([() => ({
+      command: { _tag: "Claim", taskId: entry.taskId, lease: entry.lease, worker, now },
+      delivery
+    })])
+    return ok ? { worker, taskId: entry.taskId, lease: entry.lease + 1, delivery } : undefined
+  }
+
+  /**
+   * The queue invariant, per queue stream: every queued task has exactly one entry naming its current
+   * lease; the entries pending in the group are exactly the deliveries of live claims; every other
+   * entry has never been delivered; and no finished delivery's entry is left.
+   */
+  const checkQueues = async (h: Harness, held: ReadonlyArray<Held>, finished: ReadonlySet<string>) => {
+    const queues = Array.from({ length: PARTITIONS }, (_, p) => agents.map((agent) => ({ agent, key: h.queueKey(p, agent) }))).flat()
+    const read = await Promise.all(queues.map(({ agent, key }) =>
+      Promise.all([
+        h.conn.call("XRANGE", key, "-", "+") as Promise<Array<Entry>>,
+        h.conn.call("XPENDING", key, agent, "-", "+", 1000) as Promise<Array<[string]>>,
+        h.conn.call("XINFO", "GROUPS", key) as Promise<Array<Array<string>>>
+      ])
+    ))
+    queues.forEach(({ agent, key }, i) => {
+      const [rawEntries, rawPending, [group]] = read[i]!
+      const entries = rawEntries.map(entryOf)
+      const pending = rawPending.map((e) => e[0])
+      const lastDelivered = group![group!.indexOf("last-delivered-id") + 1]!
+      const live = held.filter((c) => {
+        const s = h.model.get(c.taskId)
+        return h.queueKey(c.taskId, c.delivery.agent) === key && s?.status === "processing" && s.lease === c.lease
+      })
+      assert.deepStrictEqual(new Set(pending), new Set(live.map((c) => c.delivery.entryId)), `pending entries of ${key}`)
+      for (const [taskId, s] of h.model) {
+        if (s.status !== "queued" || h.queueKey(taskId, s.agent) !== key) continue
+        const mine = entries.filter((e) => e.taskId === taskId && e.lease === s.lease)
+        assert.strictEqual(mine.length, 1, `live entries of queued ${taskId} in ${key}`)
+        assert.notInclude(pending, mine[0]!.id)
+      }
+      for (const e of entries) {
+        assert.isFalse(finished.has(e.id), `finished entry ${e.id} left in ${key}`)
+        if (!pending.includes(e.id)) assert.isTrue(compareIds(e.id, lastDelivered) > 0, `delivered entry ${e.id} left`)
+      }
+    })
+  }
+  const compareIds = (a: string, b: string) => {
+    const [am, as] = a.split("-").map(BigInt) as [bigint, bigint]
+    const [bm, bs] = b.split("-").map(BigInt) as [bigint, bigint]
+    return am !== bm ? (am > bm ? 1 : -1) : as === bs ? 0 : as > bs ? 1 : -1
+  }
+
+  it("claims from real queue entries, with zombie workers and recovery: the queue holds one live entry per queued task", async () => {
+    stats = allStats.queue
+    await fc.assert(
+      fc.asyncProperty(queuePlanArb, (plan) =>
+        withHarness(async (h) => {
+          for (let p = 0; p < PARTITIONS; p++) {
+            for (const agent of agents) await h.conn.call("XGROUP", "CREATE", h.queueKey(p, agent), agent, "0", "MKSTREAM")
+          }
+          let now = T0
+          const held: Array<Held> = []
+          const finished = new Set<string>()
+          const leased = (c: Held, make: (lease: number) => TaskCommand) => h.step([() => ({ command: make(c.lease), delivery: c.delivery })])
+
+          for (const { dt, step } of plan) {
+            now += dt
+            switch (step.op) {
+              case "Enqueue":
+                await h.step([() => ({
+                  command: {
+                    _tag: "Enqueue",
+                    taskId: taskIdOf(step.task),
+                    agent: agents[step.agent]!,
+                    ownerId: "owner",
+                    payload: { n: step.task },
+                    maxRetries: step.maxRetries,
+                    now
+                  }
+                })])
+                break
+              case "Poll": {
+                const agent = agents[step.agent]!
+                const worker = workers[step.worker]!
+                const entry = await poll(h, step.partition, agent, worker)
+                if (entry === undefined) break
+                const c = await claim(h, agent, worker, entry, now)
+                count(stats.situations, c === undefined ? "claim of a stale entry" : "claim of a live entry")
+                if (c === undefined) finished.add(entry.id)
+                else held.push(c)
+                break
+              }
+              case "Act": {
+                const isLive = (c: Held) => h.model.get(c.taskId)?.status === "processing" && h.model.get(c.taskId)?.lease === c.lease
+                const choices = step.zombie || !held.some(isLive) ? held : held.filter(isLive)
+                if (choices.length === 0) break
+                const c = choices[step.pick % choices.length]!
+                const i = held.indexOf(c)
+                const taskId = c.taskId
+                const steering = h.model.get(taskId)?.steering.length ?? 0
+                const applied = step.applied === "all" ? steering : step.applied === "none" ? 0 : steering + 1
+                const make = (lease: number): TaskCommand => {
+                  switch (step.action) {
+                    case "Heartbeat":
+                      return { _tag: "Heartbeat", taskId, lease, worker: c.worker, now }
+                    case "CompleteTurn":
+                      return { _tag: "CompleteTurn", taskId, lease, payload: { turn: now }, steeringApplied: applied, now }
+                    case "Complete":
+                      return { _tag: "Complete", taskId, lease, output: { at: now }, steeringApplied: applied, now }
+                    case "Retry":
+                    case "Backoff":
+                    case "Fatal":
+                      return {
+                        _tag: "Fail",
+                        taskId,
+                        lease,
+                        error: { message: `attempt ${lease}`, kind: step.action },
+                        retry: step.action === "Retry" ? "retry" : step.action === "Backoff" ? "backoff" : "fatal",
+                        retryAt: now + 700,
+                        now
+                      }
+                    case "Release":
+                    case "AcknowledgeCancel":
+                      return { _tag: step.action, taskId, lease, now }
+                  }
+                }
+                const live = isLive(c)
+                const queue = h.queueKey(taskId, c.delivery.agent)
+                // As if the worker had been quiet for an hour: a heartbeat must make its entry fresh again.
+                if (live && step.action === "Heartbeat") {
+                  await h.conn.call("XCLAIM", queue, c.delivery.agent, c.worker, 0, c.delivery.entryId, "IDLE", 3_600_000, "JUSTID")
+                }
+                const [ok] = await leased(c, make)
+                if (!live) count(stats.situations, "zombie worker command")
+                if (live && step.action === "Heartbeat") {
+                  const pending = (await h.conn.call("XPENDING", queue, c.delivery.agent, "-", "+", 1000)) as Array<
+                    [string, string, number, number]
+                  >
+                  const [, owner, idle] = pending.find(([id]) => id === c.delivery.entryId)!
+                  assert.strictEqual(owner, c.worker)
+                  assert.isBelow(idle, 60_000, "a heartbeat resets its entry's idle time")
+                  count(stats.situations, "heartbeat of a live claim")
+                }
+                // Any accepted command but a heartbeat ends the delivery (acked and deleted).
+                if (ok && step.action !== "Heartbeat") {
+                  finished.add(c.delivery.entryId)
+                  held.splice(i, 1)
+                }
+                break
+              }
+              case "Recover": {
+                // Maintenance takes the entry back (XAUTOCLAIM) and revokes the lease of the claim; the worker
+                // keeps its claim as a zombie.
+                if (held.length === 0) break
+                const c = held[step.pick % held.length]!
+                await h.conn.call("XCLAIM", h.queueKey(c.taskId, c.delivery.agent), c.delivery.agent, "maintenance", 0, c.delivery.entryId, "JUSTID")
+                const [ok] = await leased(c, (lease) => ({ _tag: "Recover", taskId: c.taskId, lease, now }))
+                count(stats.situations, ok ? "recovery" : "recovery of a stale claim")
+                finished.add(c.delivery.entryId)
+                break
+              }
+              case "Cancel":
+              case "WakeUp":
+              case "Expire":
+                await h.step([() => ({ command: { _tag: step.op, taskId: taskIdOf(step.task), now } })])
+                break
+              case "Steer":
+                await h.step([() => ({ command: { _tag: "Steer", taskId: taskIdOf(step.task), messages: [step.message], now } })])
+                break
+            }
+            await checkQueues(h, held, finished)
+          }
+
+          // Drain: every undelivered entry is claimed; stale ones are acked away. Then each queue holds
+          // exactly the entries of live claims, and no task is left queued.
+          now += 1
+          for (let p = 0; p < PARTITIONS; p++) {
+            for (const agent of agents) {
+              for (let entry = await poll(h, p, agent, "drain"); entry !== undefined; entry = await poll(h, p, agent, "drain")) {
+                const c = await claim(h, agent, "drain", entry, now)
+                if (c === undefined) finished.add(entry.id)
+                else held.push(c)
+              }
+            }
+          }
+          await checkQueues(h, held, finished)
+          for (const [taskId, s] of h.model) assert.notStrictEqual(s.status, "queued", `${taskId} left queued`)
+          let entries = 0
+          for (let p = 0; p < PARTITIONS; p++) {
+            for (const agent of agents) entries += Number(await h.conn.call("XLEN", h.queueKey(p, agent)))
+          }
+          const processing = [...h.model.values()].filter((s) => s.status === "processing").length
+          assert.strictEqual(entries, processing, "queue entries left after the drain = live claims")
+          for (const s of h.model.values()) assert.isTrue(isTerminal(s.status) || s.status !== "queued")
+        })
+      ),
+      { numRuns: QUEUE_RUNS, ...SEED }
+    )
+    for (
+      const situation of [
+        "claim of a stale entry",
+        "claim of a live entry",
+        "zombie worker command",
+        "recovery",
+        "heartbeat of a live claim"
+      ]
+    ) {
+      assert.isAbove(stats.situations.get(situation) ?? 0, 0, situation)
+    }
+  }, 60_000)
+})
