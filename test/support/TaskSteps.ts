@@ -56,7 +56,15 @@ export type Step =
   | { readonly op: "Enqueue"; readonly task: number; readonly agent: number; readonly owner: string; readonly payload: unknown; readonly maxRetries: number }
   | { readonly op: "Claim" | "Heartbeat"; readonly task: number; readonly worker: number; readonly lease: LeasePick }
   | { readonly op: "CompleteTurn"; readonly task: number; readonly lease: LeasePick; readonly payload: unknown; readonly applied: AppliedPick }
-  | { readonly op: "Complete"; readonly task: number; readonly lease: LeasePick; readonly output: unknown; readonly applied: AppliedPick }
+  | {
+    readonly op: "Complete"
+    readonly task: number
+    readonly lease: LeasePick
+    readonly output: unknown
+    readonly applied: AppliedPick
+    /** The final turn's payload, when the agent gives one (undefined: none). */
+    readonly payload?: unknown
+  }
   | {
     readonly op: "Fail"
     readonly task: number
@@ -109,7 +117,14 @@ export const stepArb = (tasks: number): fc.Arbitrary<Step> => {
     w(5, fc.record({ op: fc.constant("Claim" as const), task, worker: fc.nat(workers.length - 1), lease: leasePick })),
     w(1, fc.record({ op: fc.constant("Heartbeat" as const), task, worker: fc.nat(workers.length - 1), lease: leasePick })),
     w(3, fc.record({ op: fc.constant("CompleteTurn" as const), task, lease: leasePick, payload: json, applied: appliedPick })),
-    w(2, fc.record({ op: fc.constant("Complete" as const), task, lease: leasePick, output: json, applied: appliedPick })),
+    w(2, fc.record({
+      op: fc.constant("Complete" as const),
+      task,
+      lease: leasePick,
+      output: json,
+      applied: appliedPick,
+      payload: fc.option(json, { nil: undefined })
+    })),
     w(4, fc.record({
       op: fc.constant("Fail" as const),
       task,
@@ -280,6 +295,7 @@ export const toCommand = (step: Step, state: State, now: number): TaskCommand =>
         lease: resolveLease(step.lease, state),
         output: step.output,
         steeringApplied: resolveApplied(step.applied, state),
+        ...(step.payload !== undefined ? { payload: step.payload } : {}),
         now
       }
     case "Fail":
