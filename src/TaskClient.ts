@@ -9,12 +9,31 @@ import type { TaskCommand } from "../projections/TaskDecider.ts"
 import type { CorruptEntry, RedisError } from "../streams/StreamError.ts"
 import { type Envelope, TaskId, type TaskStatus } from "../streams/TaskEvent.ts"
 import type { BaseAgent, Task } from "./Agent.ts"
-import { InvalidInput, type TaskAlreadyExists, type TaskAlreadyFinished, TaskNotFound } from "./Errors.ts"
+import {
+  InvalidInput,
+  type InvalidResultToken,
+  type ResultAlreadyReceived,
+  type ResultNotPending,
+  type TaskAlreadyExists,
+  type TaskAlreadyFinished,
+  TaskNotFound
+} from "./Errors.ts"
+import { settle } from "./FollowUp.ts"
 import { type TaskData, TaskStore } from "./TaskStore.ts"
 
 const decodeTaskId = Schema.decodeUnknownEffect(TaskId)
 const OwnerId = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(256))
 const SteeringMessages = Schema.Array(Schema.Json).check(Schema.isMinLength(1), Schema.isMaxLength(100))
+
+/** Rejections only a worker's or maintenance's command can get: at the client they are defects. */
+const workerRejections = ["StaleLease", "NotDue", "InvalidSteeringCount", "InvalidWait"] as const
+const resultRejections = ["ResultNotPending", "ResultAlreadyReceived", "InvalidResultToken"] as const
+
+/** A wait item id (a deferred result's or a child task's): the task id alphabet. */
+export const validResultId = (id: unknown): Effect.Effect<string, InvalidInput> =>
+  Schema.decodeUnknownEffect(TaskId)(id).pipe(
+    Effect.mapError((e) => new InvalidInput({ message: `invalid result id: ${e.message}` }))
+  )
 
 export const validTaskId = (taskId: unknown): Effect.Effect<string, InvalidInput> =>
   decodeTaskId(taskId).pipe(Effect.mapError((e) => new InvalidInput({ message: `invalid task id: ${e.message}` })))
@@ -56,6 +75,25 @@ export class TaskClient extends Context.Service<TaskClient, {
     taskId: string,
     messages: ReadonlyArray<unknown>
   ) => Effect.Effect<void, InvalidInput | TaskNotFound | TaskAlreadyFinished | RedisError>
+  /**
+   * Delivers a deferred result to a waiting task, exactly once per wait item. `token`: the per-call token the
+   * task recorded for the item, checked when given (the HTTP route always gives it; in-process callers may not).
+   */
+  readonly deliverResult: (
+    taskId: string,
+    resultId: string,
+    result: unknown,
+    token?: string
+  ) => Effect.Effect<
+    void,
+    | InvalidInput
+    | TaskNotFound
+    | TaskAlreadyFinished
+    | ResultNotPending
+    | ResultAlreadyReceived
+    | InvalidResultToken
+    | RedisError
+  >
 }>()("factorial/TaskClient") {
   static readonly layer = (defaults: { readonly maxRetries: (agent: string) => number }) =>
     Layer.effect(
@@ -94,8 +132,7 @@ export class TaskClient extends Context.Service<TaskClient, {
               Effect.catchTag("TaskAlreadyExists", (e) =>
                 // With an idempotency key, "already exists" is the answer: the first task's id.
                 idempotent ? Effect.void : Effect.fail(e)),
-              Effect.catchTag(["StaleLease", "NotDue", "InvalidSteeringCount", "TaskNotFound", "TaskAlreadyFinished"], (e) =>
-                Effect.die(e))
+              Effect.catchTag([...workerRejections, ...resultRejections, "TaskNotFound", "TaskAlreadyFinished"], (e) => Effect.die(e))
             )
             return command.taskId
           })
@@ -142,15 +179,37 @@ export class TaskClient extends Context.Service<TaskClient, {
         /** Cancel and steer can only be rejected as not found or finished; anything else is a defect. */
         const clientCommand = (command: TaskCommand) =>
           store.execute(command).pipe(
-            Effect.catchTag(["StaleLease", "NotDue", "InvalidSteeringCount", "TaskAlreadyExists"], (e) => Effect.die(e)),
-            Effect.asVoid
+            Effect.catchTag([...workerRejections, ...resultRejections, "TaskAlreadyExists"], (e) => Effect.die(e))
           )
 
         const cancel = (taskId: string) =>
           Effect.gen(function*() {
             const id = yield* validTaskId(taskId)
             const now = yield* Clock.currentTimeMillis
-            yield* clientCommand({ _tag: "Cancel", taskId: id, now })
+            const accepted = yield* clientCommand({ _tag: "Cancel", taskId: id, now })
+            // Cancelled here: this caller runs the follow-up (children cancelled, parent told; else the sweep does).
+            if (accepted.values[0] === "TaskCancelled") yield* Effect.provideService(settle(id), TaskStore, store)
+          })
+
+        const deliverResult = (taskId: string, resultId: string, result: unknown, token?: string) =>
+          Effect.gen(function*() {
+            const id = yield* validTaskId(taskId)
+            const rid = yield* validResultId(resultId)
+            const value = yield* Schema.decodeUnknownEffect(Schema.Json)(result === undefined ? null : result).pipe(
+              Effect.mapError((e) => new InvalidInput({ message: `a result must be JSON: ${e.message}` }))
+            )
+            if (token !== undefined && (token.length === 0 || token.length > 256)) {
+              return yield* new InvalidInput({ message: "a result token is 1-256 characters" })
+            }
+            const now = yield* Clock.currentTimeMillis
+            yield* store.execute({
+              _tag: "DeliverResult",
+              taskId: id,
+              id: rid,
+              result: value,
+              ...(token !== undefined ? { token } : {}),
+              now
+            }).pipe(Effect.catchTag([...workerRejections, "TaskAlreadyExists", "InvalidWait"], (e) => Effect.die(e)))
           })
 
         const steer = (taskId: string, messages: ReadonlyArray<unknown>) =>
@@ -163,7 +222,7 @@ export class TaskClient extends Context.Service<TaskClient, {
             yield* clientCommand({ _tag: "Steer", taskId: id, messages: valid, now })
           })
 
-        return TaskClient.of({ enqueue, enqueueMany, getStatus, getData, getHistory, cancel, steer })
+        return TaskClient.of({ enqueue, enqueueMany, getStatus, getData, getHistory, cancel, steer, deliverResult })
       })
     )
 }

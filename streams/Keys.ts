@@ -36,6 +36,13 @@ export const partitionKeys = (ks: Keyspace, p: number) => {
     queue: (agent: string) => `${pre}:queue:${agent}`,
     /** Sorted set: task id → retry time, for tasks in backoff. */
     delayed: `${pre}:delayed`,
+    /** Sorted set: task id → deadline (earliest timeout of its outstanding wait items), for waiting tasks. */
+    waits: `${pre}:waits`,
+    /**
+     * Sorted set: task id → time its follow-up step became due (telling its parent and batch of its end,
+     * cancelling its children); removed by the step (src/FollowUp.ts), swept by maintenance.
+     */
+    outbox: `${pre}:outbox`,
     /** Sorted set per status: task id → time it entered that status. */
     index: (status: string) => `${pre}:idx:${status}`,
     /** Set of agent names that have queues in this partition. */
@@ -83,6 +90,12 @@ export const taskKeys = (ks: Keyspace, taskId: string) => {
     log: `${pre}:task:${taskId}:log`,
     /** List: steering messages not yet applied by a turn (only while there are some). */
     steering: `${pre}:task:${taskId}:steering`,
+    /** List: the current wait's items (JSON), until the next turn's commit consumes them. */
+    wait: `${pre}:task:${taskId}:wait`,
+    /** Hash: wait item id → result JSON, received and not yet consumed by a turn. */
+    results: `${pre}:task:${taskId}:results`,
+    /** Hash: child task id → {"agent", "end"?}, every child the task spawned. */
+    children: `${pre}:task:${taskId}:children`,
     prefix: pre,
     ...partitionKeys(ks, p)
   }

@@ -3,7 +3,7 @@
  * prefixed with `lib.lua`. They are compiled on every master at start-up (`SCRIPT LOAD`, so a syntax
  * error fails the boot) and called by SHA; ioredis falls back to EVAL on NOSCRIPT (after a Redis restart).
  *
- * Every script returns `{ "ok", ... }` or `{ "rejected", reason, status, lease, pending }`; `parseReply`
+ * Every script returns `{ "ok", ... }` or `{ "rejected", reason, status, lease, pending, detail }`; `parseReply`
  * is the only place that reads that status word.
  */
 import { readFileSync } from "node:fs"
@@ -24,7 +24,13 @@ export const scriptNames = [
   "steer",
   "recover",
   "wake",
-  "expire"
+  "expire",
+  "wait",
+  "spawn",
+  "deliver",
+  "child_finished",
+  "timeout",
+  "settled"
 ] as const
 export type ScriptName = typeof scriptNames[number]
 
@@ -66,6 +72,8 @@ export type ScriptReply =
     readonly status: TaskStatus | ""
     readonly lease: number
     readonly pending: number
+    /** The result id a result rejection is about; "<reason>:<id>" for InvalidWait. */
+    readonly detail: string
   }
 
 /** Reads a script's reply tuple. */
@@ -77,6 +85,7 @@ export const parseReply = (raw: unknown): ScriptReply => {
     reason: String(reply[1]),
     status: String(reply[2]) as TaskStatus | "",
     lease: Number(reply[3]),
-    pending: Number(reply[4])
+    pending: Number(reply[4]),
+    detail: String(reply[5] ?? "")
   }
 }
