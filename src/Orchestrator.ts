@@ -139,8 +139,10 @@ export const runRunners = (runners: ReadonlyArray<Runner>, workerId = makeWorker
     yield* Effect.forkScoped(
       projector.run.pipe(Effect.catchCause((cause) => Effect.logError("metrics projector stopped", cause)))
     )
+    const maxRetries = (agent: string) =>
+      runners.find((r) => r.agent.name === agent)?.workerConfig.maxRetries ?? AgentWorkerConfig.defaults.maxRetries
     for (const r of runners) {
-      yield* runWorkerPool({ agent: r.agent, config: r.workerConfig, workerId, onBackoff: maintenance.poke })
+      yield* runWorkerPool({ agent: r.agent, config: r.workerConfig, workerId, onBackoff: maintenance.poke, maxRetries })
     }
     return { workerId }
   })
@@ -316,6 +318,16 @@ export class Orchestrator {
 
   steerTask(taskId: string, messages: ReadonlyArray<unknown>): Promise<void> {
     return this.withClient((c) => c.steer(taskId, messages))
+  }
+
+  /**
+   * Delivers the result of a deferred tool call (or any deferred result a turn waits for) to a waiting task,
+   * exactly once: a second delivery fails with `ResultAlreadyReceived`, one the task is not waiting for with
+   * `ResultNotPending`. When it is the last one outstanding, the task is queued and its next turn gets the results.
+   * `token`: the per-call token recorded with the wait item; checked when given (the HTTP route requires it).
+   */
+  completeDeferredTool(taskId: string, resultId: string, result: unknown, options: { readonly token?: string } = {}): Promise<void> {
+    return this.withClient((c) => c.deliverResult(taskId, resultId, result, options.token))
   }
 }
 

@@ -94,7 +94,7 @@ export interface WorkerPoolOptions {
   readonly agent: BaseAgent<any>
   readonly config: AgentWorkerConfig
   readonly workerId: string
-  /** Told when a task goes into backoff, so local maintenance can wake it on time. */
+  /** Told when a task goes into backoff or starts waiting with a deadline, so local maintenance acts on time. */
   readonly onBackoff?: (retryAt: number) => void
   /** Custom events from turns (`ctx.emit`). */
   readonly onEmit?: (taskId: string, type: string, data: unknown) => void
@@ -276,7 +276,11 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
                 steeringApplied: c.steering.length,
                 pending: items
               }, c.delivery))
-              if (Result.isSuccess(sent)) return
+              if (Result.isSuccess(sent)) {
+                const deadline = Math.min(...items.flatMap((i) => i.timeoutAt === undefined ? [] : [i.timeoutAt]))
+                if (Number.isFinite(deadline)) options.onBackoff?.(deadline)
+                return
+              }
               if (sent.failure._tag === "InvalidWait") return yield* failFatally(sent.failure)
               return yield* Effect.logWarning(`Wait of task ${c.taskId} not applied: ${sent.failure.message}`)
             }
