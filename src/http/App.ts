@@ -11,7 +11,7 @@ import type { ObservabilityConfig } from "../Config.ts"
 import type { TaskClient } from "../TaskClient.ts"
 import type { TaskStore } from "../TaskStore.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
-import { controlRoutes } from "./ControlRoutes.ts"
+import { controlRoutes, isTokenResultDelivery } from "./ControlRoutes.ts"
 import { sendError } from "./HttpError.ts"
 
 export type HttpServices = TaskClient | TaskStore | RedisClient
@@ -55,7 +55,10 @@ export const buildApp = (options: AppOptions): FastifyInstance => {
       reply.header("access-control-allow-origin", origin)
       reply.header("vary", "origin")
     }
-    const guarded = request.url.startsWith("/api/") || request.url.startsWith("/observability/api/")
+    // A deferred result that presents its per-call token is authorized by it (checked atomically with the
+    // delivery): a webhook or an approval link can deliver one result without holding the API token.
+    const guarded = (request.url.startsWith("/api/") || request.url.startsWith("/observability/api/")) &&
+      !isTokenResultDelivery(request.method, request.url, request.headers)
     if (token !== undefined && guarded && request.method !== "OPTIONS") {
       const header = request.headers.authorization ?? (request.query as { token?: string } | undefined)?.token
       const given = header?.startsWith("Bearer ") ? header : header === undefined ? undefined : `Bearer ${header}`
