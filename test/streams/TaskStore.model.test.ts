@@ -23,7 +23,7 @@ import type { RedisError } from "../../streams/StreamError.ts"
 import { decodeEnvelope, type Envelope, isTerminal, TaskStatus } from "../../streams/TaskEvent.ts"
 import type { TaskRejected } from "../../src/Errors.ts"
 import { type Accepted, type Delivery, flatToRecord, stateFromHash, TaskStore } from "../../src/TaskStore.ts"
-import { freshKeyspace, redisLayer } from "../support/TestRedis.ts"
+import { freshKeyspace, keysMatching, redisLayer } from "../support/TestRedis.ts"
 import {
   agents,
   type AppliedPick,
@@ -132,15 +132,9 @@ class Harness {
   }
 
   async close(): Promise<void> {
-    let cursor = "0"
-    do {
-      const [next, keys] = (await this.conn.call("SCAN", cursor, "MATCH", `{${this.ks.namespace}:*`, "COUNT", 1000)) as [
-        string,
-        Array<string>
-      ]
-      if (keys.length > 0) await this.conn.call("DEL", ...keys)
-      cursor = next
-    } while (cursor !== "0")
+    // Key by key: on a Cluster the namespace's keys live in several slots.
+    const keys = await keysMatching(this.conn, `{${this.ks.namespace}:*`)
+    await Promise.all(keys.map((key) => this.conn.del(key)))
     await this.runtime.dispose()
   }
 
