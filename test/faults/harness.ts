@@ -299,6 +299,26 @@ export const statuses = async (orchestrator: Orchestrator, ids: ReadonlyArray<st
 export const allTerminal = (s: ReadonlyArray<string | null>) =>
   s.every((x) => x === "completed" || x === "failed" || x === "cancelled")
 
+const isDone = (x: string | null) => x === "completed" || x === "failed" || x === "cancelled"
+
+/**
+ * Waits until every task is terminal; on timeout, fails with what the stuck tasks look like
+ * (status hash and history), which is what a "lost task" bug report needs.
+ */
+export const waitAllTerminal = async (orchestrator: Orchestrator, ids: ReadonlyArray<string>, ms: number) => {
+  try {
+    await waitFor(() => statuses(orchestrator, ids), allTerminal, ms, "all tasks terminal")
+  } catch (e) {
+    const s = await statuses(orchestrator, ids)
+    const stuck = ids.filter((_, i) => !isDone(s[i]!))
+    const reports = await readTasks(orchestrator, stuck.slice(0, 5))
+    const detail = reports.map((r) =>
+      `${r.id}: ${JSON.stringify(r.state)}\n  ${r.history.map((h) => `${h.event._tag}${"lease" in h.event ? `(${h.event.lease})` : ""}`).join(" ")}`
+    )
+    throw new Error(`${stuck.length} of ${ids.length} tasks not terminal after ${ms} ms:\n${detail.join("\n")}`, { cause: e })
+  }
+}
+
 /** Checks every task: one terminal state, history folds to the hash, checkpoints in order, repeats bounded. */
 export const verify = (reports: ReadonlyArray<TaskReport>): Verdict => {
   let completed = 0
