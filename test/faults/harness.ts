@@ -53,6 +53,8 @@ export interface WorkerProcess {
   readonly lines: Array<string>
   readonly exited: Promise<number | string | null>
   readonly alive: () => boolean
+  /** It printed its "ready" line (its workers run). */
+  readonly ready: () => boolean
 }
 
 const children = new Set<ChildProcess>()
@@ -89,12 +91,22 @@ export const spawnWorker = async (options: {
       const parts = buffer.split("\n")
       buffer = parts.pop()!
       lines.push(...parts)
+      if (!ready && parts.some((l) => l.includes('"ev":"ready"'))) ready = true
     })
   }
-  const w: WorkerProcess = { label: options.label, pid: child.pid!, child, lines, exited, alive: () => alive }
+  let ready = false
+  const w: WorkerProcess = {
+    label: options.label,
+    pid: child.pid!,
+    child,
+    lines,
+    exited,
+    alive: () => alive,
+    ready: () => ready
+  }
   if (options.waitReady ?? true) {
     await Promise.race([
-      waitFor(async () => lines.some((l) => l.includes('"ev":"ready"')), (x) => x, 30_000, `${options.label} ready`),
+      waitFor(async () => ready, (x) => x, 30_000, `${options.label} ready`),
       exited.then((how) => {
         throw new Error(`${options.label} exited (${how}) before it was ready:\n${lines.join("\n")}`)
       })
