@@ -54,6 +54,16 @@ const startWorkers = (url: string, namespace: string, n: number): Promise<Array<
 
 const warnings = (workers: ReadonlyArray<WorkerProcess>) => workers.flatMap((w) => w.lines.filter((l) => l.includes("WARN") || l.includes("ERROR")))
 
+/** The kinds of warnings the workers logged, with counts (task ids and leases masked). */
+const warningKinds = (workers: ReadonlyArray<WorkerProcess>) => {
+  const kinds = new Map<string, number>()
+  for (const line of warnings(workers)) {
+    const kind = line.replace(/^\[[^\]]*\] /, "").replace(/\(#\d+\)/, "").replace(/\b(drop|restart)-\d+\b/g, "<task>").replace(/\d+/g, "N").slice(0, 120)
+    kinds.set(kind, (kinds.get(kind) ?? 0) + 1)
+  }
+  return [...kinds].map(([k, n]) => `${n}× ${k}`).join("; ")
+}
+
 describe("Redis outages", () => {
   it("connections dropped mid-run: workers reconnect by themselves and every task finishes once", async () => {
     const redis = await startPrivateRedis()
@@ -78,7 +88,7 @@ describe("Redis outages", () => {
     }
     await waitAllTerminal(client, ids, 60_000)
     const v = verify(await readTasks(client, ids))
-    console.log(`[redis-drop] ${summary(v)}; drops=${drops} (${killedClients} connections killed); ${Date.now() - t0} ms; worker warnings=${warnings(workers).length}`)
+    console.log(`[redis-drop] ${summary(v)}; drops=${drops} (${killedClients} connections killed); ${Date.now() - t0} ms; worker warnings: ${warningKinds(workers) || "none"}`)
     expect(v.lost).toEqual([])
     expect(v.duplicates).toEqual([])
     expect(v.completed).toBe(ids.length)
@@ -86,6 +96,7 @@ describe("Redis outages", () => {
     expect(v.badCheckpoints).toEqual([])
     expect(v.excessRepeats).toEqual([])
     expect(workers.every((w) => w.alive())).toBe(true)
+    expect(warnings(workers).filter((l) => l.includes("ERROR"))).toEqual([])
   }, 120_000)
 
   it("Redis killed and restarted with AOF mid-run: no terminal transition lost or duplicated", async () => {
@@ -106,7 +117,7 @@ describe("Redis outages", () => {
     }
     await waitAllTerminal(client, ids, 90_000)
     const v = verify(await readTasks(client, ids))
-    console.log(`[redis-restart] ${summary(v)}; restarts=${restarts}; ${Date.now() - t0} ms; worker warnings=${warnings(workers).length}`)
+    console.log(`[redis-restart] ${summary(v)}; restarts=${restarts}; ${Date.now() - t0} ms; worker warnings: ${warningKinds(workers) || "none"}`)
     expect(v.lost).toEqual([])
     expect(v.duplicates).toEqual([])
     expect(v.completed).toBe(ids.length)
@@ -114,6 +125,6 @@ describe("Redis outages", () => {
     expect(v.badCheckpoints).toEqual([])
     expect(v.excessRepeats).toEqual([])
     expect(workers.every((w) => w.alive())).toBe(true)
-    expect(warnings(workers).filter((l) => l.includes("NOSCRIPT"))).toEqual([])
+    expect(warnings(workers).filter((l) => l.includes("NOSCRIPT") || l.includes("ERROR"))).toEqual([])
   }, 180_000)
 })
