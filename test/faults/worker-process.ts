@@ -12,7 +12,7 @@
  * With STOP_AT_TURN_END=1 the process stops itself (SIGSTOP) when a turn's work is done, just before
  * the turn returns and its result is committed: the fencing test resumes it with SIGCONT later.
  *
- * Environment: REDIS_URL, FAULT_NS (namespace), LABEL, WORK_MS, WORKERS, BATCH, MAX_RETRIES, HB_INTERVAL,
+ * Environment: REDIS_URL (or CLUSTER_NODES and PARTITIONS), FAULT_NS (namespace), LABEL, WORK_MS, WORKERS, BATCH, MAX_RETRIES, HB_INTERVAL,
  * HB_THRESHOLD, HB_GRACE, MAINT_INTERVAL, SHUTDOWN_TIMEOUT, TURN_TIMEOUT, LOG_TURNS, STOP_AT_TURN_END.
  */
 import { Continue, defineAgent, Done } from "../../src/Agent.ts"
@@ -60,7 +60,16 @@ const agent = defineAgent<FaultPayload>({
   }
 })
 
-const orchestrator = new Orchestrator({ redisUrl: env.REDIS_URL ?? "redis://127.0.0.1:6379", namespace: env.FAULT_NS ?? "faults" })
+// CLUSTER_NODES="h:p,h:p,…" runs against a Redis Cluster (with PARTITIONS partitions) instead of REDIS_URL.
+const clusterNodes = (env.CLUSTER_NODES ?? "").split(",").filter((s) => s !== "").map((s) => {
+  const [host, port] = s.split(":")
+  return { host: host!, port: Number(port) }
+})
+const orchestrator = new Orchestrator({
+  ...(clusterNodes.length > 0 ? { clusterNodes } : { redisUrl: env.REDIS_URL ?? "redis://127.0.0.1:6379" }),
+  namespace: env.FAULT_NS ?? "faults",
+  partitions: num("PARTITIONS", 1)
+})
 orchestrator.registerRunner({
   agent,
   agentWorkerConfig: new AgentWorkerConfig({
