@@ -7,24 +7,23 @@
  * or JSON Lines for streams); progress, notes and errors go to stderr.
  */
 import { randomUUID } from "node:crypto"
-import { existsSync } from "node:fs"
-import { createReadStream } from "node:fs"
+import { createReadStream, existsSync } from "node:fs"
 import { createInterface } from "node:readline"
 import { resolve } from "node:path"
 import { pathToFileURL } from "node:url"
 import { Clock, Effect, Schema, Stream } from "effect"
 import { allPartitions, type Keyspace, partitionKeys } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
-import { decodeEnvelope, type Envelope, TaskEvent, type TaskEventTag } from "../../streams/TaskEvent.ts"
-import { AgentName } from "../../streams/TaskEvent.ts"
+import { AgentName, decodeEnvelope, type Envelope, TaskEvent, type TaskEventTag } from "../../streams/TaskEvent.ts"
 import { InvalidInput, TaskNotFound } from "../Errors.ts"
 import { validTaskId } from "../TaskClient.ts"
 import { TaskStore } from "../TaskStore.ts"
 import { countIndexed, exportHistories, importHistories } from "../audit/Export.ts"
 import { historyStream, replayStream } from "../audit/History.ts"
 import { rebuildProjections, verifyAll, verifyTask, type VerifyResult } from "../audit/Verify.ts"
-import { type CommandSpec, ExitCode, type FlagSpec, type FlagValues, parseTime, UsageError } from "./args.ts"
-import { brief, type Globals, type Io, iso, runToExitCode, withNamespace, write } from "./context.ts"
+import { type CommandSpec, ExitCode, type FlagValues, parseTime, UsageError } from "./args.ts"
+import { brief, type Io, iso, runToExitCode, withNamespace, write } from "./context.ts"
+import { type Globals, specs } from "./specs.ts"
 
 export interface CommandContext {
   readonly args: ReadonlyArray<string>
@@ -39,7 +38,6 @@ export interface Command extends CommandSpec {
   readonly run: (ctx: CommandContext) => Promise<ExitCode>
 }
 
-const json: FlagSpec = { name: "json", kind: "boolean", description: "Machine-readable output" }
 const isJson = (ctx: CommandContext) => ctx.flags.json === true
 
 const run = <E>(ctx: CommandContext, effect: Effect.Effect<ExitCode, E>) =>
@@ -50,14 +48,7 @@ const out = (ctx: CommandContext, text: string) => Effect.promise(() => write(ct
 // ---------------------------------------------------------------------------------------------------
 
 const runCommand: Command = {
-  name: "run",
-  summary: "Run the workers of an orchestrator defined in a module",
-  description: "Imports the module and runs its Orchestrator (the default export, or the export named\n" +
-    "`orchestrator`) until SIGINT/SIGTERM, then stops gracefully. The export may also be a function\n" +
-    "(options) => Orchestrator, called with { redisUrl, namespace, partitions } from the global flags.",
-  args: [{ name: "config-module", description: "Path of a .ts or .js module" }],
-  flags: [],
-  examples: ["factorial-ts run ./agents.ts", "factorial-ts --namespace staging run ./agents.ts"],
+  ...specs.run,
   run: async (ctx) => {
     const path = resolve(process.cwd(), ctx.args[0]!)
     if (!existsSync(path)) {
@@ -92,18 +83,7 @@ const runCommand: Command = {
 const OwnerId = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(256))
 
 const enqueueCommand: Command = {
-  name: "enqueue",
-  summary: "Enqueue a task with a JSON payload (no agent code needed)",
-  args: [],
-  flags: [
-    { name: "agent", kind: "string", placeholder: "<name>", description: "The agent (queue) to run it", required: true },
-    { name: "owner", kind: "string", placeholder: "<id>", description: "Owner id", required: true },
-    { name: "payload", kind: "string", placeholder: "<json>", description: "The payload, as JSON", required: true },
-    { name: "id", kind: "string", placeholder: "<task-id>", description: "Task id (default: a random UUID)" },
-    { name: "max-retries", kind: "int", description: "Retries of the task (default 5)" },
-    json
-  ],
-  examples: [`factorial-ts enqueue --agent chat --owner u1 --payload '{"messages":[{"role":"user","content":"hi"}]}'`],
+  ...specs.enqueue,
   run: (ctx) => {
     const f = ctx.flags
     return run(
@@ -140,10 +120,7 @@ const enqueueCommand: Command = {
 // ---------------------------------------------------------------------------------------------------
 
 const statusCommand: Command = {
-  name: "status",
-  summary: "Show a task's status and data",
-  args: [{ name: "task-id", description: "The task" }],
-  flags: [json],
+  ...specs.status,
   run: (ctx) =>
     run(
       ctx,
@@ -227,14 +204,7 @@ const positiveInt = (flags: FlagValues, name: string): number | undefined => {
 }
 
 const historyCommand: Command = {
-  name: "history",
-  summary: "Show a task's history as a timeline (time, version, event, resulting status, key fields)",
-  args: [{ name: "task-id", description: "The task" }],
-  flags: [
-    { ...json, description: "One envelope per line (JSON Lines), as stored" },
-    { name: "up-to", kind: "int", placeholder: "<version>", description: "Stop after this version" },
-    { name: "page-size", kind: "int", description: "History entries read per round trip (default 200)" }
-  ],
+  ...specs.history,
   run: (ctx) => {
     const upTo = positiveInt(ctx.flags, "up-to")
     const pageSize = positiveInt(ctx.flags, "page-size")
@@ -277,18 +247,7 @@ const historyCommand: Command = {
 const eventTags = Object.keys(TaskEvent.cases ?? {}) as ReadonlyArray<TaskEventTag>
 
 const tailCommand: Command = {
-  name: "tail",
-  summary: "Follow live events from the partition logs (XREAD BLOCK from now on)",
-  description: "Prints every event written from now on, heartbeats included, until Ctrl-C.",
-  args: [],
-  flags: [
-    { name: "agent", kind: "string", placeholder: "<name>", description: "Only this agent's events" },
-    { name: "owner", kind: "string", placeholder: "<id>", description: "Only this owner's events" },
-    { name: "type", kind: "string", placeholder: "<Tag,...>", description: "Only these event types, e.g. TaskFailed,TaskCompleted" },
-    { name: "limit", kind: "int", description: "Exit after this many events" },
-    { ...json, description: "One envelope per line (JSON Lines)" }
-  ],
-  examples: ["factorial-ts tail --agent chat --type TaskFailed,TaskCompleted", "factorial-ts tail --json | jq ."],
+  ...specs.tail,
   run: (ctx) => {
     const types = typeof ctx.flags.type === "string" ? ctx.flags.type.split(",").map((t) => t.trim()).filter((t) => t !== "") : undefined
     const unknown = types?.filter((t) => !eventTags.includes(t as TaskEventTag)) ?? []
@@ -371,27 +330,7 @@ const progressBar = (io: Io, enabled: boolean) => {
 const mb = (kb: number) => `${(kb / 1024).toFixed(1)} MB`
 
 const exportCommand: Command = {
-  name: "export",
-  summary: "Export task histories as JSON Lines to stdout (streaming, bounded memory)",
-  description: "Takes the tasks that entered their current status in [since, until): finished tasks by when\n" +
-    "they finished, live ones by their last status change, expired ones by when they expired. One line\n" +
-    "per task: {taskId, agent, ownerId, events:[envelopes]}. Times: now, epoch ms, ISO 8601, or 2h / 7d ago.",
-  args: [],
-  flags: [
-    { name: "since", kind: "string", placeholder: "<time>", description: "Window start, inclusive (default: the beginning)" },
-    { name: "until", kind: "string", placeholder: "<time>", description: "Window end, exclusive (default: now)" },
-    { name: "agent", kind: "string", placeholder: "<name>", description: "Only this agent's tasks" },
-    {
-      name: "expired-source",
-      kind: "string",
-      choices: ["auto", "log", "scan"],
-      description: "How expired tasks are found (default auto; scan is O(keys))"
-    },
-    { name: "page-size", kind: "int", description: "History entries per read (default 100)" },
-    { name: "batch-size", kind: "int", description: "Tasks read per round trip (default 32)" },
-    { name: "progress", kind: "boolean", description: "Progress on stderr (default on; --no-progress)" }
-  ],
-  examples: ["factorial-ts export --since 7d > last-week.jsonl", "factorial-ts export --since 2025-01-01 --until 2025-02-01 --agent chat > jan.jsonl"],
+  ...specs.export,
   run: (ctx) => {
     const now = Date.now()
     const since = typeof ctx.flags.since === "string" ? parseTime(ctx.flags.since, now, "since", "export") : undefined
@@ -441,18 +380,7 @@ const exportCommand: Command = {
 // ---------------------------------------------------------------------------------------------------
 
 const importCommand: Command = {
-  name: "import",
-  summary: "Import JSON Lines histories from stdin into an empty namespace",
-  description: "Writes each history and rebuilds its status projection from the fold, so that history,\n" +
-    "replay and verify work on the copy. Refuses a namespace that has any key. Imported tasks are not\n" +
-    "queued: the namespace is an archive.",
-  args: [],
-  flags: [
-    { name: "file", kind: "string", placeholder: "<path>", description: "Read this file instead of stdin" },
-    { name: "batch-size", kind: "int", description: "Tasks written per round trip (default 100)" },
-    json
-  ],
-  examples: ["factorial-ts --namespace archive import < last-week.jsonl"],
+  ...specs.import,
   run: (ctx) => {
     const file = ctx.flags.file as string | undefined
     if (file === undefined && process.stdin.isTTY === true) {
@@ -497,10 +425,7 @@ const divergenceText = (r: VerifyResult): string =>
   ].join("\n")
 
 const verifyCommand: Command = {
-  name: "verify",
-  summary: "Compare status projections with the fold of their histories (one task, or every indexed task)",
-  args: [{ name: "task-id", description: "Verify only this task", optional: true }],
-  flags: [json, { name: "progress", kind: "boolean", description: "Progress on stderr (default on; --no-progress)" }],
+  ...specs.verify,
   run: (ctx) => {
     const bar = progressBar(ctx.io, ctx.flags.progress !== false)
     return run(
@@ -528,17 +453,7 @@ const verifyCommand: Command = {
 }
 
 const rebuildCommand: Command = {
-  name: "rebuild",
-  summary: "Recompute every task's status projection from its history; report, and with --fix repair",
-  description: "Finds tasks by their histories (SCAN over the history keys: O(keys)), folds each history,\n" +
-    "and compares hash, index and delayed entries. Exit 1 when a divergence remains (without --fix,\n" +
-    "any divergence); with --fix, 0 once every divergent task was rewritten.",
-  args: [],
-  flags: [
-    { name: "fix", kind: "boolean", description: "Write the folded projection of every divergent task" },
-    json,
-    { name: "progress", kind: "boolean", description: "Progress on stderr (default on; --no-progress)" }
-  ],
+  ...specs.rebuild,
   run: (ctx) => {
     const bar = progressBar(ctx.io, ctx.flags.progress !== false)
     const fix = ctx.flags.fix === true
@@ -573,11 +488,7 @@ const rebuildCommand: Command = {
 // ---------------------------------------------------------------------------------------------------
 
 const demoCommand: Command = {
-  name: "demo",
-  summary: "Run the demo (an agent that needs no API key, and the dashboard)",
-  args: [],
-  flags: [],
-  passThrough: true,
+  ...specs.demo,
   run: async (ctx) => {
     const { runDemo } = await import("./demo.ts")
     const code = await runDemo({ args: ctx.args, globals: ctx.globals })

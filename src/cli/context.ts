@@ -13,46 +13,10 @@ import type { Keyspace } from "../../streams/Keys.ts"
 import { namespaceKeys } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
 import { TaskStore } from "../TaskStore.ts"
-import { ExitCode, type FlagSpec, type FlagValues, UsageError } from "./args.ts"
+import { ExitCode, UsageError } from "./args.ts"
+import type { Globals } from "./specs.ts"
 
-export const globalFlags: ReadonlyArray<FlagSpec> = [
-  {
-    name: "redis-url",
-    kind: "string",
-    placeholder: "<url>",
-    description: "Redis to use (default: env REDIS_URL, else redis://127.0.0.1:6379)"
-  },
-  { name: "namespace", kind: "string", placeholder: "<name>", description: "Key namespace (default: factorial)" },
-  {
-    name: "partitions",
-    kind: "int",
-    placeholder: "<n>",
-    description: "Partitions of the namespace (default: as recorded by the namespace, else 1)"
-  }
-]
-
-export interface Globals {
-  readonly redisUrl: string
-  readonly namespace: string
-  /** As given on the command line; undefined: the namespace's own. */
-  readonly partitions: number | undefined
-}
-
-export const globalsOf = (flags: FlagValues): Globals => {
-  const namespace = (flags.namespace as string | undefined) ?? "factorial"
-  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(namespace)) {
-    throw new UsageError(`--namespace must be 1-64 of [A-Za-z0-9_.-], got ${JSON.stringify(namespace)}`)
-  }
-  const partitions = flags.partitions as number | undefined
-  if (partitions !== undefined && (partitions < 1 || partitions > 1024)) {
-    throw new UsageError(`--partitions must be from 1 to 1024, got ${partitions}`)
-  }
-  return {
-    redisUrl: (flags["redis-url"] as string | undefined) ?? process.env.REDIS_URL ?? "redis://127.0.0.1:6379",
-    namespace,
-    partitions
-  }
-}
+export type { Globals }
 
 /** The namespace's keyspace: its recorded partition count, checked against `--partitions`. */
 const keyspaceOf = (globals: Globals, write: boolean) =>

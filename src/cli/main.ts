@@ -9,36 +9,42 @@
  */
 import { readFileSync } from "node:fs"
 import { ExitCode, helpText, parseArgs, UsageError } from "./args.ts"
-import { commands } from "./commands.ts"
-import { globalFlags, globalsOf, reportFailure, stdio } from "./context.ts"
+import { commandSpecs, globalFlags, globalsOf } from "./specs.ts"
 
 const program = "factorial-ts"
 const about = "event-sourced LLM agent task orchestration on Redis Streams"
 
+/** The package version (from src/cli/, or from dist/src/cli/ after a build). */
 const version = (): string => {
-  try {
-    return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version
-  } catch {
-    return "unknown"
+  for (const path of ["../../package.json", "../../../package.json"]) {
+    try {
+      return (JSON.parse(readFileSync(new URL(path, import.meta.url), "utf8")) as { version: string }).version
+    } catch {
+      // try the next
+    }
   }
+  return "unknown"
 }
 
+const io = { out: process.stdout, err: process.stderr }
+
 export const main = async (argv: ReadonlyArray<string>): Promise<number> => {
-  const io = stdio
   let json = argv.includes("--json")
   try {
-    const parsed = parseArgs(argv, commands, globalFlags)
+    const parsed = parseArgs(argv, commandSpecs, globalFlags)
     json = parsed.flags.json === true
     if (parsed.version) {
       io.out.write(`${program} ${version()}\n`)
       return ExitCode.ok
     }
     if (parsed.help || parsed.command === undefined) {
-      io.out.write(helpText(program, about, commands, globalFlags, parsed.command) + "\n")
+      io.out.write(helpText(program, about, commandSpecs, globalFlags, parsed.command) + "\n")
       return parsed.help ? ExitCode.ok : ExitCode.usage
     }
-    const command = commands.find((c) => c.name === parsed.command!.name)!
     const globals = globalsOf(parsed.flags)
+    // The handlers (Effect, ioredis, the library) load only now: help and argument errors stay fast.
+    const { commands } = await import("./commands.ts")
+    const command = commands.find((c) => c.name === parsed.command!.name)!
     const controller = new AbortController()
     const stop = () => controller.abort()
     // `run` handles its own signals (graceful stop of the orchestrator).
@@ -59,16 +65,20 @@ export const main = async (argv: ReadonlyArray<string>): Promise<number> => {
       if (json) io.out.write(JSON.stringify({ error: { tag: "UsageError", message: e.message } }) + "\n")
       return ExitCode.usage
     }
+    const { reportFailure } = await import("./context.ts")
     return reportFailure(io, e, json)
   }
 }
 
-if (import.meta.main) {
+/** Runs the command line of this process and ends it with the command's exit code. */
+export const runCli = async (argv: ReadonlyArray<string> = process.argv.slice(2)): Promise<void> => {
   process.stdout.on("error", (e: NodeJS.ErrnoException) => {
     if (e.code === "EPIPE") process.exit(process.exitCode ?? 0)
   })
-  const code = await main(process.argv.slice(2))
+  const code = await main(argv)
   process.exitCode = code
   // Whatever still holds the event loop (a client's reconnect timer) must not keep a finished command alive.
   setTimeout(() => process.exit(code), 1_000).unref()
 }
+
+if (import.meta.main) await runCli()
