@@ -303,7 +303,7 @@ const tailCommand: Command = {
 
 // ---------------------------------------------------------------------------------------------------
 
-/** A progress line on stderr, redrawn in place on a terminal, throttled. */
+/** A progress line on stderr, redrawn in place on a terminal (throttled), then a summary line. */
 const progressBar = (io: Io, enabled: boolean) => {
   const tty = io.err.isTTY === true
   let last = 0
@@ -320,9 +320,10 @@ const progressBar = (io: Io, enabled: boolean) => {
         : `${done}`
       io.err.write(`\r${bar} ${detail} ${((now - started) / 1000).toFixed(1)}s\x1b[K`)
     },
+    /** Clears the bar; the summary line is always written. */
     done: (summary: string) => {
       if (enabled && tty) io.err.write("\r\x1b[K")
-      if (enabled) io.err.write(summary + "\n")
+      io.err.write(summary + "\n")
     }
   }
 }
