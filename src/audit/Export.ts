@@ -19,10 +19,11 @@ import { Effect, Option, Schema, Stream } from "effect"
 import { allPartitions, type Keyspace, namespaceKeys, partitionKeys, partitionPrefix, taskKeys } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../../streams/StreamError.ts"
-import { AgentName, decodeEnvelope, Envelope, TaskId } from "../../streams/TaskEvent.ts"
+import { AgentName, decodeEnvelope, Envelope, TaskId, type TaskStatus } from "../../streams/TaskEvent.ts"
 import { InvalidInput } from "../Errors.ts"
 import { TaskStore } from "../TaskStore.ts"
 import {
+  allStatuses,
   callProject,
   indexedStatuses,
   parseProjectReply,
@@ -50,6 +51,11 @@ export interface ExportOptions {
   readonly until?: number
   /** Only tasks of this agent. */
   readonly agent?: string
+  /**
+   * Only tasks whose current status is one of these (default: all). `["expired"]` with consecutive
+   * windows archives every task exactly once, at the end of its life.
+   */
+  readonly statuses?: ReadonlyArray<TaskStatus>
   /** History entries per LRANGE (default 100). */
   readonly pageSize?: number
   /** Tasks whose first history page is read in one pipelined round trip (default 32). */
@@ -82,6 +88,7 @@ interface Window {
   readonly since: number
   readonly until: number
   readonly agent: string | undefined
+  readonly statuses: ReadonlyArray<TaskStatus>
   readonly pageSize: number
   readonly batchSize: number
   readonly expiredSource: "auto" | "log" | "scan"
@@ -102,6 +109,11 @@ const windowOf = (options: ExportOptions) =>
     if (!Number.isFinite(since) || !Number.isFinite(until) || since < 0 || until < since) {
       return yield* new InvalidInput({ message: `invalid window: since ${since}, until ${until}` })
     }
+    const statuses = options.statuses ?? allStatuses
+    const unknown = statuses.filter((st) => !allStatuses.includes(st))
+    if (unknown.length > 0 || statuses.length === 0) {
+      return yield* new InvalidInput({ message: `statuses must be some of ${allStatuses.join(", ")}, got ${statuses.join(", ")}` })
+    }
     if (options.agent !== undefined) {
       yield* Schema.decodeUnknownEffect(AgentName)(options.agent).pipe(
         Effect.mapError((e) => new InvalidInput({ message: `invalid agent: ${e.message}` }))
@@ -111,6 +123,7 @@ const windowOf = (options: ExportOptions) =>
       since: Math.floor(since),
       until: Math.ceil(until),
       agent: options.agent,
+      statuses,
       pageSize: yield* intIn("pageSize", options.pageSize, 100, 1, 10_000),
       batchSize: yield* intIn("batchSize", options.batchSize, 32, 1, 1_000),
       expiredSource: options.expiredSource ?? "auto"
@@ -223,9 +236,10 @@ const candidates = (w: Window, ks: Keyspace) =>
   Stream.fromIterable(allPartitions(ks)).pipe(
     Stream.flatMap((partition) => {
       const keys = partitionKeys(ks, partition)
-      const indexed = Stream.fromIterable(indexedStatuses).pipe(
+      const indexed = Stream.fromIterable(indexedStatuses.filter((st) => w.statuses.includes(st))).pipe(
         Stream.flatMap((status) => indexCandidates(w, keys.index(status), partition))
       )
+      if (!w.statuses.includes("expired")) return indexed
       const expired = Stream.unwrap(Effect.map(
         w.expiredSource === "auto" ? logCovers(w, keys.events) : Effect.succeed(w.expiredSource === "log"),
         (useLog) => useLog ? logExpiredCandidates(w, keys.events, partition) : scanExpiredCandidates(w, ks, partition)
@@ -332,7 +346,7 @@ export const exportRecords = (
 
 /** How many tasks with a hash the window holds (the expired ones are not counted): for progress bars. */
 export const countIndexed = (
-  options: Pick<ExportOptions, "since" | "until"> = {}
+  options: Pick<ExportOptions, "since" | "until" | "statuses"> = {}
 ): Effect.Effect<number, RedisError | InvalidInput, TaskStore | RedisClient> =>
   Effect.gen(function*() {
     const store = yield* TaskStore
@@ -341,7 +355,9 @@ export const countIndexed = (
     return yield* redis.use("zcount", async (c) => {
       const p = c.pipeline()
       for (const partition of allPartitions(store.keyspace)) {
-        for (const s of indexedStatuses) p.zcount(partitionKeys(store.keyspace, partition).index(s), w.since, `(${w.until}`)
+        for (const s of indexedStatuses) {
+          if (w.statuses.includes(s)) p.zcount(partitionKeys(store.keyspace, partition).index(s), w.since, `(${w.until}`)
+        }
       }
       const replies = (await p.exec()) ?? []
       return replies.reduce((sum, [err, n]) => (err ? sum : sum + Number(n)), 0)

@@ -14,7 +14,7 @@ import { pathToFileURL } from "node:url"
 import { Clock, Effect, Schema, Stream } from "effect"
 import { allPartitions, type Keyspace, partitionKeys } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
-import { AgentName, decodeEnvelope, type Envelope, TaskEvent, type TaskEventTag } from "../../streams/TaskEvent.ts"
+import { AgentName, decodeEnvelope, type Envelope, TaskEvent, type TaskEventTag, TaskStatus } from "../../streams/TaskEvent.ts"
 import { InvalidInput, TaskNotFound } from "../Errors.ts"
 import { validTaskId } from "../TaskClient.ts"
 import { TaskStore } from "../TaskStore.ts"
@@ -338,12 +338,23 @@ const exportCommand: Command = {
     const until = typeof ctx.flags.until === "string" ? parseTime(ctx.flags.until, now, "until", "export") : undefined
     const pageSize = positiveInt(ctx.flags, "page-size")
     const batchSize = positiveInt(ctx.flags, "batch-size")
+    const statuses = typeof ctx.flags.status === "string"
+      ? ctx.flags.status.split(",").map((x) => x.trim()).filter((x) => x !== "")
+      : undefined
+    const unknownStatus = statuses?.filter((x) => !(TaskStatus.literals as ReadonlyArray<string>).includes(x)) ?? []
+    if (unknownStatus.length > 0 || statuses?.length === 0) {
+      throw new UsageError(`--status: unknown status ${unknownStatus.join(", ")}; known: ${TaskStatus.literals.join(", ")}`, "export")
+    }
     const bar = progressBar(ctx.io, ctx.flags.progress !== false)
     return run(
       ctx,
       withNamespace(ctx.globals, () =>
         Effect.gen(function*() {
-          const window = { ...(since !== undefined ? { since } : {}), until: until ?? now + 1 }
+          const window = {
+            ...(since !== undefined ? { since } : {}),
+            until: until ?? now + 1,
+            ...(statuses !== undefined ? { statuses: statuses as ReadonlyArray<TaskStatus> } : {})
+          }
           const total = ctx.io.err.isTTY === true ? yield* countIndexed(window) : undefined
           let tasks = 0
           let events = 0

@@ -119,6 +119,12 @@ export const exportSpec: CommandSpec = {
     { name: "until", kind: "string", placeholder: "<time>", description: "Window end, exclusive (default: now)" },
     { name: "agent", kind: "string", placeholder: "<name>", description: "Only this agent's tasks" },
     {
+      name: "status",
+      kind: "string",
+      placeholder: "<s,...>",
+      description: "Only tasks now in these statuses, e.g. expired (to archive each task once)"
+    },
+    {
       name: "expired-source",
       kind: "string",
       choices: ["auto", "log", "scan"],
@@ -128,7 +134,10 @@ export const exportSpec: CommandSpec = {
     { name: "batch-size", kind: "int", description: "Tasks read per round trip (default 32)" },
     { name: "progress", kind: "boolean", description: "Progress on stderr (default on; --no-progress)" }
   ],
-  examples: ["factorial-ts export --since 7d > last-week.jsonl", "factorial-ts export --since 2025-01-01 --until 2025-02-01 --agent chat > jan.jsonl"],
+  examples: [
+    "factorial-ts export --since 7d > last-week.jsonl",
+    "factorial-ts export --status expired --since 2025-03-01 --until 2025-03-02 > 2025-03-01.jsonl",
+    "factorial-ts export --since 2025-01-01 --until 2025-02-01 --agent chat > jan.jsonl"],
 }
 
 export const importSpec: CommandSpec = {

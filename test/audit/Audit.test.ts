@@ -174,6 +174,9 @@ describe("export and import", () => {
     expect(await idsOf({ since: mid, expiredSource: "log" })).toEqual([...second.ids].sort())
     expect(await idsOf({ since: mid, expiredSource: "scan" })).toEqual([...second.ids].sort())
     expect(await idsOf({ since: second.lastAt + 1 })).toEqual([])
+    expect(await idsOf({ statuses: ["expired"] })).toEqual([first.t("expired"), second.t("expired")].sort())
+    expect(await idsOf({ statuses: ["completed", "failed"], since: mid })).toEqual([second.t("done"), second.t("failed")].sort())
+    expect(await idsOf({ statuses: ["expired"], expiredSource: "scan", until: mid })).toEqual([first.t("expired")])
   })
 
   it("refuses invalid lines with their line number", async () => {

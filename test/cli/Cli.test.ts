@@ -92,6 +92,7 @@ describe("factorial-ts: arguments and help", { timeout: 240_000 }, () => {
       [["--namespace", "a b", "verify"], "--namespace"],
       [["export", "--since", "yesterday-ish"], "not a time"],
       [["export", "--expired-source", "magic"], "must be one of"],
+      [["export", "--status", "done"], "unknown status done"],
       [["tail", "--type", "TaskExploded"], "unknown event type"],
       [["history", "x", "--up-to", "0"], "--up-to must be at least 1"],
       [["status", "bad id!"], "invalid task id"]
@@ -243,8 +244,9 @@ describe("factorial-ts: verify, rebuild, export, import", { timeout: 240_000 }, 
 
     const windowed = await cli([...ns, "export", "--since", "now"])
     expect(windowed).toMatchObject({ code: 0, stdout: "" })
-    const agent = await cli([...ns, "export", "--agent", "tools"])
+    const [agent, expired] = await cliAll([[...ns, "export", "--agent", "tools"], [...ns, "export", "--status", "expired"]])
     expect(agent.stdout.trimEnd().split("\n")).toHaveLength(2)
+    expect(JSON.parse(expired.stdout).taskId).toBe(ids[6])
   })
 })
 
