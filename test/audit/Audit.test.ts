@@ -159,11 +159,10 @@ describe("export and import", () => {
 
   it("selects by the time a task entered its status, by agent, and finds expired tasks by log or scan", async () => {
     const { rt } = open()
-    const first = await rt.runPromise(seed("a"))
-    await new Promise((r) => setTimeout(r, 20))
-    const mid = Date.now() + 10
-    await new Promise((r) => setTimeout(r, 40))
-    const second = await rt.runPromise(seed("b"))
+    const base = Date.now() - 60_000
+    const first = await rt.runPromise(seed("a", base))
+    const second = await rt.runPromise(seed("b", base + 20_000))
+    const mid = base + 10_000
     const idsOf = async (options: Parameters<typeof exportHistories>[0]) =>
       (await rt.runPromise(collectText(exportHistories(options)))).trimEnd().split("\n").filter((l) => l !== "")
         .map((l) => (JSON.parse(l) as { taskId: string }).taskId).sort()

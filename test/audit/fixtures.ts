@@ -23,11 +23,14 @@ const conversation = (n: number) => ({
   messages: Array.from({ length: n }, (_, i) => ({ role: i % 2 === 0 ? "user" : "assistant", content: `m${i}` }))
 })
 
-/** Tasks in every reachable state; returns their ids by scenario name. */
-export const seed = (prefix: string) =>
+/**
+ * Tasks in every reachable state; returns their ids by scenario name. Events are stamped 1 ms apart
+ * from `start` (default: a second ago, so that every stamp is in the past for windows ending "now").
+ */
+export const seed = (prefix: string, start = Date.now() - 1_000) =>
   Effect.gen(function*() {
     const t = (name: string) => `${prefix}-${name}`
-    let now = Date.now()
+    let now = start
     const tick = () => ++now
     const enqueue = (id: string, agent = "chat"): TaskCommand => ({
       _tag: "Enqueue",
