@@ -424,12 +424,8 @@ export const assertEmptyNamespace: Effect.Effect<void, NamespaceNotEmpty | Redis
     if (stored !== null && Number(stored) !== ks.partitions) {
       return yield* new NamespaceNotEmpty({ namespace: ks.namespace, key: `${meta} (partitions ${stored})` })
     }
-    let cursor = "0"
-    do {
-      const [next, keys] = yield* redis.use("scan", (c) => c.scan(cursor, "MATCH", `{${ks.namespace}:*`, "COUNT", 1000))
-      if (keys[0] !== undefined) return yield* new NamespaceNotEmpty({ namespace: ks.namespace, key: keys[0] })
-      cursor = next
-    } while (cursor !== "0")
+    const found = yield* scanKeys(`{${ks.namespace}:*`, undefined, 1000).pipe(Stream.take(1), Stream.runHead)
+    if (found._tag === "Some") return yield* new NamespaceNotEmpty({ namespace: ks.namespace, key: found.value })
     yield* redis.use("namespace meta", (c) => c.hsetnx(meta, "partitions", ks.partitions))
   })
 

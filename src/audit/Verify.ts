@@ -14,7 +14,8 @@
  */
 import { Effect, Option, Stream } from "effect"
 import { allPartitions, partitionKeys, partitionPrefix, taskKeys } from "../../streams/Keys.ts"
-import { RedisClient } from "../../streams/RedisClient.ts"
+import { Cluster, type Redis } from "ioredis"
+import { RedisClient, type RedisConnection } from "../../streams/RedisClient.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../../streams/StreamError.ts"
 import type { TaskStatus } from "../../streams/TaskEvent.ts"
 import type { InvalidInput } from "../Errors.ts"
@@ -219,14 +220,34 @@ const zscanMembers = (key: string, count: number) =>
         ))
   }))
 
-/** Keys matching a pattern of one type, by SCAN (O(keys in the database)). */
-export const scanKeys = (pattern: string, type: "list" | "hash", count: number) =>
+/** The servers a SCAN must visit: every master of a Cluster, or the one server. */
+export const scanTargets = (conn: RedisConnection): ReadonlyArray<Redis> =>
+  conn instanceof Cluster ? conn.nodes("master") : [conn]
+
+/**
+ * Keys matching a pattern, of one type (or any), by SCAN on every master: O(keys in the database).
+ * A key present throughout is returned at least once.
+ */
+export const scanKeys = (pattern: string, type: "list" | "hash" | undefined, count: number) =>
   Stream.unwrap(Effect.gen(function*() {
     const redis = yield* RedisClient
-    return Stream.paginate("0", (cursor: string) =>
+    const targets = scanTargets(redis.conn)
+    return Stream.paginate({ node: 0, cursor: "0" }, (cur: { node: number; cursor: string }) =>
       Effect.map(
-        redis.use("scan", (c) => c.scan(cursor, "MATCH", pattern, "COUNT", count, "TYPE", type)),
-        ([next, keys]) => [keys, next === "0" ? Option.none<string>() : Option.some(next)] as const
+        redis.use("scan", () => {
+          const node = targets[cur.node]!
+          return type === undefined
+            ? node.scan(cur.cursor, "MATCH", pattern, "COUNT", count)
+            : node.scan(cur.cursor, "MATCH", pattern, "COUNT", count, "TYPE", type)
+        }),
+        ([next, keys]) => {
+          const following = next !== "0"
+            ? Option.some({ node: cur.node, cursor: next })
+            : cur.node + 1 < targets.length
+            ? Option.some({ node: cur.node + 1, cursor: "0" })
+            : Option.none()
+          return [keys, following] as const
+        }
       ))
   }))
 

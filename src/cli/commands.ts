@@ -57,6 +57,11 @@ const runCommand: Command = {
     }
     const mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>
     let target = mod.default ?? mod.orchestrator
+    const given = process.argv.some((a) => /^--(redis-url|namespace|partitions)(=|$)/.test(a))
+    if (given && typeof target !== "function") {
+      ctx.io.err.write("factorial-ts: note: the module exports an Orchestrator instance, which keeps its own options; " +
+        "export a function (options) => Orchestrator for --redis-url/--namespace/--partitions to apply\n")
+    }
     if (typeof target === "function") {
       target = await (target as (o: object) => unknown)({
         redisUrl: ctx.globals.redisUrl,
