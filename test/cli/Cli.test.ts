@@ -129,9 +129,10 @@ describe("factorial-ts: arguments and help", { timeout: 240_000 }, () => {
     expect(r.stderr).toContain("cannot reach Redis at redis://127.0.0.1:1")
   })
 
-  it("demo is a stub for now", async () => {
-    const r = await cli(["demo"])
-    expect(r).toMatchObject({ code: 0, stdout: "demo: not yet implemented\n" })
+  it("demo --help describes the demo (the demo itself is tested in test/src/Demo.test.ts)", async () => {
+    const r = await cli(["demo", "--help"])
+    expect(r.code).toBe(0)
+    expect(r.stdout).toMatch(/demo/)
   })
 })
 
