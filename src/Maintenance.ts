@@ -85,31 +85,39 @@ export const maintainOnce = (options: MaintenanceOptions) =>
       for (const agent of options.agents) {
         const queue = keys.queue(agent.name)
         const minIdle = Math.round(agent.heartbeatTimeout * 1000)
-        const [, entries, deleted] = yield* redis.use("xautoclaim", (c) =>
-          c.xautoclaim(queue, agent.name, consumer, minIdle, "0-0", "COUNT", config.maxCleanupBatch) as Promise<
-            [string, Array<[string, Array<string> | null]>, Array<string>]
-          >
-        ).pipe(Effect.catchTag("RedisError", (e) =>
-          // NOGROUP: no worker of this agent ever started in this partition; nothing to recover.
-          e.message.includes("NOGROUP") ? Effect.succeed(["0-0", [], []] as const) : Effect.fail(e)))
-        const commands: Array<{ command: TaskCommand; delivery: Delivery }> = []
-        for (const [entryId, fields] of entries) {
-          if (fields === null) continue
-          const f = flatToRecord(fields)
-          commands.push({
-            command: { _tag: "Recover", taskId: f.t ?? "", lease: Number(f.l) + 1, now },
-            delivery: { entryId, agent: agent.name }
-          })
-        }
-        const outcomes = yield* store.executeMany(commands)
-        recovered += accepted(outcomes)
-        // A recovery may have ended a task (failed, or cancelled as requested): its follow-up, now.
-        followedUp += yield* followUp(commands.filter((_, i) => {
-          const o = outcomes[i]
-          return o !== undefined && "values" in o && o.values[0] !== "requeued"
-        }).map(({ command }) => command.taskId))
-        const gone = [...deleted, ...entries.flatMap(([id, f]) => f === null ? [id] : [])]
-        if (gone.length > 0) yield* redis.use("xack", (c) => c.xack(queue, agent.name, ...gone))
+        // XAUTOCLAIM examines at most COUNT × 10 pending entries per call: follow its cursor through
+        // the whole pending list (live leases are skipped) until it wraps or a batch has been taken.
+        let cursor = "0-0"
+        let taken = 0
+        do {
+          const [next, entries, deleted] = yield* redis.use("xautoclaim", (c) =>
+            c.xautoclaim(queue, agent.name, consumer, minIdle, cursor, "COUNT", config.maxCleanupBatch) as Promise<
+              [string, Array<[string, Array<string> | null]>, Array<string>]
+            >
+          ).pipe(Effect.catchTag("RedisError", (e) =>
+            // NOGROUP: no worker of this agent ever started in this partition; nothing to recover.
+            e.message.includes("NOGROUP") ? Effect.succeed(["0-0", [], []] as const) : Effect.fail(e)))
+          cursor = next
+          taken += entries.length
+          const commands: Array<{ command: TaskCommand; delivery: Delivery }> = []
+          for (const [entryId, fields] of entries) {
+            if (fields === null) continue
+            const f = flatToRecord(fields)
+            commands.push({
+              command: { _tag: "Recover", taskId: f.t ?? "", lease: Number(f.l) + 1, now },
+              delivery: { entryId, agent: agent.name }
+            })
+          }
+          const outcomes = yield* store.executeMany(commands)
+          recovered += accepted(outcomes)
+          // A recovery may have ended a task (failed, or cancelled as requested): its follow-up, now.
+          followedUp += yield* followUp(commands.filter((_, i) => {
+            const o = outcomes[i]
+            return o !== undefined && "values" in o && o.values[0] !== "requeued"
+          }).map(({ command }) => command.taskId))
+          const gone = [...deleted, ...entries.flatMap(([id, f]) => f === null ? [id] : [])]
+          if (gone.length > 0) yield* redis.use("xack", (c) => c.xack(queue, agent.name, ...gone))
+        } while (cursor !== "0-0" && taken < config.maxCleanupBatch)
       }
 
       const due = yield* redis.use("zrangebyscore", (c) =>

@@ -50,7 +50,8 @@ const listen = async (orchestrator: Orchestrator): Promise<string | undefined> =
   }
 }
 
-export const runDemo = async (): Promise<void> => {
+/** Runs until SIGINT/SIGTERM, then stops gracefully; resolves with the exit code. */
+export const runDemo = async (_options?: unknown): Promise<number> => {
   const redis = await findOrStartRedis()
   console.log(`demo: Redis at ${redis.url}${redis.started ? " (private, started for the demo)" : ""}`)
   console.log(
@@ -97,14 +98,16 @@ export const runDemo = async (): Promise<void> => {
       }
     }
   }, 250)
-  const stop = async () => {
-    clearInterval(timer)
-    await orchestrator.stop()
-    redis.stop()
-  }
-  process.once("SIGINT", () => void stop().then(() => process.exit(0)))
-  process.once("SIGTERM", () => void stop().then(() => process.exit(0)))
   console.log("demo: running (Ctrl-C to stop)")
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve)
+    process.once("SIGTERM", resolve)
+  })
+  clearInterval(timer)
+  await orchestrator.stop()
+  redis.stop()
+  console.log("demo: stopped")
+  return 0
 }
 
-if (import.meta.main) await runDemo()
+if (import.meta.main) process.exit(await runDemo())

@@ -1,6 +1,9 @@
 --[[
   claim: a worker takes a task from a queue entry and starts a new lease (TaskClaimed).
   A stale entry (task gone, not queued, or queued again under a newer lease) is acked and skipped.
+  A claim of the entry that started the live lease is the same claim run again (the client resent it
+  after a lost reply): it is rejected too, but the entry stays pending, so the lease its worker never
+  learnt about is recovered by maintenance after the heartbeat timeout instead of being lost.
   KEYS[1..3] task hash, history, partition log
   ARGV[1..3] prefix, task id, now
   ARGV[4] the lease named by the queue entry   ARGV[5] worker id   ARGV[6] queue entry id
@@ -15,7 +18,7 @@ if t == nil then
   return rejected('TaskNotFound', nil)
 end
 if t.status ~= 'queued' or t.lease ~= entry_lease then
-  ack(agent, entry_id)
+  if not (t.status == 'processing' and t.entry == entry_id) then ack(agent, entry_id) end
   return rejected('StaleLease', t)
 end
 t.lease = t.lease + 1

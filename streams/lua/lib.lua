@@ -68,9 +68,11 @@ end
 
 local function queue_key(agent) return PREFIX .. ':queue:' .. agent end
 
--- Puts the task on its agent's queue; the entry names the lease its claim must find.
+-- Puts the task on its agent's queue; the entry names the lease its claim must find. The hash keeps the
+-- entry's id ('entry'), so a claim repeated after a lost reply can tell the entry of the live lease.
 local function requeue(t)
-  redis.call('XADD', queue_key(t.agent), '*', 't', TASK_ID, 'l', t.lease)
+  local id = redis.call('XADD', queue_key(t.agent), '*', 't', TASK_ID, 'l', t.lease)
+  redis.call('HSET', H, 'entry', id)
 end
 
 -- Finishes a delivery: acknowledged and removed, so the queue holds only live entries.

@@ -385,6 +385,16 @@ describe("TaskDecider", () => {
     })
   })
 
+  it("expires only a finished task", () => {
+    const unfinished: ReadonlyArray<[TaskStatus, ReadonlyArray<TaskEvent>]> = [
+      ["queued", enqueued],
+      ["processing", claimed],
+      ["processing", cancelRequested],
+      ["backoff", inBackoff]
+    ]
+    for (const [status, events] of unfinished) given(...events).when(cmd.expire()).rejects({ _tag: "NotDue", status })
+  })
+
   describe("when expired", () => {
     it("every command is rejected: the task cannot be re-created, steered, cancelled or expired again", () => {
       const g = given(...expired)

@@ -10,7 +10,7 @@ import { freshKeyspace, onCluster, redisUrl } from "../support/TestRedis.ts"
 it.skipIf(onCluster)("runs the demo without an API key and stops on SIGINT", async () => {
   const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: redisUrl, PORT: "0", DEMO_NAMESPACE: freshKeyspace().namespace }
   delete env.OPENAI_API_KEY
-  const child = spawn(process.execPath, [resolve(import.meta.dirname, "../../src/cli/demo.ts")], { env })
+  const child = spawn(process.execPath, [resolve(import.meta.dirname, "../../src/cli/main.ts"), "demo"], { env })
   let out = ""
   child.stdout.on("data", (d) => (out += String(d)))
   child.stderr.on("data", (d) => (out += String(d)))

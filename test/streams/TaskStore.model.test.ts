@@ -23,8 +23,9 @@ import type { RedisError } from "../../streams/StreamError.ts"
 import { decodeEnvelope, type Envelope, isTerminal, type TaskEvent, TaskStatus } from "../../streams/TaskEvent.ts"
 import type { TaskRejected } from "../../src/Errors.ts"
 import { type Accepted, type Delivery, flatToRecord, sideDataFromReply, stateFromHash, TaskStore } from "../../src/TaskStore.ts"
-import { freshKeyspace, redisLayer } from "../support/TestRedis.ts"
+import { freshKeyspace, keysMatching, redisLayer } from "../support/TestRedis.ts"
 import {
+  advance,
   agents,
   type AppliedPick,
   applyCommand,
@@ -33,6 +34,7 @@ import {
   json,
   type Recorded,
   T0,
+  target,
   taskIdOf,
   timedStepsArb,
   toCommand,
@@ -42,7 +44,7 @@ import {
 
 const RUNS = Number(process.env.MODEL_RUNS ?? 60)
 const STEPS = Number(process.env.MODEL_STEPS ?? 60)
-const QUEUE_RUNS = Number(process.env.MODEL_QUEUE_RUNS ?? Math.ceil(RUNS / 2))
+const QUEUE_RUNS = Number(process.env.MODEL_QUEUE_RUNS ?? Math.ceil((RUNS * 2) / 3))
 const WAIT_RUNS = Number(process.env.MODEL_WAIT_RUNS ?? RUNS * 2)
 const SEED = process.env.MODEL_SEED === undefined ? {} : { seed: Number(process.env.MODEL_SEED) }
 const TASKS = 3
@@ -67,7 +69,7 @@ const newStats = (): Stats => ({
   situations: new Map()
 })
 /** Counts per property; `stats` is the one of the property running. */
-const allStats = { random: newStats(), waits: newStats(), queue: newStats() }
+const allStats = { random: newStats(), edges: newStats(), waits: newStats(), queue: newStats() }
 let stats = allStats.random
 const count = (m: Map<string, number>, key: string) => m.set(key, (m.get(key) ?? 0) + 1)
 
@@ -168,15 +170,9 @@ class Harness {
   }
 
   async close(): Promise<void> {
-    let cursor = "0"
-    do {
-      const [next, keys] = (await this.conn.call("SCAN", cursor, "MATCH", `{${this.ks.namespace}:*`, "COUNT", 1000)) as [
-        string,
-        Array<string>
-      ]
-      if (keys.length > 0) await this.conn.call("DEL", ...keys)
-      cursor = next
-    } while (cursor !== "0")
+    // Key by key: on a Cluster the namespace's keys live in several slots.
+    const keys = await keysMatching(this.conn, `{${this.ks.namespace}:*`)
+    await Promise.all(keys.map((key) => this.conn.del(key)))
     await this.runtime.dispose()
   }
 
@@ -331,7 +327,8 @@ class Harness {
   }
 
   async checkAll(): Promise<void> {
-    for (let t = 0; t < TASKS; t++) this.compareTask(await this.readTask(taskIdOf(t)))
+    const ids = new Set([...this.model.keys(), ...Array.from({ length: TASKS }, (_, t) => taskIdOf(t))])
+    for (const taskId of ids) this.compareTask(await this.readTask(taskId))
   }
 
   queueKey(taskIdOrPartition: string | number, agent: string): string {
@@ -362,8 +359,8 @@ const withHarness = async (body: (h: Harness) => Promise<void>): Promise<void> =
 afterAll(async () => {
   await redisRuntime.dispose()
   const fmt = (m: Map<string, number>) => [...m].sort().map(([k, v]) => `${k} ${v}`).join(", ")
-  const total = allStats.random.steps + allStats.queue.steps
-  const runs = allStats.random.runs + allStats.queue.runs
+  const total = Object.values(allStats).reduce((n, s) => n + s.steps, 0)
+  const runs = Object.values(allStats).reduce((n, s) => n + s.runs, 0)
   console.log(`TaskStore model: ${runs} runs, ${total} command steps`)
   for (const [name, s] of Object.entries(allStats)) {
     console.log(
@@ -386,16 +383,28 @@ describe("TaskStore against the decider", () => {
           for (let i = 0; i < plan.length;) {
             const group = [plan[i]!]
             while (++i < plan.length && plan[i]!.pipelined) group.push(plan[i]!)
-            await h.step(group.map(({ dt, step }) => (model) => {
-              now += dt
-              return { command: toCommand(step, model.get(taskIdOf(step.task)), now) }
+            await h.step(group.map((timed) => (model) => {
+              const task = target(timed.step, model)
+              const state = task.state
+              now = advance(now, timed, state)
+              const command = toCommand(timed.step, task, now)
+              if (command._tag === "WakeUp" && state?.status === "backoff") {
+                const early = state.retryAt! - now
+                if (early === 0 || early === 1) count(stats.situations, `wake-up ${early} ms before retryAt`)
+              }
+              if (command._tag === "Cancel" && state?.cancelRequested && state.status === "processing") {
+                count(stats.situations, "second cancel of a running task")
+              }
+              return { command }
             }))
           }
         })
       ),
       { numRuns: RUNS, ...SEED }
     )
-    // The generated sequences must reach every event and every rejection, or the proof is vacuous.
+    // The generated sequences must reach every event and every rejection, or the proof is vacuous
+    // (checked at the default size or above; smaller runs are for quick iteration).
+    if (RUNS < 60) return
     for (
       const tag of [
         "TaskEnqueued",
@@ -425,9 +434,12 @@ describe("TaskStore against the decider", () => {
       fc.asyncProperty(waitStepsArb(STEPS), (plan) =>
         withHarness(async (h) => {
           let now = T0
-          for (const { dt, step } of plan) {
-            now += dt
-            await h.step([(model) => ({ command: toCommand(step, model.get(taskIdOf(step.task)), now) })])
+          for (const timed of plan) {
+            await h.step([(model) => {
+              const at = target(timed.step, model)
+              now = advance(now, timed, at.state)
+              return { command: toCommand(timed.step, at, now) }
+            }])
           }
         })
       ),
@@ -456,6 +468,40 @@ describe("TaskStore against the decider", () => {
     }
   }, 60_000)
 
+  it("edges that random runs reach only now and then, step by step against the model", async () => {
+    stats = allStats.edges
+    const t = T0
+    const id = "edge-1"
+    // Each command, and whether the decider (and so Redis) must accept it.
+    const script: ReadonlyArray<[TaskCommand, boolean]> = [
+      [{ _tag: "Enqueue", taskId: id, agent: "alpha", ownerId: "o", payload: { q: "é" }, maxRetries: 1, now: t }, true],
+      [{ _tag: "Steer", taskId: id, messages: ["before the first turn"], now: t }, true],
+      [{ _tag: "Steer", taskId: id, messages: [], now: t }, true],
+      [{ _tag: "Claim", taskId: id, lease: 0, worker: "w1", now: t + 1 }, true],
+      [{ _tag: "Fail", taskId: id, lease: 1, error: { message: "429", kind: "rate_limit" }, retry: "backoff", retryAt: t + 100, now: t + 2 }, true],
+      [{ _tag: "WakeUp", taskId: id, now: t + 99 }, false],
+      [{ _tag: "WakeUp", taskId: id, now: t + 100 }, true],
+      [{ _tag: "Claim", taskId: id, lease: 1, worker: "w2", now: t + 101 }, true],
+      [{ _tag: "CompleteTurn", taskId: id, lease: 2, payload: null, steeringApplied: Number.NaN, now: t + 102 }, false],
+      [{ _tag: "Complete", taskId: id, lease: 2, output: null, steeringApplied: 0.5, now: t + 102 }, false],
+      [{ _tag: "Cancel", taskId: id, now: t + 103 }, true],
+      [{ _tag: "Cancel", taskId: id, now: t + 104 }, true],
+      [{ _tag: "Heartbeat", taskId: id, lease: 2, worker: "w2", now: t + 105 }, true],
+      [{ _tag: "CompleteTurn", taskId: id, lease: 2, payload: null, steeringApplied: 9, now: t + 106 }, true],
+      [{ _tag: "Cancel", taskId: id, now: t + 107 }, true],
+      [{ _tag: "Expire", taskId: id, now: t + 108 }, true],
+      [{ _tag: "Claim", taskId: id, lease: 2, worker: "zombie", now: t + 109 }, false],
+      [{ _tag: "Enqueue", taskId: id, agent: "alpha", ownerId: "o", payload: 1, maxRetries: 1, now: t + 110 }, false],
+      [{ _tag: "Steer", taskId: id, messages: ["late"], now: t + 111 }, false],
+      [{ _tag: "Expire", taskId: id, now: t + 112 }, false]
+    ]
+    await withHarness(async (h) => {
+      for (const [command, accepted] of script) {
+        assert.deepStrictEqual(await h.step([() => ({ command })]), [accepted], command._tag)
+      }
+    })
+  })
+
   // -------------------------------------------------------------------------------------------------
 
   /** A claim a worker holds: the queue entry it came from and the lease it started (zombie once recovered). */
@@ -479,7 +525,7 @@ describe("TaskStore against the decider", () => {
     }
     /** A deferred result for a task that waits (Act "Wait" waits for `r0`, or `r0` and `r1`). */
     | { readonly op: "Deliver"; readonly task: number; readonly id: number }
-    | { readonly op: "Recover"; readonly pick: number }
+    | { readonly op: "Recover"; readonly pick: number; readonly zombie: boolean }
     | { readonly op: "Cancel" | "WakeUp" | "Expire"; readonly task: number }
     | { readonly op: "Steer"; readonly task: number; readonly message: unknown }
 
@@ -504,6 +550,7 @@ describe("TaskStore against the decider", () => {
         zombie: fc.oneof({ weight: 3, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
         action: fc.constantFrom(
           "Heartbeat" as const,
+          "Heartbeat" as const,
           "CompleteTurn" as const,
           "Complete" as const,
           "Retry" as const,
@@ -519,8 +566,8 @@ describe("TaskStore against the decider", () => {
       })
     },
     { weight: 4, arbitrary: fc.record({ op: fc.constant("Deliver" as const), task, id: fc.nat(1) }) },
-    { weight: 2, arbitrary: fc.record({ op: fc.constant("Recover" as const), pick: fc.nat() }) },
-    { weight: 2, arbitrary: fc.record({ op: fc.constantFrom("Cancel" as const, "WakeUp" as const, "Expire" as const), task }) },
+    { weight: 3, arbitrary: fc.record({ op: fc.constant("Recover" as const), pick: fc.nat(), zombie: fc.boolean() }) },
+    { weight: 3, arbitrary: fc.record({ op: fc.constantFrom("Cancel" as const, "Cancel" as const, "WakeUp" as const, "Expire" as const), task }) },
     { weight: 1, arbitrary: fc.record({ op: fc.constant("Steer" as const), task, message: json }) }
   )
   /** Some tasks enqueued first, then up to STEPS steps. */
@@ -607,6 +654,12 @@ describe("TaskStore against the decider", () => {
           let now = T0
           const held: Array<Held> = []
           const finished = new Set<string>()
+          const isLive = (c: Held) => h.model.get(c.taskId)?.status === "processing" && h.model.get(c.taskId)?.lease === c.lease
+          /** A held claim: a live one unless `zombie` (then any) or there is none. */
+          const pick = ({ pick, zombie }: { pick: number; zombie: boolean }) => {
+            const choices = zombie || !held.some(isLive) ? held : held.filter(isLive)
+            return choices.length === 0 ? undefined : choices[pick % choices.length]!
+          }
           const leased = (c: Held, make: (lease: number) => TaskCommand) => h.step([() => ({ command: make(c.lease), delivery: c.delivery })])
 
           for (const { dt, step } of plan) {
@@ -637,10 +690,8 @@ describe("TaskStore against the decider", () => {
                 break
               }
               case "Act": {
-                const isLive = (c: Held) => h.model.get(c.taskId)?.status === "processing" && h.model.get(c.taskId)?.lease === c.lease
-                const choices = step.zombie || !held.some(isLive) ? held : held.filter(isLive)
-                if (choices.length === 0) break
-                const c = choices[step.pick % choices.length]!
+                const c = pick(step)
+                if (c === undefined) break
                 const i = held.indexOf(c)
                 const taskId = c.taskId
                 const steering = h.model.get(taskId)?.steering.length ?? 0
@@ -707,8 +758,8 @@ describe("TaskStore against the decider", () => {
               case "Recover": {
                 // Maintenance takes the entry back (XAUTOCLAIM) and revokes the lease of the claim; the worker
                 // keeps its claim as a zombie.
-                if (held.length === 0) break
-                const c = held[step.pick % held.length]!
+                const c = pick(step)
+                if (c === undefined) break
                 await h.conn.call("XCLAIM", h.queueKey(c.taskId, c.delivery.agent), c.delivery.agent, "maintenance", 0, c.delivery.entryId, "JUSTID")
                 const [ok] = await leased(c, (lease) => ({ _tag: "Recover", taskId: c.taskId, lease, now }))
                 count(stats.situations, ok ? "recovery" : "recovery of a stale claim")
@@ -760,6 +811,7 @@ describe("TaskStore against the decider", () => {
       ),
       { numRuns: QUEUE_RUNS, ...SEED }
     )
+    if (QUEUE_RUNS < 40) return
     for (
       const situation of [
         "claim of a stale entry",

@@ -48,8 +48,8 @@ export const elapsed: fc.Arbitrary<number> = fc.oneof(
   { weight: 3, arbitrary: fc.integer({ min: 1, max: 1_500 }) }
 )
 
-/** Backoff delays in ms: often 0 (due at once: retryAt = now), else up to a few steps' time. */
-const backoffDelay = fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 2_500 }))
+/** Backoff delays in ms: often 0 (due at once: retryAt = now), else up to many steps' time. */
+const backoffDelay = fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 20_000 }))
 
 const taskError: fc.Arbitrary<TaskError> = fc.record({
   message: fc.string({ maxLength: 12, unit: "grapheme" }),
@@ -159,9 +159,20 @@ interface AutoParams {
   readonly childPick: ChildPick
   readonly token: "right" | "wrong" | "none"
   readonly status: ChildEnd
+  /** On a task in backoff: run at its retry time or 1 ms before it (if still ahead). */
+  readonly wakeAt: "retryAt" | "justBefore"
 }
 
-/** A step and the time that passes before it (0 allowed: time never goes back). */
+/**
+ * The time of a step, from the time of the one before: `dt` later, except that an `Auto` step on a task in
+ * backoff may run exactly at its retry time or 1 ms before it, so that wake-ups hit the boundary.
+ */
+export const advance = (now: number, { dt, step }: TimedStep, state: State): number => {
+  if (step.op !== "Auto" || state?.status !== "backoff") return now + dt
+  return Math.max(now, state.retryAt! - (step.params.wakeAt === "justBefore" ? 1 : 0))
+}
+
+/** A step and the time that passes before it (see `advance`). */
 export interface TimedStep {
   readonly dt: number
   readonly step: Step
@@ -271,7 +282,7 @@ const autoParams: fc.Arbitrary<AutoParams> = fc.record({
   payload: json,
   applied: appliedPick,
   error: taskError,
-  retry: fc.constantFrom("fatal" as const, "retry" as const, "retry" as const, "backoff" as const, "backoff" as const),
+  retry: fc.constantFrom("fatal" as const, "retry" as const, "retry" as const, "backoff" as const, "backoff" as const, "backoff" as const),
   delay: backoffDelay,
   messages: fc.array(json, { maxLength: 2 }),
   items: itemsArb,
@@ -280,7 +291,8 @@ const autoParams: fc.Arbitrary<AutoParams> = fc.record({
   idPick,
   childPick,
   token: tokenPick,
-  status: childStatus
+  status: childStatus,
+  wakeAt: fc.constantFrom("retryAt" as const, "justBefore" as const)
 })
 
 /** The commands that make sense for a status (repeated ones are likelier). */
@@ -543,6 +555,20 @@ const scenarios: ReadonlyArray<(task: number, d: ScenarioData) => ReadonlyArray<
 
 export const taskIdOf = (task: number): string => `task-${task}`
 
+/**
+ * The task a step addresses. Each `task` number is a slot; once its task has expired, an `Auto` step
+ * starts the slot's next task (`task-1`, then `task-1.1`, …), so runs do not idle on expired tasks.
+ */
+export const target = (step: Step, tasks: ReadonlyMap<string, TaskState>): { taskId: string; state: State } => {
+  const idOf = (generation: number) => generation === 0 ? taskIdOf(step.task) : `${taskIdOf(step.task)}.${generation}`
+  let generation = 0
+  while (tasks.has(idOf(generation + 1))) generation++
+  const state = tasks.get(idOf(generation))
+  return step.op === "Auto" && state?.status === "expired"
+    ? { taskId: idOf(generation + 1), state: undefined }
+    : { taskId: idOf(generation), state }
+}
+
 const resolveLease = (pick: LeasePick, state: State): number =>
   pick === "current" ? state?.lease ?? 0 : pick === "previous" ? (state?.lease ?? 0) - 1 : pick
 
@@ -587,12 +613,11 @@ const waitItem = (p: ItemPick, state: State, now: number): WaitItem => {
   return { id, kind: "result", ...(p.n % 4 === 3 ? {} : { token: `tok-${p.n}` }), ...timing }
 }
 
-/** The concrete command for a step, given the task's state at `now`. */
-export const toCommand = (step: Step, state: State, now: number): TaskCommand => {
-  const taskId = taskIdOf(step.task)
+/** The concrete command for a step, given its task (see `target`) and the task's state at `now`. */
+export const toCommand = (step: Step, { taskId, state }: { taskId: string; state: State }, now: number): TaskCommand => {
   switch (step.op) {
     case "Auto":
-      return toCommand(autoStep(step, state), state, now)
+      return toCommand(autoStep(step, state), { taskId, state }, now)
     case "Enqueue":
       return {
         _tag: "Enqueue",
@@ -741,10 +766,12 @@ export const runModel = (
 ): Map<string, TaskState> => {
   const tasks = new Map<string, TaskState>()
   let now = T0
-  for (const { dt, step } of steps) {
-    now += dt
-    const before = tasks.get(taskIdOf(step.task))
-    const command = toCommand(step, before, now)
+  for (const timed of steps) {
+    const { step } = timed
+    const task = target(step, tasks)
+    const before = task.state
+    now = advance(now, timed, before)
+    const command = toCommand(step, task, now)
     const applied = applyCommand(command, before)
     if (applied.state !== undefined) tasks.set(command.taskId, applied.state)
     onStep?.(command, before, applied)

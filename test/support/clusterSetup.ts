@@ -17,7 +17,15 @@ export default function setup() {
       return false
     }
   })()
-  if (!running) execFileSync("bash", [script, "start", base], { stdio: "ignore" })
+  if (!running) {
+    try {
+      execFileSync("bash", [script, "start", base], { stdio: "pipe" })
+    } catch {
+      // A cluster of an earlier run may still be shutting down on these ports: clean up once and retry.
+      execFileSync("bash", [script, "stop", base], { stdio: "ignore" })
+      execFileSync("bash", [script, "start", base], { stdio: "pipe" })
+    }
+  }
   return () => {
     if (!running) execFileSync("bash", [script, "stop", base], { stdio: "ignore" })
   }

@@ -1,0 +1,542 @@
+/**
+ * The commands of `factorial-ts`: each a spec (arguments, flags, help) and a handler that returns an
+ * exit code. Handlers are thin: the work is done by the library (TaskStore, src/audit), so the CLI and
+ * the API cannot disagree.
+ *
+ * Invariant: stdout carries only the command's result (human text, or JSON with `--json`: one document,
+ * or JSON Lines for streams); progress, notes and errors go to stderr.
+ */
+import { randomUUID } from "node:crypto"
+import { createReadStream, existsSync } from "node:fs"
+import { createInterface } from "node:readline"
+import { resolve } from "node:path"
+import { pathToFileURL } from "node:url"
+import { Clock, Effect, Schema, Stream } from "effect"
+import { allPartitions, type Keyspace, partitionKeys } from "../../streams/Keys.ts"
+import { RedisClient } from "../../streams/RedisClient.ts"
+import { AgentName, decodeEnvelope, type Envelope, TaskEvent, type TaskEventTag, TaskStatus } from "../../streams/TaskEvent.ts"
+import { InvalidInput, TaskNotFound } from "../Errors.ts"
+import { validTaskId } from "../TaskClient.ts"
+import { TaskStore } from "../TaskStore.ts"
+import { countIndexed, exportHistories, importHistories } from "../audit/Export.ts"
+import { historyStream, replayStream } from "../audit/History.ts"
+import { rebuildProjections, verifyAll, verifyTask, type VerifyResult } from "../audit/Verify.ts"
+import { type CommandSpec, ExitCode, type FlagValues, parseTime, UsageError } from "./args.ts"
+import { brief, type Io, iso, runToExitCode, withNamespace, write } from "./context.ts"
+import { type Globals, specs } from "./specs.ts"
+
+export interface CommandContext {
+  readonly args: ReadonlyArray<string>
+  readonly flags: FlagValues
+  readonly globals: Globals
+  readonly io: Io
+  /** Aborted on SIGINT/SIGTERM. */
+  readonly signal: AbortSignal
+}
+
+export interface Command extends CommandSpec {
+  readonly run: (ctx: CommandContext) => Promise<ExitCode>
+}
+
+const isJson = (ctx: CommandContext) => ctx.flags.json === true
+
+const run = <E>(ctx: CommandContext, effect: Effect.Effect<ExitCode, E>) =>
+  runToExitCode(ctx.io, effect, { json: isJson(ctx), redisUrl: ctx.globals.redisUrl, signal: ctx.signal })
+
+const out = (ctx: CommandContext, text: string) => Effect.promise(() => write(ctx.io.out, text))
+
+// ---------------------------------------------------------------------------------------------------
+
+const runCommand: Command = {
+  ...specs.run,
+  run: async (ctx) => {
+    const path = resolve(process.cwd(), ctx.args[0]!)
+    if (!existsSync(path)) {
+      ctx.io.err.write(`factorial-ts: error: module not found: ${path}\n`)
+      return ExitCode.notFound
+    }
+    const mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>
+    let target = mod.default ?? mod.orchestrator
+    const given = process.argv.some((a) => /^--(redis-url|namespace|partitions)(=|$)/.test(a))
+    if (given && typeof target !== "function") {
+      ctx.io.err.write("factorial-ts: note: the module exports an Orchestrator instance, which keeps its own options; " +
+        "export a function (options) => Orchestrator for --redis-url/--namespace/--partitions to apply\n")
+    }
+    if (typeof target === "function") {
+      target = await (target as (o: object) => unknown)({
+        redisUrl: ctx.globals.redisUrl,
+        namespace: ctx.globals.namespace,
+        ...(ctx.globals.partitions !== undefined ? { partitions: ctx.globals.partitions } : {})
+      })
+    }
+    const orchestrator = target as
+      | { run?: (o?: object) => Promise<void>; stop?: () => Promise<void>; namespace?: string; agents?: ReadonlyArray<{ name: string }> }
+      | undefined
+    if (orchestrator === undefined || orchestrator === null || typeof orchestrator.run !== "function") {
+      throw new UsageError(`${ctx.args[0]} exports no Orchestrator (default export, or export named "orchestrator")`, "run")
+    }
+    const agents = (orchestrator.agents ?? []).map((a) => a.name).join(", ")
+    ctx.io.err.write(`factorial-ts: running ${agents || "no agents"} in namespace ${orchestrator.namespace ?? "?"} (Ctrl-C stops)\n`)
+    await orchestrator.run({ handleSignals: true })
+    ctx.io.err.write("factorial-ts: stopped\n")
+    return ExitCode.ok
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+const OwnerId = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(256))
+
+const enqueueCommand: Command = {
+  ...specs.enqueue,
+  run: (ctx) => {
+    const f = ctx.flags
+    return run(
+      ctx,
+      Effect.gen(function*() {
+        let payload: unknown
+        try {
+          payload = JSON.parse(f.payload as string)
+        } catch (e) {
+          return yield* new InvalidInput({ message: `--payload is not JSON: ${e instanceof Error ? e.message : String(e)}` })
+        }
+        const agent = yield* Schema.decodeUnknownEffect(AgentName)(f.agent).pipe(
+          Effect.mapError((e) => new InvalidInput({ message: `--agent: ${e.message}` }))
+        )
+        const ownerId = yield* Schema.decodeUnknownEffect(OwnerId)(f.owner).pipe(
+          Effect.mapError((e) => new InvalidInput({ message: `--owner: ${e.message}` }))
+        )
+        const taskId = yield* validTaskId((f.id as string | undefined) ?? randomUUID())
+        const maxRetries = (f["max-retries"] as number | undefined) ?? 5
+        if (maxRetries < 0) return yield* new InvalidInput({ message: "--max-retries must not be negative" })
+        const now = yield* Clock.currentTimeMillis
+        yield* withNamespace(ctx.globals, () =>
+          Effect.gen(function*() {
+            const store = yield* TaskStore
+            return yield* store.execute({ _tag: "Enqueue", taskId, agent, ownerId, payload, maxRetries, now })
+          }), { write: true })
+        yield* out(ctx, isJson(ctx) ? JSON.stringify({ taskId, agent, ownerId }) + "\n" : taskId + "\n")
+        return ExitCode.ok
+      })
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+const statusCommand: Command = {
+  ...specs.status,
+  run: (ctx) =>
+    run(
+      ctx,
+      withNamespace(ctx.globals, () =>
+        Effect.gen(function*() {
+          const store = yield* TaskStore
+          const id = yield* validTaskId(ctx.args[0])
+          const data = yield* store.getTask(id)
+          if (data === undefined) {
+            const status = yield* store.getStatus(id)
+            if (status === undefined) return yield* new TaskNotFound({ taskId: id })
+            yield* out(ctx, isJson(ctx) ? JSON.stringify({ id, status }) + "\n" : `${id}  ${status}  (hot data expired; see history)\n`)
+            return ExitCode.ok
+          }
+          if (isJson(ctx)) {
+            yield* out(ctx, JSON.stringify(data) + "\n")
+            return ExitCode.ok
+          }
+          const rows: Array<[string, string]> = [
+            ["task", data.id],
+            ["status", data.status + (data.cancelRequested && data.status === "processing" ? " (cancel requested)" : "")],
+            ["agent", data.agent],
+            ["owner", data.ownerId],
+            ["turns", String(data.turns)],
+            ["attempts", String(data.attempts)],
+            ["retries", `${data.retries} of ${data.maxRetries}`],
+            ["steering", `${data.pendingSteering} pending`],
+            ["created", iso(data.createdAt)],
+            ["updated", iso(data.updatedAt)]
+          ]
+          if (data.worker !== undefined) rows.push(["worker", data.worker])
+          if (data.lastHeartbeatAt !== undefined) rows.push(["heartbeat", iso(data.lastHeartbeatAt)])
+          if (data.retryAt !== undefined) rows.push(["retry at", iso(data.retryAt)])
+          if (data.error !== undefined) rows.push(["error", `${data.error.kind}: ${data.error.message}`])
+          if (data.output !== undefined) rows.push(["output", brief(data.output, 200)])
+          rows.push(["payload", brief(data.payload, 200)])
+          yield* out(ctx, rows.map(([k, v]) => `${k.padEnd(10)} ${v}`).join("\n") + "\n")
+          return ExitCode.ok
+        }))
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+/** The fields of an event worth a glance, as `key=value` pairs. */
+export const keyFields = (event: Envelope["event"]): string => {
+  switch (event._tag) {
+    case "TaskEnqueued":
+      return `maxRetries=${event.maxRetries} payload=${brief(event.payload)}`
+    case "TaskClaimed":
+    case "TaskHeartbeat":
+      return `lease=${event.lease} worker=${event.worker}`
+    case "TaskSteered":
+      return `messages=${event.messages.length} ${brief(event.messages, 50)}`
+    case "TurnCompleted":
+      return `turn=${event.turn} lease=${event.lease} steeringApplied=${event.steeringApplied} payload=${brief(event.payload, 50)}`
+    case "TaskCompleted":
+      return `lease=${event.lease} output=${brief(event.output)}` +
+        (event.steeringUnapplied > 0 ? ` steeringUnapplied=${event.steeringUnapplied}` : "")
+    case "TaskFailed":
+      return `lease=${event.lease} decision=${event.decision} retries=${event.retries} error=${event.error.kind}: ${
+        brief(event.error.message, 80)
+      }` + (event.retryAt !== undefined ? ` retryAt=${iso(event.retryAt)}` : "")
+    case "TaskCancelled":
+      return event.lease !== undefined ? `lease=${event.lease}` : ""
+    case "TaskReleased":
+      return `lease=${event.lease}`
+    case "TaskRecovered":
+      return `lease=${event.lease} decision=${event.decision} retries=${event.retries}`
+    case "TaskWaiting":
+      return `turn=${event.turn} lease=${event.lease} pending=${event.pending.map((i) => `${i.kind}:${i.id}`).join(",")}` +
+        (event.deadline !== undefined ? ` deadline=${iso(event.deadline)}` : "") + (event.resumed ? " resumed" : "")
+    case "ToolResultReceived":
+      return `id=${event.id} result=${brief(event.result)}` + (event.resumed ? " resumed" : "")
+    case "ChildTasksSpawned":
+      return `lease=${event.lease} children=${event.children.map((c) => `${c.agent}:${c.id}`).join(",")}`
+    case "ChildTaskFinished":
+      return `child=${event.childId} status=${event.status}` +
+        (event.output !== undefined ? ` output=${brief(event.output)}` : "") +
+        (event.error !== undefined ? ` error=${event.error.kind}: ${brief(event.error.message, 80)}` : "") +
+        (event.resumed ? " resumed" : "")
+    case "TaskWaitTimedOut":
+      return `ids=${event.ids.join(",")} decision=${event.decision}`
+    case "TaskCancelRequested":
+    case "TaskBackoffElapsed":
+    case "TaskExpired":
+      return ""
+  }
+}
+
+const positiveInt = (flags: FlagValues, name: string): number | undefined => {
+  const v = flags[name] as number | undefined
+  if (v !== undefined && v < 1) throw new UsageError(`--${name} must be at least 1`)
+  return v
+}
+
+const historyCommand: Command = {
+  ...specs.history,
+  run: (ctx) => {
+    const upTo = positiveInt(ctx.flags, "up-to")
+    const pageSize = positiveInt(ctx.flags, "page-size")
+    return run(
+      ctx,
+      withNamespace(ctx.globals, () =>
+        Effect.gen(function*() {
+          const id = yield* validTaskId(ctx.args[0])
+          let n = 0
+          const options = { ...(upTo !== undefined ? { to: upTo } : {}), ...(pageSize !== undefined ? { pageSize } : {}) }
+          if (isJson(ctx)) {
+            yield* historyStream(id, options).pipe(Stream.runForEach((e) => {
+              n++
+              return out(ctx, JSON.stringify(e) + "\n")
+            }))
+            if (n === 0) return yield* new TaskNotFound({ taskId: id })
+            return ExitCode.ok
+          }
+          yield* replayStream(id, { ...(upTo !== undefined ? { upTo } : {}), ...(pageSize !== undefined ? { pageSize } : {}) })
+            .pipe(
+              Stream.runForEach((step) => {
+                n++
+                return out(
+                  ctx,
+                  `${iso(step.at)}  v${String(step.version).padEnd(3)} ${step.event._tag.padEnd(20)} → ${
+                    step.state.status.padEnd(10)
+                  } ${keyFields(step.event)}`.trimEnd() + "\n"
+                )
+              })
+            )
+          if (n === 0) return yield* new TaskNotFound({ taskId: id })
+          return ExitCode.ok
+        }))
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+const eventTags = Object.keys(TaskEvent.cases ?? {}) as ReadonlyArray<TaskEventTag>
+
+const tailCommand: Command = {
+  ...specs.tail,
+  run: (ctx) => {
+    const types = typeof ctx.flags.type === "string" ? ctx.flags.type.split(",").map((t) => t.trim()).filter((t) => t !== "") : undefined
+    const unknown = types?.filter((t) => !eventTags.includes(t as TaskEventTag)) ?? []
+    if (unknown.length > 0) throw new UsageError(`--type: unknown event type ${unknown.join(", ")}; known: ${eventTags.join(", ")}`, "tail")
+    const limit = positiveInt(ctx.flags, "limit")
+    const agent = ctx.flags.agent as string | undefined
+    const owner = ctx.flags.owner as string | undefined
+    return run(
+      ctx,
+      withNamespace(ctx.globals, (ks: Keyspace) =>
+        Effect.scoped(Effect.gen(function*() {
+          const redis = yield* RedisClient
+          const conn = yield* redis.dedicated("tail")
+          const keys = allPartitions(ks).map((p) => partitionKeys(ks, p).events)
+          // "$" resolved to concrete ids first, so that nothing written after "ready" is missed.
+          const ids = yield* Effect.forEach(keys, (k) =>
+            redis.use("xrevrange", (c) => c.xrevrange(k, "+", "-", "COUNT", 1)).pipe(Effect.map((e) => e[0]?.[0] ?? "0-0")))
+          ctx.io.err.write(`factorial-ts: tailing ${ks.namespace} (${keys.length} partition${keys.length === 1 ? "" : "s"})\n`)
+          let seen = 0
+          while (limit === undefined || seen < limit) {
+            const reply = yield* redis.use("xread", () =>
+              conn.xread("COUNT", 100, "BLOCK", 1000, "STREAMS", ...keys, ...ids) as Promise<
+                Array<[string, Array<[string, Array<string>]>]> | null
+              >)
+            if (reply === null) continue
+            for (const [key, entries] of reply) {
+              const p = keys.indexOf(key)
+              for (const [id, fields] of entries) {
+                ids[p] = id
+                const raw = fields[fields.indexOf("e") + 1]
+                if (raw === undefined) continue
+                const e = yield* decodeEnvelope(raw, id)
+                if (agent !== undefined && e.agent !== agent) continue
+                if (owner !== undefined && e.ownerId !== owner) continue
+                if (types !== undefined && !types.includes(e.event._tag)) continue
+                if (limit !== undefined && seen >= limit) continue
+                seen++
+                yield* out(
+                  ctx,
+                  isJson(ctx)
+                    ? JSON.stringify(e) + "\n"
+                    : `${iso(e.at)}  p${p} ${e.taskId}  ${e.agent}  ${e.ownerId}  v${e.version} ${e.event._tag} ${keyFields(e.event)}`
+                      .trimEnd() + "\n"
+                )
+              }
+            }
+          }
+          return ExitCode.ok
+        })))
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+/** A progress line on stderr, redrawn in place on a terminal (throttled), then a summary line. */
+const progressBar = (io: Io, enabled: boolean) => {
+  const tty = io.err.isTTY === true
+  let last = 0
+  const started = Date.now()
+  return {
+    update: (done: number, total: number | undefined, detail: string, force = false) => {
+      if (!enabled || !tty) return
+      const now = Date.now()
+      if (!force && now - last < 100) return
+      last = now
+      const width = 24
+      const bar = total !== undefined && total > 0
+        ? `[${"#".repeat(Math.min(width, Math.round((done / total) * width))).padEnd(width, ".")}] ${done}/${Math.max(total, done)}`
+        : `${done}`
+      io.err.write(`\r${bar} ${detail} ${((now - started) / 1000).toFixed(1)}s\x1b[K`)
+    },
+    /** Clears the bar; the summary line is always written. */
+    done: (summary: string) => {
+      if (enabled && tty) io.err.write("\r\x1b[K")
+      io.err.write(summary + "\n")
+    }
+  }
+}
+
+const mb = (kb: number) => `${(kb / 1024).toFixed(1)} MB`
+
+const exportCommand: Command = {
+  ...specs.export,
+  run: (ctx) => {
+    const now = Date.now()
+    const since = typeof ctx.flags.since === "string" ? parseTime(ctx.flags.since, now, "since", "export") : undefined
+    const until = typeof ctx.flags.until === "string" ? parseTime(ctx.flags.until, now, "until", "export") : undefined
+    const pageSize = positiveInt(ctx.flags, "page-size")
+    const batchSize = positiveInt(ctx.flags, "batch-size")
+    const statuses = typeof ctx.flags.status === "string"
+      ? ctx.flags.status.split(",").map((x) => x.trim()).filter((x) => x !== "")
+      : undefined
+    const unknownStatus = statuses?.filter((x) => !(TaskStatus.literals as ReadonlyArray<string>).includes(x)) ?? []
+    if (unknownStatus.length > 0 || statuses?.length === 0) {
+      throw new UsageError(`--status: unknown status ${unknownStatus.join(", ")}; known: ${TaskStatus.literals.join(", ")}`, "export")
+    }
+    const bar = progressBar(ctx.io, ctx.flags.progress !== false)
+    return run(
+      ctx,
+      withNamespace(ctx.globals, () =>
+        Effect.gen(function*() {
+          const window = {
+            ...(since !== undefined ? { since } : {}),
+            until: until ?? now + 1,
+            ...(statuses !== undefined ? { statuses: statuses as ReadonlyArray<TaskStatus> } : {})
+          }
+          const total = ctx.io.err.isTTY === true ? yield* countIndexed(window) : undefined
+          let tasks = 0
+          let events = 0
+          let buffer = ""
+          yield* exportHistories({
+            ...window,
+            ...(typeof ctx.flags.agent === "string" ? { agent: ctx.flags.agent } : {}),
+            ...(pageSize !== undefined ? { pageSize } : {}),
+            ...(batchSize !== undefined ? { batchSize } : {}),
+            ...(typeof ctx.flags["expired-source"] === "string"
+              ? { expiredSource: ctx.flags["expired-source"] as "auto" | "log" | "scan" }
+              : {}),
+            onProgress: (p) => {
+              tasks = p.tasks
+              events = p.events
+              bar.update(p.tasks, total, `tasks, ${p.events} events`)
+            }
+          }).pipe(
+            Stream.runForEach((chunk) => {
+              buffer += chunk
+              if (buffer.length < 64 * 1024) return Effect.void
+              const text = buffer
+              buffer = ""
+              return Effect.promise(() => write(ctx.io.out, text))
+            })
+          )
+          if (buffer !== "") yield* Effect.promise(() => write(ctx.io.out, buffer))
+          bar.done(`factorial-ts: exported ${tasks} tasks, ${events} events (peak RSS ${mb(process.resourceUsage().maxRSS)})`)
+          return ExitCode.ok
+        }))
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+const importCommand: Command = {
+  ...specs.import,
+  run: (ctx) => {
+    const file = ctx.flags.file as string | undefined
+    if (file === undefined && process.stdin.isTTY === true) {
+      throw new UsageError("import reads JSON Lines from stdin: pipe a file in, or pass --file", "import")
+    }
+    if (file !== undefined && !existsSync(file)) {
+      ctx.io.err.write(`factorial-ts: error: file not found: ${file}\n`)
+      return Promise.resolve(ExitCode.notFound)
+    }
+    const batchSize = positiveInt(ctx.flags, "batch-size")
+    // The reader is made when the stream starts: a readline interface made earlier would drop the lines
+    // it reads before the first pull (its async iterator starts listening only then).
+    const lines = Stream.suspend(() =>
+      Stream.fromAsyncIterable(
+        createInterface({ input: file !== undefined ? createReadStream(file, "utf8") : process.stdin, crlfDelay: Infinity }),
+        (e) => new InvalidInput({ message: `reading input: ${e instanceof Error ? e.message : String(e)}` })
+      )
+    )
+    return run(
+      ctx,
+      withNamespace(ctx.globals, () =>
+        Effect.gen(function*() {
+          const report = yield* importHistories(lines, batchSize !== undefined ? { batchSize } : {})
+          yield* out(
+            ctx,
+            isJson(ctx)
+              ? JSON.stringify(report) + "\n"
+              : `imported ${report.tasks} tasks, ${report.events} events into ${ctx.globals.namespace}\n`
+          )
+          return ExitCode.ok
+        }), { write: true })
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+const divergenceText = (r: VerifyResult): string =>
+  [
+    `${r.taskId}: ${r.liveStatus ?? "(no hash)"} in the hash, ${r.expectedStatus ?? "(no history)"} by its history`,
+    ...r.divergences.map((d) => `  ${d.field}: live ${brief(d.live, 80)}, expected ${brief(d.expected, 80)}`)
+  ].join("\n")
+
+const verifyCommand: Command = {
+  ...specs.verify,
+  run: (ctx) => {
+    const bar = progressBar(ctx.io, ctx.flags.progress !== false)
+    return run(
+      ctx,
+      withNamespace(ctx.globals, () =>
+        Effect.gen(function*() {
+          if (ctx.args[0] !== undefined) {
+            const r = yield* verifyTask(ctx.args[0])
+            yield* out(ctx, isJson(ctx) ? JSON.stringify(r) + "\n" : r.ok ? `${r.taskId}: ok (${r.historyLength} events)\n` : divergenceText(r) + "\n")
+            return r.ok ? ExitCode.ok : ExitCode.failure
+          }
+          const report = yield* verifyAll({
+            onProgress: (p) => bar.update(p.checked, undefined, `tasks checked, ${p.divergent} divergent (p${p.partition} ${p.status})`),
+            onDivergence: (r) => {
+              if (!isJson(ctx)) ctx.io.out.write(divergenceText(r) + "\n")
+            }
+          })
+          bar.done(`factorial-ts: verified ${report.checked} tasks, ${report.divergent} divergent`)
+          if (isJson(ctx)) yield* out(ctx, JSON.stringify(report) + "\n")
+          else yield* out(ctx, `${report.checked} tasks checked, ${report.divergent} divergent\n`)
+          return report.divergent === 0 ? ExitCode.ok : ExitCode.failure
+        }))
+    )
+  }
+}
+
+const rebuildCommand: Command = {
+  ...specs.rebuild,
+  run: (ctx) => {
+    const bar = progressBar(ctx.io, ctx.flags.progress !== false)
+    const fix = ctx.flags.fix === true
+    return run(
+      ctx,
+      withNamespace(ctx.globals, () =>
+        Effect.gen(function*() {
+          const report = yield* rebuildProjections({
+            fix,
+            onProgress: (p) => bar.update(p.checked, undefined, `histories folded, ${p.divergent} divergent (p${p.partition})`),
+            onDivergence: (r) => {
+              if (!isJson(ctx)) ctx.io.out.write(divergenceText(r) + "\n")
+            }
+          })
+          bar.done(`factorial-ts: folded ${report.checked} histories, ${report.divergent} divergent, ${report.fixed} fixed`)
+          if (isJson(ctx)) yield* out(ctx, JSON.stringify(report) + "\n")
+          else {
+            yield* out(
+              ctx,
+              `${report.checked} histories folded, ${report.divergent} divergent` +
+                (fix ? `, ${report.fixed} fixed${report.raced > 0 ? `, ${report.raced} changed while fixing (run again)` : ""}` : "") +
+                "\n"
+            )
+          }
+          const remaining = fix ? report.divergent - report.fixed : report.divergent
+          return remaining === 0 ? ExitCode.ok : ExitCode.failure
+        }), { write: fix })
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+const demoCommand: Command = {
+  ...specs.demo,
+  run: async (ctx) => {
+    const { runDemo } = await import("./demo.ts")
+    const code = await runDemo({ args: ctx.args, globals: ctx.globals })
+    return (typeof code === "number" ? code : ExitCode.ok) as ExitCode
+  }
+}
+
+export const commands: ReadonlyArray<Command> = [
+  runCommand,
+  enqueueCommand,
+  statusCommand,
+  historyCommand,
+  tailCommand,
+  exportCommand,
+  importCommand,
+  rebuildCommand,
+  verifyCommand,
+  demoCommand
+]
+
