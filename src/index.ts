@@ -2,8 +2,8 @@
  * The public entry point of factorial-ts: the Promise API (Orchestrator, agents, config classes, errors)
  * and, for Effect users, the services and layers they compose.
  */
-export { BaseAgent, Continue, defineAgent, Done } from "./Agent.ts"
-export type { AgentOptions, Task, TurnContext, TurnFunction, TurnOutcome } from "./Agent.ts"
+export { BaseAgent, childTaskId, Continue, defineAgent, Done, Wait } from "./Agent.ts"
+export type { AgentOptions, ChildSpec, DeliveredResult, Task, TurnContext, TurnFunction, TurnOutcome, WaitSpec } from "./Agent.ts"
 export { backoffDelayMs, classifyFailure, FatalAgentError, TransientAgentError, TurnTimeout } from "./AgentErrors.ts"
 export {
   AgentWorkerConfig,
@@ -15,8 +15,12 @@ export {
 export {
   InvalidConfig,
   InvalidInput,
+  InvalidResultToken,
   InvalidSteeringCount,
+  InvalidWait,
   NotDue,
+  ResultAlreadyReceived,
+  ResultNotPending,
   StaleLease,
   TaskAlreadyExists,
   TaskAlreadyFinished,
@@ -34,4 +38,4 @@ export type { TaskCommand, TaskState } from "../projections/TaskDecider.ts"
 export { RedisClient } from "../streams/RedisClient.ts"
 export type { RedisOptions } from "../streams/RedisClient.ts"
 export { CorruptEntry, RedisError } from "../streams/StreamError.ts"
-export { Envelope, TaskEvent, TaskStatus } from "../streams/TaskEvent.ts"
+export { Envelope, TaskEvent, TaskStatus, WaitItem, WaitResult } from "../streams/TaskEvent.ts"
