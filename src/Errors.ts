@@ -110,6 +110,40 @@ export class InvalidWait extends Schema.TaggedError<InvalidWait>()("InvalidWait"
   }
 }
 
+export class BatchNotFound extends Schema.TaggedError<BatchNotFound>()("BatchNotFound", { batchId: Schema.String }) {
+  override get message() {
+    return `batch ${this.batchId} not found`
+  }
+}
+
+export class BatchAlreadyExists extends Schema.TaggedError<BatchAlreadyExists>()("BatchAlreadyExists", { batchId: Schema.String }) {
+  override get message() {
+    return `batch ${this.batchId} already exists`
+  }
+}
+
+/** A completed batch cannot be cancelled. */
+export class BatchAlreadyFinished extends Schema.TaggedError<BatchAlreadyFinished>()("BatchAlreadyFinished", {
+  batchId: Schema.String
+}) {
+  override get message() {
+    return `batch ${this.batchId} is already completed`
+  }
+}
+
+/** A task's end that its batch does not count: not in the batch, or counted already (the follow-up step ignores it). */
+export class TaskNotCounted extends Schema.TaggedError<TaskNotCounted>()("TaskNotCounted", {
+  batchId: Schema.String,
+  taskId: Schema.String,
+  reason: Schema.Literals(["notInBatch", "alreadyCounted"])
+}) {
+  override get message() {
+    return `task ${this.taskId} is ${this.reason === "notInBatch" ? "not in" : "already counted by"} batch ${this.batchId}`
+  }
+}
+
+export type BatchRejected = BatchNotFound | BatchAlreadyExists | BatchAlreadyFinished | TaskNotCounted
+
 /** Input that does not fit its schema (task id, payload, messages, options). */
 export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInput", {
   message: Schema.String

@@ -1,7 +1,7 @@
 /**
  * The follow-up step of a task, for what one script cannot do because it crosses partitions (slots): when a
- * task ends, its parent hears of it (ChildFinished) and its unfinished children are cancelled; a child whose
- * wait item timed out is cancelled too.
+ * task ends, its parent hears of it (ChildFinished), its batch counts it (BatchTaskFinished) and its
+ * unfinished children are cancelled; a child whose wait item timed out is cancelled too.
  *
  * Reliable by an outbox: the script that makes a step due (a terminal transition of a task with a parent,
  * batch or children; a timeout of child items) adds the task to its partition's `outbox` in the same atomic
@@ -15,7 +15,16 @@ import { Clock, Effect } from "effect"
 import type { TaskCommand, TaskState } from "../projections/TaskDecider.ts"
 import type { RedisError } from "../streams/StreamError.ts"
 import { type ChildEnd, isTerminal } from "../streams/TaskEvent.ts"
+import { BATCH_RETENTION_SECONDS } from "../streams/Keys.ts"
 import { TaskStore } from "./TaskStore.ts"
+
+/** Tells a batch that one of its tasks ended; "not counted" (counted already, or unknown) is nothing to do. */
+const tellBatch = (batchId: string, taskId: string, status: "completed" | "failed" | "cancelled" | "expired", now: number) =>
+  TaskStore.use((store) =>
+    store.executeBatch({ _tag: "BatchTaskFinished", batchId, taskId, status, now }, { retentionSeconds: BATCH_RETENTION_SECONDS }).pipe(
+      Effect.asVoid,
+      Effect.catchTag(["TaskNotCounted", "BatchNotFound", "BatchAlreadyExists", "BatchAlreadyFinished"], () => Effect.void)
+    ))
 
 /** How deep one `settle` follows cancelled children into their own children (deeper: the next sweep). */
 const MAX_DEPTH = 4
@@ -44,7 +53,7 @@ export const followUpCommands = (state: TaskState, now: number): ReadonlyArray<T
   return commands
 }
 
-/** An expired task (hot data gone) still tells its parent, from its history's first event. */
+/** An expired task (hot data gone) still tells its parent and batch, from its history's first event. */
 const settleExpired = (taskId: string) =>
   Effect.gen(function*() {
     const store = yield* TaskStore
@@ -58,6 +67,7 @@ const settleExpired = (taskId: string) =>
         Effect.catch(() => Effect.void)
       )
     }
+    if (first.event.batchId !== undefined) yield* tellBatch(first.event.batchId, taskId, "expired", now)
   })
 
 /**
@@ -78,6 +88,9 @@ export const settle = (taskId: string, depth = 0): Effect.Effect<void, RedisErro
       const commands = followUpCommands(state, now)
       // Rejections are expected (the parent ended or heard already, the child ended already): nothing to do.
       const outcomes = yield* store.executeMany(commands.map((command) => ({ command })))
+      if (isTerminal(state.status) && state.status !== "expired" && state.batchId !== undefined) {
+        yield* tellBatch(state.batchId, taskId, state.status as ChildEnd, now)
+      }
       if (depth < MAX_DEPTH) {
         for (const [i, command] of commands.entries()) {
           const outcome = outcomes[i]!

@@ -21,7 +21,8 @@ import { AgentWorkerConfig, MaintenanceWorkerConfig, MetricsTimelineConfig, Obse
 import { ControlChannel } from "./ControlChannel.ts"
 import { InvalidConfig } from "./Errors.ts"
 import { runMaintenance } from "./Maintenance.ts"
-import { type EnqueueOptions, TaskClient } from "./TaskClient.ts"
+import { type BatchData, type BatchOptions, type EnqueueOptions, TaskClient } from "./TaskClient.ts"
+import type { BatchEnvelope } from "../streams/BatchEvent.ts"
 import { type TaskData, TaskStore } from "./TaskStore.ts"
 import { makeWorkerId, runWorkerPool } from "./Worker.ts"
 import { buildApp } from "./http/App.ts"
@@ -288,6 +289,29 @@ export class Orchestrator {
   /** Enqueues many tasks in one round trip; each result says whether that task was enqueued. */
   enqueueTasks<P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options?: Omit<EnqueueOptions, "idempotencyKey">) {
     return this.withClient((c) => c.enqueueMany(agent, tasks, options))
+  }
+
+  /**
+   * Enqueues tasks as a batch (one agent; the batch's owner is the first task's unless given): the batch is
+   * recorded with its task ids first, then the tasks. Its progress, completion and cancellation are events of
+   * the batch (`getBatchHistory`); `getBatch` reads its progress.
+   */
+  enqueueBatch<P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options?: BatchOptions) {
+    return this.withClient((c) => c.enqueueBatch(agent, tasks, options))
+  }
+
+  /** A batch's progress: counts of its tasks' ends and its status (`active`, `completed`, `cancelled`), or null. */
+  getBatch(batchId: string): Promise<BatchData | null> {
+    return this.withClient((c) => c.getBatch(batchId))
+  }
+
+  getBatchHistory(batchId: string): Promise<ReadonlyArray<BatchEnvelope>> {
+    return this.withClient((c) => c.getBatchHistory(batchId))
+  }
+
+  /** Cancels a batch and its unfinished tasks (their ends are still counted; the batch never completes). */
+  cancelBatch(batchId: string): Promise<void> {
+    return this.withClient((c) => c.cancelBatch(batchId))
   }
 
   getTaskStatus(taskId: string): Promise<TaskStatus> {

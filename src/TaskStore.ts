@@ -6,8 +6,10 @@
  * indexes and queue in one atomic step, so the hash always equals the fold of the task's history.
  */
 import { Context, Effect, Layer } from "effect"
+import type { BatchCommand, BatchState } from "../projections/BatchDecider.ts"
 import { outstanding, type Rejection, type TaskCommand, type TaskState } from "../projections/TaskDecider.ts"
-import { type Keyspace, namespaceKeys, partitionOf, taskKeys } from "../streams/Keys.ts"
+import { type BatchEnvelope, decodeBatchEnvelope } from "../streams/BatchEvent.ts"
+import { batchKeys, type Keyspace, namespaceKeys, partitionOf, taskKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { installScripts, parseReply, type ScriptedConnection, type ScriptName } from "../streams/Scripts.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
@@ -19,7 +21,15 @@ import {
   type WaitItem,
   type WaitResult
 } from "../streams/TaskEvent.ts"
-import { rejectionError, type TaskRejected } from "./Errors.ts"
+import {
+  BatchAlreadyExists,
+  BatchAlreadyFinished,
+  BatchNotFound,
+  type BatchRejected,
+  rejectionError,
+  TaskNotCounted,
+  type TaskRejected
+} from "./Errors.ts"
 
 /** What a queue entry says about the delivery a worker command belongs to. */
 export interface Delivery {
@@ -270,6 +280,13 @@ export class TaskStore extends Context.Service<TaskStore, {
     taskId: string,
     page?: { readonly start?: number; readonly count?: number }
   ) => Effect.Effect<ReadonlyArray<Envelope>, RedisError | CorruptEntry>
+  /** Carries out one batch command atomically (`retentionSeconds`: how long a batch is kept once all its tasks ended). */
+  readonly executeBatch: (
+    command: BatchCommand,
+    options?: { readonly retentionSeconds?: number }
+  ) => Effect.Effect<Accepted, BatchRejected | RedisError>
+  readonly getBatchState: (batchId: string) => Effect.Effect<BatchState | undefined, RedisError>
+  readonly getBatchHistory: (batchId: string) => Effect.Effect<ReadonlyArray<BatchEnvelope>, RedisError | CorruptEntry>
   /**
    * The follow-up step is done for the task as of `version` (undefined: it had no hot data): it leaves the
    * outbox, unless it changed since. True when removed.
@@ -421,7 +438,85 @@ export class TaskStore extends Context.Service<TaskStore, {
             return last !== null && JSON.parse(last)?.event?._tag === "TaskExpired" ? "expired" : undefined
           })
 
-        return TaskStore.of({ keyspace, execute, executeMany, getTask, getState, getStatus, getHistory, settled, conn })
+        const executeBatch = (command: BatchCommand, options?: { readonly retentionSeconds?: number }) =>
+          Effect.tryPromise({
+            try: () => {
+              const k = batchKeys(keyspace, command.batchId)
+              const keys = [k.batch, k.log, k.tasks, k.ended, command.batchId, Math.round(command.now)]
+              switch (command._tag) {
+                case "CreateBatch":
+                  return conn.fx_batch_create(...keys, command.agent, command.ownerId, JSON.stringify(command.taskIds), ...command.taskIds)
+                case "BatchTaskFinished":
+                  return conn.fx_batch_task_finished(...keys, command.taskId, command.status, options?.retentionSeconds ?? 0)
+                case "CancelBatch":
+                  return conn.fx_batch_cancel(...keys)
+              }
+            },
+            catch: (cause) => toRedisError(command._tag, cause)
+          }).pipe(Effect.flatMap((raw): Effect.Effect<Accepted, BatchRejected> => {
+            const reply = raw as ReadonlyArray<unknown>
+            if (reply[0] === "ok") return Effect.succeed({ values: reply.slice(1) })
+            const batchId = command.batchId
+            switch (reply[1]) {
+              case "BatchNotFound":
+                return Effect.fail(new BatchNotFound({ batchId }))
+              case "BatchAlreadyExists":
+                return Effect.fail(new BatchAlreadyExists({ batchId }))
+              case "BatchAlreadyFinished":
+                return Effect.fail(new BatchAlreadyFinished({ batchId }))
+              default:
+                return Effect.fail(
+                  new TaskNotCounted({
+                    batchId,
+                    taskId: command._tag === "BatchTaskFinished" ? command.taskId : "",
+                    reason: reply[2] === "notInBatch" ? "notInBatch" : "alreadyCounted"
+                  })
+                )
+            }
+          }))
+
+        const getBatchState = (batchId: string) =>
+          redis.use("getBatch", async (c): Promise<BatchState | undefined> => {
+            const k = batchKeys(keyspace, batchId)
+            const [[, h], [, tasks], [, ended]] = (await c.pipeline().hgetall(k.batch).hgetall(k.tasks).hgetall(k.ended).exec()) as [
+              [unknown, Record<string, string>],
+              [unknown, Record<string, string>],
+              [unknown, Record<string, string>]
+            ]
+            if (Object.keys(h).length === 0) return undefined
+            return {
+              batchId: h.id!,
+              agent: h.agent!,
+              ownerId: h.ownerId!,
+              status: h.status as BatchState["status"],
+              taskIds: Object.entries(tasks).sort(([, a], [, b]) => Number(a) - Number(b)).map(([id]) => id),
+              ended: ended as BatchState["ended"],
+              createdAt: Number(h.createdAt),
+              updatedAt: Number(h.updatedAt),
+              version: Number(h.version)
+            }
+          })
+
+        const getBatchHistory = (batchId: string) =>
+          Effect.flatMap(
+            redis.use("getBatchHistory", (c) => c.lrange(batchKeys(keyspace, batchId).log, 0, -1)),
+            (entries) => Effect.forEach(entries, (e) => decodeBatchEnvelope(e))
+          )
+
+        return TaskStore.of({
+          keyspace,
+          execute,
+          executeMany,
+          getTask,
+          getState,
+          getStatus,
+          getHistory,
+          settled,
+          executeBatch,
+          getBatchState,
+          getBatchHistory,
+          conn
+        })
       })
     )
 }

@@ -13,6 +13,9 @@ export {
   TaskTTLConfig
 } from "./Config.ts"
 export {
+  BatchAlreadyExists,
+  BatchAlreadyFinished,
+  BatchNotFound,
   InvalidConfig,
   InvalidInput,
   InvalidResultToken,
@@ -29,7 +32,9 @@ export {
 export { Orchestrator, orchestratorLayer, runRunners } from "./Orchestrator.ts"
 export type { OrchestratorOptions, RunnerRegistration } from "./Orchestrator.ts"
 export { TaskClient } from "./TaskClient.ts"
-export type { EnqueueOptions } from "./TaskClient.ts"
+export type { BatchData, BatchOptions, EnqueueOptions } from "./TaskClient.ts"
+export { BatchEnvelope, BatchEvent, BatchStatus } from "../streams/BatchEvent.ts"
+export { decideBatch, evolveBatch } from "../projections/BatchDecider.ts"
 export { TaskStore } from "./TaskStore.ts"
 export type { TaskData } from "./TaskStore.ts"
 export { ControlChannel } from "./ControlChannel.ts"

@@ -101,6 +101,26 @@ export const taskKeys = (ks: Keyspace, taskId: string) => {
   }
 }
 
+/** Keys of one batch (all in the partition of its id, like a task's; ADR 0008). */
+export const batchKeys = (ks: Keyspace, batchId: string) => {
+  const p = partitionOf(ks, batchId)
+  const pre = partitionPrefix(ks, p)
+  return {
+    partition: p,
+    /** Hash: id, agent, ownerId, status, total, the counts per end, createdAt, updatedAt, version. */
+    batch: `${pre}:batch:${batchId}`,
+    /** List: the batch's events (envelope JSON), oldest first. */
+    log: `${pre}:batch:${batchId}:log`,
+    /** Hash: task id → its position in the batch. */
+    tasks: `${pre}:batch:${batchId}:tasks`,
+    /** Hash: task id → how it ended, for the tasks that have. */
+    ended: `${pre}:batch:${batchId}:ended`
+  }
+}
+
+/** How long a batch's keys are kept once all its tasks have ended (seconds). */
+export const BATCH_RETENTION_SECONDS = 7 * 86400
+
 /** Namespace-wide keys (outside any partition slot; read at start-up only). */
 export const namespaceKeys = (ks: Keyspace) => ({
   /** Hash: namespace settings fixed at creation (partition count). */

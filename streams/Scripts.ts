@@ -47,20 +47,37 @@ export const scriptSources: Readonly<Record<ScriptName, string>> = (() => {
 /** Every task script takes the same three keys: task hash, task history, partition log. */
 export const TASK_SCRIPT_KEYS = 3
 
+/** The batch scripts (batch_lib.lua, then the script), each with the batch's four keys. */
+export const batchScriptNames = ["batch_create", "batch_task_finished", "batch_cancel"] as const
+export type BatchScriptName = typeof batchScriptNames[number]
+export const BATCH_SCRIPT_KEYS = 4
+
+export const batchScriptSources: Readonly<Record<BatchScriptName, string>> = (() => {
+  const lib = readFileSync(`${luaDir}batch_lib.lua`, "utf8")
+  return Object.fromEntries(
+    batchScriptNames.map((name) => [name, `${lib}\n${readFileSync(`${luaDir}${name}.lua`, "utf8")}`])
+  ) as Record<BatchScriptName, string>
+})()
+
 type ScriptCaller = (...args: ReadonlyArray<string | number>) => Promise<unknown>
 
-/** A connection with the task scripts defined as commands. */
-export type ScriptedConnection = RedisConnection & { readonly [K in ScriptName as `fx_${K}`]: ScriptCaller }
+/** A connection with the task and batch scripts defined as commands. */
+export type ScriptedConnection =
+  & RedisConnection
+  & { readonly [K in ScriptName as `fx_${K}`]: ScriptCaller }
+  & { readonly [K in BatchScriptName as `fx_${K}`]: ScriptCaller }
 
 /** Defines the scripts on a connection and compiles them on every master now. */
 export const installScripts = async (conn: RedisConnection): Promise<ScriptedConnection> => {
   for (const name of scriptNames) {
     conn.defineCommand(`fx_${name}`, { numberOfKeys: TASK_SCRIPT_KEYS, lua: scriptSources[name] })
   }
+  for (const name of batchScriptNames) {
+    conn.defineCommand(`fx_${name}`, { numberOfKeys: BATCH_SCRIPT_KEYS, lua: batchScriptSources[name] })
+  }
   const masters = conn instanceof Cluster ? conn.nodes("master") : [conn]
-  await Promise.all(
-    masters.flatMap((node) => scriptNames.map((name) => node.script("LOAD", scriptSources[name])))
-  )
+  const sources = [...scriptNames.map((n) => scriptSources[n]), ...batchScriptNames.map((n) => batchScriptSources[n])]
+  await Promise.all(masters.flatMap((node) => sources.map((source) => node.script("LOAD", source))))
   return conn as ScriptedConnection
 }
 

@@ -3,7 +3,8 @@
  * agent and resumes with their outputs (a failed child included); a deferred result is completed once (a
  * second delivery is rejected); wait timeouts fail or resume the task; cancelling a waiting parent cancels
  * its children; a child whose end nobody reported (a crash before the follow-up step) reaches its parent
- * through the maintenance sweep of the outbox.
+ * through the maintenance sweep of the outbox. Batches: progress and completion counted from their tasks'
+ * ends (a failed one included), cancellation of a batch and its running tasks.
  */
 import { Effect } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
@@ -254,5 +255,52 @@ describe("deferred results", () => {
     })
     await expect(o.completeDeferredTool("no-such-task", "x", 1)).rejects.toMatchObject({ _tag: "TaskNotFound" })
     await expect(o.completeDeferredTool(id, "bad id!", 1)).rejects.toMatchObject({ _tag: "InvalidInput" })
+  })
+})
+
+describe("batches", () => {
+  it("counts its tasks' ends to completion, with events for progress and completion", async () => {
+    const { namespace } = freshKeyspace()
+    const o = make(namespace).registerRunner({ agent: squarer, agentWorkerConfig: fast, maintenanceWorkerConfig: quickMaintenance })
+    const tasks = [1, 2, -3].map((n) => squarer.createTask({ ownerId: "u1", payload: { n } }))
+    const { batchId, taskIds, errors } = await o.enqueueBatch(squarer, tasks)
+    expect(errors).toEqual([])
+    expect(await o.getBatch(batchId)).toMatchObject({ status: "active", total: 3, finished: 0, progress: 0, ownerId: "u1", taskIds })
+    await o.start()
+    const done = await waitFor(() => o.getBatch(batchId), (b) => b?.status === "completed")
+    expect(done).toMatchObject({ total: 3, finished: 3, completed: 2, failed: 1, cancelled: 0, progress: 1 })
+    for (const id of taskIds) expect((await o.getTaskData(id))?.batchId).toBe(batchId)
+    const history = await o.getBatchHistory(batchId)
+    expect(tags(history)).toEqual(["BatchCreated", "BatchTaskFinished", "BatchTaskFinished", "BatchTaskFinished", "BatchCompleted"])
+    expect(history.filter((e) => e.event._tag === "BatchTaskFinished").map((e) => (e.event as { finished: number }).finished))
+      .toEqual([1, 2, 3])
+    expect(history.at(-1)!.event).toEqual({ _tag: "BatchCompleted", completed: 2, failed: 1, cancelled: 0, expired: 0 })
+    await expect(o.cancelBatch(batchId)).rejects.toMatchObject({ _tag: "BatchAlreadyFinished" })
+    // Enqueuing again under the same batch id finishes nothing twice.
+    await o.enqueueBatch(squarer, tasks, { batchId })
+    expect((await o.getBatchHistory(batchId)).length).toBe(5)
+  })
+
+  it("cancelling a batch cancels its running and queued tasks; their ends are still counted", async () => {
+    const { namespace } = freshKeyspace()
+    const o = make(namespace).registerRunner({ agent: squarer, agentWorkerConfig: new AgentWorkerConfig({ workers: 1, heartbeatInterval: 0.2 }), maintenanceWorkerConfig: quickMaintenance })
+    const { batchId, taskIds } = await o.enqueueBatch(
+      squarer,
+      [1, 2, 3].map((n) => squarer.createTask({ ownerId: "u2", payload: { n, slow: true } })),
+      { batchId: "my-batch" }
+    )
+    expect(batchId).toBe("my-batch")
+    await o.start()
+    await waitFor(() => Promise.all(taskIds.map((id) => o.getTaskStatus(id))), (s) => s.includes("processing"))
+    await o.cancelBatch(batchId)
+    const batch = await waitFor(() => o.getBatch(batchId), (b) => b?.finished === 3)
+    expect(batch).toMatchObject({ status: "cancelled", cancelled: 3, completed: 0 })
+    for (const id of taskIds) expect(await o.getTaskStatus(id)).toBe("cancelled")
+    const history = tags(await o.getBatchHistory(batchId))
+    expect(history.slice(0, 2)).toEqual(["BatchCreated", "BatchCancelled"])
+    expect(history).not.toContain("BatchCompleted")
+    await o.cancelBatch(batchId) // again: nothing changes
+    await expect(o.getBatchHistory("no-such-batch")).rejects.toMatchObject({ _tag: "BatchNotFound" })
+    expect(await o.getBatch("no-such-batch")).toBeNull()
   })
 })
