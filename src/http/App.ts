@@ -17,6 +17,7 @@ import type { Gauges } from "../../projections/Gauges.ts"
 import type { MetricsProjector } from "../../projections/Projector.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
 import { controlRoutes } from "./ControlRoutes.ts"
+import { dashboardRoutes } from "./Dashboard.ts"
 import { sendError } from "./HttpError.ts"
 import { liveRoute, type LiveRouteOptions } from "./LiveRoute.ts"
 import { observabilityRoutes } from "./ObservabilityRoutes.ts"
@@ -132,5 +133,6 @@ export const buildApp = (options: AppOptions): FastifyInstance => {
   app.register(observabilityRoutes(options), { prefix: "/observability/api" })
   app.register(liveRoute(options, options.live), { prefix: "/observability/api" })
   app.register(prometheusRoute(options))
+  app.register(dashboardRoutes(options))
   return app
 }

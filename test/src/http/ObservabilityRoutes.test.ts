@@ -1,5 +1,5 @@
 /**
- * The dashboard's JSON API and `/metrics` through `inject()`: every route with good and
+ * The dashboard's JSON API, `/metrics` and the page itself through `inject()`: every route with good and
  * bad input (400 with a clear message), 404 for an unknown task, 401 without the token, CORS, and paging
  * through the status index across partitions — including a run of tasks that entered the status in the same
  * millisecond, which must page without a skip or a repeat.
@@ -248,6 +248,22 @@ describe("auth, CORS and the page", () => {
       expect((await get(url, { authorization: "Bearer not-the-token-at-all" })).statusCode, url).toBe(401)
     }
     expect((await get(`/observability/api/overview?token=${token}`, {})).statusCode).toBe(200)
+    expect((await get("/observability", {})).statusCode).toBe(200)
+  })
+
+  it("serves the page (escaped title, CSP), its script and stylesheet", async () => {
+    const page = await get("/observability", {})
+    expect(page.headers["content-type"]).toBe("text/html; charset=utf-8")
+    expect(page.headers["content-security-policy"]).toContain("script-src 'self'")
+    expect(page.body).toContain("<title>Ops &lt;Board&gt; &amp; &quot;co&quot;</title>")
+    expect(page.body).not.toMatch(/https?:\/\//)
+    const js = await get("/observability/assets/dashboard.js", {})
+    expect(js.statusCode).toBe(200)
+    expect(js.headers["content-type"]).toBe("text/javascript; charset=utf-8")
+    expect(js.body).toContain("EventSource")
+    const css = await get("/observability/assets/dashboard.css", {})
+    expect(css.headers["content-type"]).toBe("text/css; charset=utf-8")
+    expect((await get("/observability/assets/other.js", {})).statusCode).toBe(404)
   })
 
   it("allows the configured CORS origins only", async () => {
