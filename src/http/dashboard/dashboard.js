@@ -183,7 +183,7 @@ async function loadOverview() {
     )
     const t = o.totals
     $("metric-cards").replaceChildren(
-      card("Throughput", fmtPerMinute(t.throughputPerSecond), { id: "metric-throughput" }),
+      card("Completed / min", (t.throughputPerSecond * 60).toFixed(t.throughputPerSecond * 60 >= 10 ? 0 : 2), { id: "metric-throughput" }),
       card("Success rate", fmtPercent(t.successRate), { id: "metric-success" }),
       card("Enqueued", fmtInt(t.counters.enqueued)),
       card("Completed", fmtInt(t.counters.completed)),
@@ -214,12 +214,14 @@ async function loadOverview() {
 
 const CHART = { width: 640, height: 220, left: 52, right: 14, top: 12, bottom: 28 }
 
-function niceMax(max) {
-  if (!(max > 0)) return 1
+/** A round upper bound for an axis of 4 ticks; `integers` keeps the ticks whole (for counts). */
+function niceMax(max, integers = false) {
+  if (!(max > 0)) return integers ? 4 : 1
   const raw = max / 4
   const pow = 10 ** Math.floor(Math.log10(raw))
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * pow).find((s) => s >= raw) ?? 10 * pow
-  return step * Math.ceil(max / step)
+  const steps = (integers ? [1, 2, 3, 5, 10] : [1, 2, 2.5, 5, 10]).map((m) => m * pow)
+  const step = Math.max(integers ? 1 : 0, steps.find((s) => s >= raw) ?? 10 * pow)
+  return step * 4 >= max ? step * 4 : step * Math.ceil(max / step)
 }
 
 /** Axes, grid and time labels; returns the scales. */
@@ -256,7 +258,7 @@ function drawThroughput(tl) {
   const from = tl.from
   const to = pts.length ? pts[pts.length - 1].end : tl.to
   const max = Math.max(0, ...pts.map((p) => Math.max(p.counters.completed + p.counters.failed + p.counters.cancelled, p.counters.enqueued)))
-  const yMax = niceMax(max)
+  const yMax = niceMax(max, true)
   const { x, y } = drawAxes(el, from, to, yMax, (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1)))
   const bars = svg("g", { class: "bars" })
   for (const p of pts) {
