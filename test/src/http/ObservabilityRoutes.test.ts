@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { MetricsProjector } from "../../../projections/Projector.ts"
 import { taskKeys } from "../../../streams/Keys.ts"
 import { defineAgent, Done } from "../../../src/Agent.ts"
-import { ObservabilityConfig } from "../../../src/Config.ts"
+import { MetricsTimelineConfig, ObservabilityConfig } from "../../../src/Config.ts"
 import { Orchestrator } from "../../../src/Orchestrator.ts"
 import { freshKeyspace, rawClient, testPartitions, testRedisOptions } from "../../support/TestRedis.ts"
 
@@ -123,6 +123,27 @@ describe("overview, timeline, agents, queues, workers", () => {
       expect(res.json().error.tag).toBe("InvalidInput")
     }
     expect((await get("/observability/api/overview?window=2h")).json().error.message).toContain("\"15m\" | \"1h\" | \"6h\" | \"24h\"")
+  })
+
+  it("refuses a window that needs more stored buckets than one query reads (400)", async () => {
+    const fine = new Orchestrator({
+      ...testRedisOptions,
+      ...keyspace,
+      metricsConfig: new MetricsTimelineConfig({ bucketSize: "seconds", timelineDuration: 600 })
+    })
+    const fineApp = fine.createObservabilityApp(new ObservabilityConfig())
+    try {
+      const short = await fineApp.inject({ url: "/observability/api/timeline?window=15m" })
+      expect(short.statusCode).toBe(200)
+      expect(short.json()).toMatchObject({ bucketSeconds: 1, pointSeconds: 8 })
+      const long = await fineApp.inject({ url: "/observability/api/timeline?window=24h" })
+      expect(long.statusCode).toBe(400)
+      expect(long.json().error.tag).toBe("TimelineRangeInvalid")
+      expect(long.json().error.message).toContain("more than 10000 buckets of 1 s")
+    } finally {
+      await fineApp.close()
+      await fine.stop()
+    }
   })
 })
 
