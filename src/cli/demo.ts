@@ -1,10 +1,11 @@
 /**
  * The demo: a Redis-backed orchestrator with a demo agent, a few tasks enqueued, and their progress
- * printed as they run (and cancelled/steered to show those paths). Needs no API key.
+ * printed as they run (and cancelled/steered to show those paths), and the dashboard at
+ * http://127.0.0.1:8080/observability (port: env DASHBOARD_PORT). Needs no API key.
  * Run: `npm start` (or `node src/cli/main.ts demo`). Stops on Ctrl-C.
  */
 import { Continue, defineAgent, Done } from "../Agent.ts"
-import { AgentWorkerConfig, MaintenanceWorkerConfig } from "../Config.ts"
+import { AgentWorkerConfig, MaintenanceWorkerConfig, ObservabilityConfig } from "../Config.ts"
 import { Orchestrator } from "../Orchestrator.ts"
 import { findOrStartRedis } from "./LocalRedis.ts"
 
@@ -40,13 +41,18 @@ export const runDemo = async (): Promise<void> => {
   const redis = await findOrStartRedis()
   console.log(`demo: Redis at ${redis.url}${redis.started ? " (private, started for the demo)" : ""}`)
   console.log("demo: no model API needed — the demo agent is a plain function agent")
-  const orchestrator = new Orchestrator({ redisUrl: redis.url, namespace: "demo" })
+  const orchestrator = new Orchestrator({
+    redisUrl: redis.url,
+    namespace: "demo",
+    observabilityConfig: new ObservabilityConfig({ port: Number(process.env.DASHBOARD_PORT ?? 8080), dashboardName: "factorial-ts demo" })
+  })
   orchestrator.registerRunner({
     agent: researcher,
     agentWorkerConfig: new AgentWorkerConfig({ workers: 4, heartbeatInterval: 1 }),
     maintenanceWorkerConfig: new MaintenanceWorkerConfig({ interval: 1 })
   })
   await orchestrator.start()
+  console.log(`demo: dashboard at ${orchestrator.observabilityUrl}/observability`)
   const queries = ["solar panels", "battery recycling", "heat pumps", "tidal power", "grid storage"]
   const ids = await Promise.all(
     queries.map((query) =>
