@@ -3,7 +3,8 @@
  * orchestrator runs a plain agent (a few short turns per task) with its HTTP server on port 0 and a token.
  * The page asks for the token on the API's 401, then — without a reload — shows the counts changing, a
  * task's history growing to its completion, the conversation from its payload, the "no live workers"
- * warning for an agent nobody works on, and cancels a running task from its detail view. It ends with a
+ * warning for an agent nobody works on, and steers and cancels a running task from its detail view (no page
+ * error, no console error but the expected 401s). It ends with a
  * screenshot in test-output/dashboard.png.
  *
  * Skipped when no chromium is found (CHROMIUM_PATH, default /usr/bin/chromium).
@@ -99,7 +100,7 @@ const untilCount = (page: Page, selector: string, min: number, timeout?: number)
 
 const number = async (page: Page, selector: string) => Number((await page.textContent(selector))?.replace(/[^0-9]/g, ""))
 
-it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and cancels a running task", { timeout: 60_000 }, async () => {
+it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and steers and cancels a running task", { timeout: 60_000 }, async () => {
   await orchestrator.start()
   const url = orchestrator.observabilityUrl!
   context = await chromium.launchPersistentContext(profile, {
@@ -121,6 +122,11 @@ it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and cancels
   page.setDefaultTimeout(15_000)
   const pageErrors: Array<string> = []
   page.on("pageerror", (e) => pageErrors.push(e.message))
+  // Console errors other than the expected 401s (a CSP violation would show up here).
+  const consoleErrors: Array<string> = []
+  page.on("console", (m) => {
+    if (m.type() === "error" && !m.text().includes("401")) consoleErrors.push(m.text())
+  })
 
   await page.goto(`${url}/observability`)
   expect(await page.title()).toBe("Factorial — e2e")
@@ -163,6 +169,10 @@ it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and cancels
   await page.click("#status-tabs button[data-status=processing]")
   await page.click(`#tasks-table a.task-link:text-is("${held}")`)
   await untilText(page, "#detail-status", "processing")
+  await page.fill("#steer-text", "Make it rhyme.")
+  await page.click("#steer-form button[type=submit]")
+  await page.waitForSelector("#history li[data-tag=TaskSteered]")
+  expect(await page.textContent("#history li[data-tag=TaskSteered] .event-fields")).toContain("Make it rhyme.")
   await page.click("#cancel-button")
   await page.click("#cancel-yes")
   await untilText(page, "#detail-status", "cancelled")
@@ -177,6 +187,7 @@ it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and cancels
   await page.waitForSelector("#latency-chart circle")
   expect(await page.evaluate("window.marker")).toBe("no reload")
   expect(pageErrors).toEqual([])
+  expect(consoleErrors, JSON.stringify(consoleErrors)).toEqual([])
   await page.selectOption("#window", "15m")
   await page.waitForSelector("#timeline-sub:has-text('15 intervals')")
   await page.click("#status-tabs button[data-status=completed]")
