@@ -59,6 +59,10 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
   })
 
   app.get("/events", async (request, reply) => {
+    if (open.size >= maxStreams) return sendError(reply, new TooManyStreams({ max: maxStreams }))
+    // The slot is taken now, before any await, so concurrent requests cannot pass the cap together.
+    const controller = new AbortController()
+    open.add(controller)
     const setup = await options.run(Effect.gen(function*() {
       const q = yield* decodeEventsQuery(request.query)
       const taskIds = q.task === undefined ? undefined : yield* decodeTaskIds(split(q.task))
@@ -75,7 +79,6 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
         try: () => parseCursor(given, store.keyspace.partitions),
         catch: (e) => new InvalidInput({ message: `invalid Last-Event-ID: ${(e as Error).message}` })
       })
-      if (open.size >= maxStreams) return yield* new TooManyStreams({ max: maxStreams })
       // Without a cursor the stream starts now: the top of each partition log, sent as the first id.
       const cursor = resume?.join(",") ?? (yield* redis.use("live start", async (c) => {
         const tops = await Promise.all(allPartitions(store.keyspace).map(async (p) => {
@@ -95,12 +98,11 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
       return { keyspace: store.keyspace, redisOptions: redis.options, cursor, filter }
     }))
     if (setup._tag === "Failure") {
+      open.delete(controller)
       return sendError(reply, setup.cause.reasons.find((r) => r._tag === "Fail")?.error ?? setup.cause)
     }
     const { keyspace, redisOptions, cursor, filter } = setup.value
 
-    const controller = new AbortController()
-    open.add(controller)
     reply.hijack()
     const res = reply.raw
     const headers = Object.fromEntries(Object.entries(reply.getHeaders()).filter(([, v]) => v !== undefined))
@@ -115,6 +117,8 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
     const onClose = () => controller.abort()
     request.raw.on("close", onClose)
     res.on("close", onClose)
+    // A client that left while the stream was being set up: its "close" has already happened.
+    if (request.raw.socket.destroyed) controller.abort()
 
     /** Writes a chunk; waits for the socket to drain when its buffer is full (or for the client to go). */
     const write = (chunk: string) =>
