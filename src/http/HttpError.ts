@@ -8,6 +8,7 @@ const statusByTag: Readonly<Record<string, number>> = {
   InvalidInput: 400,
   InvalidConfig: 400,
   InvalidSteeringCount: 400,
+  TimelineRangeInvalid: 400,
   Unauthorized: 401,
   TaskNotFound: 404,
   AgentNotFound: 404,
@@ -17,6 +18,7 @@ const statusByTag: Readonly<Record<string, number>> = {
   NotDue: 409,
   PayloadTooLarge: 413,
   RedisError: 503,
+  TooManyStreams: 503,
   CorruptEntry: 500
 }
 
