@@ -135,6 +135,13 @@ export interface TimelineQuery {
   readonly to: number
 }
 
+/** One bucket of a timeline query as stored: `start` in seconds since the epoch. */
+export interface StoredBucket {
+  readonly agent: string
+  readonly start: number
+  readonly bucket: Bucket
+}
+
 /** The most buckets one timeline query reads (per partition). */
 export const MAX_TIMELINE_BUCKETS = 10_000
 
@@ -250,6 +257,13 @@ export class MetricsProjector extends Context.Service<MetricsProjector, {
    * Buckets past their retention TTL show up as differences.
    */
   readonly verify: Effect.Effect<VerifyReport, ProjectorError>
+  /**
+   * The live buckets of the range as stored (counters and histogram bins), summed over partitions, empty
+   * buckets included: for callers that merge buckets (a coarser timeline, a window's totals).
+   */
+  readonly readBuckets: (
+    query: TimelineQuery
+  ) => Effect.Effect<ReadonlyArray<StoredBucket>, RedisError | TimelineRangeInvalid>
   /** The live buckets of the range, summed over partitions, with derived figures; empty buckets included. */
   readonly readTimeline: (
     query: TimelineQuery
@@ -752,7 +766,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
   // -------------------------------------------------------------------------------------------------------
   // Timeline
 
-  const readTimeline = (query: TimelineQuery) =>
+  const readBuckets = (query: TimelineQuery) =>
     Effect.gen(function*() {
       const { from, to } = query
       if (!(to >= from)) return yield* new TimelineRangeInvalid({ from, to, reason: "`to` is before `from`" })
@@ -769,21 +783,27 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
         starts.push(s)
       }
       const agent = query.agent ?? ALL_AGENTS
-      const sums: Array<Bucket> = starts.map(() => ({}))
+      let sums: Array<Bucket> = starts.map(() => ({}))
       for (const p of allPartitions(keyspace)) {
         const keys = mk(p)
-        const replies = yield* redis.use("metrics timeline", async (c) => {
+        const hashes = yield* redis.use("metrics timeline", async (c) => {
           const pipeline = c.pipeline()
           for (const s of starts) pipeline.hgetall(keys.bucket(agent, s))
-          return (await pipeline.exec()) ?? []
+          return ((await pipeline.exec()) ?? []).map(([err, h]) => {
+            if (err) throw err
+            return recordOfNumbers(h as Record<string, string>)
+          })
         })
-        replies.forEach(([err, h], i) => {
-          if (err) throw toRedisError("metrics timeline", err)
-          sums[i] = addBuckets(sums[i]!, recordOfNumbers(h as Record<string, string>))
-        })
+        sums = sums.map((sum, i) => addBuckets(sum, hashes[i] ?? {}))
       }
-      return starts.map((s, i) => toTimelinePoint(bucketSeconds, agent, s, sums[i]!))
+      return starts.map((start, i) => ({ agent, start, bucket: sums[i]! }))
     })
+
+  const readTimeline = (query: TimelineQuery) =>
+    Effect.map(
+      readBuckets(query),
+      (buckets) => buckets.map((b) => toTimelinePoint(bucketSeconds, b.agent, b.start, b.bucket))
+    )
 
   return MetricsProjector.of({
     keyspace,
@@ -795,6 +815,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
     readState,
     rebuild,
     verify,
+    readBuckets,
     readTimeline
   })
 })

@@ -25,7 +25,7 @@ import { type BatchData, type BatchOptions, type EnqueueOptions, TaskClient } fr
 import type { BatchEnvelope } from "../streams/BatchEvent.ts"
 import { type TaskData, TaskStore } from "./TaskStore.ts"
 import { makeWorkerId, runWorkerPool } from "./Worker.ts"
-import { buildApp } from "./http/App.ts"
+import { type AppOptions, buildApp } from "./http/App.ts"
 import { liveEvents, type LiveFilter } from "./LiveFeed.ts"
 import type { FastifyInstance } from "fastify"
 
@@ -266,14 +266,21 @@ export class Orchestrator {
     return this.runEffect(TaskClient.use(f))
   }
 
-  /** The HTTP server (dashboard + control API), built but not listening: for `inject()` or embedding. */
-  createObservabilityApp(config = this.options.observabilityConfig ?? new ObservabilityConfig()): FastifyInstance {
+  /**
+   * The HTTP server (dashboard, its API and live events, `/metrics`, control API), built but not
+   * listening: for `inject()` or embedding. `extra` tunes the body limit and the live streams.
+   */
+  createObservabilityApp(
+    config = this.options.observabilityConfig ?? new ObservabilityConfig(),
+    extra: Pick<AppOptions, "bodyLimit" | "live"> = {}
+  ): FastifyInstance {
     const runtime = this.getRuntime()
     return buildApp({
       // A layer failure (Redis unreachable, bad namespace) surfaces as this Exit's failure too.
       run: <A, E>(effect: Effect.Effect<A, E, Services>) => runtime.runPromiseExit(effect) as Promise<Exit.Exit<A, E>>,
       config,
-      agents: () => this.agents
+      agents: () => this.agents,
+      ...extra
     })
   }
 

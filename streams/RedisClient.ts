@@ -23,13 +23,16 @@ export interface RedisOptions {
   readonly clusterNodes?: ReadonlyArray<{ readonly host: string; readonly port: number }> | undefined
   /** How long to wait for the first connection, in ms. */
   readonly connectTimeoutMs?: number | undefined
+  /** CLIENT SETNAME of the connection (shows in CLIENT LIST: who holds which connection). */
+  readonly connectionName?: string | undefined
 }
 
 const baseOptions = (o: RedisOptions) => ({
   lazyConnect: true,
   connectTimeout: o.connectTimeoutMs ?? 5_000,
   maxRetriesPerRequest: null,
-  enableReadyCheck: true
+  enableReadyCheck: true,
+  ...(o.connectionName !== undefined ? { connectionName: o.connectionName } : {})
 })
 
 /** Builds (without connecting) a client for the options. */

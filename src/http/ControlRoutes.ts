@@ -3,8 +3,8 @@
  * with Schema once, here; failures go through `HttpError.ts`. Enqueue validates the payload with the
  * registered agent's schema; an agent known only from Redis (registered in another process) takes any JSON.
  */
-import { Effect, Exit, Schema } from "effect"
-import type { FastifyPluginAsync, FastifyReply } from "fastify"
+import { Effect, Schema } from "effect"
+import type { FastifyPluginAsync } from "fastify"
 import { partitionKeys, allPartitions } from "../../streams/Keys.ts"
 import { AgentName } from "../../streams/TaskEvent.ts"
 import { BaseAgent } from "../Agent.ts"
@@ -12,7 +12,7 @@ import { InvalidInput } from "../Errors.ts"
 import { TaskClient } from "../TaskClient.ts"
 import { TaskStore } from "../TaskStore.ts"
 import type { AppOptions } from "./App.ts"
-import { sendError } from "./HttpError.ts"
+import { decoder, responder } from "./Respond.ts"
 
 /** The header that carries a deferred result's per-call token. */
 export const RESULT_TOKEN_HEADER = "x-result-token"
@@ -36,15 +36,10 @@ const HistoryQuery = Schema.Struct({
   count: Schema.optionalKey(Schema.NumberFromString.check(Schema.isInt(), Schema.isGreaterThan(0)))
 })
 
-const decode = <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S, what: string) => {
-  const run = Schema.decodeUnknownEffect(schema)
-  return (input: unknown) =>
-    run(input).pipe(Effect.mapError((e) => new InvalidInput({ message: `invalid ${what}: ${e.message}` })))
-}
-const decodeEnqueue = decode(EnqueueBody, "enqueue body")
-const decodeSteer = decode(SteerBody, "steer body")
-const decodeResult = decode(ResultBody, "result body")
-const decodeHistoryQuery = decode(HistoryQuery, "history query")
+const decodeEnqueue = decoder(EnqueueBody, "enqueue body")
+const decodeSteer = decoder(SteerBody, "steer body")
+const decodeHistoryQuery = decoder(HistoryQuery, "history query")
+const decodeResult = decoder(ResultBody, "result body")
 
 class AgentNotFound extends Schema.TaggedError<AgentNotFound>()("AgentNotFound", { agent: Schema.String }) {
   override get message() {
@@ -53,12 +48,7 @@ class AgentNotFound extends Schema.TaggedError<AgentNotFound>()("AgentNotFound",
 }
 
 export const controlRoutes = (options: AppOptions): FastifyPluginAsync => async (app) => {
-  const respond = async <A, E>(reply: FastifyReply, effect: Effect.Effect<A, E, any>, status = 200) => {
-    const exit = await options.run(effect)
-    return Exit.isSuccess(exit)
-      ? reply.code(status).send(exit.value ?? { ok: true })
-      : sendError(reply, exit.cause.reasons.find((r) => r._tag === "Fail")?.error ?? exit.cause)
-  }
+  const respond = responder(options.run)
 
   /** The registered agent, or a schema-less stand-in for an agent that has queues in Redis. */
   const findAgent = (name: string) =>

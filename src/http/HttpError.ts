@@ -9,6 +9,7 @@ const statusByTag: Readonly<Record<string, number>> = {
   InvalidConfig: 400,
   InvalidSteeringCount: 400,
   InvalidWait: 400,
+  TimelineRangeInvalid: 400,
   Unauthorized: 401,
   InvalidResultToken: 403,
   TaskNotFound: 404,
@@ -24,6 +25,7 @@ const statusByTag: Readonly<Record<string, number>> = {
   ResultAlreadyReceived: 409,
   PayloadTooLarge: 413,
   RedisError: 503,
+  TooManyStreams: 503,
   CorruptEntry: 500
 }
 

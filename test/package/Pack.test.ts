@@ -1,7 +1,7 @@
 /**
  * The package as a user gets it: `npm pack` builds and packs it, a fresh temp project installs the
- * tarball, and a small ESM program imports it from node_modules (compiled JS, `.lua` files included)
- * and runs a task to completion against Redis.
+ * tarball, and a small ESM program imports it from node_modules (compiled JS, `.lua` files and the
+ * dashboard's assets included), runs a task to completion against Redis and gets the dashboard's files.
  */
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs"
@@ -36,9 +36,19 @@ for (let i = 0; i < 200; i++) {
   if (d?.status === "completed") { console.log(JSON.stringify(d.output)); break }
   await new Promise((r) => setTimeout(r, 25))
 }
+const http = o.createObservabilityApp()
+for (const url of ["/observability", "/observability/assets/dashboard.js", "/observability/assets/dashboard.css"]) {
+  console.log(url, (await http.inject({ url })).statusCode)
+}
+await http.close()
 await o.stop()
 `
   )
   const out = execFileSync(process.execPath, ["main.js"], { cwd: app, env, encoding: "utf8" })
-  expect(out.trim()).toBe(JSON.stringify("hello pack"))
+  expect(out.trim().split("\n")).toEqual([
+    JSON.stringify("hello pack"),
+    "/observability 200",
+    "/observability/assets/dashboard.js 200",
+    "/observability/assets/dashboard.css 200"
+  ])
 })

@@ -1,6 +1,7 @@
 /**
  * Live updates: a subscriber sees a task's events in order, filtered by owner; a second subscriber that
- * resumes from a cursor taken midway sees exactly the remaining events, with no gap and no repeat.
+ * resumes from a cursor taken midway sees exactly the remaining events, with no gap and no repeat; an
+ * aborted subscription ends promptly whatever its connection is doing.
  */
 import { expect, it } from "vitest"
 import { Continue, defineAgent, Done } from "../../src/Agent.ts"
@@ -48,6 +49,36 @@ it("streams a task's events to its owner and resumes from a cursor without gaps"
     expect(resumed.map((e) => e.envelope.id)).toEqual(history.slice(3).map((e) => e.id))
     controller.abort()
   } finally {
+    await o.stop()
+  }
+})
+
+it("ends promptly when aborted, even while a read is pending and events keep coming", async () => {
+  const o = new Orchestrator({ ...testRedisOptions, ...freshKeyspace() })
+  const agent = defineAgent({ name: "noise", turn: () => Promise.resolve(Done(null)) })
+  let busy = true
+  const writer = (async () => {
+    while (busy) {
+      await o.enqueueTask(agent, agent.createTask({ ownerId: "u", payload: {} }))
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  })()
+  try {
+    for (const after of [0, 30, 120]) {
+      const controller = new AbortController()
+      const feed = o.subscribe({}, { signal: controller.signal })
+      await feed.next()
+      const pending = (async () => {
+        for (;;) if ((await feed.next()).done) return
+      })()
+      setTimeout(() => controller.abort(), after)
+      const t0 = Date.now()
+      await pending
+      expect(Date.now() - t0, `aborted after ${after} ms`).toBeLessThan(after + 1_000)
+    }
+  } finally {
+    busy = false
+    await writer
     await o.stop()
   }
 })

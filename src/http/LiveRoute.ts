@@ -1,0 +1,160 @@
+/**
+ * `GET /observability/api/events`: the live feed (`src/LiveFeed.ts`) as Server-Sent Events.
+ *
+ * Protocol: first a `ready` event whose id is the starting cursor, then one `task` event per envelope
+ * (`id:` = the feed's cursor after it, `data:` = the envelope JSON), and a `: ping` comment every
+ * `heartbeatMs` so proxies and clients see a live connection. A client that reconnects with
+ * `Last-Event-ID` (EventSource does so by itself) resumes right after the last event it saw, without gaps.
+ *
+ * Resources: each stream owns one Redis connection (named `factorial:sse:<namespace>`), closed when the
+ * client goes, when the stream fails, or when the server closes. At most `maxStreams` are open at once
+ * (503 `TooManyStreams` beyond).
+ */
+import { Effect, Schema } from "effect"
+import type { FastifyPluginAsync } from "fastify"
+import { allPartitions, partitionKeys } from "../../streams/Keys.ts"
+import { RedisClient } from "../../streams/RedisClient.ts"
+import { AgentName, TaskEvent, type TaskEventTag, TaskId } from "../../streams/TaskEvent.ts"
+import { InvalidInput } from "../Errors.ts"
+import { liveEvents, type LiveFilter, parseCursor } from "../LiveFeed.ts"
+import { TaskStore } from "../TaskStore.ts"
+import type { AppOptions } from "./App.ts"
+import { errorBody, sendError } from "./HttpError.ts"
+import { decoder } from "./Respond.ts"
+
+export interface LiveRouteOptions {
+  /** Interval of the `: ping` comments, ms (default 15 000). */
+  readonly heartbeatMs?: number
+  /** Streams open at once in this server (default 64); each holds a Redis connection. */
+  readonly maxStreams?: number
+}
+
+class TooManyStreams extends Schema.TaggedError<TooManyStreams>()("TooManyStreams", { max: Schema.Number }) {
+  override get message() {
+    return `too many live streams open (at most ${this.max}); try again later`
+  }
+}
+
+const EventsQuery = Schema.Struct({
+  agent: Schema.optionalKey(AgentName),
+  owner: Schema.optionalKey(Schema.String),
+  task: Schema.optionalKey(Schema.String),
+  types: Schema.optionalKey(Schema.String),
+  lastEventId: Schema.optionalKey(Schema.String)
+})
+const decodeEventsQuery = decoder(EventsQuery, "events query")
+const decodeTaskIds = decoder(Schema.Array(TaskId), "task filter")
+const eventTags = Object.keys(TaskEvent.cases)
+
+const split = (s: string | undefined) => s === undefined ? undefined : s.split(",").filter((x) => x !== "")
+
+export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): FastifyPluginAsync => async (app) => {
+  const heartbeatMs = live.heartbeatMs ?? 15_000
+  const maxStreams = live.maxStreams ?? 64
+  const open = new Set<AbortController>()
+
+  // An open stream would hold `close()` until its client leaves: end them all first.
+  app.addHook("preClose", async () => {
+    for (const c of open) c.abort()
+  })
+
+  app.get("/events", async (request, reply) => {
+    if (open.size >= maxStreams) return sendError(reply, new TooManyStreams({ max: maxStreams }))
+    // The slot is taken now, before any await, so concurrent requests cannot pass the cap together.
+    const controller = new AbortController()
+    open.add(controller)
+    const setup = await options.run(Effect.gen(function*() {
+      const q = yield* decodeEventsQuery(request.query)
+      const taskIds = q.task === undefined ? undefined : yield* decodeTaskIds(split(q.task))
+      const types = split(q.types)
+      const unknown = types?.find((t) => !eventTags.includes(t))
+      if (unknown !== undefined) {
+        return yield* new InvalidInput({ message: `unknown event type ${JSON.stringify(unknown)}: one of ${eventTags.join(", ")}` })
+      }
+      const store = yield* TaskStore
+      const redis = yield* RedisClient
+      const header = request.headers["last-event-id"]
+      const given = (Array.isArray(header) ? header[0] : header) ?? q.lastEventId
+      const resume = yield* Effect.try({
+        try: () => parseCursor(given, store.keyspace.partitions),
+        catch: (e) => new InvalidInput({ message: `invalid Last-Event-ID: ${(e as Error).message}` })
+      })
+      // Without a cursor the stream starts now: the top of each partition log, sent as the first id.
+      const cursor = resume?.join(",") ?? (yield* redis.use("live start", async (c) => {
+        const tops = await Promise.all(allPartitions(store.keyspace).map(async (p) => {
+          const top = (await c.xrevrange(partitionKeys(store.keyspace, p).events, "+", "-", "COUNT", 1)) as Array<
+            [string, unknown]
+          >
+          return top[0]?.[0] ?? "0-0"
+        }))
+        return tops.join(",")
+      }))
+      const filter: LiveFilter = {
+        ...(q.agent !== undefined ? { agent: q.agent } : {}),
+        ...(q.owner !== undefined ? { ownerId: q.owner } : {}),
+        ...(taskIds !== undefined ? { taskIds } : {}),
+        ...(types !== undefined ? { types: types as ReadonlyArray<TaskEventTag> } : {})
+      }
+      return { keyspace: store.keyspace, redisOptions: redis.options, cursor, filter }
+    }))
+    if (setup._tag === "Failure") {
+      open.delete(controller)
+      return sendError(reply, setup.cause.reasons.find((r) => r._tag === "Fail")?.error ?? setup.cause)
+    }
+    const { keyspace, redisOptions, cursor, filter } = setup.value
+
+    reply.hijack()
+    const res = reply.raw
+    const headers = Object.fromEntries(Object.entries(reply.getHeaders()).filter(([, v]) => v !== undefined))
+    res.writeHead(200, {
+      ...(headers as Record<string, string | number | ReadonlyArray<string>>),
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache, no-transform",
+      // The socket serves this one stream: closed with it (so a closing server is not kept waiting).
+      connection: "close",
+      "x-accel-buffering": "no"
+    })
+    const onClose = () => controller.abort()
+    request.raw.on("close", onClose)
+    res.on("close", onClose)
+    // A client that left while the stream was being set up: its "close" has already happened.
+    if (request.raw.socket.destroyed) controller.abort()
+
+    /** Writes a chunk; waits for the socket to drain when its buffer is full (or for the client to go). */
+    const write = (chunk: string) =>
+      new Promise<void>((resolve) => {
+        if (res.write(chunk) || controller.signal.aborted) return resolve()
+        const done = () => {
+          res.off("drain", done)
+          controller.signal.removeEventListener("abort", done)
+          resolve()
+        }
+        res.on("drain", done)
+        controller.signal.addEventListener("abort", done)
+      })
+
+    const heartbeat = setInterval(() => void res.write(": ping\n\n"), heartbeatMs)
+    try {
+      await write(`retry: 2000\nid: ${cursor}\nevent: ready\ndata: ${JSON.stringify({ cursor })}\n\n`)
+      const events = liveEvents(
+        { ...redisOptions, connectionName: `factorial:sse:${keyspace.namespace}` },
+        keyspace,
+        filter,
+        { cursor, signal: controller.signal }
+      )
+      for await (const e of events) {
+        if (controller.signal.aborted) break
+        await write(`id: ${e.cursor}\nevent: task\ndata: ${JSON.stringify(e.envelope)}\n\n`)
+      }
+    } catch (error) {
+      if (!controller.signal.aborted) res.write(`event: feed-error\ndata: ${JSON.stringify(errorBody(error))}\n\n`)
+    } finally {
+      clearInterval(heartbeat)
+      open.delete(controller)
+      request.raw.off("close", onClose)
+      res.off("close", onClose)
+      controller.abort()
+      res.end()
+    }
+  })
+}

@@ -1,0 +1,249 @@
+/**
+ * The dashboard's JSON API (`/observability/api/…`), answered from projections only — the gauges (status
+ * indexes, queue streams and their consumer groups), the metrics buckets, the status indexes paged, and one
+ * task's hash and history — never from a scan of all tasks. Each request does bounded work: the buckets of
+ * one window, `limit` index entries and hashes, or one task. Routes and response shapes: docs/observability.md.
+ */
+import { Clock, Effect, Schema } from "effect"
+import type { FastifyPluginAsync } from "fastify"
+import { type GaugeSnapshot, Gauges, indexedStatuses, type QueueGauge } from "../../projections/Gauges.ts"
+import { ALL_AGENTS } from "../../projections/MetricsBuckets.ts"
+import { MetricsProjector } from "../../projections/Projector.ts"
+import { parseTaskCursor, readTaskPage } from "../../projections/TaskIndex.ts"
+import {
+  mergePoints,
+  type WindowName,
+  windowNames,
+  windowRange,
+  windowTotals
+} from "../../projections/TimelineWindow.ts"
+import { taskKeys } from "../../streams/Keys.ts"
+import { RedisClient } from "../../streams/RedisClient.ts"
+import { AgentName, TaskId } from "../../streams/TaskEvent.ts"
+import { InvalidInput, TaskNotFound } from "../Errors.ts"
+import { validTaskId } from "../TaskClient.ts"
+import { TaskStore } from "../TaskStore.ts"
+import type { AppOptions } from "./App.ts"
+import { decoder, responder } from "./Respond.ts"
+
+/** The most history entries one task answer holds (the newest ones when the history is longer). */
+export const MAX_HISTORY = 5_000
+/** A consumer that touched its queue this recently counts as a live worker. */
+export const LIVE_WITHIN_MS = 30_000
+
+const Window = Schema.Literals(windowNames)
+const WindowQuery = Schema.Struct({ window: Schema.optionalKey(Window) })
+const TimelineQuery = Schema.Struct({ window: Schema.optionalKey(Window), agent: Schema.optionalKey(AgentName) })
+const Limit = Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 200 }))
+const TasksQuery = Schema.Struct({
+  status: Schema.optionalKey(Schema.String),
+  agent: Schema.optionalKey(AgentName),
+  owner: Schema.optionalKey(Schema.String),
+  cursor: Schema.optionalKey(Schema.String),
+  limit: Schema.optionalKey(Limit)
+})
+
+const decodeWindowQuery = decoder(WindowQuery, "query")
+const decodeTimelineQuery = decoder(TimelineQuery, "timeline query")
+const decodeTasksQuery = decoder(TasksQuery, "tasks query")
+
+const DEFAULT_WINDOW: WindowName = "1h"
+
+/** A queue's gauge as the API shows it: workers counted, and the "nobody will pick these up" warning. */
+const queueView = (q: QueueGauge) => ({
+  agent: q.agent,
+  waiting: q.waiting,
+  inFlight: q.inFlight,
+  oldestWaitingAt: q.oldestWaitingAt,
+  oldestWaitingAgeMs: q.oldestWaitingAgeMs,
+  liveWorkers: q.liveWorkers.length,
+  noLiveWorkers: q.waiting > 0 && q.liveWorkers.length === 0
+})
+
+const warningsOf = (snapshot: GaugeSnapshot) =>
+  snapshot.queues.filter((q) => q.waiting > 0 && q.liveWorkers.length === 0).map((q) => ({
+    agent: q.agent,
+    waiting: q.waiting,
+    message: `${q.waiting} task(s) of ${q.agent} are waiting and no worker of ${q.agent} is live`
+  }))
+
+/** The stored buckets of a window for one agent (or all), with the range they cover. */
+const readWindow = (window: WindowName, agent: string | undefined) =>
+  Effect.gen(function*() {
+    const projector = yield* MetricsProjector
+    const now = yield* Clock.currentTimeMillis
+    const range = windowRange(window, projector.options.bucketSeconds, now)
+    const buckets = yield* projector.readBuckets({ agent, from: range.from, to: range.to })
+    return { range, buckets, bucketSeconds: projector.options.bucketSeconds }
+  })
+
+const totalsOf = (window: WindowName, agent: string | undefined) =>
+  Effect.map(
+    readWindow(window, agent),
+    ({ range, buckets }) => windowTotals(agent ?? ALL_AGENTS, (range.to - range.from) / 1000, buckets)
+  )
+
+export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => async (app) => {
+  const respond = responder(options.run)
+
+  app.get("/overview", (request, reply) =>
+    respond(
+      reply,
+      Effect.gen(function*() {
+        const { window = DEFAULT_WINDOW } = yield* decodeWindowQuery(request.query)
+        const snapshot = yield* Gauges.use((g) => g.read({ liveWithinMs: LIVE_WITHIN_MS }))
+        const totals = yield* totalsOf(window, undefined)
+        return {
+          at: snapshot.at,
+          window,
+          tasksByStatus: snapshot.tasksByStatus,
+          liveWorkers: snapshot.liveWorkers,
+          queues: snapshot.queues.map(queueView),
+          warnings: warningsOf(snapshot),
+          totals
+        }
+      })
+    ))
+
+  app.get("/timeline", (request, reply) =>
+    respond(
+      reply,
+      Effect.gen(function*() {
+        const { window = DEFAULT_WINDOW, agent } = yield* decodeTimelineQuery(request.query)
+        const { range, buckets, bucketSeconds } = yield* readWindow(window, agent)
+        return {
+          window,
+          agent: agent ?? null,
+          from: range.from,
+          to: range.to,
+          bucketSeconds,
+          pointSeconds: range.pointSeconds,
+          points: mergePoints(agent ?? ALL_AGENTS, bucketSeconds, range.step, buckets)
+        }
+      })
+    ))
+
+  app.get("/agents", (request, reply) =>
+    respond(
+      reply,
+      Effect.gen(function*() {
+        const { window = DEFAULT_WINDOW } = yield* decodeWindowQuery(request.query)
+        const snapshot = yield* Gauges.use((g) => g.read({ liveWithinMs: LIVE_WITHIN_MS }))
+        const registered = new Set(options.agents().map((a) => a.name))
+        const names = [...new Set([...snapshot.queues.map((q) => q.agent), ...registered])].sort()
+        const agents = yield* Effect.forEach(names, (agent) =>
+          Effect.map(totalsOf(window, agent), (totals) => {
+            const q = snapshot.queues.find((x) => x.agent === agent)
+            return {
+              ...queueView(q ?? {
+                agent,
+                waiting: 0,
+                inFlight: 0,
+                oldestWaitingAt: null,
+                oldestWaitingAgeMs: null,
+                liveWorkers: []
+              }),
+              registeredHere: registered.has(agent),
+              totals
+            }
+          }), { concurrency: 4 })
+        return { at: snapshot.at, window, agents }
+      })
+    ))
+
+  app.get("/queues", (_request, reply) =>
+    respond(
+      reply,
+      Effect.map(Gauges.use((g) => g.read({ liveWithinMs: LIVE_WITHIN_MS })), (snapshot) => ({
+        at: snapshot.at,
+        queues: snapshot.queues.map(queueView),
+        warnings: warningsOf(snapshot)
+      }))
+    ))
+
+  app.get("/workers", (_request, reply) =>
+    respond(
+      reply,
+      Effect.gen(function*() {
+        // Every consumer of every queue group; "live" marks those seen within LIVE_WITHIN_MS.
+        const snapshot = yield* Gauges.use((g) => g.read({ liveWithinMs: Number.MAX_SAFE_INTEGER }))
+        const byName = new Map<string, Array<{ agent: string; idleMs: number; pending: number }>>()
+        for (const q of snapshot.queues) {
+          for (const w of q.liveWorkers) {
+            byName.set(w.name, [...(byName.get(w.name) ?? []), { agent: q.agent, idleMs: w.idleMs, pending: w.pending }])
+          }
+        }
+        const workers = [...byName].map(([name, agents]) => {
+          const idleMs = Math.min(...agents.map((a) => a.idleMs))
+          return {
+            name,
+            live: idleMs <= LIVE_WITHIN_MS,
+            idleMs,
+            pending: agents.reduce((n, a) => n + a.pending, 0),
+            agents
+          }
+        }).sort((a, b) => Number(b.live) - Number(a.live) || a.idleMs - b.idleMs || (a.name < b.name ? -1 : 1))
+        return { at: snapshot.at, liveWithinMs: LIVE_WITHIN_MS, workers }
+      })
+    ))
+
+  app.get("/tasks", (request, reply) =>
+    respond(
+      reply,
+      Effect.gen(function*() {
+        const q = yield* decodeTasksQuery(request.query)
+        const status = indexedStatuses.find((s) => s === q.status)
+        if (status === undefined) {
+          return yield* new InvalidInput({
+            message: q.status === undefined
+              ? `status is required: one of ${indexedStatuses.join(", ")}`
+              : `unknown status ${JSON.stringify(q.status)}: one of ${indexedStatuses.join(", ")}`
+          })
+        }
+        const cursor = q.cursor === undefined || q.cursor === "" ? undefined : parseTaskCursor(q.cursor)
+        if (q.cursor !== undefined && q.cursor !== "" && (cursor === undefined || !Schema.is(TaskId)(cursor.id))) {
+          return yield* new InvalidInput({
+            message: `invalid cursor ${JSON.stringify(q.cursor)}: pass back a nextCursor (<ms>:<task id>)`
+          })
+        }
+        const store = yield* TaskStore
+        const limit = q.limit ?? 50
+        const page = yield* readTaskPage(store.keyspace, {
+          status,
+          limit,
+          cursor,
+          agent: q.agent,
+          ownerId: q.owner
+        })
+        return {
+          status,
+          limit,
+          filter: { agent: q.agent ?? null, owner: q.owner ?? null },
+          ...page
+        }
+      })
+    ))
+
+  app.get<{ Params: { id: string } }>("/tasks/:id", (request, reply) =>
+    respond(
+      reply,
+      Effect.gen(function*() {
+        const id = yield* validTaskId(request.params.id)
+        const store = yield* TaskStore
+        const redis = yield* RedisClient
+        const task = yield* store.getTask(id)
+        const length = yield* redis.use("history length", (c) => c.llen(taskKeys(store.keyspace, id).log))
+        if (task === undefined && length === 0) return yield* new TaskNotFound({ taskId: id })
+        const start = Math.max(0, length - MAX_HISTORY)
+        const history = yield* store.getHistory(id, { start, count: MAX_HISTORY })
+        const last = history.at(-1)?.event._tag
+        return {
+          task: task ?? null,
+          status: task?.status ?? (last === "TaskExpired" ? "expired" : null),
+          historyLength: length,
+          historyStart: start,
+          history
+        }
+      })
+    ))
+}

@@ -1,0 +1,200 @@
+/**
+ * The dashboard end to end, in headless Chromium (playwright-core driving the system's chromium): an
+ * orchestrator runs a plain agent (a few short turns per task) with its HTTP server on port 0 and a token.
+ * The page asks for the token on the API's 401, then — without a reload — shows the counts changing, a
+ * task's history growing to its completion, the conversation from its payload, the "no live workers"
+ * warning for an agent nobody works on, and steers and cancels a running task from its detail view (no page
+ * error, no console error but the expected 401s). It ends with a
+ * screenshot in test-output/dashboard.png.
+ *
+ * Skipped when no chromium is found (CHROMIUM_PATH, default /usr/bin/chromium).
+ */
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { type BrowserContext, chromium, type Page } from "playwright-core"
+import { afterAll, expect, it } from "vitest"
+import { Continue, defineAgent, Done } from "../../src/Agent.ts"
+import { FatalAgentError } from "../../src/AgentErrors.ts"
+import { AgentWorkerConfig, ObservabilityConfig } from "../../src/Config.ts"
+import { Orchestrator } from "../../src/Orchestrator.ts"
+import { freshKeyspace, testRedisOptions } from "../support/TestRedis.ts"
+
+const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
+const outputDir = resolve(import.meta.dirname, "../../test-output")
+const token = "e2e-dashboard-token-0123"
+
+interface Draft {
+  readonly turns: number
+  readonly n?: number
+  readonly hold?: boolean
+  readonly fail?: boolean
+  readonly messages: ReadonlyArray<{ readonly role: string; readonly content: string }>
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    const t = setTimeout(resolve, ms)
+    signal?.addEventListener("abort", () => {
+      clearTimeout(t)
+      reject(new Error("aborted"))
+    })
+  })
+
+/** A plain agent: each turn "writes a draft" (250 ms) until `turns` drafts exist; `hold` waits to be cancelled. */
+const writer = defineAgent<Draft>({
+  name: "writer",
+  turn: async (ctx) => {
+    if (ctx.payload.hold) await sleep(120_000, ctx.signal)
+    await sleep(250, ctx.signal)
+    if (ctx.payload.fail) throw new FatalAgentError({ message: "the model refused the request" })
+    const n = (ctx.payload.n ?? 0) + 1
+    const messages = [...ctx.payload.messages, { role: "assistant", content: `Draft ${n}: queues hum, workers wake…` }]
+    const next = { ...ctx.payload, n, messages }
+    return n >= ctx.payload.turns ? Done({ drafts: n }, next) : Continue(next)
+  }
+})
+/** Registered nowhere: its tasks wait with no live worker. */
+const reviewer = defineAgent({ name: "reviewer", turn: () => Promise.resolve(Done(null)) })
+
+const orchestrator = new Orchestrator({
+  ...testRedisOptions,
+  ...freshKeyspace(),
+  observabilityConfig: new ObservabilityConfig({ port: 0, authToken: token, dashboardName: "Factorial — e2e" })
+})
+orchestrator.registerRunner({
+  agent: writer,
+  agentWorkerConfig: new AgentWorkerConfig({ workers: 3, heartbeatInterval: 1 })
+})
+
+let context: BrowserContext | undefined
+const profile = mkdtempSync(join(tmpdir(), "factorial-chromium-"))
+afterAll(async () => {
+  await context?.close()
+  await orchestrator.stop()
+  rmSync(profile, { recursive: true, force: true })
+})
+
+const enqueue = (payload: Omit<Draft, "messages">, ownerId = "ada") =>
+  orchestrator.enqueueTask(
+    writer,
+    writer.createTask({ ownerId, payload: { ...payload, messages: [{ role: "user", content: "Write a haiku about queues." }] } })
+  )
+
+// The page's globals, for the functions evaluated in it (this file is compiled without the DOM library).
+// Functions, not strings: the page's Content-Security-Policy forbids evaluating strings.
+declare const document: {
+  querySelector(selector: string): { readonly textContent: string | null } | null
+  querySelectorAll(selector: string): { readonly length: number }
+}
+const within = (timeout?: number) => (timeout === undefined ? {} : { timeout })
+/** Waits until the element's text is `expected`. */
+const untilText = (page: Page, selector: string, expected: string, timeout?: number) =>
+  page.waitForFunction(([s, e]) => document.querySelector(s)?.textContent === e, [selector, expected] as const, within(timeout))
+/** Waits until the element's text is a number of at least `min`. */
+const untilAtLeast = (page: Page, selector: string, min: number, timeout?: number) =>
+  page.waitForFunction(([s, m]) => Number(document.querySelector(s)?.textContent) >= m, [selector, min] as const, within(timeout))
+/** Waits until at least `min` elements match. */
+const untilCount = (page: Page, selector: string, min: number, timeout?: number) =>
+  page.waitForFunction(([s, m]) => document.querySelectorAll(s).length >= m, [selector, min] as const, within(timeout))
+
+const number = async (page: Page, selector: string) => Number((await page.textContent(selector))?.replace(/[^0-9]/g, ""))
+
+it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and steers and cancels a running task", { timeout: 60_000 }, async () => {
+  await orchestrator.start()
+  const url = orchestrator.observabilityUrl!
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: chromiumPath,
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync"
+    ]
+  })
+  const page = context.pages()[0] ?? (await context.newPage())
+  page.setDefaultTimeout(15_000)
+  const pageErrors: Array<string> = []
+  page.on("pageerror", (e) => pageErrors.push(e.message))
+  // Console errors other than the expected 401s (a CSP violation would show up here).
+  const consoleErrors: Array<string> = []
+  page.on("console", (m) => {
+    if (m.type() === "error" && !m.text().includes("401")) consoleErrors.push(m.text())
+  })
+
+  await page.goto(`${url}/observability`)
+  expect(await page.title()).toBe("Factorial — e2e")
+  // The API answers 401: the page asks for the token.
+  await page.waitForSelector("#token-dialog[open]")
+  await page.fill("#token-input", token)
+  await page.click("#token-form button[type=submit]")
+  await page.waitForSelector("#count-completed .card-value")
+  expect(await number(page, "#count-completed .card-value")).toBe(0)
+  await page.waitForSelector("#live-status[data-state=live]")
+  await page.evaluate("window.marker = 'no reload'")
+
+  // Work arrives while the page is open.
+  const long = await enqueue({ turns: 6 })
+  await page.evaluate(`location.hash = "task=${long}"`)
+  await page.waitForSelector("#history li[data-tag=TaskEnqueued]")
+  const held = await enqueue({ turns: 1, hold: true }, "grace")
+  for (const turns of [1, 2, 3, 2, 4]) await enqueue({ turns })
+  await enqueue({ turns: 1, fail: true }, "grace")
+  for (let i = 0; i < 2; i++) await orchestrator.enqueueTask(reviewer, reviewer.createTask({ ownerId: "lin", payload: {} }))
+
+  // The open task's history grows, live, to its completion; the conversation comes from its payload.
+  await untilCount(page, "#history li[data-tag=TurnCompleted]", 2)
+  await page.waitForSelector("#history li[data-tag=TaskCompleted]", { timeout: 20_000 })
+  expect(await page.locator("#history li").count()).toBe(1 + 6 * 2) // enqueued, then claimed + turn/completion ×6
+  expect(await page.textContent("#detail-status")).toContain("completed")
+  // The query and at least the drafts of the five checkpointed turns (the final turn's payload reaches the
+  // history only once the completion records it).
+  expect(await page.locator("#detail-conversation .msg").count()).toBeGreaterThanOrEqual(6)
+  expect(await page.textContent("#detail-result")).toContain("\"drafts\": 6")
+
+  // The counts change without a reload.
+  await untilAtLeast(page, "#count-completed .card-value", 6, 20_000)
+  await untilAtLeast(page, "#count-failed .card-value", 1)
+  await page.waitForSelector("#alerts [data-key=no-workers-reviewer]")
+  expect(await page.textContent("#alerts [data-key=no-workers-reviewer]")).toContain("2 task(s) waiting")
+  await page.waitForSelector("#agents-table tr[data-agent=reviewer] .badge.warn")
+
+  // Cancel the running task from its detail view (opened from the "processing" list).
+  await page.click("#status-tabs button[data-status=processing]")
+  await page.click(`#tasks-table a.task-link:text-is("${held}")`)
+  await untilText(page, "#detail-status", "processing")
+  await page.fill("#steer-text", "Make it rhyme.")
+  await page.click("#steer-form button[type=submit]")
+  await page.waitForSelector("#history li[data-tag=TaskSteered]")
+  expect(await page.textContent("#history li[data-tag=TaskSteered] .event-fields")).toContain("Make it rhyme.")
+  await page.click("#cancel-button")
+  await page.click("#cancel-yes")
+  await untilText(page, "#detail-status", "cancelled")
+  await page.waitForSelector("#history li[data-tag=TaskCancelled]")
+  expect(await orchestrator.getTaskStatus(held)).toBe("cancelled")
+  expect(await page.isHidden("#detail-actions")).toBe(true)
+  await untilAtLeast(page, "#count-cancelled .card-value", 1)
+  await page.waitForSelector(`#tasks-table tr[data-task="${held}"]`, { state: "detached" })
+
+  // The metrics projection reaches the charts; then the picture for the docs.
+  await page.waitForSelector("#throughput-chart rect.s-completed", { timeout: 20_000 })
+  await page.waitForSelector("#latency-chart circle")
+  expect(await page.evaluate("window.marker")).toBe("no reload")
+  expect(pageErrors).toEqual([])
+  expect(consoleErrors, JSON.stringify(consoleErrors)).toEqual([])
+  await page.selectOption("#window", "15m")
+  await page.waitForSelector("#timeline-sub:has-text('15 intervals')")
+  await page.click("#status-tabs button[data-status=completed]")
+  await untilCount(page, "#tasks-table tr[data-task]", 6)
+  await page.evaluate(`location.hash = "task=${long}"`)
+  await untilText(page, "#detail-status", "completed")
+  await untilText(page, "#workers-table tbody tr td:nth-child(4)", "0") // the workers hold nothing now
+  mkdirSync(outputDir, { recursive: true })
+  await page.screenshot({ path: join(outputDir, "dashboard.png"), fullPage: true })
+})

@@ -1,0 +1,234 @@
+/**
+ * Server-Sent Events over a real socket (the server listens on port 0): the `ready` event and its cursor,
+ * task events as they are written, filters, heartbeat comments, resuming with Last-Event-ID without a gap
+ * or a repeat, the stream's Redis connection closed when the client goes, bad input refused before
+ * the stream starts, the cap on open streams, and a prompt server close.
+ */
+import { connect } from "node:net"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { defineAgent, Done } from "../../../src/Agent.ts"
+import { ObservabilityConfig } from "../../../src/Config.ts"
+import { Orchestrator } from "../../../src/Orchestrator.ts"
+import { freshKeyspace, rawClient, testRedisOptions } from "../../support/TestRedis.ts"
+
+const token = "another-test-token-0123"
+const echo = defineAgent({ name: "echo", turn: () => Promise.resolve(Done(null)) })
+const keyspace = freshKeyspace()
+const orchestrator = new Orchestrator({ ...testRedisOptions, ...keyspace })
+const app = orchestrator.createObservabilityApp(new ObservabilityConfig({ authToken: token, port: 0 }), {
+  live: { heartbeatMs: 150 }
+})
+const redis = rawClient()
+let base = ""
+
+beforeAll(async () => {
+  base = await app.listen({ host: "127.0.0.1", port: 0 })
+})
+afterAll(async () => {
+  redis.disconnect()
+  await app.close()
+  await orchestrator.stop()
+})
+
+/** Every stream a test opened, closed after it (also when it failed). */
+const opened: Array<() => Promise<void>> = []
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((close) => close()))
+})
+
+interface SseMessage {
+  readonly event: string
+  readonly id?: string
+  readonly data: string
+}
+
+/** An open event stream: messages and comments as they arrive. */
+const open = async (query = "", headers: Record<string, string> = { authorization: `Bearer ${token}` }, server = base) => {
+  const controller = new AbortController()
+  const res = await fetch(`${server}/observability/api/events${query}`, { headers, signal: controller.signal })
+  const messages: Array<SseMessage> = []
+  const comments: Array<string> = []
+  let buffer = ""
+  const pump = (async () => {
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader()
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) return
+      buffer += value
+      let end: number
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end)
+        buffer = buffer.slice(end + 2)
+        const m: { event: string; id?: string; data: Array<string> } = { event: "message", data: [] }
+        for (const line of block.split("\n")) {
+          if (line.startsWith(":")) comments.push(line.slice(1).trim())
+          else if (line.startsWith("event: ")) m.event = line.slice(7)
+          else if (line.startsWith("id: ")) m.id = line.slice(4)
+          else if (line.startsWith("data: ")) m.data.push(line.slice(6))
+        }
+        if (m.data.length > 0) messages.push({ event: m.event, ...(m.id !== undefined ? { id: m.id } : {}), data: m.data.join("\n") })
+      }
+    }
+  })().catch(() => undefined)
+  const waitFor = async (ok: () => boolean, what: string, ms = 10_000) => {
+    const end = Date.now() + ms
+    while (!ok()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(messages)}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  const tasks = () => messages.filter((m) => m.event === "task").map((m) => ({ id: m.id!, envelope: JSON.parse(m.data) }))
+  const close = async () => {
+    controller.abort()
+    await pump
+  }
+  opened.push(close)
+  return { res, messages, comments, tasks, waitFor, close }
+}
+
+const sseClients = async () =>
+  String(await redis.call("CLIENT", "LIST")).split("\n").filter((l) => l.includes(`name=factorial:sse:${keyspace.namespace}`)).length
+
+const enqueue = (ownerId: string) => orchestrator.enqueueTask(echo, echo.createTask({ ownerId, payload: {} }))
+
+describe("GET /observability/api/events", () => {
+  it("streams task events, heartbeats, and closes its Redis connection when the client goes", async () => {
+    const stream = await open()
+    expect(stream.res.status).toBe(200)
+    expect(stream.res.headers.get("content-type")).toBe("text/event-stream; charset=utf-8")
+    await stream.waitFor(() => stream.messages.some((m) => m.event === "ready"), "ready")
+    const ready = stream.messages[0]!
+    expect(ready.id).toMatch(/^\d+-\d+(,\d+-\d+)*$/)
+    expect(JSON.parse(ready.data)).toEqual({ cursor: ready.id })
+
+    const a = await enqueue("u1")
+    const b = await enqueue("u2")
+    await stream.waitFor(() => stream.tasks().length >= 2, "two task events")
+    // Order holds within a partition; tasks in different partitions may arrive either way round.
+    expect(stream.tasks().map((t) => [t.envelope.taskId, t.envelope.event._tag]).sort()).toEqual(
+      [[a, "TaskEnqueued"], [b, "TaskEnqueued"]].sort()
+    )
+    expect(stream.tasks().every((t) => /^\d+-\d+/.test(t.id))).toBe(true)
+    await stream.waitFor(() => stream.comments.includes("ping"), "a heartbeat comment")
+
+    expect(await sseClients()).toBe(1)
+    await stream.close()
+    const end = Date.now() + 5_000
+    while ((await sseClients()) > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 25))
+    expect(await sseClients()).toBe(0)
+  })
+
+  it("resumes after Last-Event-ID without a gap or a repeat", async () => {
+    const first = await open()
+    await first.waitFor(() => first.messages.some((m) => m.event === "ready"), "ready")
+    const a = await enqueue("r1")
+    await first.waitFor(() => first.tasks().length === 1, "first event")
+    const lastSeen = first.tasks()[0]!.id
+    await first.close()
+
+    // Written while nobody listens.
+    const b = await enqueue("r2")
+    const c = await enqueue("r3")
+    const resumed = await open("", { authorization: `Bearer ${token}`, "last-event-id": lastSeen })
+    await resumed.waitFor(() => resumed.tasks().length >= 2, "the missed events")
+    expect(resumed.messages[0]).toMatchObject({ event: "ready", id: lastSeen })
+    expect(resumed.tasks().map((t) => t.envelope.taskId).sort()).toEqual([b, c].sort())
+    expect(resumed.tasks().map((t) => t.envelope.taskId)).not.toContain(a)
+    await resumed.close()
+
+    // The same through the query (for clients that open a new EventSource themselves).
+    const viaQuery = await open(`?lastEventId=${encodeURIComponent(lastSeen)}&token=${token}`, {})
+    await viaQuery.waitFor(() => viaQuery.tasks().length >= 2, "the missed events again")
+    expect(viaQuery.tasks().map((t) => t.envelope.taskId).sort()).toEqual([b, c].sort())
+    await viaQuery.close()
+  })
+
+  it("filters by owner, task and event type", async () => {
+    const byOwner = await open("?owner=only-me")
+    const byType = await open("?types=TaskCancelled")
+    await byOwner.waitFor(() => byOwner.messages.length > 0, "ready")
+    await byType.waitFor(() => byType.messages.length > 0, "ready")
+    await enqueue("someone-else")
+    const mine = await enqueue("only-me")
+    await orchestrator.cancelTask(mine)
+    await byOwner.waitFor(() => byOwner.tasks().length >= 2, "my events")
+    expect(byOwner.tasks().map((t) => [t.envelope.ownerId, t.envelope.event._tag])).toEqual([
+      ["only-me", "TaskEnqueued"],
+      ["only-me", "TaskCancelled"]
+    ])
+    await byType.waitFor(() => byType.tasks().length >= 1, "the cancel")
+    expect(byType.tasks().map((t) => t.envelope.taskId)).toEqual([mine])
+    await Promise.all([byOwner.close(), byType.close()])
+
+    const byTask = await open(`?task=${mine}`, { authorization: `Bearer ${token}`, "last-event-id": byOwner.messages[0]!.id! })
+    await byTask.waitFor(() => byTask.tasks().length >= 2, "the task's events")
+    expect(byTask.tasks().every((t) => t.envelope.taskId === mine)).toBe(true)
+    await byTask.close()
+  })
+
+  it("refuses bad input and a missing token before streaming", async () => {
+    const bad = async (query: string, headers: Record<string, string> = {}) => {
+      const res = await fetch(`${base}/observability/api/events${query}`, { headers: { authorization: `Bearer ${token}`, ...headers } })
+      return { status: res.status, body: await res.json() as { error: { tag: string; message: string } } }
+    }
+    const badId = await bad("", { "last-event-id": "not-a-cursor" })
+    expect(badId.status).toBe(400)
+    expect(badId.body.error.message).toContain("invalid Last-Event-ID")
+    expect((await bad("?types=TaskNope")).body.error.message).toContain("unknown event type \"TaskNope\"")
+    expect((await bad("?agent=a%20b")).status).toBe(400)
+    expect((await bad("?task={x}")).status).toBe(400)
+    const noToken = await fetch(`${base}/observability/api/events`)
+    expect(noToken.status).toBe(401)
+  })
+
+  it("refuses a stream beyond maxStreams with 503, and takes one again once a stream ends", async () => {
+    const small = orchestrator.createObservabilityApp(new ObservabilityConfig({ port: 0 }), { live: { maxStreams: 2 } })
+    const url = await small.listen({ host: "127.0.0.1", port: 0 })
+    try {
+      const streams = await Promise.all([open("", {}, url), open("", {}, url)])
+      await Promise.all(streams.map((s) => s.waitFor(() => s.messages.length > 0, "ready")))
+      const refused = await fetch(`${url}/observability/api/events`)
+      expect(refused.status).toBe(503)
+      expect(((await refused.json()) as { error: unknown }).error).toMatchObject({ tag: "TooManyStreams", message: expect.stringContaining("at most 2") })
+      // Keep the feeds busy while a client leaves: the server must still notice and free the slot.
+      let busy = true
+      const writer = (async () => {
+        while (busy) {
+          await enqueue("busy")
+          await new Promise((r) => setTimeout(r, 5))
+        }
+      })()
+      await streams[0]!.waitFor(() => streams[0]!.tasks().length > 3, "busy events")
+      await streams[0]!.close()
+      const end = Date.now() + 5_000
+      let again = await open("", {}, url)
+      while (again.res.status === 503 && Date.now() < end) {
+        await new Promise((r) => setTimeout(r, 50))
+        again = await open("", {}, url)
+      }
+      busy = false
+      await writer
+      expect(again.res.status).toBe(200)
+    } finally {
+      await Promise.all(opened.splice(0).map((close) => close()))
+      await small.close()
+    }
+  })
+
+  it("ends open streams when the server closes, without waiting on idle sockets", async () => {
+    const other = orchestrator.createObservabilityApp(new ObservabilityConfig({ port: 0 }))
+    const url = await other.listen({ host: "127.0.0.1", port: 0 })
+    const res = await fetch(`${url}/observability/api/events`)
+    const reader = res.body!.getReader()
+    await reader.read()
+    // A socket that never sends a request (like a browser's preconnect) must not hold up close().
+    const idle = connect(Number(new URL(url).port), "127.0.0.1")
+    await new Promise((r) => idle.once("connect", r))
+    const idleClosed = new Promise((r) => idle.once("close", r))
+    const t0 = Date.now()
+    await other.close()
+    expect(Date.now() - t0).toBeLessThan(3_000)
+    for (;;) if ((await reader.read()).done) break
+    await idleClosed
+  })
+})
