@@ -1,5 +1,5 @@
 /**
- * The control API (`/api/…`): enqueue, status, data, history, cancel, steer, deferred results. Bodies and params are decoded
+ * The control API (`/api/…`): enqueue, status, data, history, cancel, steer, deferred results, batches. Bodies and params are decoded
  * with Schema once, here; failures go through `HttpError.ts`. Enqueue validates the payload with the
  * registered agent's schema; an agent known only from Redis (registered in another process) takes any JSON.
  */
@@ -30,6 +30,13 @@ const EnqueueBody = Schema.Struct({
   maxRetries: Schema.optionalKey(Schema.Int)
 })
 const SteerBody = Schema.Struct({ messages: Schema.Array(Schema.Json) })
+const BatchBody = Schema.Struct({
+  agent: AgentName,
+  ownerId: Schema.String,
+  payloads: Schema.Array(Schema.Json),
+  batchId: Schema.optionalKey(Schema.String),
+  maxRetries: Schema.optionalKey(Schema.Int)
+})
 const ResultBody = Schema.Struct({ result: Schema.Json, token: Schema.optionalKey(Schema.String) })
 const HistoryQuery = Schema.Struct({
   start: Schema.optionalKey(Schema.NumberFromString.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))),
@@ -40,6 +47,7 @@ const decodeEnqueue = decoder(EnqueueBody, "enqueue body")
 const decodeSteer = decoder(SteerBody, "steer body")
 const decodeHistoryQuery = decoder(HistoryQuery, "history query")
 const decodeResult = decoder(ResultBody, "result body")
+const decodeBatch = decoder(BatchBody, "batch body")
 
 class AgentNotFound extends Schema.TaggedError<AgentNotFound>()("AgentNotFound", { agent: Schema.String }) {
   override get message() {
@@ -76,6 +84,39 @@ export const controlRoutes = (options: AppOptions): FastifyPluginAsync => async 
       }),
       201
     ))
+
+  app.post("/batches", (request, reply) =>
+    respond(
+      reply,
+      Effect.gen(function*() {
+        const body = yield* decodeBatch(request.body)
+        const agent = yield* findAgent(body.agent)
+        const client = yield* TaskClient
+        const tasks = body.payloads.map((payload) => agent.createTask({ ownerId: body.ownerId, payload }))
+        return yield* client.enqueueBatch(agent, tasks, {
+          ...(body.batchId !== undefined ? { batchId: body.batchId } : {}),
+          ...(body.maxRetries !== undefined ? { maxRetries: body.maxRetries } : {})
+        })
+      }),
+      201
+    ))
+
+  app.get<{ Params: { id: string } }>("/batches/:id", (request, reply) =>
+    respond(
+      reply,
+      Effect.gen(function*() {
+        const client = yield* TaskClient
+        const batch = yield* client.getBatch(request.params.id)
+        if (batch === null) return yield* Effect.fail({ _tag: "BatchNotFound", message: `batch ${request.params.id} not found` })
+        return batch
+      })
+    ))
+
+  app.get<{ Params: { id: string } }>("/batches/:id/history", (request, reply) =>
+    respond(reply, Effect.map(TaskClient.use((c) => c.getBatchHistory(request.params.id)), (events) => ({ events }))))
+
+  app.post<{ Params: { id: string } }>("/batches/:id/cancel", (request, reply) =>
+    respond(reply, TaskClient.use((c) => c.cancelBatch(request.params.id))))
 
   app.get<{ Params: { id: string } }>("/tasks/:id", (request, reply) =>
     respond(

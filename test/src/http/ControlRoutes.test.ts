@@ -141,6 +141,33 @@ describe("control API", () => {
     expect((await app.inject({ url: `/api/tasks/${id}`, headers: { "x-result-token": "per-call-token" } })).statusCode).toBe(401)
   })
 
+  it("enqueues a batch, reads its progress and history, cancels it", async () => {
+    const res = await app.inject({
+      method: "POST",
+      url: "/api/batches",
+      headers: auth,
+      payload: { agent: "echo", ownerId: "u1", payloads: [{ text: "a" }, { text: "b" }] }
+    })
+    expect(res.statusCode).toBe(201)
+    const { batchId, taskIds } = res.json() as { batchId: string; taskIds: Array<string> }
+    expect(taskIds).toHaveLength(2)
+    const batch = (await app.inject({ url: `/api/batches/${batchId}`, headers: auth })).json()
+    expect(batch).toMatchObject({ id: batchId, agent: "echo", status: "active", total: 2, finished: 0 })
+    expect((await app.inject({ method: "POST", url: `/api/batches/${batchId}/cancel`, headers: auth })).statusCode).toBe(200)
+    const cancelled = (await app.inject({ url: `/api/batches/${batchId}`, headers: auth })).json()
+    expect(cancelled).toMatchObject({ status: "cancelled", finished: 2, cancelled: 2 })
+    const history = (await app.inject({ url: `/api/batches/${batchId}/history`, headers: auth })).json()
+    expect(history.events.map((e: { event: { _tag: string } }) => e.event._tag)).toEqual([
+      "BatchCreated",
+      "BatchCancelled",
+      "BatchTaskFinished",
+      "BatchTaskFinished"
+    ])
+    expect((await app.inject({ url: "/api/batches/nope", headers: auth })).statusCode).toBe(404)
+    const bad = await app.inject({ method: "POST", url: "/api/batches", headers: auth, payload: { agent: "echo", ownerId: "u", payloads: [{ text: 1 }] } })
+    expect(bad.statusCode).toBe(400)
+  })
+
   it("refuses oversized bodies with 413", async () => {
     const big = await enqueue({ agent: "echo", ownerId: "u", payload: { text: "x".repeat(2 * 1024 * 1024) } })
     expect(big.statusCode).toBe(413)
