@@ -291,9 +291,28 @@ export const foldEnvelopes = (
         count(agent, at, "expired")
         open.delete(taskId)
         break
+      case "TaskWaiting":
+        // The turn ended (like TurnCompleted); the task waits in the queue only once it resumes.
+        count(agent, at, "turns")
+        endRun(agent, at, t)
+        remember(taskId, e.resumed ? { queuedAt: at } : {})
+        break
+      case "ToolResultReceived":
+      case "ChildTaskFinished":
+        if (e.resumed) remember(taskId, { queuedAt: at })
+        break
+      case "TaskWaitTimedOut":
+        if (e.decision === "failed") {
+          count(agent, at, "failed")
+          open.delete(taskId)
+        } else if (e.decision === "resumed") {
+          remember(taskId, { queuedAt: at })
+        }
+        break
       case "TaskHeartbeat":
       case "TaskSteered":
       case "TaskCancelRequested":
+      case "ChildTasksSpawned":
         // Deliberately ignored: heartbeats are liveness (the gauges read workers from the queues), steering
         // and cancel requests change no counter and start or end no wait or run.
         break

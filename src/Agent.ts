@@ -1,14 +1,15 @@
 /**
  * What the orchestrator runs: an agent is a name (its queue), a payload schema and a turn function.
  * One pickup of a task runs one turn; the turn either continues (the new payload is checkpointed and
- * the task goes back on the queue) or is done (the output completes the task). Throwing fails the
- * attempt, classified by `AgentErrors.classifyFailure`.
+ * the task goes back on the queue), waits (checkpointed too; the task parks until deferred results and child
+ * tasks are in, then the next turn gets them in `ctx.results`) or is done (the output completes the task).
+ * Throwing fails the attempt, classified by `AgentErrors.classifyFailure`.
  *
  * `BaseAgent` is the plain-function agent; the LLM `Agent` (src/agent/) extends it with the same shape.
  */
-import { randomUUID } from "node:crypto"
+import { createHash, randomBytes, randomUUID } from "node:crypto"
 import { Effect, Schema } from "effect"
-import { AgentName } from "../streams/TaskEvent.ts"
+import { AgentName, type WaitResult } from "../streams/TaskEvent.ts"
 import { InvalidInput } from "./Errors.ts"
 
 /** Everything a turn gets to know about its task. */
@@ -29,7 +30,50 @@ export interface TurnContext<P> {
   readonly signal: AbortSignal
   /** Records a custom event in the live feed (not in the task's history). */
   readonly emit: (type: string, data: unknown) => void
+  /** What arrived for the wait this turn resumes from, in the wait's order (empty after a plain turn). */
+  readonly results: ReadonlyArray<DeliveredResult>
+  /**
+   * Spawns child tasks (of any agent) and returns their ids: each is registered with this task first, then
+   * enqueued, so its end always reaches this task (ChildTaskFinished, also if it ends before this turn does).
+   * Ids are derived from (this task, this turn, key): a retried turn spawns the same children again, which
+   * changes nothing. `key` defaults to the spawn's position in the turn (so keep spawns in a stable order).
+   * Wait for them by returning `Wait({ pending: ids })`; children still running when this task ends are cancelled.
+   */
+  readonly spawn: <Q>(children: ReadonlyArray<ChildSpec<Q>>) => Promise<ReadonlyArray<string>>
+  /** A fresh per-call token for a deferred result, to hand to whoever will deliver it (the HTTP route checks it). */
+  readonly resultToken: () => string
 }
+
+/** A child task to spawn. */
+export interface ChildSpec<Q> {
+  readonly agent: BaseAgent<Q>
+  readonly payload: Q
+  /** Makes the child's id (with the parent's id and turn); default: the spawn's position in the turn. */
+  readonly key?: string
+}
+
+/** A result handed to the turn after a wait: the item's id and what arrived (a result, a child's end, a timeout). */
+export type DeliveredResult = { readonly id: string } & WaitResult
+
+/**
+ * One thing a turn waits for: a child task's id (from `ctx.spawn`), or the id of a deferred result that a client
+ * will deliver (`completeDeferredTool`). `timeout` (seconds from now) or `timeoutAt` (ms): past it, the task fails
+ * (`onTimeout: "fail"`, the default) or the next turn gets `{ id, timedOut: true }` (`"resume"`). `token`: the
+ * per-call token a delivery over HTTP must present (default: a fresh one; see `ctx.resultToken`).
+ */
+export interface WaitSpec {
+  readonly id: string
+  readonly timeout?: number
+  readonly timeoutAt?: number
+  readonly onTimeout?: "fail" | "resume"
+  readonly token?: string
+}
+
+/** The id of the child task spawned by `parentId` at `turn` under `key`. */
+export const childTaskId = (parentId: string, turn: number, key: string): string =>
+  `child-${createHash("sha256").update(`${parentId}\u0000${turn}\u0000${key}`).digest("hex").slice(0, 32)}`
+
+export const newResultToken = (): string => randomBytes(18).toString("base64url")
 
 /**
  * `Done.payload` (optional) is the payload as the last turn left it, for the task's history: without
@@ -38,8 +82,15 @@ export interface TurnContext<P> {
 export type TurnOutcome<P> =
   | { readonly _tag: "Continue"; readonly payload: P }
   | { readonly _tag: "Done"; readonly output: unknown; readonly payload?: P }
+  | { readonly _tag: "Wait"; readonly payload: P; readonly pending: ReadonlyArray<WaitSpec | string> }
 
 export const Continue = <P>(payload: P): TurnOutcome<P> => ({ _tag: "Continue", payload })
+/** The turn ends waiting for `pending` (child ids or deferred result ids); its payload is checkpointed. */
+export const Wait = <P>(options: { readonly payload: P; readonly pending: ReadonlyArray<WaitSpec | string> }): TurnOutcome<P> => ({
+  _tag: "Wait",
+  payload: options.payload,
+  pending: options.pending
+})
 export const Done = <P = never>(output: unknown, payload?: P): TurnOutcome<P> =>
   payload === undefined ? { _tag: "Done", output } : { _tag: "Done", output, payload }
 

@@ -62,6 +62,88 @@ export class InvalidSteeringCount extends Schema.TaggedError<InvalidSteeringCoun
   }
 }
 
+/** A deferred result for an id the task is not waiting for (or a child end for a child it never spawned). */
+export class ResultNotPending extends Schema.TaggedError<ResultNotPending>()("ResultNotPending", {
+  taskId: Schema.String,
+  resultId: Schema.String,
+  status: Schema.String
+}) {
+  override get message() {
+    return `task ${this.taskId} (${this.status}) is not waiting for result ${this.resultId}`
+  }
+}
+
+/** A second delivery of the same result: each wait item takes exactly one. */
+export class ResultAlreadyReceived extends Schema.TaggedError<ResultAlreadyReceived>()("ResultAlreadyReceived", {
+  taskId: Schema.String,
+  resultId: Schema.String
+}) {
+  override get message() {
+    return `result ${this.resultId} of task ${this.taskId} was already delivered`
+  }
+}
+
+/** The per-call token presented with a result is not the one the task recorded for it. */
+export class InvalidResultToken extends Schema.TaggedError<InvalidResultToken>()("InvalidResultToken", {
+  taskId: Schema.String,
+  resultId: Schema.String
+}) {
+  override get message() {
+    return `wrong token for result ${this.resultId} of task ${this.taskId}`
+  }
+}
+
+/** A turn's wait that cannot be kept (no items, an id twice, a child item for no such child …). */
+export class InvalidWait extends Schema.TaggedError<InvalidWait>()("InvalidWait", {
+  taskId: Schema.String,
+  id: Schema.String,
+  reason: Schema.Literals(["empty", "duplicate", "notAChild", "isAChild"])
+}) {
+  override get message() {
+    const what = {
+      empty: "it waits for nothing",
+      duplicate: `${this.id} is named twice`,
+      notAChild: `${this.id} is not a child of the task whose end is still to come`,
+      isAChild: `${this.id} is a child task, not a deferred result`
+    }[this.reason]
+    return `invalid wait of task ${this.taskId}: ${what}`
+  }
+}
+
+export class BatchNotFound extends Schema.TaggedError<BatchNotFound>()("BatchNotFound", { batchId: Schema.String }) {
+  override get message() {
+    return `batch ${this.batchId} not found`
+  }
+}
+
+export class BatchAlreadyExists extends Schema.TaggedError<BatchAlreadyExists>()("BatchAlreadyExists", { batchId: Schema.String }) {
+  override get message() {
+    return `batch ${this.batchId} already exists`
+  }
+}
+
+/** A completed batch cannot be cancelled. */
+export class BatchAlreadyFinished extends Schema.TaggedError<BatchAlreadyFinished>()("BatchAlreadyFinished", {
+  batchId: Schema.String
+}) {
+  override get message() {
+    return `batch ${this.batchId} is already completed`
+  }
+}
+
+/** A task's end that its batch does not count: not in the batch, or counted already (the follow-up step ignores it). */
+export class TaskNotCounted extends Schema.TaggedError<TaskNotCounted>()("TaskNotCounted", {
+  batchId: Schema.String,
+  taskId: Schema.String,
+  reason: Schema.Literals(["notInBatch", "alreadyCounted"])
+}) {
+  override get message() {
+    return `task ${this.taskId} is ${this.reason === "notInBatch" ? "not in" : "already counted by"} batch ${this.batchId}`
+  }
+}
+
+export type BatchRejected = BatchNotFound | BatchAlreadyExists | BatchAlreadyFinished | TaskNotCounted
+
 /** Input that does not fit its schema (task id, payload, messages, options). */
 export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInput", {
   message: Schema.String
@@ -79,6 +161,10 @@ export type TaskRejected =
   | StaleLease
   | NotDue
   | InvalidSteeringCount
+  | ResultNotPending
+  | ResultAlreadyReceived
+  | InvalidResultToken
+  | InvalidWait
 
 /** The typed error for a rejection of the state machine. */
 export const rejectionError = (taskId: string, lease: number, r: Rejection): TaskRejected => {
@@ -95,5 +181,13 @@ export const rejectionError = (taskId: string, lease: number, r: Rejection): Tas
       return new NotDue({ taskId, status: r.status })
     case "InvalidSteeringCount":
       return new InvalidSteeringCount({ taskId, pending: r.pending })
+    case "ResultNotPending":
+      return new ResultNotPending({ taskId, resultId: r.id, status: r.status })
+    case "ResultAlreadyReceived":
+      return new ResultAlreadyReceived({ taskId, resultId: r.id })
+    case "InvalidResultToken":
+      return new InvalidResultToken({ taskId, resultId: r.id })
+    case "InvalidWait":
+      return new InvalidWait({ taskId, id: r.id, reason: r.reason })
   }
 }

@@ -5,10 +5,15 @@
  *   with one more retry, fail when exhausted, or cancel if requested);
  * - backoff wake-ups, on time: the loop sleeps until the earliest retry time (or `interval`), and local
  *   workers poke it when they schedule an earlier one;
+ * - wait timeouts, on time too: waiting tasks past their deadline (`waits` set) are timed out (`TimeoutWait`:
+ *   failed, or resumed with timeout results, as each item says);
+ * - follow-up steps nobody ran (the `outbox`, e.g. after a crash right after a terminal commit): a finished
+ *   child's parent is told, a finished parent's children are cancelled (src/FollowUp.ts);
  * - expiry of finished tasks past their TTL (`TaskExpired`; the history keeps its own retention);
  * - trimming of the partition event logs by age, never past what the projector has not yet read.
  */
 import { Deferred, Effect, Exit } from "effect"
+import { settle } from "./FollowUp.ts"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
 import { allPartitions, partitionKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
@@ -33,9 +38,16 @@ export interface MaintenanceReport {
   readonly recovered: number
   readonly woken: number
   readonly expired: number
-  /** Earliest pending backoff wake-up (ms), if any. */
+  /** Waiting tasks whose wait items timed out. */
+  readonly timedOut: number
+  /** Follow-up steps run from the outbox. */
+  readonly followedUp: number
+  /** Earliest pending backoff wake-up or wait deadline (ms), if any. */
   readonly nextWakeAt: number | undefined
 }
+
+/** An outbox entry is swept once it is this old: the committer runs the step at once, normally. */
+const OUTBOX_GRACE_MS = 1_000
 
 const terminal = ["completed", "failed", "cancelled"] as const
 
@@ -51,7 +63,19 @@ export const maintainOnce = (options: MaintenanceOptions) =>
     let recovered = 0
     let woken = 0
     let expired = 0
+    let timedOut = 0
+    let followedUp = 0
     let nextWakeAt: number | undefined
+    const earliest = (reply: ReadonlyArray<string>) => {
+      if (reply[1] !== undefined) nextWakeAt = Math.min(nextWakeAt ?? Infinity, Number(reply[1]))
+    }
+    /** Runs the follow-up step of each task; a failure is left to the next pass. */
+    const followUp = (taskIds: ReadonlyArray<string>) =>
+      Effect.forEach(taskIds, (taskId) =>
+        settle(taskId).pipe(
+          Effect.as(1),
+          Effect.catch((e) => Effect.as(Effect.logWarning(`follow-up of task ${taskId} failed: ${e.message}`), 0))
+        )).pipe(Effect.map((ns) => ns.reduce((a, b) => a + b, 0)))
 
     const accepted = (outcomes: ReadonlyArray<unknown>) => outcomes.filter((o) => o !== null && typeof o === "object" && "values" in o).length
 
@@ -86,6 +110,11 @@ export const maintainOnce = (options: MaintenanceOptions) =>
           }
           const outcomes = yield* store.executeMany(commands)
           recovered += accepted(outcomes)
+          // A recovery may have ended a task (failed, or cancelled as requested): its follow-up, now.
+          followedUp += yield* followUp(commands.filter((_, i) => {
+            const o = outcomes[i]
+            return o !== undefined && "values" in o && o.values[0] !== "requeued"
+          }).map(({ command }) => command.taskId))
           const gone = [...deleted, ...entries.flatMap(([id, f]) => f === null ? [id] : [])]
           if (gone.length > 0) yield* redis.use("xack", (c) => c.xack(queue, agent.name, ...gone))
         } while (cursor !== "0-0" && taken < config.maxCleanupBatch)
@@ -95,8 +124,24 @@ export const maintainOnce = (options: MaintenanceOptions) =>
         c.zrangebyscore(keys.delayed, "-inf", now, "LIMIT", 0, config.maxCleanupBatch)
       )
       woken += accepted(yield* store.executeMany(due.map((taskId): { command: TaskCommand } => ({ command: { _tag: "WakeUp", taskId, now } }))))
-      const next = yield* redis.use("zrange", (c) => c.zrange(keys.delayed, "0", "0", "WITHSCORES"))
-      if (next[1] !== undefined) nextWakeAt = Math.min(nextWakeAt ?? Infinity, Number(next[1]))
+      earliest(yield* redis.use("zrange", (c) => c.zrange(keys.delayed, "0", "0", "WITHSCORES")))
+
+      const overdue = yield* redis.use("zrangebyscore", (c) =>
+        c.zrangebyscore(keys.waits, "-inf", now, "LIMIT", 0, config.maxCleanupBatch)
+      )
+      const timeouts = yield* store.executeMany(overdue.map((taskId): { command: TaskCommand } => ({ command: { _tag: "TimeoutWait", taskId, now } })))
+      timedOut += accepted(timeouts)
+      // A timeout fails the task or abandons children: their follow-up, now.
+      followedUp += yield* followUp(overdue.filter((_, i) => {
+        const o = timeouts[i]
+        return o !== undefined && "values" in o && o.values[0] !== "resumed"
+      }))
+      earliest(yield* redis.use("zrange", (c) => c.zrange(keys.waits, "0", "0", "WITHSCORES")))
+
+      const unsettled = yield* redis.use("zrangebyscore", (c) =>
+        c.zrangebyscore(keys.outbox, "-inf", now - OUTBOX_GRACE_MS, "LIMIT", 0, config.maxCleanupBatch)
+      )
+      followedUp += yield* followUp(unsettled)
 
       for (const status of terminal) {
         const cutoff = now - config.taskTtl.ttlOf(status) * 1000
@@ -112,7 +157,7 @@ export const maintainOnce = (options: MaintenanceOptions) =>
 
       yield* trimEventLog(redis.conn, keys.events, now - config.eventLogRetention * 1000, options.projectorGroup)
     }
-    return { recovered, woken, expired, nextWakeAt } satisfies MaintenanceReport
+    return { recovered, woken, expired, timedOut, followedUp, nextWakeAt } satisfies MaintenanceReport
   })
 
 /** Trims a partition log to entries newer than `cutoffMs`, keeping everything the projector still needs. */
@@ -143,22 +188,25 @@ const compareIds = (a: string, b: string): number => {
 }
 
 /**
- * Runs maintenance until interrupted. Returns `poke(retryAt)`, which local workers call when they put a
- * task into backoff, so that the wake-up is not late by up to `interval`.
+ * Runs maintenance until interrupted. Returns `poke(at)`, which local workers call when they put a task
+ * into backoff or a wait with a deadline, so that the wake-up or timeout is not late by up to `interval`.
  */
 export const runMaintenance = (options: MaintenanceOptions) =>
   Effect.gen(function*() {
     let poke = Deferred.makeUnsafe<void>()
     let sleepingUntil = Infinity
     const loop = Effect.gen(function*() {
+      // A poke during the pass (which may have read the sets before that commit) asks for another pass at once.
+      const poked = Deferred.makeUnsafe<void>()
+      poke = poked
+      sleepingUntil = Infinity
       const report = yield* maintainOnce(options).pipe(
         Effect.catchCause((cause) => Effect.as(Effect.logWarning("maintenance pass failed", cause), undefined))
       )
       const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
       const wakeAt = Math.min(now + options.config.interval * 1000, report?.nextWakeAt ?? Infinity)
       sleepingUntil = wakeAt
-      poke = Deferred.makeUnsafe<void>()
-      yield* Effect.raceFirst(Effect.sleep(Math.max(0, wakeAt - now)), Deferred.await(poke))
+      yield* Effect.raceFirst(Effect.sleep(Math.max(0, wakeAt - now)), Deferred.await(poked))
     }).pipe(Effect.forever)
     yield* Effect.forkScoped(loop)
     return {

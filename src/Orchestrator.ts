@@ -21,7 +21,8 @@ import { AgentWorkerConfig, MaintenanceWorkerConfig, MetricsTimelineConfig, Obse
 import { ControlChannel } from "./ControlChannel.ts"
 import { InvalidConfig } from "./Errors.ts"
 import { runMaintenance } from "./Maintenance.ts"
-import { type EnqueueOptions, TaskClient } from "./TaskClient.ts"
+import { type BatchData, type BatchOptions, type EnqueueOptions, TaskClient } from "./TaskClient.ts"
+import type { BatchEnvelope } from "../streams/BatchEvent.ts"
 import { type TaskData, TaskStore } from "./TaskStore.ts"
 import { makeWorkerId, runWorkerPool } from "./Worker.ts"
 import { type AppOptions, buildApp } from "./http/App.ts"
@@ -139,8 +140,10 @@ export const runRunners = (runners: ReadonlyArray<Runner>, workerId = makeWorker
     yield* Effect.forkScoped(
       projector.run.pipe(Effect.catchCause((cause) => Effect.logError("metrics projector stopped", cause)))
     )
+    const maxRetries = (agent: string) =>
+      runners.find((r) => r.agent.name === agent)?.workerConfig.maxRetries ?? AgentWorkerConfig.defaults.maxRetries
     for (const r of runners) {
-      yield* runWorkerPool({ agent: r.agent, config: r.workerConfig, workerId, onBackoff: maintenance.poke })
+      yield* runWorkerPool({ agent: r.agent, config: r.workerConfig, workerId, onBackoff: maintenance.poke, maxRetries })
     }
     return { workerId }
   })
@@ -295,6 +298,29 @@ export class Orchestrator {
     return this.withClient((c) => c.enqueueMany(agent, tasks, options))
   }
 
+  /**
+   * Enqueues tasks as a batch (one agent; the batch's owner is the first task's unless given): the batch is
+   * recorded with its task ids first, then the tasks. Its progress, completion and cancellation are events of
+   * the batch (`getBatchHistory`); `getBatch` reads its progress.
+   */
+  enqueueBatch<P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options?: BatchOptions) {
+    return this.withClient((c) => c.enqueueBatch(agent, tasks, options))
+  }
+
+  /** A batch's progress: counts of its tasks' ends and its status (`active`, `completed`, `cancelled`), or null. */
+  getBatch(batchId: string): Promise<BatchData | null> {
+    return this.withClient((c) => c.getBatch(batchId))
+  }
+
+  getBatchHistory(batchId: string): Promise<ReadonlyArray<BatchEnvelope>> {
+    return this.withClient((c) => c.getBatchHistory(batchId))
+  }
+
+  /** Cancels a batch and its unfinished tasks (their ends are still counted; the batch never completes). */
+  cancelBatch(batchId: string): Promise<void> {
+    return this.withClient((c) => c.cancelBatch(batchId))
+  }
+
   getTaskStatus(taskId: string): Promise<TaskStatus> {
     return this.withClient((c) => c.getStatus(taskId))
   }
@@ -323,6 +349,16 @@ export class Orchestrator {
 
   steerTask(taskId: string, messages: ReadonlyArray<unknown>): Promise<void> {
     return this.withClient((c) => c.steer(taskId, messages))
+  }
+
+  /**
+   * Delivers the result of a deferred tool call (or any deferred result a turn waits for) to a waiting task,
+   * exactly once: a second delivery fails with `ResultAlreadyReceived`, one the task is not waiting for with
+   * `ResultNotPending`. When it is the last one outstanding, the task is queued and its next turn gets the results.
+   * `token`: the per-call token recorded with the wait item; checked when given (the HTTP route requires it).
+   */
+  completeDeferredTool(taskId: string, resultId: string, result: unknown, options: { readonly token?: string } = {}): Promise<void> {
+    return this.withClient((c) => c.deliverResult(taskId, resultId, result, options.token))
   }
 }
 

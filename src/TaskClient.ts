@@ -3,18 +3,41 @@
  * Every input is validated here, at the edge, before anything is written; a rejected command writes
  * nothing (the scripts check before they write). Time comes from `Clock`.
  */
-import { createHash } from "node:crypto"
+import { createHash, randomUUID } from "node:crypto"
 import { Clock, Context, Effect, Layer, Schema } from "effect"
+import { batchCounts, type BatchState } from "../projections/BatchDecider.ts"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
+import type { BatchEnvelope } from "../streams/BatchEvent.ts"
 import type { CorruptEntry, RedisError } from "../streams/StreamError.ts"
 import { type Envelope, TaskId, type TaskStatus } from "../streams/TaskEvent.ts"
 import type { BaseAgent, Task } from "./Agent.ts"
-import { InvalidInput, type TaskAlreadyExists, type TaskAlreadyFinished, TaskNotFound } from "./Errors.ts"
+import {
+  type BatchAlreadyFinished,
+  BatchNotFound,
+  InvalidInput,
+  type InvalidResultToken,
+  type ResultAlreadyReceived,
+  type ResultNotPending,
+  type TaskAlreadyExists,
+  type TaskAlreadyFinished,
+  TaskNotFound
+} from "./Errors.ts"
+import { settle } from "./FollowUp.ts"
 import { type TaskData, TaskStore } from "./TaskStore.ts"
 
 const decodeTaskId = Schema.decodeUnknownEffect(TaskId)
 const OwnerId = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(256))
 const SteeringMessages = Schema.Array(Schema.Json).check(Schema.isMinLength(1), Schema.isMaxLength(100))
+
+/** Rejections only a worker's or maintenance's command can get: at the client they are defects. */
+const workerRejections = ["StaleLease", "NotDue", "InvalidSteeringCount", "InvalidWait"] as const
+const resultRejections = ["ResultNotPending", "ResultAlreadyReceived", "InvalidResultToken"] as const
+
+/** A wait item id (a deferred result's or a child task's): the task id alphabet. */
+export const validResultId = (id: unknown): Effect.Effect<string, InvalidInput> =>
+  Schema.decodeUnknownEffect(TaskId)(id).pipe(
+    Effect.mapError((e) => new InvalidInput({ message: `invalid result id: ${e.message}` }))
+  )
 
 export const validTaskId = (taskId: unknown): Effect.Effect<string, InvalidInput> =>
   decodeTaskId(taskId).pipe(Effect.mapError((e) => new InvalidInput({ message: `invalid task id: ${e.message}` })))
@@ -27,6 +50,52 @@ export interface EnqueueOptions {
    * enqueue returns the first task's id instead of creating another (the task's own id is ignored).
    */
   readonly idempotencyKey?: string
+}
+
+export interface BatchOptions {
+  /** Default: a random UUID. Give one to make a repeated call finish an interrupted one. */
+  readonly batchId?: string
+  /** The batch's owner (its events carry it). Default: the first task's owner. */
+  readonly ownerId?: string
+  readonly maxRetries?: number
+}
+
+/** A batch as returned to users (`getBatch`). */
+export interface BatchData {
+  readonly id: string
+  readonly agent: string
+  readonly ownerId: string
+  readonly status: "active" | "completed" | "cancelled"
+  readonly total: number
+  /** Tasks that have ended, and how. */
+  readonly finished: number
+  readonly completed: number
+  readonly failed: number
+  readonly cancelled: number
+  readonly expired: number
+  /** finished / total, from 0 to 1. */
+  readonly progress: number
+  readonly taskIds: ReadonlyArray<string>
+  readonly createdAt: number
+  readonly updatedAt: number
+}
+
+export const batchDataOf = (state: BatchState): BatchData => {
+  const counts = batchCounts(state)
+  const finished = Object.keys(state.ended).length
+  return {
+    id: state.batchId,
+    agent: state.agent,
+    ownerId: state.ownerId,
+    status: state.status,
+    total: state.taskIds.length,
+    finished,
+    ...counts,
+    progress: state.taskIds.length === 0 ? 1 : finished / state.taskIds.length,
+    taskIds: state.taskIds,
+    createdAt: state.createdAt,
+    updatedAt: state.updatedAt
+  }
 }
 
 /** The task id an idempotency key stands for (stable across processes and languages). */
@@ -45,6 +114,25 @@ export class TaskClient extends Context.Service<TaskClient, {
     tasks: ReadonlyArray<Task<P>>,
     options?: Omit<EnqueueOptions, "idempotencyKey">
   ) => Effect.Effect<ReadonlyArray<{ readonly id: string; readonly error?: TaskAlreadyExists | InvalidInput }>, RedisError>
+  /**
+   * Enqueues tasks of one agent as a batch: the batch (its id, owner and task ids) is recorded first, then the
+   * tasks, each knowing its batch, whose ends the batch counts (`getBatch`). Any invalid task refuses the whole
+   * batch. With `batchId`, a repeated call finishes an interrupted one (tasks that exist are no error).
+   */
+  readonly enqueueBatch: <P>(
+    agent: BaseAgent<P>,
+    tasks: ReadonlyArray<Task<P>>,
+    options?: BatchOptions
+  ) => Effect.Effect<
+    { readonly batchId: string; readonly taskIds: ReadonlyArray<string>; readonly errors: ReadonlyArray<{ readonly id: string; readonly error: unknown }> },
+    InvalidInput | TaskAlreadyExists | RedisError
+  >
+  readonly getBatch: (batchId: string) => Effect.Effect<BatchData | null, InvalidInput | RedisError>
+  readonly getBatchHistory: (
+    batchId: string
+  ) => Effect.Effect<ReadonlyArray<BatchEnvelope>, InvalidInput | BatchNotFound | RedisError | CorruptEntry>
+  /** Cancels a batch (BatchCancelled) and its unfinished tasks; a cancelled batch's tasks are cancelled again. */
+  readonly cancelBatch: (batchId: string) => Effect.Effect<void, InvalidInput | BatchNotFound | BatchAlreadyFinished | RedisError>
   readonly getStatus: (taskId: string) => Effect.Effect<TaskStatus, InvalidInput | TaskNotFound | RedisError>
   readonly getData: (taskId: string) => Effect.Effect<TaskData | null, InvalidInput | RedisError>
   readonly getHistory: (
@@ -56,6 +144,25 @@ export class TaskClient extends Context.Service<TaskClient, {
     taskId: string,
     messages: ReadonlyArray<unknown>
   ) => Effect.Effect<void, InvalidInput | TaskNotFound | TaskAlreadyFinished | RedisError>
+  /**
+   * Delivers a deferred result to a waiting task, exactly once per wait item. `token`: the per-call token the
+   * task recorded for the item, checked when given (the HTTP route always gives it; in-process callers may not).
+   */
+  readonly deliverResult: (
+    taskId: string,
+    resultId: string,
+    result: unknown,
+    token?: string
+  ) => Effect.Effect<
+    void,
+    | InvalidInput
+    | TaskNotFound
+    | TaskAlreadyFinished
+    | ResultNotPending
+    | ResultAlreadyReceived
+    | InvalidResultToken
+    | RedisError
+  >
 }>()("factorial/TaskClient") {
   static readonly layer = (defaults: { readonly maxRetries: (agent: string) => number }) =>
     Layer.effect(
@@ -94,8 +201,7 @@ export class TaskClient extends Context.Service<TaskClient, {
               Effect.catchTag("TaskAlreadyExists", (e) =>
                 // With an idempotency key, "already exists" is the answer: the first task's id.
                 idempotent ? Effect.void : Effect.fail(e)),
-              Effect.catchTag(["StaleLease", "NotDue", "InvalidSteeringCount", "TaskNotFound", "TaskAlreadyFinished"], (e) =>
-                Effect.die(e))
+              Effect.catchTag([...workerRejections, ...resultRejections, "TaskNotFound", "TaskAlreadyFinished"], (e) => Effect.die(e))
             )
             return command.taskId
           })
@@ -117,6 +223,69 @@ export class TaskClient extends Context.Service<TaskClient, {
               const outcome = outcomes[next++]!
               const id = r.success.command.taskId
               return "values" in outcome || r.success.idempotent ? { id } : { id, error: outcome as TaskAlreadyExists }
+            })
+          })
+
+        const enqueueBatch = <P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options: BatchOptions = {}) =>
+          Effect.gen(function*() {
+            if (tasks.length === 0 || tasks.length > 10_000) {
+              return yield* new InvalidInput({ message: `a batch has 1-10000 tasks, got ${tasks.length}` })
+            }
+            const batchId = yield* validTaskId(options.batchId ?? randomUUID()).pipe(
+              Effect.mapError((e) => new InvalidInput({ message: e.message.replace("task id", "batch id") }))
+            )
+            const ownerId = yield* Schema.decodeUnknownEffect(OwnerId)(options.ownerId ?? tasks[0]!.ownerId).pipe(
+              Effect.mapError((e) => new InvalidInput({ message: `invalid owner id: ${e.message}` }))
+            )
+            const perTask = options.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }
+            // The whole batch is refused if one task is invalid: a batch's tasks are known before it exists.
+            const prepared = yield* Effect.forEach(tasks, (task) => prepare(agent, task, perTask))
+            const taskIds = prepared.map((p) => p.command.taskId)
+            if (new Set(taskIds).size !== taskIds.length) return yield* new InvalidInput({ message: "a batch names a task twice" })
+            const now = yield* Clock.currentTimeMillis
+            // The batch first (its task ids), then its tasks; a retry with the same batch id finishes the enqueues.
+            yield* store.executeBatch({ _tag: "CreateBatch", batchId, agent: agent.name, ownerId, taskIds, now }).pipe(
+              Effect.catchTag("BatchAlreadyExists", () => Effect.void),
+              Effect.catchTag(["BatchNotFound", "BatchAlreadyFinished", "TaskNotCounted"], (e) => Effect.die(e))
+            )
+            const outcomes = yield* store.executeMany(prepared.map((p) => ({ command: { ...p.command, batchId } })))
+            const errors = outcomes.flatMap((o, i) =>
+              "values" in o || (o._tag === "TaskAlreadyExists" && options.batchId !== undefined) ? [] : [{ id: taskIds[i]!, error: o }]
+            )
+            return { batchId, taskIds, errors }
+          })
+
+        const getBatch = (batchId: string) =>
+          Effect.gen(function*() {
+            const id = yield* validTaskId(batchId)
+            const state = yield* store.getBatchState(id)
+            return state === undefined ? null : batchDataOf(state)
+          })
+
+        const getBatchHistory = (batchId: string) =>
+          Effect.gen(function*() {
+            const id = yield* validTaskId(batchId)
+            const history = yield* store.getBatchHistory(id)
+            if (history.length === 0) return yield* new BatchNotFound({ batchId: id })
+            return history
+          })
+
+        const cancelBatch = (batchId: string) =>
+          Effect.gen(function*() {
+            const id = yield* validTaskId(batchId)
+            const now = yield* Clock.currentTimeMillis
+            yield* store.executeBatch({ _tag: "CancelBatch", batchId: id, now }).pipe(
+              Effect.catchTag(["BatchAlreadyExists", "TaskNotCounted"], (e) => Effect.die(e))
+            )
+            // Then its unfinished tasks (again on a repeated cancel: that finishes one that was interrupted).
+            const state = yield* store.getBatchState(id)
+            const open = (state?.taskIds ?? []).filter((taskId) => state?.ended[taskId] === undefined)
+            const outcomes = yield* store.executeMany(open.map((taskId) => ({ command: { _tag: "Cancel" as const, taskId, now } })))
+            yield* Effect.forEach(open, (taskId, i) => {
+              const o = outcomes[i]!
+              return "values" in o && o.values[0] === "TaskCancelled"
+                ? Effect.provideService(settle(taskId), TaskStore, store)
+                : Effect.void
             })
           })
 
@@ -142,15 +311,37 @@ export class TaskClient extends Context.Service<TaskClient, {
         /** Cancel and steer can only be rejected as not found or finished; anything else is a defect. */
         const clientCommand = (command: TaskCommand) =>
           store.execute(command).pipe(
-            Effect.catchTag(["StaleLease", "NotDue", "InvalidSteeringCount", "TaskAlreadyExists"], (e) => Effect.die(e)),
-            Effect.asVoid
+            Effect.catchTag([...workerRejections, ...resultRejections, "TaskAlreadyExists"], (e) => Effect.die(e))
           )
 
         const cancel = (taskId: string) =>
           Effect.gen(function*() {
             const id = yield* validTaskId(taskId)
             const now = yield* Clock.currentTimeMillis
-            yield* clientCommand({ _tag: "Cancel", taskId: id, now })
+            const accepted = yield* clientCommand({ _tag: "Cancel", taskId: id, now })
+            // Cancelled here: this caller runs the follow-up (children cancelled, parent told; else the sweep does).
+            if (accepted.values[0] === "TaskCancelled") yield* Effect.provideService(settle(id), TaskStore, store)
+          })
+
+        const deliverResult = (taskId: string, resultId: string, result: unknown, token?: string) =>
+          Effect.gen(function*() {
+            const id = yield* validTaskId(taskId)
+            const rid = yield* validResultId(resultId)
+            const value = yield* Schema.decodeUnknownEffect(Schema.Json)(result === undefined ? null : result).pipe(
+              Effect.mapError((e) => new InvalidInput({ message: `a result must be JSON: ${e.message}` }))
+            )
+            if (token !== undefined && (token.length === 0 || token.length > 256)) {
+              return yield* new InvalidInput({ message: "a result token is 1-256 characters" })
+            }
+            const now = yield* Clock.currentTimeMillis
+            yield* store.execute({
+              _tag: "DeliverResult",
+              taskId: id,
+              id: rid,
+              result: value,
+              ...(token !== undefined ? { token } : {}),
+              now
+            }).pipe(Effect.catchTag([...workerRejections, "TaskAlreadyExists", "InvalidWait"], (e) => Effect.die(e)))
           })
 
         const steer = (taskId: string, messages: ReadonlyArray<unknown>) =>
@@ -163,7 +354,20 @@ export class TaskClient extends Context.Service<TaskClient, {
             yield* clientCommand({ _tag: "Steer", taskId: id, messages: valid, now })
           })
 
-        return TaskClient.of({ enqueue, enqueueMany, getStatus, getData, getHistory, cancel, steer })
+        return TaskClient.of({
+          enqueue,
+          enqueueMany,
+          enqueueBatch,
+          getBatch,
+          getBatchHistory,
+          cancelBatch,
+          getStatus,
+          getData,
+          getHistory,
+          cancel,
+          steer,
+          deliverResult
+        })
       })
     )
 }

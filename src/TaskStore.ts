@@ -6,13 +6,30 @@
  * indexes and queue in one atomic step, so the hash always equals the fold of the task's history.
  */
 import { Context, Effect, Layer } from "effect"
-import type { Rejection, TaskCommand, TaskState } from "../projections/TaskDecider.ts"
-import { type Keyspace, namespaceKeys, partitionOf, taskKeys } from "../streams/Keys.ts"
-import { RedisClient } from "../streams/RedisClient.ts"
+import type { BatchCommand, BatchState } from "../projections/BatchDecider.ts"
+import { outstanding, type Rejection, type TaskCommand, type TaskState } from "../projections/TaskDecider.ts"
+import { type BatchEnvelope, decodeBatchEnvelope } from "../streams/BatchEvent.ts"
+import { batchKeys, type Keyspace, namespaceKeys, partitionOf, taskKeys } from "../streams/Keys.ts"
+import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { installScripts, parseReply, type ScriptedConnection, type ScriptName } from "../streams/Scripts.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
-import { decodeEnvelope, type Envelope, type TaskError, type TaskStatus } from "../streams/TaskEvent.ts"
-import { rejectionError, type TaskRejected } from "./Errors.ts"
+import {
+  decodeEnvelope,
+  type Envelope,
+  type TaskError,
+  type TaskStatus,
+  type WaitItem,
+  type WaitResult
+} from "../streams/TaskEvent.ts"
+import {
+  BatchAlreadyExists,
+  BatchAlreadyFinished,
+  BatchNotFound,
+  type BatchRejected,
+  rejectionError,
+  TaskNotCounted,
+  type TaskRejected
+} from "./Errors.ts"
 
 /** What a queue entry says about the delivery a worker command belongs to. */
 export interface Delivery {
@@ -41,7 +58,29 @@ export interface TaskData {
   readonly lastHeartbeatAt?: number
   readonly createdAt: number
   readonly updatedAt: number
+  /** The task that spawned this one. */
+  readonly parentId?: string
+  readonly batchId?: string
+  /** While waiting: the items still outstanding (with the tokens a delivery over HTTP must present). */
+  readonly waitingFor?: ReadonlyArray<WaitItem>
+  /** While waiting: the earliest timeout among them (ms). */
+  readonly deadline?: number
+  /** The child tasks it spawned; `end` once each reported (or timed out). */
+  readonly children?: ReadonlyArray<{ readonly id: string; readonly agent: string; readonly end?: string }>
 }
+
+/** What a task keeps beside its status hash: steering, its wait, its results and its children (raw, as stored). */
+export interface TaskSideData {
+  readonly steering: ReadonlyArray<string>
+  readonly wait: ReadonlyArray<string>
+  readonly results: Record<string, string>
+  readonly children: Record<string, string>
+}
+
+const noSideData: TaskSideData = { steering: [], wait: [], results: {}, children: {} }
+
+const parseValues = <A>(record: Record<string, string>): Record<string, A> =>
+  Object.fromEntries(Object.entries(record).map(([k, v]) => [k, JSON.parse(v) as A]))
 
 /** The outcome of an accepted command: script-specific values (e.g. the claimed task). */
 export interface Accepted {
@@ -50,8 +89,8 @@ export interface Accepted {
 
 const json = (value: unknown): string => JSON.stringify(value ?? null)
 
-/** Reads a status hash (flat HGETALL reply or object) and the steering list into the decider's state. */
-export const stateFromHash = (h: Record<string, string>, steering: ReadonlyArray<string>): TaskState => ({
+/** Reads a status hash and the task's side data into the decider's state. */
+export const stateFromHash = (h: Record<string, string>, side: Partial<TaskSideData> = {}): TaskState => ({
   taskId: h.id!,
   agent: h.agent!,
   ownerId: h.ownerId!,
@@ -65,11 +104,25 @@ export const stateFromHash = (h: Record<string, string>, steering: ReadonlyArray
   maxRetries: Number(h.maxRetries),
   turns: Number(h.turns),
   cancelRequested: h.cancel === "1",
-  steering: steering.map((m) => JSON.parse(m)),
+  steering: (side.steering ?? []).map((m) => JSON.parse(m)),
   ...(h.retryAt !== undefined ? { retryAt: Number(h.retryAt) } : {}),
   createdAt: Number(h.createdAt),
   updatedAt: Number(h.updatedAt),
-  version: Number(h.version)
+  version: Number(h.version),
+  ...(h.parent !== undefined ? { parentId: h.parent } : {}),
+  ...(h.batch !== undefined ? { batchId: h.batch } : {}),
+  children: parseValues<TaskState["children"][string]>(side.children ?? {}),
+  wait: (side.wait ?? []).map((item) => JSON.parse(item) as WaitItem),
+  results: parseValues<WaitResult>(side.results ?? {}),
+  ...(h.deadline !== undefined ? { deadline: Number(h.deadline) } : {})
+})
+
+/** The side data from a claim reply's lists (steering, wait, results and children as flat lists). */
+export const sideDataFromReply = (values: ReadonlyArray<unknown>): TaskSideData => ({
+  steering: (values[0] ?? []) as ReadonlyArray<string>,
+  wait: (values[1] ?? []) as ReadonlyArray<string>,
+  results: flatToRecord((values[2] ?? []) as ReadonlyArray<unknown>),
+  children: flatToRecord((values[3] ?? []) as ReadonlyArray<unknown>)
 })
 
 export const flatToRecord = (flat: ReadonlyArray<unknown>): Record<string, string> => {
@@ -78,8 +131,13 @@ export const flatToRecord = (flat: ReadonlyArray<unknown>): Record<string, strin
   return out
 }
 
-export const taskDataFromHash = (h: Record<string, string>, pendingSteering: number): TaskData => {
-  const s = stateFromHash(h, [])
+export const taskDataFromHash = (
+  h: Record<string, string>,
+  pendingSteering: number,
+  side: Omit<TaskSideData, "steering"> = noSideData
+): TaskData => {
+  const s = stateFromHash(h, side)
+  const children = Object.entries(s.children)
   return {
     id: s.taskId,
     agent: s.agent,
@@ -98,12 +156,26 @@ export const taskDataFromHash = (h: Record<string, string>, pendingSteering: num
     ...(s.retryAt !== undefined ? { retryAt: s.retryAt } : {}),
     ...(h.hb !== undefined ? { lastHeartbeatAt: Number(h.hb) } : {}),
     createdAt: s.createdAt,
-    updatedAt: s.updatedAt
+    updatedAt: s.updatedAt,
+    ...(s.parentId !== undefined ? { parentId: s.parentId } : {}),
+    ...(s.batchId !== undefined ? { batchId: s.batchId } : {}),
+    ...(s.status === "waiting" ? { waitingFor: outstanding(s.wait, s.results) } : {}),
+    ...(s.deadline !== undefined ? { deadline: s.deadline } : {}),
+    ...(children.length > 0 ? { children: children.map(([id, c]) => ({ id, ...c })) } : {})
   }
 }
 
-const toRejection = (reason: string, status: TaskStatus | "", lease: number, pending: number): Rejection => {
+const toRejection = (reason: string, status: TaskStatus | "", lease: number, pending: number, detail: string): Rejection => {
   switch (reason) {
+    case "ResultNotPending":
+      return { _tag: reason, id: detail, status: status as TaskStatus }
+    case "ResultAlreadyReceived":
+    case "InvalidResultToken":
+      return { _tag: reason, id: detail }
+    case "InvalidWait": {
+      const at = detail.indexOf(":")
+      return { _tag: reason, reason: detail.slice(0, at) as "empty", id: detail.slice(at + 1) }
+    }
     case "TaskNotFound":
     case "TaskAlreadyExists":
       return { _tag: reason }
@@ -129,7 +201,10 @@ const scriptCall = (
   const agent = delivery?.agent ?? ""
   switch (command._tag) {
     case "Enqueue":
-      return ["enqueue", [command.agent, command.ownerId, json(command.payload), command.maxRetries]]
+      return [
+        "enqueue",
+        [command.agent, command.ownerId, json(command.payload), command.maxRetries, command.parentId ?? "", command.batchId ?? ""]
+      ]
     case "Claim":
       return ["claim", [command.lease, command.worker, entry, agent]]
     case "Heartbeat":
@@ -157,6 +232,27 @@ const scriptCall = (
       return ["wake", []]
     case "Expire":
       return ["expire", [historyTtlSeconds]]
+    case "Wait":
+      return [
+        "wait",
+        [command.lease, entry, json(command.payload), command.steeringApplied, JSON.stringify(command.pending), ...command.pending.map((i) => JSON.stringify(i))]
+      ]
+    case "SpawnChildren":
+      return ["spawn", [command.lease, ...command.children.flatMap((c) => [c.id, c.agent])]]
+    case "DeliverResult":
+      return ["deliver", [command.id, json(command.result), command.token ?? ""]]
+    case "ChildFinished":
+      return [
+        "child_finished",
+        [
+          command.childId,
+          command.status,
+          command.output === undefined ? "" : json(command.output),
+          command.error === undefined ? "" : JSON.stringify(command.error)
+        ]
+      ]
+    case "TimeoutWait":
+      return ["timeout", []]
   }
 }
 
@@ -184,6 +280,18 @@ export class TaskStore extends Context.Service<TaskStore, {
     taskId: string,
     page?: { readonly start?: number; readonly count?: number }
   ) => Effect.Effect<ReadonlyArray<Envelope>, RedisError | CorruptEntry>
+  /** Carries out one batch command atomically (`retentionSeconds`: how long a batch is kept once all its tasks ended). */
+  readonly executeBatch: (
+    command: BatchCommand,
+    options?: { readonly retentionSeconds?: number }
+  ) => Effect.Effect<Accepted, BatchRejected | RedisError>
+  readonly getBatchState: (batchId: string) => Effect.Effect<BatchState | undefined, RedisError>
+  readonly getBatchHistory: (batchId: string) => Effect.Effect<ReadonlyArray<BatchEnvelope>, RedisError | CorruptEntry>
+  /**
+   * The follow-up step is done for the task as of `version` (undefined: it had no hot data): it leaves the
+   * outbox, unless it changed since. True when removed.
+   */
+  readonly settled: (taskId: string, version: number | undefined) => Effect.Effect<boolean, RedisError>
   readonly conn: ScriptedConnection
 }>()("factorial/TaskStore") {
   static readonly layer = (keyspace: Keyspace) =>
@@ -211,7 +319,7 @@ export class TaskStore extends Context.Service<TaskStore, {
             : rejectionError(
               command.taskId,
               commandLease(command),
-              toRejection(reply.reason, reply.status, reply.lease, reply.pending)
+              toRejection(reply.reason, reply.status, reply.lease, reply.pending, reply.detail)
             )
         }
 
@@ -270,23 +378,45 @@ export class TaskStore extends Context.Service<TaskStore, {
             catch: (cause) => toRedisError("pipeline", cause)
           })
 
+        /** The status hash and the side data, in one pipelined round trip. */
+        const readTask = async (c: ScriptedConnection | RedisConnection, taskId: string) => {
+          const k = taskKeys(keyspace, taskId)
+          const [[, h], [, steering], [, wait], [, results], [, children]] = (await c.pipeline()
+            .hgetall(k.task)
+            .lrange(k.steering, 0, -1)
+            .lrange(k.wait, 0, -1)
+            .hgetall(k.results)
+            .hgetall(k.children)
+            .exec()) as [
+              [unknown, Record<string, string>],
+              [unknown, Array<string>],
+              [unknown, Array<string>],
+              [unknown, Record<string, string>],
+              [unknown, Record<string, string>]
+            ]
+          return Object.keys(h).length === 0 ? undefined : { h, side: { steering, wait, results, children } }
+        }
+
         const getState = (taskId: string) =>
           redis.use("getState", async (c) => {
-            const k = taskKeys(keyspace, taskId)
-            const [[, h], [, steering]] = (await c.pipeline().hgetall(k.task).lrange(k.steering, 0, -1)
-              .exec()) as [[unknown, Record<string, string>], [unknown, Array<string>]]
-            return Object.keys(h).length === 0 ? undefined : stateFromHash(h, steering)
+            const read = await readTask(c, taskId)
+            return read === undefined ? undefined : stateFromHash(read.h, read.side)
           })
 
         const getTask = (taskId: string) =>
           redis.use("getTask", async (c) => {
-            const k = taskKeys(keyspace, taskId)
-            const [[, h], [, pending]] = (await c.pipeline().hgetall(k.task).llen(k.steering).exec()) as [
-              [unknown, Record<string, string>],
-              [unknown, number]
-            ]
-            return Object.keys(h).length === 0 ? undefined : taskDataFromHash(h, pending)
+            const read = await readTask(c, taskId)
+            return read === undefined ? undefined : taskDataFromHash(read.h, read.side.steering.length, read.side)
           })
+
+        const settled = (taskId: string, version: number | undefined) =>
+          Effect.tryPromise({
+            try: () => {
+              const k = taskKeys(keyspace, taskId)
+              return conn.fx_settled(k.task, k.log, k.events, k.prefix, taskId, 0, version === undefined ? "" : String(version))
+            },
+            catch: (cause) => toRedisError("settled", cause)
+          }).pipe(Effect.map((raw) => parseReply(raw)._tag === "ok" && Number((raw as Array<unknown>)[1]) === 1))
 
         const getHistory = (taskId: string, page?: { readonly start?: number; readonly count?: number }) =>
           Effect.flatMap(
@@ -308,7 +438,85 @@ export class TaskStore extends Context.Service<TaskStore, {
             return last !== null && JSON.parse(last)?.event?._tag === "TaskExpired" ? "expired" : undefined
           })
 
-        return TaskStore.of({ keyspace, execute, executeMany, getTask, getState, getStatus, getHistory, conn })
+        const executeBatch = (command: BatchCommand, options?: { readonly retentionSeconds?: number }) =>
+          Effect.tryPromise({
+            try: () => {
+              const k = batchKeys(keyspace, command.batchId)
+              const keys = [k.batch, k.log, k.tasks, k.ended, command.batchId, Math.round(command.now)]
+              switch (command._tag) {
+                case "CreateBatch":
+                  return conn.fx_batch_create(...keys, command.agent, command.ownerId, JSON.stringify(command.taskIds), ...command.taskIds)
+                case "BatchTaskFinished":
+                  return conn.fx_batch_task_finished(...keys, command.taskId, command.status, options?.retentionSeconds ?? 0)
+                case "CancelBatch":
+                  return conn.fx_batch_cancel(...keys)
+              }
+            },
+            catch: (cause) => toRedisError(command._tag, cause)
+          }).pipe(Effect.flatMap((raw): Effect.Effect<Accepted, BatchRejected> => {
+            const reply = raw as ReadonlyArray<unknown>
+            if (reply[0] === "ok") return Effect.succeed({ values: reply.slice(1) })
+            const batchId = command.batchId
+            switch (reply[1]) {
+              case "BatchNotFound":
+                return Effect.fail(new BatchNotFound({ batchId }))
+              case "BatchAlreadyExists":
+                return Effect.fail(new BatchAlreadyExists({ batchId }))
+              case "BatchAlreadyFinished":
+                return Effect.fail(new BatchAlreadyFinished({ batchId }))
+              default:
+                return Effect.fail(
+                  new TaskNotCounted({
+                    batchId,
+                    taskId: command._tag === "BatchTaskFinished" ? command.taskId : "",
+                    reason: reply[2] === "notInBatch" ? "notInBatch" : "alreadyCounted"
+                  })
+                )
+            }
+          }))
+
+        const getBatchState = (batchId: string) =>
+          redis.use("getBatch", async (c): Promise<BatchState | undefined> => {
+            const k = batchKeys(keyspace, batchId)
+            const [[, h], [, tasks], [, ended]] = (await c.pipeline().hgetall(k.batch).hgetall(k.tasks).hgetall(k.ended).exec()) as [
+              [unknown, Record<string, string>],
+              [unknown, Record<string, string>],
+              [unknown, Record<string, string>]
+            ]
+            if (Object.keys(h).length === 0) return undefined
+            return {
+              batchId: h.id!,
+              agent: h.agent!,
+              ownerId: h.ownerId!,
+              status: h.status as BatchState["status"],
+              taskIds: Object.entries(tasks).sort(([, a], [, b]) => Number(a) - Number(b)).map(([id]) => id),
+              ended: ended as BatchState["ended"],
+              createdAt: Number(h.createdAt),
+              updatedAt: Number(h.updatedAt),
+              version: Number(h.version)
+            }
+          })
+
+        const getBatchHistory = (batchId: string) =>
+          Effect.flatMap(
+            redis.use("getBatchHistory", (c) => c.lrange(batchKeys(keyspace, batchId).log, 0, -1)),
+            (entries) => Effect.forEach(entries, (e) => decodeBatchEnvelope(e))
+          )
+
+        return TaskStore.of({
+          keyspace,
+          execute,
+          executeMany,
+          getTask,
+          getState,
+          getStatus,
+          getHistory,
+          settled,
+          executeBatch,
+          getBatchState,
+          getBatchHistory,
+          conn
+        })
       })
     )
 }

@@ -4,22 +4,36 @@
  * what they read in one pipelined round trip, and run each claimed task's turn in its own fiber with a
  * heartbeat beside it.
  *
- * A turn ends in exactly one command under its lease: CompleteTurn, Complete, Fail, AcknowledgeCancel
+ * A turn ends in exactly one command under its lease: CompleteTurn, Wait, Complete, Fail, AcknowledgeCancel
  * (cancelled) or Release (shutdown). A lost lease (heartbeat rejected) interrupts the turn and commits
- * nothing; a zombie's late commit is rejected by the scripts anyway.
+ * nothing; a zombie's late commit is rejected by the scripts anyway. A turn may spawn child tasks before
+ * it ends (SpawnChildren under its lease, then the children's enqueues). After the commit of a task that has
+ * a parent or children, the worker runs the follow-up step (src/FollowUp.ts).
  */
 import { hostname } from "node:os"
 import { randomUUID } from "node:crypto"
-import { Cause, Deferred, Effect, Exit, Fiber, FiberSet, Random, Schedule, Semaphore } from "effect"
-import type { TaskCommand } from "../projections/TaskDecider.ts"
+import { Cause, Deferred, Effect, Exit, Fiber, FiberSet, Random, Result, Schedule, Semaphore, Schema } from "effect"
+import type { TaskCommand, TaskState } from "../projections/TaskDecider.ts"
 import { partitionKeys, allPartitions } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { toRedisError } from "../streams/StreamError.ts"
-import type { BaseAgent, TurnContext, TurnOutcome } from "./Agent.ts"
-import { backoffDelayMs, classifyFailure, errorKind, errorMessage, type RetryDecision, TurnTimeout } from "./AgentErrors.ts"
-import type { AgentWorkerConfig } from "./Config.ts"
+import { TaskId, type WaitItem } from "../streams/TaskEvent.ts"
+import {
+  type BaseAgent,
+  type ChildSpec,
+  childTaskId,
+  type DeliveredResult,
+  newResultToken,
+  type TurnContext,
+  type TurnOutcome,
+  type WaitSpec
+} from "./Agent.ts"
+import { backoffDelayMs, classifyFailure, errorKind, errorMessage, FatalAgentError, type RetryDecision, TurnTimeout } from "./AgentErrors.ts"
+import { AgentWorkerConfig } from "./Config.ts"
 import { ControlChannel } from "./ControlChannel.ts"
-import { flatToRecord, stateFromHash, TaskStore, type Delivery } from "./TaskStore.ts"
+import { InvalidInput } from "./Errors.ts"
+import { settle } from "./FollowUp.ts"
+import { flatToRecord, sideDataFromReply, stateFromHash, TaskStore, type Delivery } from "./TaskStore.ts"
 
 export const makeWorkerId = (): string => `${hostname()}-${process.pid}-${randomUUID().slice(0, 6)}`
 
@@ -39,16 +53,53 @@ interface Claimed {
   readonly retries: number
   readonly steering: ReadonlyArray<unknown>
   readonly delivery: Delivery
+  readonly parentId: string | undefined
+  readonly batchId: string | undefined
+  /** The children the task had spawned when claimed, and those this turn spawns. */
+  readonly children: Set<string>
+  /** What arrived for the wait this turn resumes from (in the wait's order). */
+  readonly results: ReadonlyArray<DeliveredResult>
+}
+
+/** The results of the wait a claimed task resumes from, in the wait's order. */
+const resultsOf = (state: TaskState): ReadonlyArray<DeliveredResult> =>
+  state.wait.flatMap((item) => {
+    const result = state.results[item.id]
+    return result === undefined ? [] : [{ id: item.id, ...result }]
+  })
+
+const isTaskId = Schema.is(TaskId)
+
+/** The wait items a turn's `Wait` stands for: child ids are children of the task, anything else a deferred result. */
+const waitItems = (c: Claimed, pending: ReadonlyArray<WaitSpec | string>, now: number): ReadonlyArray<WaitItem> | InvalidInput => {
+  const items: Array<WaitItem> = []
+  for (const p of pending) {
+    const spec: WaitSpec = typeof p === "string" ? { id: p } : p
+    if (!isTaskId(spec.id)) return new InvalidInput({ message: `a wait item id is 1-128 of [A-Za-z0-9_.:-], got ${JSON.stringify(spec.id)}` })
+    const timeoutAt = spec.timeoutAt ?? (spec.timeout === undefined ? undefined : now + spec.timeout * 1000)
+    if (timeoutAt !== undefined && !Number.isFinite(timeoutAt)) return new InvalidInput({ message: `timeout of ${spec.id} is not a number` })
+    const child = c.children.has(spec.id)
+    items.push({
+      id: spec.id,
+      kind: child ? "child" : "result",
+      ...(child ? {} : { token: spec.token ?? newResultToken() }),
+      ...(timeoutAt !== undefined ? { timeoutAt: Math.round(timeoutAt) } : {}),
+      ...(spec.onTimeout !== undefined ? { onTimeout: spec.onTimeout } : {})
+    })
+  }
+  return items
 }
 
 export interface WorkerPoolOptions {
   readonly agent: BaseAgent<any>
   readonly config: AgentWorkerConfig
   readonly workerId: string
-  /** Told when a task goes into backoff, so local maintenance can wake it on time. */
+  /** Told when a task goes into backoff or starts waiting with a deadline, so local maintenance acts on time. */
   readonly onBackoff?: (retryAt: number) => void
   /** Custom events from turns (`ctx.emit`). */
   readonly onEmit?: (taskId: string, type: string, data: unknown) => void
+  /** Max retries of the child tasks a turn spawns, by agent (default: AgentWorkerConfig's). */
+  readonly maxRetries?: (agent: string) => number
 }
 
 /** Creates the agent's consumer group in every partition (idempotent). */
@@ -78,18 +129,63 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
 
     const now = Effect.clockWith((clock) => clock.currentTimeMillis)
 
-    /** Sends a worker command; a connection problem is retried a few times, a rejection is only logged. */
-    const commit = (command: TaskCommand, delivery: Delivery) =>
+    /** Sends a worker command; a connection problem is retried a few times. */
+    const send = (command: TaskCommand, delivery?: Delivery) =>
       store.execute(command, delivery).pipe(
         Effect.retry({
           while: (e) => e._tag === "RedisError" && e.isRetryable,
           schedule: Schedule.exponential("100 millis").pipe(Schedule.upTo({ times: 8 }))
-        }),
+        })
+      )
+
+    /** Sends a worker command; a rejection is only logged. */
+    const commit = (command: TaskCommand, delivery: Delivery) =>
+      send(command, delivery).pipe(
         Effect.asVoid,
         Effect.catch((e) =>
           Effect.logWarning(`${command._tag} of task ${command.taskId} not applied: ${e.message}`)
         )
       )
+
+    const maxRetriesOf = options.maxRetries ?? (() => AgentWorkerConfig.defaults.maxRetries)
+
+    /**
+     * Spawns children of a claimed task: registered under its lease first (so each child's end is expected),
+     * then enqueued with the parent's id; a child that exists already (a retried turn) is left as it is.
+     */
+    const spawnChildren = (c: Claimed, counter: { n: number }, specs: ReadonlyArray<ChildSpec<unknown>>) =>
+      Effect.gen(function*() {
+        const at = yield* now
+        const prepared = yield* Effect.forEach(specs, (spec) =>
+          Effect.map(spec.agent.encodePayload(spec.payload), (payload) => ({
+            id: childTaskId(c.taskId, c.turns, spec.key === undefined ? `#${counter.n++}` : `k:${spec.key}`),
+            agent: spec.agent.name,
+            payload
+          })))
+        if (prepared.length === 0) return []
+        yield* send({
+          _tag: "SpawnChildren",
+          taskId: c.taskId,
+          lease: c.lease,
+          children: prepared.map(({ id, agent }) => ({ id, agent })),
+          now: at
+        })
+        for (const p of prepared) c.children.add(p.id)
+        const outcomes = yield* store.executeMany(prepared.map((p) => ({
+          command: {
+            _tag: "Enqueue" as const,
+            taskId: p.id,
+            agent: p.agent,
+            ownerId: c.ownerId,
+            payload: p.payload,
+            maxRetries: maxRetriesOf(p.agent),
+            parentId: c.taskId,
+            now: at
+          }
+        })))
+        for (const o of outcomes) if (!("values" in o) && o._tag !== "TaskAlreadyExists") return yield* Effect.fail(o)
+        return prepared.map((p) => p.id)
+      })
 
     const heartbeat = (c: Claimed, stop: Deferred.Deferred<StopReason>) =>
       Effect.gen(function*() {
@@ -113,6 +209,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         const decoded = yield* Effect.result(agent.decodePayload(c.payload))
         if (decoded._tag === "Failure") return { _tag: "Failed", error: decoded.failure, retry: "fatal" } as const
         const controller = new AbortController()
+        const spawnCounter = { n: 0 }
         const ctx: TurnContext<unknown> = {
           taskId: c.taskId,
           ownerId: c.ownerId,
@@ -123,7 +220,10 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           retries: c.retries,
           steering: c.steering,
           signal: controller.signal,
-          emit: (type, data) => options.onEmit?.(c.taskId, type, data)
+          emit: (type, data) => options.onEmit?.(c.taskId, type, data),
+          results: c.results,
+          spawn: (specs) => Effect.runPromise(spawnChildren(c, spawnCounter, specs as ReadonlyArray<ChildSpec<unknown>>)),
+          resultToken: newResultToken
         }
         const exit = yield* Effect.suspend(() => {
           const r = agent.runTurn(ctx)
@@ -147,6 +247,8 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
             _tag: "Outcome",
             outcome: outcome._tag === "Continue"
               ? { _tag: "Continue", payload: encoded.success }
+              : outcome._tag === "Wait"
+              ? { _tag: "Wait", payload: encoded.success, pending: outcome.pending }
               : { _tag: "Done", output: outcome.output, payload: encoded.success }
           } as const
         }
@@ -158,20 +260,43 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
       Effect.gen(function*() {
         const at = yield* now
         const base = { taskId: c.taskId, lease: c.lease, now: at }
+        const failFatally = (error: { message: string; _tag: string }) =>
+          commit({ _tag: "Fail", ...base, error: { message: error.message, kind: error._tag }, retry: "fatal", retryAt: at }, c.delivery)
         switch (verdict._tag) {
-          case "Outcome":
+          case "Outcome": {
+            const outcome = verdict.outcome
+            if (outcome._tag === "Wait") {
+              // A wait the agent got wrong fails the task (it would wait for what never comes).
+              const items = waitItems(c, outcome.pending, at)
+              if (items instanceof InvalidInput) return yield* failFatally(items)
+              const sent = yield* Effect.result(send({
+                _tag: "Wait",
+                ...base,
+                payload: outcome.payload,
+                steeringApplied: c.steering.length,
+                pending: items
+              }, c.delivery))
+              if (Result.isSuccess(sent)) {
+                const deadline = Math.min(...items.flatMap((i) => i.timeoutAt === undefined ? [] : [i.timeoutAt]))
+                if (Number.isFinite(deadline)) options.onBackoff?.(deadline)
+                return
+              }
+              if (sent.failure._tag === "InvalidWait") return yield* failFatally(sent.failure)
+              return yield* Effect.logWarning(`Wait of task ${c.taskId} not applied: ${sent.failure.message}`)
+            }
             return yield* commit(
-              verdict.outcome._tag === "Continue"
-                ? { _tag: "CompleteTurn", ...base, payload: verdict.outcome.payload, steeringApplied: c.steering.length }
+              outcome._tag === "Continue"
+                ? { _tag: "CompleteTurn", ...base, payload: outcome.payload, steeringApplied: c.steering.length }
                 : {
                   _tag: "Complete",
                   ...base,
-                  output: verdict.outcome.output,
+                  output: outcome.output,
                   steeringApplied: c.steering.length,
-                  ...(verdict.outcome.payload !== undefined ? { payload: verdict.outcome.payload } : {})
+                  ...(outcome.payload !== undefined ? { payload: outcome.payload } : {})
                 },
               c.delivery
             )
+          }
           case "Failed": {
             const random = yield* Random.next
             const delay = backoffDelayMs(c.retries, random, config.backoffBase * 1000, config.backoffMax * 1000)
@@ -213,6 +338,13 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           )
           yield* Fiber.interrupt(beat)
           yield* finish(c, verdict)
+          // A task with a parent or children may have ended: tell the parent, cancel the children (or the sweep will).
+          if (c.parentId !== undefined || c.batchId !== undefined || c.children.size > 0) {
+            yield* settle(c.taskId).pipe(
+              Effect.provideService(TaskStore, store),
+              Effect.catch((e) => Effect.logWarning(`follow-up of task ${c.taskId} deferred to maintenance: ${e.message}`))
+            )
+          }
         })
       ).pipe(
         Effect.ensuring(Effect.sync(() => running.delete(c.taskId))),
@@ -233,7 +365,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         const outcomes = yield* store.executeMany(commands)
         return outcomes.flatMap((o, i): ReadonlyArray<Claimed> => {
           if (!("values" in o)) return []
-          const state = stateFromHash(flatToRecord(o.values[0] as ReadonlyArray<string>), o.values[1] as ReadonlyArray<string>)
+          const state = stateFromHash(flatToRecord(o.values[0] as ReadonlyArray<string>), sideDataFromReply(o.values.slice(1)))
           return [{
             taskId: state.taskId,
             ownerId: state.ownerId,
@@ -242,7 +374,11 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
             turns: state.turns,
             retries: state.retries,
             steering: state.steering,
-            delivery: commands[i]!.delivery
+            delivery: commands[i]!.delivery,
+            parentId: state.parentId,
+            batchId: state.batchId,
+            children: new Set(Object.keys(state.children)),
+            results: resultsOf(state)
           }]
         })
       })

@@ -2,8 +2,8 @@
  * The public entry point of factorial-ts: the Promise API (Orchestrator, agents, config classes, errors)
  * and, for Effect users, the services and layers they compose.
  */
-export { BaseAgent, Continue, defineAgent, Done } from "./Agent.ts"
-export type { AgentOptions, Task, TurnContext, TurnFunction, TurnOutcome } from "./Agent.ts"
+export { BaseAgent, childTaskId, Continue, defineAgent, Done, Wait } from "./Agent.ts"
+export type { AgentOptions, ChildSpec, DeliveredResult, Task, TurnContext, TurnFunction, TurnOutcome, WaitSpec } from "./Agent.ts"
 export { backoffDelayMs, classifyFailure, FatalAgentError, TransientAgentError, TurnTimeout } from "./AgentErrors.ts"
 export {
   AgentWorkerConfig,
@@ -13,10 +13,17 @@ export {
   TaskTTLConfig
 } from "./Config.ts"
 export {
+  BatchAlreadyExists,
+  BatchAlreadyFinished,
+  BatchNotFound,
   InvalidConfig,
   InvalidInput,
+  InvalidResultToken,
   InvalidSteeringCount,
+  InvalidWait,
   NotDue,
+  ResultAlreadyReceived,
+  ResultNotPending,
   StaleLease,
   TaskAlreadyExists,
   TaskAlreadyFinished,
@@ -25,7 +32,9 @@ export {
 export { Orchestrator, orchestratorLayer, runRunners } from "./Orchestrator.ts"
 export type { OrchestratorOptions, RunnerRegistration } from "./Orchestrator.ts"
 export { TaskClient } from "./TaskClient.ts"
-export type { EnqueueOptions } from "./TaskClient.ts"
+export type { BatchData, BatchOptions, EnqueueOptions } from "./TaskClient.ts"
+export { BatchEnvelope, BatchEvent, BatchStatus } from "../streams/BatchEvent.ts"
+export { decideBatch, evolveBatch } from "../projections/BatchDecider.ts"
 export { TaskStore } from "./TaskStore.ts"
 export type { TaskData } from "./TaskStore.ts"
 export { ControlChannel } from "./ControlChannel.ts"
@@ -34,4 +43,4 @@ export type { TaskCommand, TaskState } from "../projections/TaskDecider.ts"
 export { RedisClient } from "../streams/RedisClient.ts"
 export type { RedisOptions } from "../streams/RedisClient.ts"
 export { CorruptEntry, RedisError } from "../streams/StreamError.ts"
-export { Envelope, TaskEvent, TaskStatus } from "../streams/TaskEvent.ts"
+export { Envelope, TaskEvent, TaskStatus, WaitItem, WaitResult } from "../streams/TaskEvent.ts"

@@ -36,6 +36,13 @@ export const partitionKeys = (ks: Keyspace, p: number) => {
     queue: (agent: string) => `${pre}:queue:${agent}`,
     /** Sorted set: task id → retry time, for tasks in backoff. */
     delayed: `${pre}:delayed`,
+    /** Sorted set: task id → deadline (earliest timeout of its outstanding wait items), for waiting tasks. */
+    waits: `${pre}:waits`,
+    /**
+     * Sorted set: task id → time its follow-up step became due (telling its parent and batch of its end,
+     * cancelling its children); removed by the step (src/FollowUp.ts), swept by maintenance.
+     */
+    outbox: `${pre}:outbox`,
     /** Sorted set per status: task id → time it entered that status. */
     index: (status: string) => `${pre}:idx:${status}`,
     /** Set of agent names that have queues in this partition. */
@@ -83,10 +90,36 @@ export const taskKeys = (ks: Keyspace, taskId: string) => {
     log: `${pre}:task:${taskId}:log`,
     /** List: steering messages not yet applied by a turn (only while there are some). */
     steering: `${pre}:task:${taskId}:steering`,
+    /** List: the current wait's items (JSON), until the next turn's commit consumes them. */
+    wait: `${pre}:task:${taskId}:wait`,
+    /** Hash: wait item id → result JSON, received and not yet consumed by a turn. */
+    results: `${pre}:task:${taskId}:results`,
+    /** Hash: child task id → {"agent", "end"?}, every child the task spawned. */
+    children: `${pre}:task:${taskId}:children`,
     prefix: pre,
     ...partitionKeys(ks, p)
   }
 }
+
+/** Keys of one batch (all in the partition of its id, like a task's; ADR 0008). */
+export const batchKeys = (ks: Keyspace, batchId: string) => {
+  const p = partitionOf(ks, batchId)
+  const pre = partitionPrefix(ks, p)
+  return {
+    partition: p,
+    /** Hash: id, agent, ownerId, status, total, the counts per end, createdAt, updatedAt, version. */
+    batch: `${pre}:batch:${batchId}`,
+    /** List: the batch's events (envelope JSON), oldest first. */
+    log: `${pre}:batch:${batchId}:log`,
+    /** Hash: task id → its position in the batch. */
+    tasks: `${pre}:batch:${batchId}:tasks`,
+    /** Hash: task id → how it ended, for the tasks that have. */
+    ended: `${pre}:batch:${batchId}:ended`
+  }
+}
+
+/** How long a batch's keys are kept once all its tasks have ended (seconds). */
+export const BATCH_RETENTION_SECONDS = 7 * 86400
 
 /** Namespace-wide keys (outside any partition slot; read at start-up only). */
 export const namespaceKeys = (ks: Keyspace) => ({

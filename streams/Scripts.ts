@@ -3,7 +3,7 @@
  * prefixed with `lib.lua`. They are compiled on every master at start-up (`SCRIPT LOAD`, so a syntax
  * error fails the boot) and called by SHA; ioredis falls back to EVAL on NOSCRIPT (after a Redis restart).
  *
- * Every script returns `{ "ok", ... }` or `{ "rejected", reason, status, lease, pending }`; `parseReply`
+ * Every script returns `{ "ok", ... }` or `{ "rejected", reason, status, lease, pending, detail }`; `parseReply`
  * is the only place that reads that status word.
  */
 import { readFileSync } from "node:fs"
@@ -24,7 +24,13 @@ export const scriptNames = [
   "steer",
   "recover",
   "wake",
-  "expire"
+  "expire",
+  "wait",
+  "spawn",
+  "deliver",
+  "child_finished",
+  "timeout",
+  "settled"
 ] as const
 export type ScriptName = typeof scriptNames[number]
 
@@ -41,20 +47,37 @@ export const scriptSources: Readonly<Record<ScriptName, string>> = (() => {
 /** Every task script takes the same three keys: task hash, task history, partition log. */
 export const TASK_SCRIPT_KEYS = 3
 
+/** The batch scripts (batch_lib.lua, then the script), each with the batch's four keys. */
+export const batchScriptNames = ["batch_create", "batch_task_finished", "batch_cancel"] as const
+export type BatchScriptName = typeof batchScriptNames[number]
+export const BATCH_SCRIPT_KEYS = 4
+
+export const batchScriptSources: Readonly<Record<BatchScriptName, string>> = (() => {
+  const lib = readFileSync(`${luaDir}batch_lib.lua`, "utf8")
+  return Object.fromEntries(
+    batchScriptNames.map((name) => [name, `${lib}\n${readFileSync(`${luaDir}${name}.lua`, "utf8")}`])
+  ) as Record<BatchScriptName, string>
+})()
+
 type ScriptCaller = (...args: ReadonlyArray<string | number>) => Promise<unknown>
 
-/** A connection with the task scripts defined as commands. */
-export type ScriptedConnection = RedisConnection & { readonly [K in ScriptName as `fx_${K}`]: ScriptCaller }
+/** A connection with the task and batch scripts defined as commands. */
+export type ScriptedConnection =
+  & RedisConnection
+  & { readonly [K in ScriptName as `fx_${K}`]: ScriptCaller }
+  & { readonly [K in BatchScriptName as `fx_${K}`]: ScriptCaller }
 
 /** Defines the scripts on a connection and compiles them on every master now. */
 export const installScripts = async (conn: RedisConnection): Promise<ScriptedConnection> => {
   for (const name of scriptNames) {
     conn.defineCommand(`fx_${name}`, { numberOfKeys: TASK_SCRIPT_KEYS, lua: scriptSources[name] })
   }
+  for (const name of batchScriptNames) {
+    conn.defineCommand(`fx_${name}`, { numberOfKeys: BATCH_SCRIPT_KEYS, lua: batchScriptSources[name] })
+  }
   const masters = conn instanceof Cluster ? conn.nodes("master") : [conn]
-  await Promise.all(
-    masters.flatMap((node) => scriptNames.map((name) => node.script("LOAD", scriptSources[name])))
-  )
+  const sources = [...scriptNames.map((n) => scriptSources[n]), ...batchScriptNames.map((n) => batchScriptSources[n])]
+  await Promise.all(masters.flatMap((node) => sources.map((source) => node.script("LOAD", source))))
   return conn as ScriptedConnection
 }
 
@@ -66,6 +89,8 @@ export type ScriptReply =
     readonly status: TaskStatus | ""
     readonly lease: number
     readonly pending: number
+    /** The result id a result rejection is about; "<reason>:<id>" for InvalidWait. */
+    readonly detail: string
   }
 
 /** Reads a script's reply tuple. */
@@ -77,6 +102,7 @@ export const parseReply = (raw: unknown): ScriptReply => {
     reason: String(reply[1]),
     status: String(reply[2]) as TaskStatus | "",
     lease: Number(reply[3]),
-    pending: Number(reply[4])
+    pending: Number(reply[4]),
+    detail: String(reply[5] ?? "")
   }
 }

@@ -53,10 +53,47 @@ export type TaskError = typeof TaskError.Type
 
 const Lease = Schema.Int
 
+/** How a child task ended, as its parent hears it. */
+export const ChildEnd = Schema.Literals(["completed", "failed", "cancelled", "expired"])
+export type ChildEnd = typeof ChildEnd.Type
+
+/**
+ * One thing a waiting task waits for: a deferred result (`result`, delivered by a client, with the token
+ * the delivery must present when it comes over HTTP) or a child task's end (`child`). `timeoutAt` (ms):
+ * past it, maintenance times the item out — failing the task (`onTimeout: "fail"`, the default) or giving
+ * the next turn a timeout result (`"resume"`).
+ */
+export const WaitItem = Schema.Struct({
+  id: Schema.String,
+  kind: Schema.Literals(["result", "child"]),
+  token: Schema.optionalKey(Schema.String),
+  timeoutAt: Schema.optionalKey(Schema.Int),
+  onTimeout: Schema.optionalKey(Schema.Literals(["fail", "resume"]))
+})
+export type WaitItem = typeof WaitItem.Type
+
+/** What arrived for a wait item: a deferred result, a child's end, or a timeout. */
+export const WaitResult = Schema.Union([
+  Schema.Struct({ kind: Schema.Literal("result"), result: Schema.Json }),
+  Schema.Struct({
+    kind: Schema.Literal("child"),
+    agent: Schema.String,
+    status: ChildEnd,
+    output: Schema.optionalKey(Schema.Json),
+    error: Schema.optionalKey(TaskError)
+  }),
+  Schema.Struct({ kind: Schema.Literals(["result", "child"]), timedOut: Schema.Literal(true) })
+])
+export type WaitResult = typeof WaitResult.Type
+
 export const TaskEvent = Schema.TaggedUnion({
   TaskEnqueued: {
     payload: Schema.Json,
-    maxRetries: Schema.Int
+    maxRetries: Schema.Int,
+    /** The task that spawned this one (a child task): it hears of this task's end (ChildTaskFinished). */
+    parentId: Schema.optionalKey(Schema.String),
+    /** The batch this task belongs to. */
+    batchId: Schema.optionalKey(Schema.String)
   },
   TaskClaimed: { lease: Lease, worker: Schema.String },
   /** Written to the partition log only (not to the task's history): liveness, not state. */
@@ -84,7 +121,39 @@ export const TaskEvent = Schema.TaggedUnion({
   TaskRecovered: { lease: Lease, decision: Schema.Literals(["requeued", "failed"]), retries: Schema.Int },
   TaskBackoffElapsed: {},
   /** `lease`: the task's last lease, so an expired task still answers a stale worker with it. */
-  TaskExpired: { lease: Schema.optionalKey(Lease) }
+  TaskExpired: { lease: Schema.optionalKey(Lease) },
+  /**
+   * A turn ended waiting (its payload is checkpointed, as by TurnCompleted) for `pending`; `deadline` is the
+   * earliest timeout among the items still outstanding. `resumed`: every item was in already (children that
+   * finished before their parent parked), so the task is queued at once.
+   */
+  TaskWaiting: {
+    lease: Lease,
+    turn: Schema.Int,
+    payload: Schema.Json,
+    steeringApplied: Schema.Int,
+    pending: Schema.Array(WaitItem),
+    deadline: Schema.optionalKey(Schema.Number),
+    resumed: Schema.Boolean
+  },
+  /** A deferred result arrived (once per wait item). `resumed`: it was the last one outstanding. */
+  ToolResultReceived: { id: Schema.String, result: Schema.Json, resumed: Schema.Boolean },
+  /** A turn registered child tasks before enqueueing them, so their ends are always expected. */
+  ChildTasksSpawned: { lease: Lease, children: Schema.Array(Schema.Struct({ id: Schema.String, agent: Schema.String })) },
+  /** A child task ended (once per child), with its output or error. `resumed`: it was the last one outstanding. */
+  ChildTaskFinished: {
+    childId: Schema.String,
+    agent: Schema.String,
+    status: ChildEnd,
+    output: Schema.optionalKey(Schema.Json),
+    error: Schema.optionalKey(TaskError),
+    resumed: Schema.Boolean
+  },
+  /**
+   * Wait items passed their timeout. `failed`: one of them says `onTimeout: "fail"`, the task fails; else each
+   * gets a timeout result and the task is queued (`resumed`) or keeps waiting for the rest (`waiting`).
+   */
+  TaskWaitTimedOut: { ids: Schema.Array(Schema.String), decision: Schema.Literals(["failed", "resumed", "waiting"]) }
 })
 export type TaskEvent = typeof TaskEvent.Type
 export type TaskEventTag = TaskEvent["_tag"]

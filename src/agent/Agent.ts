@@ -7,11 +7,16 @@
  * reconstructs every model call exactly (`Conversation.ts`); the turn at `maxTurns - 1` ends the task
  * or fails the attempt, never continues; a `FatalAgentError` from a tool or hook fails the task, any
  * other tool error goes back to the model.
+ *
+ * A tool that answers later (`deferred()`, `waitForChildren(ids)`) makes the turn end waiting; the calls it
+ * left open are kept in `payload.pendingTools`, and the next turn first appends their tool messages (from
+ * `ctx.results`: the delivered result, the children's outputs or errors, or a timeout) right after the ones
+ * already there, so every tool call is still answered before the model is asked again.
  */
 import type OpenAI from "openai"
 import type { ChatCompletionChunk, ChatCompletionCreateParamsNonStreaming, ChatCompletionToolChoiceOption } from "openai/resources/chat/completions"
 import { Clock, Effect, Schema } from "effect"
-import { BaseAgent, Continue, Done, type TurnContext, type TurnOutcome } from "../Agent.ts"
+import { BaseAgent, Continue, type DeliveredResult, Done, type TurnContext, type TurnOutcome, Wait } from "../Agent.ts"
 import { FatalAgentError } from "../AgentErrors.ts"
 import { InvalidConfig } from "../Errors.ts"
 import { AgentContext, ChatMessage, type ToolCallRecord, type TurnRecord } from "./AgentContext.ts"
@@ -23,7 +28,7 @@ import {
   type ModelClientOptions,
   type ModelReply
 } from "./ModelClient.ts"
-import { fromReturned, type Returned, runToolCall, type Tool } from "./Tool.ts"
+import { fromReturned, type PendingCall, resultText, type Returned, runToolCall, type Tool } from "./Tool.ts"
 
 /** A setting given as a value or computed from the context at every turn. */
 export type Dynamic<T, C> = T | ((context: C, turn: TurnContext<C>) => T)
@@ -100,6 +105,48 @@ const assistantMessage = (reply: ModelReply): ChatMessage => ({
   ...(reply.toolCalls.length > 0 ? { tool_calls: [...reply.toolCalls] } : {})
 })
 
+/** The tool message of a call that waited, from what arrived for it (in the order of the wait). */
+const resumedToolMessage = (
+  pending: NonNullable<AgentContext["pendingTools"]>[number],
+  results: ReadonlyArray<DeliveredResult>
+): ChatMessage => {
+  const byId = new Map(results.map((r) => [r.id, r]))
+  if (pending.kind === "result") {
+    const r = byId.get(pending.resultId)
+    const content = r === undefined
+      ? "Error: no result arrived"
+      : "timedOut" in r
+      ? "Error: timed out waiting for the result"
+      : "result" in r
+      ? resultText(r.result)
+      : resultText(r)
+    return { role: "tool", tool_call_id: pending.toolCallId, content }
+  }
+  const children = (pending.children ?? []).map((id) => {
+    const r = byId.get(id)
+    if (r === undefined) return { task: id, status: "unknown" }
+    if ("timedOut" in r) return { task: id, status: "timedOut" }
+    if (r.kind !== "child") return { task: id, status: "unknown" }
+    return {
+      task: id,
+      agent: r.agent,
+      status: r.status,
+      ...(r.output !== undefined ? { output: r.output } : {}),
+      ...(r.error !== undefined ? { error: r.error.message } : {})
+    }
+  })
+  return { role: "tool", tool_call_id: pending.toolCallId, content: JSON.stringify(children) }
+}
+
+/** What the turn waits for, for the calls it leaves open. */
+const waitSpecs = (pending: ReadonlyArray<PendingCall>) =>
+  pending.flatMap((p) => {
+    const timing = { ...(p.timeout !== undefined ? { timeout: p.timeout } : {}), ...(p.onTimeout !== undefined ? { onTimeout: p.onTimeout } : {}) }
+    return p.kind === "result"
+      ? [{ id: p.resultId, token: p.token, ...timing }]
+      : (p.children ?? []).map((id) => ({ id, ...timing }))
+  })
+
 /** The system prompt of the latest turn record that has one. */
 const lastInstructions = (records: ReadonlyArray<TurnRecord>): string | undefined =>
   records.findLast((r) => r.instructions !== undefined)?.instructions
@@ -153,8 +200,11 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
         yield* runHook("onTurnStart", hooks.onTurnStart && (() => hooks.onTurnStart!(context, ctx)))
 
         const steering = ctx.steering.map(steeringMessage)
+        // Calls the last turn left waiting are answered first, right after that turn's other tool messages.
+        const resumed = (payload.pendingTools ?? []).map((p) => resumedToolMessage(p, ctx.results))
         const messages: Array<ChatMessage> = [
           ...(payload.messages ?? []),
+          ...resumed,
           ...(ctx.turn === 0 ? [{ role: "user", content: payload.query } as const] : []),
           ...steering
         ]
@@ -215,12 +265,13 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
               ...(reply.usage ? { usage: reply.usage } : {}),
               toolCalls
             }
+            const { pendingTools: _answered, ...rest } = context
             return {
-              ...context,
+              ...rest,
               messages: [...conversation, ...toolMessages],
               turn: ctx.turn + 1,
               turns: [...records, record]
-            }
+            } as unknown as C
           })
         const runTools = (calls: ModelReply["toolCalls"]) =>
           Effect.forEach(
@@ -233,10 +284,29 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
                 turn: ctx.turn,
                 context,
                 signal: abort.signal,
-                emit: ctx.emit
+                emit: ctx.emit,
+                spawn: ctx.spawn,
+                newToken: ctx.resultToken
               }),
             { concurrency: "unbounded" }
           )
+        /** Continues, or ends waiting when some calls answer later (their tool messages come with the next turn). */
+        const afterTools = (outcomes: ReadonlyArray<{ message?: ChatMessage | undefined; record: ToolCallRecord; pending?: PendingCall | undefined }>) =>
+          Effect.gen(function*() {
+            const next = yield* finish(
+              outcomes.flatMap((o) => o.message === undefined ? [] : [o.message]),
+              outcomes.map((o) => o.record)
+            )
+            const pending = outcomes.flatMap((o) => o.pending === undefined ? [] : [o.pending])
+            if (pending.length === 0) return Continue(next)
+            const pendingTools = pending.map((p) => ({
+              toolCallId: p.toolCallId,
+              resultId: p.resultId,
+              kind: p.kind,
+              ...(p.children !== undefined ? { children: p.children } : {})
+            }))
+            return Wait<C>({ payload: { ...next, pendingTools } as C, pending: waitSpecs(pending) })
+          })
         const done = (output: unknown, next: C) => Done<C>(output, { ...next, output })
 
         if (final) {
@@ -271,7 +341,7 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
                 }
                 : others.find((o) => o.record.id === c.id)!
             )
-            return Continue(yield* finish(outcomes.map((o) => o.message), outcomes.map((o) => o.record)))
+            return yield* afterTools(outcomes)
           }
           if (isLastTurn) {
             return yield* new InvalidModelOutput({ message: `the model did not call ${FINAL_OUTPUT} on the last turn` })
@@ -288,8 +358,7 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
           if (reply.refusal) return yield* new FatalAgentError({ message: `the model refused: ${reply.refusal}` })
           return yield* new InvalidModelOutput({ message: "the model gave neither an answer nor tool calls" })
         }
-        const outcomes = yield* runTools(reply.toolCalls)
-        return Continue(yield* finish(outcomes.map((o) => o.message), outcomes.map((o) => o.record)))
+        return yield* afterTools(yield* runTools(reply.toolCalls))
       })
 
       return Effect.acquireUseRelease(

@@ -32,7 +32,9 @@ export const ToolCallRecord = Schema.Struct({
   name: Schema.String,
   ms: Schema.Number,
   /** Present when the call failed (bad arguments, unknown tool, the tool threw …). */
-  error: Schema.optionalKey(Schema.String)
+  error: Schema.optionalKey(Schema.String),
+  /** The call answers later: a deferred result, or child tasks; its tool message comes with the next turn. */
+  pending: Schema.optionalKey(Schema.Literals(["result", "children"]))
 })
 export type ToolCallRecord = typeof ToolCallRecord.Type
 
@@ -73,7 +75,14 @@ export const agentContextFields = {
   output: Schema.optionalKey(Schema.Unknown),
   /** Failed attempts of the current turn (0 on a first try). */
   attempt: Schema.optionalKey(Schema.Int),
-  turns: Schema.optionalKey(Schema.Array(TurnRecord))
+  turns: Schema.optionalKey(Schema.Array(TurnRecord)),
+  /** Tool calls the last turn left waiting (deferred results, child tasks): answered when the task resumes. */
+  pendingTools: Schema.optionalKey(Schema.Array(Schema.Struct({
+    toolCallId: Schema.String,
+    resultId: Schema.String,
+    kind: Schema.Literals(["result", "children"]),
+    children: Schema.optionalKey(Schema.Array(Schema.String))
+  })))
 }
 
 /** The default payload of an LLM agent: `{ query }` at least; any extra field is kept. */

@@ -6,12 +6,19 @@
  * Invariants: a tool's function only ever sees arguments that decoded against its Schema; any failure
  * of a call (unknown tool, bad JSON, bad arguments, the function threw) becomes a tool message the
  * model can read, except a `FatalAgentError`, which fails the task.
+ *
+ * A tool may also answer later: it returns `deferred()` (the result is delivered by a client, e.g. a human's
+ * approval, with `completeDeferredTool(taskId, ctx.resultId, result)`) or `waitForChildren(ids)` (the child
+ * tasks it spawned with `ctx.spawn`). The turn then ends waiting, and the tool message is written when the
+ * task resumes.
  */
 import type { ChatCompletionFunctionTool, ChatCompletionMessageFunctionToolCall } from "openai/resources/chat/completions"
 import { Cause, Clock, Effect, Exit, Schema, SchemaAST } from "effect"
 import { OpenAiStructuredOutput } from "effect/ai"
 import { FatalAgentError } from "../AgentErrors.ts"
 import { InvalidConfig } from "../Errors.ts"
+import { createHash } from "node:crypto"
+import type { ChildSpec } from "../Agent.ts"
 import type { ChatMessage, ToolCallRecord } from "./AgentContext.ts"
 
 /** What a tool's function gets besides its arguments. */
@@ -28,6 +35,62 @@ export interface ToolContext<C = unknown> {
   readonly signal: AbortSignal
   /** Records a custom event in the live feed. */
   readonly emit: (type: string, data: unknown) => void
+  /** The id a deferred result of this call is delivered under (the tool call id when it is a valid id). */
+  readonly resultId: string
+  /** The per-call token a delivery of this call's deferred result over HTTP must present. */
+  readonly resultToken: string
+  /** Spawns child tasks of the task (see `TurnContext.spawn`); wait for them with `waitForChildren(ids)`. */
+  readonly spawn: <Q>(children: ReadonlyArray<ChildSpec<Q>>) => Promise<ReadonlyArray<string>>
+}
+
+const pendingMark: unique symbol = Symbol.for("factorial/PendingToolResult")
+
+/** What a tool returns to answer later. `timeout` (seconds): then the model is told it timed out (`resume`) or the task fails. */
+export interface PendingToolResult {
+  readonly [pendingMark]: true
+  readonly kind: "result" | "children"
+  readonly children?: ReadonlyArray<string>
+  readonly timeout?: number
+  readonly onTimeout?: "fail" | "resume"
+}
+
+export interface PendingOptions {
+  readonly timeout?: number
+  /** Default `resume`: the model gets a tool message saying the result timed out. */
+  readonly onTimeout?: "fail" | "resume"
+}
+
+/** The result of this tool call will be delivered later by a client (`completeDeferredTool(taskId, ctx.resultId, result)`). */
+export const deferred = (options: PendingOptions = {}): PendingToolResult => ({ [pendingMark]: true, kind: "result", ...options })
+
+/** The result of this tool call is the ends of these child tasks (spawned with `ctx.spawn`), once all have ended. */
+export const waitForChildren = (children: ReadonlyArray<string>, options: PendingOptions = {}): PendingToolResult => ({
+  [pendingMark]: true,
+  kind: "children",
+  children,
+  ...options
+})
+
+const isPending = (value: unknown): value is PendingToolResult =>
+  typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[pendingMark] === true
+
+const resultIdPattern = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/
+
+/** The id a tool call's deferred result is delivered under: its own id when that is a valid id, else one derived from it. */
+export const resultIdOf = (toolCallId: string): string =>
+  resultIdPattern.test(toolCallId)
+    ? toolCallId
+    : `call-${createHash("sha256").update(toolCallId).digest("hex").slice(0, 32)}`
+
+/** A tool call that answers later: what the turn waits for, and what the resumed turn turns into its tool message. */
+export interface PendingCall {
+  readonly toolCallId: string
+  readonly resultId: string
+  readonly token: string
+  readonly kind: "result" | "children"
+  readonly children?: ReadonlyArray<string>
+  readonly timeout?: number
+  readonly onTimeout?: "fail" | "resume"
 }
 
 /** A function's result in any of the three shapes we accept. */
@@ -146,11 +209,10 @@ const errorText = (e: unknown): string =>
 export const resultText = (result: unknown): string =>
   typeof result === "string" ? result : result === undefined ? "" : JSON.stringify(result)
 
-/** One tool call carried out: the tool message for the model and the record for the history. */
-export interface ToolCallOutcome {
-  readonly message: ChatMessage
-  readonly record: ToolCallRecord
-}
+/** One tool call carried out: the tool message for the model (or, answering later, what it waits for) and the record. */
+export type ToolCallOutcome =
+  | { readonly message: ChatMessage; readonly record: ToolCallRecord; readonly pending?: undefined }
+  | { readonly message?: undefined; readonly record: ToolCallRecord; readonly pending: PendingCall }
 
 /**
  * Carries out one tool call of the model. Fails only with a `FatalAgentError` (from the tool); every
@@ -159,11 +221,14 @@ export interface ToolCallOutcome {
 export const runToolCall = <C>(
   tools: ReadonlyMap<string, Tool<C>>,
   call: ChatCompletionMessageFunctionToolCall,
-  ctx: Omit<ToolContext<C>, "toolCallId">
+  ctx: Omit<ToolContext<C>, "toolCallId" | "resultId" | "resultToken"> & { readonly newToken: () => string }
 ): Effect.Effect<ToolCallOutcome, FatalAgentError> =>
   Effect.gen(function*() {
     const start = yield* Clock.currentTimeMillis
     const t = tools.get(call.function.name)
+    const { newToken, ...rest } = ctx
+    const resultId = resultIdOf(call.id)
+    const resultToken = newToken()
     const exit = yield* Effect.exit(
       t === undefined
         ? Effect.fail(
@@ -172,11 +237,27 @@ export const runToolCall = <C>(
           })
         )
         : t.decode(call.function.arguments).pipe(
-          Effect.flatMap((args) => fromReturned(() => t.execute(args, { ...ctx, toolCallId: call.id })))
+          Effect.flatMap((args) => fromReturned(() => t.execute(args, { ...rest, toolCallId: call.id, resultId, resultToken })))
         )
     )
     const ms = (yield* Clock.currentTimeMillis) - start
     const base = { id: call.id, name: call.function.name, ms }
+    if (Exit.isSuccess(exit) && isPending(exit.value)) {
+      const p = exit.value
+      ctx.emit("tool_call", { ...base, ok: true, pending: p.kind })
+      return {
+        record: { ...base, pending: p.kind },
+        pending: {
+          toolCallId: call.id,
+          resultId,
+          token: resultToken,
+          kind: p.kind,
+          ...(p.children !== undefined ? { children: p.children } : {}),
+          ...(p.timeout !== undefined ? { timeout: p.timeout } : {}),
+          onTimeout: p.onTimeout ?? "resume"
+        }
+      }
+    }
     if (Exit.isSuccess(exit)) {
       const content = resultText(exit.value)
       ctx.emit("tool_call", { ...base, ok: true })

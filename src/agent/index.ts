@@ -7,4 +7,14 @@ export { AgentContext, agentContextFields, ChatMessage, type TokenUsage, ToolCal
 export { type Conversation, conversationFromPayload, type ToolCallView, type TurnView } from "./Conversation.ts"
 export { FINAL_OUTPUT } from "./FinalOutput.ts"
 export { InvalidModelOutput, makeOpenAI, type ModelClientOptions, type Provider, providers } from "./ModelClient.ts"
-export { type Tool, ToolArgumentsError, type ToolContext, type ToolOptions, tool } from "./Tool.ts"
+export {
+  deferred,
+  type PendingOptions,
+  type PendingToolResult,
+  type Tool,
+  ToolArgumentsError,
+  type ToolContext,
+  type ToolOptions,
+  tool,
+  waitForChildren
+} from "./Tool.ts"

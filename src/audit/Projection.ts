@@ -45,9 +45,10 @@ export const emptyProjection: Projection = { state: undefined, length: 0, status
 
 /**
  * Events after which a task keeps its status and its index score: the scripts that write them do not
- * call `set_status` (steer, cancel of a running task, heartbeat). Every other event does.
+ * call `set_status` (steer, cancel of a running task, heartbeat, spawn). The others call it exactly when
+ * the status changes (a result or timeout that leaves the task waiting does not).
  */
-const keepsStatus: ReadonlySet<string> = new Set(["TaskSteered", "TaskCancelRequested", "TaskHeartbeat"])
+const keepsStatus: ReadonlySet<string> = new Set(["TaskSteered", "TaskCancelRequested", "TaskHeartbeat", "ChildTasksSpawned"])
 
 type Folded = Pick<Envelope, "at" | "taskId" | "agent" | "ownerId" | "event">
 
@@ -55,10 +56,12 @@ type Folded = Pick<Envelope, "at" | "taskId" | "agent" | "ownerId" | "event">
 export const project = (p: Projection, envelope: Folded): Projection => {
   const tag = envelope.event._tag
   if (tag === "TaskHeartbeat") return { ...p, length: p.length + 1 }
+  const state = evolve(p.state, envelope)
+  const same = p.state !== undefined && state?.status === p.state.status
   return {
-    state: evolve(p.state, envelope),
+    state,
     length: p.length + 1,
-    statusSince: keepsStatus.has(tag) ? p.statusSince : envelope.at,
+    statusSince: keepsStatus.has(tag) || same ? p.statusSince : envelope.at,
     lastClaimAt: tag === "TaskClaimed" ? envelope.at : p.lastClaimAt
   }
 }
@@ -95,9 +98,19 @@ export const hashFieldsOf = (s: TaskState, lastClaimAt?: number): ReadonlyArray<
   if (s.error !== undefined) fields.push(["error", json(s.error)])
   if (s.worker !== undefined) fields.push(["worker", s.worker])
   if (s.retryAt !== undefined) fields.push(["retryAt", String(s.retryAt)])
+  if (s.parentId !== undefined) fields.push(["parent", s.parentId])
+  if (s.batchId !== undefined) fields.push(["batch", s.batchId])
+  if (s.deadline !== undefined) fields.push(["deadline", String(s.deadline)])
   if (lastClaimAt !== undefined) fields.push(["hb", String(lastClaimAt)])
   return fields
 }
+
+/** What the task keeps beside its hash (`wait`, `results`, `children` keys), as the scripts store it. */
+export const sideFieldsOf = (s: TaskState) => ({
+  wait: s.wait.map((item) => JSON.stringify(item)),
+  results: Object.entries(s.results).map(([id, r]) => [id, JSON.stringify(r)] as const),
+  children: Object.entries(s.children).map(([id, c]) => [id, JSON.stringify(c)] as const)
+})
 
 /** One field whose stored value is not the folded one. */
 export interface Divergence {
@@ -132,7 +145,13 @@ const stateFields: ReadonlyArray<keyof TaskState> = [
   "retryAt",
   "createdAt",
   "updatedAt",
-  "version"
+  "version",
+  "parentId",
+  "batchId",
+  "children",
+  "wait",
+  "results",
+  "deadline"
 ]
 
 /**
@@ -187,8 +206,10 @@ export const projectArgs = (
 ): ReadonlyArray<string | number> => {
   const k = taskKeys(ks, taskId)
   const s = p.state
-  const fields = s === undefined || s.status === "expired" ? [] : hashFieldsOf(s, p.lastClaimAt)
-  const steering = s === undefined || s.status === "expired" ? [] : s.steering.map(json)
+  const live = s !== undefined && s.status !== "expired"
+  const fields = live ? hashFieldsOf(s, p.lastClaimAt) : []
+  const steering = live ? s.steering.map(json) : []
+  const side = live ? sideFieldsOf(s) : { wait: [], results: [], children: [] }
   return [
     k.task,
     k.log,
@@ -205,6 +226,13 @@ export const projectArgs = (
     ...fields.flat(),
     steering.length,
     ...steering,
+    side.wait.length,
+    ...side.wait,
+    side.results.length,
+    ...side.results.flat(),
+    side.children.length,
+    ...side.children.flat(),
+    live ? s.deadline ?? "" : "",
     ...(mode === "import" ? entries : [])
   ]
 }

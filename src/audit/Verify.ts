@@ -51,6 +51,11 @@ export interface VerifyResult {
 interface Snapshot {
   readonly hash: Record<string, string>
   readonly steering: ReadonlyArray<string>
+  readonly wait: ReadonlyArray<string>
+  readonly results: Record<string, string>
+  readonly children: Record<string, string>
+  /** Score in the deadline set (null: not a member). */
+  readonly deadline: string | null
   readonly length: number
   /** Score of the task in each status index (null: not a member). */
   readonly scores: Readonly<Record<string, string | null>>
@@ -67,6 +72,7 @@ const snapshot = (taskId: string) =>
       const m = c.multi().hgetall(k.task).lrange(k.steering, 0, -1).llen(k.log)
       for (const s of allStatuses) m.zscore(k.index(s), taskId)
       m.zscore(k.delayed, taskId)
+      m.lrange(k.wait, 0, -1).hgetall(k.results).hgetall(k.children).zscore(k.waits, taskId)
       const out = await m.exec()
       if (out === null) throw new Error("verify snapshot: transaction aborted")
       return out.map(([err, value]) => {
@@ -76,12 +82,17 @@ const snapshot = (taskId: string) =>
     })
     const scores: Record<string, string | null> = {}
     allStatuses.forEach((s, i) => (scores[s] = replies[3 + i] as string | null))
+    const side = 4 + allStatuses.length
     return {
       hash: replies[0] as Record<string, string>,
       steering: replies[1] as ReadonlyArray<string>,
       length: Number(replies[2]),
       scores,
-      delayed: replies[3 + allStatuses.length] as string | null
+      delayed: replies[3 + allStatuses.length] as string | null,
+      wait: replies[side] as ReadonlyArray<string>,
+      results: replies[side + 1] as Record<string, string>,
+      children: replies[side + 2] as Record<string, string>,
+      deadline: replies[side + 3] as string | null
     } satisfies Snapshot
   })
 
@@ -129,6 +140,10 @@ const indexDivergences = (snap: Snapshot, p: Projection): ReadonlyArray<Divergen
   if (state.status === "backoff" && (snap.delayed === null || Number(snap.delayed) !== state.retryAt)) {
     out.push({ field: "delayed", live: snap.delayed, expected: state.retryAt })
   }
+  const deadline = snap.deadline === null ? undefined : Number(snap.deadline)
+  if (deadline !== (state.status === "expired" ? undefined : state.deadline)) {
+    out.push({ field: "waits", live: snap.deadline, expected: state.deadline ?? "absent" })
+  }
   return out
 }
 
@@ -142,7 +157,7 @@ const inspect = (taskId: string) =>
       if (indexed.length === 0) return yield* new TaskNotFound({ taskId })
     }
     const { p, problem } = yield* foldPrefix(taskId, snap.length)
-    const live = present ? stateFromHash(snap.hash, snap.steering) : undefined
+    const live = present ? stateFromHash(snap.hash, snap) : undefined
     const divergences = [
       ...(problem !== undefined ? [problem] : []),
       ...(problem === undefined ? compareStates(live, p.state) : []),

@@ -195,6 +195,20 @@ export const keyFields = (event: Envelope["event"]): string => {
       return `lease=${event.lease}`
     case "TaskRecovered":
       return `lease=${event.lease} decision=${event.decision} retries=${event.retries}`
+    case "TaskWaiting":
+      return `turn=${event.turn} lease=${event.lease} pending=${event.pending.map((i) => `${i.kind}:${i.id}`).join(",")}` +
+        (event.deadline !== undefined ? ` deadline=${iso(event.deadline)}` : "") + (event.resumed ? " resumed" : "")
+    case "ToolResultReceived":
+      return `id=${event.id} result=${brief(event.result)}` + (event.resumed ? " resumed" : "")
+    case "ChildTasksSpawned":
+      return `lease=${event.lease} children=${event.children.map((c) => `${c.agent}:${c.id}`).join(",")}`
+    case "ChildTaskFinished":
+      return `child=${event.childId} status=${event.status}` +
+        (event.output !== undefined ? ` output=${brief(event.output)}` : "") +
+        (event.error !== undefined ? ` error=${event.error.kind}: ${brief(event.error.message, 80)}` : "") +
+        (event.resumed ? " resumed" : "")
+    case "TaskWaitTimedOut":
+      return `ids=${event.ids.join(",")} decision=${event.decision}`
     case "TaskCancelRequested":
     case "TaskBackoffElapsed":
     case "TaskExpired":

@@ -16,7 +16,7 @@ import type { TaskStore } from "../TaskStore.ts"
 import type { Gauges } from "../../projections/Gauges.ts"
 import type { MetricsProjector } from "../../projections/Projector.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
-import { controlRoutes } from "./ControlRoutes.ts"
+import { controlRoutes, isTokenResultDelivery } from "./ControlRoutes.ts"
 import { dashboardRoutes } from "./Dashboard.ts"
 import { sendError } from "./HttpError.ts"
 import { liveRoute, type LiveRouteOptions } from "./LiveRoute.ts"
@@ -100,7 +100,10 @@ export const buildApp = (options: AppOptions): FastifyInstance => {
       reply.header("access-control-allow-origin", origin)
       reply.header("vary", "origin")
     }
-    if (token !== undefined && isGuarded(request.url) && request.method !== "OPTIONS") {
+    // A deferred result that presents its per-call token is authorized by it (checked atomically with the
+    // delivery): a webhook or an approval link can deliver one result without holding the API token.
+    const guarded = isGuarded(request.url) && !isTokenResultDelivery(request.method, request.url, request.headers)
+    if (token !== undefined && guarded && request.method !== "OPTIONS") {
       const header = request.headers.authorization ?? (request.query as { token?: string } | undefined)?.token
       const given = header?.startsWith("Bearer ") ? header : header === undefined ? undefined : `Bearer ${header}`
       if (!tokenMatches(given, token)) {

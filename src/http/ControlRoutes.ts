@@ -1,5 +1,5 @@
 /**
- * The control API (`/api/…`): enqueue, status, data, history, cancel, steer. Bodies and params are decoded
+ * The control API (`/api/…`): enqueue, status, data, history, cancel, steer, deferred results. Bodies and params are decoded
  * with Schema once, here; failures go through `HttpError.ts`. Enqueue validates the payload with the
  * registered agent's schema; an agent known only from Redis (registered in another process) takes any JSON.
  */
@@ -8,10 +8,19 @@ import type { FastifyPluginAsync } from "fastify"
 import { partitionKeys, allPartitions } from "../../streams/Keys.ts"
 import { AgentName } from "../../streams/TaskEvent.ts"
 import { BaseAgent } from "../Agent.ts"
+import { InvalidInput } from "../Errors.ts"
 import { TaskClient } from "../TaskClient.ts"
 import { TaskStore } from "../TaskStore.ts"
 import type { AppOptions } from "./App.ts"
 import { decoder, responder } from "./Respond.ts"
+
+/** The header that carries a deferred result's per-call token. */
+export const RESULT_TOKEN_HEADER = "x-result-token"
+
+/** A result delivery that presents its per-call token in the header: authorized by that token alone. */
+export const isTokenResultDelivery = (method: string, url: string, headers: Record<string, unknown>): boolean =>
+  method === "POST" && /^\/api\/tasks\/[^/?]+\/results\/[^/?]+(\?.*)?$/.test(url) &&
+  typeof headers[RESULT_TOKEN_HEADER] === "string" && headers[RESULT_TOKEN_HEADER] !== ""
 
 const EnqueueBody = Schema.Struct({
   agent: AgentName,
@@ -21,6 +30,7 @@ const EnqueueBody = Schema.Struct({
   maxRetries: Schema.optionalKey(Schema.Int)
 })
 const SteerBody = Schema.Struct({ messages: Schema.Array(Schema.Json) })
+const ResultBody = Schema.Struct({ result: Schema.Json, token: Schema.optionalKey(Schema.String) })
 const HistoryQuery = Schema.Struct({
   start: Schema.optionalKey(Schema.NumberFromString.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))),
   count: Schema.optionalKey(Schema.NumberFromString.check(Schema.isInt(), Schema.isGreaterThan(0)))
@@ -29,6 +39,7 @@ const HistoryQuery = Schema.Struct({
 const decodeEnqueue = decoder(EnqueueBody, "enqueue body")
 const decodeSteer = decoder(SteerBody, "steer body")
 const decodeHistoryQuery = decoder(HistoryQuery, "history query")
+const decodeResult = decoder(ResultBody, "result body")
 
 class AgentNotFound extends Schema.TaggedError<AgentNotFound>()("AgentNotFound", { agent: Schema.String }) {
   override get message() {
@@ -92,6 +103,23 @@ export const controlRoutes = (options: AppOptions): FastifyPluginAsync => async 
 
   app.post<{ Params: { id: string } }>("/tasks/:id/cancel", (request, reply) =>
     respond(reply, TaskClient.use((c) => c.cancel(request.params.id))))
+
+  // A deferred result, with the per-call token the task recorded for it (header `x-result-token` or body `token`).
+  // The token is required here; with it in the header the route needs no API bearer token (see App.ts).
+  app.post<{ Params: { id: string; resultId: string } }>("/tasks/:id/results/:resultId", (request, reply) =>
+    respond(
+      reply,
+      Effect.gen(function*() {
+        const body = yield* decodeResult(request.body)
+        const header = request.headers[RESULT_TOKEN_HEADER]
+        const token = typeof header === "string" ? header : body.token
+        if (token === undefined || token === "") {
+          return yield* new InvalidInput({ message: `a result needs its token (header ${RESULT_TOKEN_HEADER} or body "token")` })
+        }
+        const client = yield* TaskClient
+        yield* client.deliverResult(request.params.id, request.params.resultId, body.result, token)
+      })
+    ))
 
   app.post<{ Params: { id: string } }>("/tasks/:id/steer", (request, reply) =>
     respond(

@@ -1,6 +1,6 @@
 --[[
   cancel: a client cancels a task. Not yet running (queued, backoff, waiting): cancelled at once and it
-  never runs (its stale queue entry is skipped by claim). Running: the cancel is requested
+  never runs (its stale queue entry is skipped by claim); its children are cancelled by the follow-up step. Running: the cancel is requested
   (TaskCancelRequested) and the running worker is told on the control channel; the task ends cancelled
   when that worker (or recovery) next acts. Cancelling a cancelled task changes nothing.
   KEYS[1..3] task hash, history, partition log
@@ -21,7 +21,7 @@ if t.status == 'processing' then
   return { 'ok', 'TaskCancelRequested' }
 end
 redis.call('ZREM', PREFIX .. ':delayed', TASK_ID)
-redis.call('DEL', STEERING)
+finish(t)
 clear_worker(t)
 set_status(t, 'cancelled')
 append(t, 'TaskCancelled', '')

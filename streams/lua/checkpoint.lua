@@ -1,6 +1,7 @@
 --[[
   checkpoint: a non-final turn ended; its payload is saved and the task goes back to the queue for
-  the next turn (TurnCompleted). If a cancel was requested meanwhile, the task ends cancelled instead.
+  the next turn (TurnCompleted); the results of the wait it ran after are consumed. If a cancel was requested
+  meanwhile, the task ends cancelled instead.
   KEYS[1..3] task hash, history, partition log
   ARGV[1..3] prefix, task id, now
   ARGV[4] lease   ARGV[5] queue entry id   ARGV[6] payload (JSON)   ARGV[7] steering messages applied
@@ -14,6 +15,7 @@ local pending = redis.call('LLEN', STEERING)
 if not valid_applied(applied, pending) then return rejected('InvalidSteeringCount', t, pending) end
 
 if applied > 0 then redis.call('LTRIM', STEERING, applied, -1) end
+consume_wait()
 t.turns = t.turns + 1
 redis.call('HSET', H, 'payload', payload, 'turns', t.turns)
 clear_worker(t)

@@ -8,7 +8,8 @@
   ARGV[1..3] prefix, task id, now
   ARGV[4] the lease named by the queue entry   ARGV[5] worker id   ARGV[6] queue entry id
   ARGV[7] agent (queue and consumer group)
-  Returns { "ok", <task hash as a flat list>, <steering messages as a list> } | rejected TaskNotFound / StaleLease
+  Returns { "ok", <task hash as a flat list>, <steering messages>, <wait items>, <results as a flat list>,
+  <children as a flat list> } | rejected TaskNotFound / StaleLease
 ]]
 local entry_lease, worker, entry_id, agent = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
 local t = load_task()
@@ -24,4 +25,5 @@ t.lease = t.lease + 1
 redis.call('HSET', H, 'lease', t.lease, 'worker', worker, 'hb', NOW)
 set_status(t, 'processing')
 append(t, 'TaskClaimed', '"lease":' .. t.lease .. ',"worker":' .. cjson.encode(worker))
-return { 'ok', redis.call('HGETALL', H), redis.call('LRANGE', STEERING, 0, -1) }
+return { 'ok', redis.call('HGETALL', H), redis.call('LRANGE', STEERING, 0, -1), redis.call('LRANGE', WAIT, 0, -1),
+  redis.call('HGETALL', RESULTS), redis.call('HGETALL', CHILDREN) }

@@ -14,7 +14,7 @@ if t.cancel == '1' then return finish_cancelled(t, entry_id) end
 local pending = redis.call('LLEN', STEERING)
 if not valid_applied(applied, pending) then return rejected('InvalidSteeringCount', t, pending) end
 
-redis.call('DEL', STEERING)
+finish(t)
 redis.call('HSET', H, 'output', output)
 local payload_field = ''
 if payload ~= nil and payload ~= '' then

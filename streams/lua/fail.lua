@@ -19,7 +19,7 @@ redis.call('HSET', H, 'error', err, 'retries', t.retries)
 clear_worker(t)
 local data = '"lease":' .. t.lease .. ',"error":' .. err .. ',"decision":"' .. decision .. '","retries":' .. t.retries
 if decision == 'failed' then
-  redis.call('DEL', STEERING)
+  finish(t)
   set_status(t, 'failed')
 elseif decision == 'retry' then
   set_status(t, 'queued')

@@ -5,12 +5,16 @@
     KEYS[1] task hash      KEYS[2] task history (list)      KEYS[3] partition event log (stream)
     ARGV[1] partition prefix "{ns:p}" (other keys of the same slot are built from it)
     ARGV[2] task id        ARGV[3] now (ms since epoch, from the command)
-  Every script returns { "ok", ... } or { "rejected", reason, status, lease, pending }.
+  Every script returns { "ok", ... } or { "rejected", reason, status, lease, pending, detail } (detail: the
+  result id a result rejection is about; "<reason>:<id>" for InvalidWait).
   The rules mirror projections/TaskDecider.ts; the model-based test proves they agree.
 ]]
 local H, LOG, EVENTS = KEYS[1], KEYS[2], KEYS[3]
 local PREFIX, TASK_ID, NOW = ARGV[1], ARGV[2], ARGV[3]
 local STEERING = H .. ':steering'
+-- The current wait's items (list of item JSON), the results received for it or early (hash id -> result
+-- JSON), the children the task spawned (hash id -> {"agent", "end"?}).
+local WAIT, RESULTS, CHILDREN = H .. ':wait', H .. ':results', H .. ':children'
 
 local TERMINAL = { completed = true, failed = true, cancelled = true, expired = true }
 
@@ -35,9 +39,9 @@ local function load_task()
   return t
 end
 
-local function rejected(reason, t, pending)
-  if t == nil then return { 'rejected', reason, '', '0', '0' } end
-  return { 'rejected', reason, t.status, tostring(t.lease), tostring(pending or 0) }
+local function rejected(reason, t, pending, detail)
+  if t == nil then return { 'rejected', reason, '', '0', '0', '' } end
+  return { 'rejected', reason, t.status, tostring(t.lease), tostring(pending or 0), detail or '' }
 end
 
 -- Appends one event to the task's history and the partition log; returns the stream id.
@@ -99,10 +103,65 @@ local function valid_applied(applied, pending)
   return applied ~= nil and applied % 1 == 0 and applied >= 0 and applied <= pending
 end
 
+-- The current wait's items, decoded; each keeps its JSON text as .raw.
+local function wait_items()
+  local items = {}
+  for i, raw in ipairs(redis.call('LRANGE', WAIT, 0, -1)) do
+    local item = cjson.decode(raw)
+    item.raw = raw
+    items[i] = item
+  end
+  return items
+end
+
+-- The items without a result yet.
+local function outstanding(items)
+  local open = {}
+  for _, item in ipairs(items) do
+    if redis.call('HEXISTS', RESULTS, item.id) == 0 then open[#open + 1] = item end
+  end
+  return open
+end
+
+-- Keeps the hash's deadline and the partition's deadline set at the earliest timeout among `open` (none: removed).
+-- Returns the deadline as text, or nil.
+local function set_deadline(open)
+  local d
+  for _, item in ipairs(open) do
+    if item.timeoutAt ~= nil and (d == nil or item.timeoutAt < d) then d = item.timeoutAt end
+  end
+  if d == nil then
+    redis.call('HDEL', H, 'deadline')
+    redis.call('ZREM', PREFIX .. ':waits', TASK_ID)
+    return nil
+  end
+  local text = string.format('%d', d)
+  redis.call('HSET', H, 'deadline', text)
+  redis.call('ZADD', PREFIX .. ':waits', text, TASK_ID)
+  return text
+end
+
+-- A turn's commit consumes the results of the wait it ran after.
+local function consume_wait()
+  for _, item in ipairs(wait_items()) do redis.call('HDEL', RESULTS, item.id) end
+  redis.call('DEL', WAIT)
+end
+
+-- A task that ends drops its pending steering, wait, results and deadline, and goes to the outbox when others
+-- must hear of its end (its parent or batch) or follow it (its children): see src/FollowUp.ts.
+local function finish(t)
+  redis.call('DEL', STEERING, WAIT, RESULTS)
+  redis.call('HDEL', H, 'deadline')
+  redis.call('ZREM', PREFIX .. ':waits', TASK_ID)
+  if t.parent ~= nil or t.batch ~= nil or redis.call('EXISTS', CHILDREN) == 1 then
+    redis.call('ZADD', PREFIX .. ':outbox', NOW, TASK_ID)
+  end
+end
+
 -- Ends a processing task as cancelled (a cancel was requested while it ran).
 local function finish_cancelled(t, entry_id)
   clear_worker(t)
-  redis.call('DEL', STEERING)
+  finish(t)
   set_status(t, 'cancelled')
   append(t, 'TaskCancelled', '"lease":' .. t.lease)
   ack(t.agent, entry_id)

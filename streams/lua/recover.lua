@@ -22,7 +22,7 @@ end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
 clear_worker(t)
 if t.retries >= t.maxRetries then
-  redis.call('DEL', STEERING)
+  finish(t)
   redis.call('HSET', H, 'error', '{"message":"worker lost its lease","kind":"recovered"}')
   set_status(t, 'failed')
   append(t, 'TaskRecovered', '"lease":' .. t.lease .. ',"decision":"failed","retries":' .. t.retries)

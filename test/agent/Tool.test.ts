@@ -1,12 +1,13 @@
 /**
  * Tools: the JSON schema derived from the parameters Schema, argument decoding, and how a turn runs
- * tool calls (errors back to the model, FatalAgentError fails the task, calls run concurrently).
+ * tool calls (errors back to the model, FatalAgentError fails the task, calls run concurrently); a
+ * deferred call makes the turn wait and the resumed turn answers it.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Schema } from "effect"
 import { classifyFailure, FatalAgentError } from "../../src/AgentErrors.ts"
 import { Agent } from "../../src/agent/Agent.ts"
-import { tool } from "../../src/agent/Tool.ts"
+import { deferred, resultIdOf, tool } from "../../src/agent/Tool.ts"
 import { reply } from "../support/FakeModelServer.ts"
 import { fakeModel, runToCompletion, runTurn, turnContext } from "../support/TurnDriver.ts"
 
@@ -178,4 +179,53 @@ describe("tool calls in a turn", () => {
       assert.strictEqual(run.output, "both")
       assert.deepStrictEqual(toolMessages(server.requests[1]!.body).map((m: any) => m.content), ["0 at task-1/a", "1 at task-1/b"])
     }))
+})
+
+describe("tools that answer later", () => {
+  const ask = tool({
+    name: "ask",
+    parameters: Schema.Struct({ q: Schema.String }),
+    execute: (_args, ctx) => {
+      assert.strictEqual(ctx.resultId, ctx.toolCallId)
+      return deferred({ timeout: 30 })
+    }
+  })
+
+  it.live("a deferred call makes the turn wait; the resumed turn answers it right after the other tool messages", () =>
+    Effect.gen(function*() {
+      const server = yield* fakeModel([
+        reply.toolCalls([{ id: "c-ask", name: "ask", arguments: { q: "ok?" } }, { id: "c-w", name: "weather", arguments: { city: "Oslo", unit: "c" } }]),
+        reply.text("done")
+      ])
+      const agent = agentWith(server.baseURL, [ask, weather])
+      const first = yield* runTurn(agent, turnContext(agent, { query: "go" }, { resultToken: () => "tok-1" }))
+      assert.strictEqual(first._tag, "Wait")
+      if (first._tag !== "Wait") return
+      assert.deepStrictEqual(first.pending, [{ id: "c-ask", token: "tok-1", timeout: 30, onTimeout: "resume" }])
+      assert.deepStrictEqual(first.payload.pendingTools, [{ toolCallId: "c-ask", resultId: "c-ask", kind: "result" }])
+      assert.deepStrictEqual(first.payload.turns?.[0]?.toolCalls.map((c) => c.pending), ["result", undefined])
+      const second = yield* runTurn(
+        agent,
+        turnContext(agent, first.payload, { turn: 1, results: [{ id: "c-ask", kind: "result", result: "yes" }] })
+      )
+      assert.strictEqual(second._tag, "Done")
+      const sent = toolMessages(server.requests[1]!.body).map((m: any) => [m.tool_call_id, m.content])
+      assert.deepStrictEqual(sent, [["c-w", JSON.stringify({ city: "Oslo", days: 1, unit: "c", forecast: "sunny" })], ["c-ask", "yes"]])
+      if (second._tag === "Done") assert.isUndefined(second.payload?.pendingTools)
+    }))
+
+  it.live("a timed-out result is told to the model as an error", () =>
+    Effect.gen(function*() {
+      const server = yield* fakeModel([reply.toolCalls([{ id: "c1", name: "ask", arguments: { q: "?" } }]), reply.text("gave up")])
+      const agent = agentWith(server.baseURL, [ask])
+      const first = yield* runTurn(agent, turnContext(agent, { query: "go" }))
+      if (first._tag !== "Wait") return assert.fail("expected a wait")
+      yield* runTurn(agent, turnContext(agent, first.payload, { turn: 1, results: [{ id: "c1", kind: "result", timedOut: true }] }))
+      assert.deepStrictEqual(toolMessages(server.requests[1]!.body).map((m: any) => m.content), ["Error: timed out waiting for the result"])
+    }))
+
+  it("a tool call id that is not a valid result id gets a derived one", () => {
+    assert.strictEqual(resultIdOf("call_abc-1"), "call_abc-1")
+    assert.match(resultIdOf("call/with spaces"), /^call-[0-9a-f]{32}$/)
+  })
 })

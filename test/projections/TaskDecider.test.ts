@@ -8,10 +8,10 @@
 import fc from "fast-check"
 import { assert, describe, it } from "vitest"
 import type { Rejection, State, TaskCommand, TaskState } from "../../projections/TaskDecider.ts"
-import { decide, fold } from "../../projections/TaskDecider.ts"
-import type { TaskEvent, TaskStatus } from "../../streams/TaskEvent.ts"
+import { decide, fold, outstanding } from "../../projections/TaskDecider.ts"
+import type { TaskEvent, TaskStatus, WaitItem } from "../../streams/TaskEvent.ts"
 import { isTerminal, TaskStatus as TaskStatusSchema } from "../../streams/TaskEvent.ts"
-import { applyCommand, isHistoryEvent, runModel, T0, timedStepsArb } from "../support/TaskSteps.ts"
+import { applyCommand, isHistoryEvent, runModel, T0, timedStepsArb, waitStepsArb } from "../support/TaskSteps.ts"
 
 // ---------------------------------------------------------------------------------------------------
 // given / when / then
@@ -81,7 +81,40 @@ const cmd = {
   steer: (...messages: ReadonlyArray<unknown>): TaskCommand => ({ _tag: "Steer", taskId: id, messages, now: NOW }),
   recover: (lease: number): TaskCommand => ({ _tag: "Recover", taskId: id, lease, now: NOW }),
   wake: (now = NOW): TaskCommand => ({ _tag: "WakeUp", taskId: id, now }),
-  expire: (): TaskCommand => ({ _tag: "Expire", taskId: id, now: NOW })
+  expire: (): TaskCommand => ({ _tag: "Expire", taskId: id, now: NOW }),
+  wait: (lease: number, ...pending: ReadonlyArray<WaitItem>): TaskCommand => ({
+    _tag: "Wait",
+    taskId: id,
+    lease,
+    payload: { parked: lease },
+    steeringApplied: 0,
+    pending,
+    now: NOW
+  }),
+  spawn: (lease: number, ...children: ReadonlyArray<string>): TaskCommand => ({
+    _tag: "SpawnChildren",
+    taskId: id,
+    lease,
+    children: children.map((c) => ({ id: c, agent: "beta" })),
+    now: NOW
+  }),
+  deliver: (resultId: string, result: unknown, token?: string): TaskCommand => ({
+    _tag: "DeliverResult",
+    taskId: id,
+    id: resultId,
+    result,
+    ...(token !== undefined ? { token } : {}),
+    now: NOW
+  }),
+  childDone: (childId: string, output: unknown = "out"): TaskCommand => ({
+    _tag: "ChildFinished",
+    taskId: id,
+    childId,
+    status: "completed",
+    output,
+    now: NOW
+  }),
+  timeout: (now = NOW): TaskCommand => ({ _tag: "TimeoutWait", taskId: id, now })
 }
 
 /** Every command that names a lease (the worker's commands, and Recover with the lease of the claim). */
@@ -123,6 +156,22 @@ const failed: ReadonlyArray<TaskEvent> = [
 ]
 const cancelled: ReadonlyArray<TaskEvent> = [...enqueued, { _tag: "TaskCancelled" }]
 const expired: ReadonlyArray<TaskEvent> = [...completed, { _tag: "TaskExpired", lease: 1 }]
+const approval: WaitItem = { id: "approve", kind: "result", token: "tok", timeoutAt: NOW + 1_000 }
+const spawned: ReadonlyArray<TaskEvent> = [
+  ...claimed,
+  { _tag: "ChildTasksSpawned", lease: 1, children: [{ id: "c1", agent: "beta" }, { id: "c2", agent: "beta" }] }
+]
+const parkedFor = (...pending: ReadonlyArray<WaitItem>): TaskEvent => ({
+  _tag: "TaskWaiting",
+  lease: 1,
+  turn: 1,
+  payload: { parked: 1 },
+  steeringApplied: 0,
+  pending,
+  resumed: false
+})
+const waitingForApproval: ReadonlyArray<TaskEvent> = [...claimed, { ...parkedFor(approval), deadline: NOW + 1_000 } as TaskEvent]
+const waitingForChildren: ReadonlyArray<TaskEvent> = [...spawned, parkedFor({ id: "c1", kind: "child" }, { id: "c2", kind: "child" })]
 
 describe("TaskDecider", () => {
   describe("when the task does not exist", () => {
@@ -360,6 +409,131 @@ describe("TaskDecider", () => {
     })
   })
 
+  describe("waiting for deferred results", () => {
+    it("a turn that waits checkpoints its payload and parks with the deadline of its items", () => {
+      const w = given(...claimed).when(cmd.wait(1, approval, { id: "r2", kind: "result" }))
+      w.then({
+        _tag: "TaskWaiting",
+        lease: 1,
+        turn: 1,
+        payload: { parked: 1 },
+        steeringApplied: 0,
+        pending: [approval, { id: "r2", kind: "result" }],
+        deadline: NOW + 1_000,
+        resumed: false
+      })
+      assert.deepInclude(w.state(), { status: "waiting", turns: 1, payload: { parked: 1 }, deadline: NOW + 1_000 })
+      assert.isUndefined(w.state()!.worker)
+    })
+    it("rejects a wait for nothing, an id twice, or a result named like a child", () => {
+      given(...claimed).when(cmd.wait(1)).rejects({ _tag: "InvalidWait", id: "", reason: "empty" })
+      given(...claimed).when(cmd.wait(1, approval, approval)).rejects({ _tag: "InvalidWait", id: "approve", reason: "duplicate" })
+      given(...spawned).when(cmd.wait(1, { id: "c1", kind: "result" })).rejects({ _tag: "InvalidWait", id: "c1", reason: "isAChild" })
+      given(...claimed).when(cmd.wait(1, { id: "x", kind: "child" })).rejects({ _tag: "InvalidWait", id: "x", reason: "notAChild" })
+    })
+    it("a result is delivered once: the last one resumes the task, a second delivery is rejected", () => {
+      const g = given(...waitingForApproval)
+      g.when(cmd.deliver("approve", { ok: true }, "tok")).then({ _tag: "ToolResultReceived", id: "approve", result: { ok: true }, resumed: true })
+      const after = g.when(cmd.deliver("approve", { ok: true })).state()!
+      assert.deepInclude(after, { status: "queued", results: { approve: { kind: "result", result: { ok: true } } } })
+      assert.isUndefined(after.deadline)
+      given(...waitingForApproval, { _tag: "ToolResultReceived", id: "approve", result: 1, resumed: true })
+        .when(cmd.deliver("approve", 2)).rejects({ _tag: "ResultAlreadyReceived", id: "approve" })
+    })
+    it("a wrong token, an unknown id, or a task not (yet) waiting is a clear rejection", () => {
+      given(...waitingForApproval).when(cmd.deliver("approve", 1, "nope")).rejects({ _tag: "InvalidResultToken", id: "approve" })
+      given(...waitingForApproval).when(cmd.deliver("other", 1)).rejects({ _tag: "ResultNotPending", id: "other", status: "waiting" })
+      given(...claimed).when(cmd.deliver("approve", 1)).rejects({ _tag: "ResultNotPending", id: "approve", status: "processing" })
+      given(...completed).when(cmd.deliver("approve", 1)).rejects({ _tag: "TaskAlreadyFinished", status: "completed" })
+    })
+    it("the next turn's commit consumes the results; the same id can be waited for again", () => {
+      const resumed = [...waitingForApproval, { _tag: "ToolResultReceived", id: "approve", result: 1, resumed: true } as const]
+      const claimedAgain = [...resumed, { _tag: "TaskClaimed", lease: 2, worker: "w1" } as const]
+      const w = given(...claimedAgain).when(cmd.wait(2, approval))
+      assert.deepInclude(w.state(), { status: "waiting", results: {} })
+      assert.deepStrictEqual(given(...claimedAgain).when(cmd.turn(2)).state()!.results, {})
+    })
+    it("a failed attempt keeps the results for the retry", () => {
+      const resumed = [...waitingForApproval, { _tag: "ToolResultReceived", id: "approve", result: 1, resumed: true } as const]
+      const w = given(...resumed, { _tag: "TaskClaimed", lease: 2, worker: "w1" }).when(cmd.fail(2, "retry"))
+      assert.deepInclude(w.state(), { status: "queued", results: { approve: { kind: "result", result: 1 } } })
+    })
+    it("cancel while waiting cancels at once and drops the wait", () => {
+      const w = given(...waitingForApproval).when(cmd.cancel())
+      w.then({ _tag: "TaskCancelled" })
+      assert.deepInclude(w.state(), { status: "cancelled", wait: [], results: {} })
+      assert.isUndefined(w.state()!.deadline)
+    })
+    it("steering while waiting waits for the next turn", () =>
+      given(...waitingForApproval).when(cmd.steer("hurry")).then({ _tag: "TaskSteered", messages: ["hurry"] }))
+  })
+
+  describe("timeouts", () => {
+    it("nothing is due before the deadline, or when not waiting", () => {
+      given(...waitingForApproval).when(cmd.timeout(NOW + 999)).rejects({ _tag: "NotDue", status: "waiting" })
+      given(...claimed).when(cmd.timeout(NOW + 5_000)).rejects({ _tag: "NotDue", status: "processing" })
+    })
+    it("onTimeout fail (the default) fails the task", () => {
+      const w = given(...waitingForApproval).when(cmd.timeout(NOW + 1_000))
+      w.then({ _tag: "TaskWaitTimedOut", ids: ["approve"], decision: "failed" })
+      assert.deepInclude(w.state(), { status: "failed", error: { message: "timed out waiting for approve", kind: "wait_timeout" } })
+    })
+    it("onTimeout resume gives a timeout result, and resumes once nothing else is outstanding", () => {
+      const soft: WaitItem = { id: "soft", kind: "result", timeoutAt: NOW, onTimeout: "resume" }
+      const later: WaitItem = { id: "later", kind: "result", timeoutAt: NOW + 5_000, onTimeout: "resume" }
+      const g = given(...claimed, { ...parkedFor(soft, later), deadline: NOW } as TaskEvent)
+      const w = g.when(cmd.timeout(NOW))
+      w.then({ _tag: "TaskWaitTimedOut", ids: ["soft"], decision: "waiting" })
+      assert.deepInclude(w.state(), { status: "waiting", deadline: NOW + 5_000, results: { soft: { kind: "result", timedOut: true } } })
+      given(...claimed, { ...parkedFor(soft), deadline: NOW } as TaskEvent).when(cmd.timeout(NOW))
+        .then({ _tag: "TaskWaitTimedOut", ids: ["soft"], decision: "resumed" })
+    })
+  })
+
+  describe("child tasks", () => {
+    it("spawning registers children once (a retried turn spawns the same ids: no event)", () => {
+      given(...claimed).when(cmd.spawn(1, "c1", "c1", "c2")).then({
+        _tag: "ChildTasksSpawned",
+        lease: 1,
+        children: [{ id: "c1", agent: "beta" }, { id: "c2", agent: "beta" }]
+      })
+      given(...spawned).when(cmd.spawn(1, "c1", "c2")).then()
+      given(...spawned).when(cmd.spawn(0, "c3")).rejects({ _tag: "StaleLease", currentLease: 1, status: "processing" })
+    })
+    it("a child that ends before its parent parked leaves its result; the wait naming it resumes at once", () => {
+      const early = [...spawned, { _tag: "ChildTaskFinished", childId: "c1", agent: "beta", status: "completed", output: 7, resumed: false } as const]
+      given(...spawned).when(cmd.childDone("c1", 7)).then(early.at(-1)!)
+      const w = given(...early).when(cmd.wait(1, { id: "c1", kind: "child" }))
+      w.then({ ...parkedFor({ id: "c1", kind: "child" }), resumed: true } as TaskEvent)
+      assert.deepInclude(w.state(), { status: "queued", results: { c1: { kind: "child", agent: "beta", status: "completed", output: 7 } } })
+    })
+    it("the last child's end resumes the parent; each child reports once; an unknown child is rejected", () => {
+      const one = [...waitingForChildren, { _tag: "ChildTaskFinished", childId: "c1", agent: "beta", status: "completed", output: 1, resumed: false } as const]
+      given(...waitingForChildren).when(cmd.childDone("c1", 1)).then(one.at(-1)!)
+      const w = given(...one).when({ _tag: "ChildFinished", taskId: id, childId: "c2", status: "failed", error: { message: "x", kind: "fatal" }, now: NOW })
+      w.then({ _tag: "ChildTaskFinished", childId: "c2", agent: "beta", status: "failed", error: { message: "x", kind: "fatal" }, resumed: true })
+      assert.deepInclude(w.state(), { status: "queued" })
+      given(...one).when(cmd.childDone("c1")).rejects({ _tag: "ResultAlreadyReceived", id: "c1" })
+      given(...one).when(cmd.childDone("c9")).rejects({ _tag: "ResultNotPending", id: "c9", status: "waiting" })
+    })
+    it("a cancelled or failed child never leaves its parent stuck: its end is a result like any other", () => {
+      const w = given(...waitingForChildren, { _tag: "ChildTaskFinished", childId: "c1", agent: "beta", status: "cancelled", resumed: false })
+        .when({ _tag: "ChildFinished", taskId: id, childId: "c2", status: "cancelled", now: NOW })
+      assert.deepInclude(w.state(), { status: "queued" })
+    })
+    it("a child whose wait item timed out is marked so (the follow-up cancels it) and cannot report later", () => {
+      const g = given(...spawned, { ...parkedFor({ id: "c1", kind: "child", timeoutAt: NOW, onTimeout: "resume" }), deadline: NOW } as TaskEvent)
+      const after = g.when(cmd.timeout(NOW)).state()!
+      assert.deepStrictEqual(after.children.c1, { agent: "beta", end: "timedOut" })
+      assert.strictEqual(decide(cmd.childDone("c1"), after)._tag, "Rejected")
+    })
+    it("a finished parent rejects its children's ends (they are cancelled by the follow-up step)", () =>
+      given(...spawned, { _tag: "TaskCancelled", lease: 1 }).when(cmd.childDone("c1")).rejects({
+        _tag: "TaskAlreadyFinished",
+        status: "cancelled"
+      }))
+  })
+
   describe("scenarios", () => {
     /** Runs commands one after the other through the model; returns the history and final state. */
     const scenario = (...commands: ReadonlyArray<TaskCommand>) => {
@@ -416,9 +590,9 @@ describe("TaskDecider", () => {
 // properties
 
 const runs = Number(process.env.DECIDER_RUNS ?? 200)
-const steps = timedStepsArb(2, 60)
+const steps = fc.oneof(timedStepsArb(2, 60), waitStepsArb(60))
 
-const workerTags = new Set(["Heartbeat", "CompleteTurn", "Complete", "Fail", "AcknowledgeCancel", "Release", "Recover"])
+const workerTags = new Set(["Heartbeat", "CompleteTurn", "Complete", "Fail", "AcknowledgeCancel", "Release", "Recover", "Wait", "SpawnChildren"])
 
 /** Why a state is not valid (empty: valid). */
 const problems = (s: TaskState): ReadonlyArray<string> => {
@@ -441,6 +615,14 @@ const problems = (s: TaskState): ReadonlyArray<string> => {
   check(s.status !== "completed" || "output" in s, "completed has an output")
   check(s.status !== "failed" || s.error !== undefined, "failed has an error")
   check(s.status !== "expired" || (s.payload === null && !("output" in s)), "expired keeps no hot data")
+  const open = outstanding(s.wait, s.results)
+  check(s.status !== "waiting" || open.length > 0, "waiting for something outstanding")
+  check(open.length === 0 || s.status === "waiting", "outstanding items only while waiting")
+  const earliest = Math.min(...open.flatMap((i) => i.timeoutAt === undefined ? [] : [i.timeoutAt]))
+  check(s.deadline === (s.status === "waiting" && Number.isFinite(earliest) ? earliest : undefined), "the deadline is the earliest outstanding timeout, while waiting")
+  check(!isTerminal(s.status) || (s.wait.length === 0 && Object.keys(s.results).length === 0), "no wait or results once finished")
+  check(s.wait.every((i) => i.kind === "result" || s.children[i.id] !== undefined), "a child item names a spawned child")
+  check(Object.keys(s.results).every((rid) => s.wait.some((i) => i.id === rid) || s.children[rid] !== undefined), "a result belongs to the wait or to a child")
   return out
 }
 

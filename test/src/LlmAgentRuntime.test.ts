@@ -2,11 +2,14 @@
  * The LLM agent through the real worker and Redis, against the local OpenAI-compatible server via the
  * real openai client: a multi-turn run with tools to a structured output; the whole conversation —
  * including the final turn — is reconstructed from the task's history alone and equals what the model
- * server received; a 429 backs off and a 400 fails the task; cancel aborts a slow model call.
+ * server received; a 429 backs off and a 400 fails the task; cancel aborts a slow model call; a deferred
+ * tool (a human's approval, delivered through the API) and a forking tool (child tasks of another agent)
+ * make the turn wait, and the next turn answers both calls before asking the model again.
  */
 import { Schema } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Agent, conversationFromPayload, tool } from "../../src/agent/index.ts"
+import { Agent, conversationFromPayload, deferred, tool, waitForChildren } from "../../src/agent/index.ts"
+import { defineAgent, Done } from "../../src/Agent.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig } from "../../src/Config.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
 import { type FakeModelServer, reply, startFakeModelServer } from "../support/FakeModelServer.ts"
@@ -88,10 +91,79 @@ describe("LLM agent on the runtime", () => {
     expect(conversation.turns[1]!.toolCalls[0]!.error).toMatch(/word/)
   })
 
+  it("a deferred tool and a forking tool make the turn wait; the next turn answers both calls", async () => {
+    const tokens: Array<string> = []
+    const askHuman = tool({
+      name: "ask_human",
+      description: "Asks a human to approve",
+      parameters: Schema.Struct({ question: Schema.String }),
+      // A real tool would send the question and ctx.resultToken to the human (an approval link).
+      execute: (_args, ctx) => {
+        tokens.push(ctx.resultToken)
+        return deferred({ timeout: 60 })
+      }
+    })
+    const doubler = defineAgent<{ n: number }>({ name: "doubler", turn: (ctx) => Promise.resolve(Done(ctx.payload.n * 2)) })
+    const fanOut = tool({
+      name: "double_all",
+      description: "Doubles numbers in sub-tasks",
+      parameters: Schema.Struct({ numbers: Schema.Array(Schema.Number) }),
+      execute: async ({ numbers }, ctx) =>
+        waitForChildren(await ctx.spawn(numbers.map((n) => ({ agent: doubler, payload: { n } }))))
+    })
+    const agent = new Agent({
+      name: "llm-waits",
+      model: "test-model",
+      tools: [askHuman, fanOut],
+      client: { baseURL: `${model.baseURL}`, apiKey: "test" }
+    })
+    const o = new Orchestrator({ ...testRedisOptions, ...freshKeyspace() })
+    o.registerRunner({ agent, agentWorkerConfig: new AgentWorkerConfig({ workers: 2 }) })
+    o.registerRunner({ agent: doubler, agentWorkerConfig: new AgentWorkerConfig({ workers: 2 }) })
+    const before = model.requests.length
+    model.push(
+      reply.toolCalls([
+        { id: "call_ask", name: "ask_human", arguments: { question: "ship it?" } },
+        { id: "call_fan", name: "double_all", arguments: { numbers: [1, 2] } }
+      ]),
+      reply.text("approved, and the doubles are 2 and 4")
+    )
+    await o.start()
+    try {
+      const id = await o.enqueueTask(agent, agent.createTask({ ownerId: "u", payload: { query: "go" } }))
+      const waiting = await waitFor(() => o.getTaskData(id), (d) => d?.status === "waiting")
+      expect(waiting?.waitingFor?.some((i) => i.id === "call_ask" && i.token === tokens[0])).toBe(true)
+      // The children end on their own; the human's answer comes through the API, once.
+      await o.completeDeferredTool(id, "call_ask", { approved: true }, { token: tokens[0]! })
+      const data = await waitFor(() => o.getTaskData(id), (d) => d?.status === "completed" || d?.status === "failed")
+      expect(data?.output).toBe("approved, and the doubles are 2 and 4")
+
+      const second = model.requests[before + 1]!.body as { messages: Array<{ role: string; tool_call_id?: string; content: string }> }
+      const toolMessages = second.messages.filter((m) => m.role === "tool")
+      expect(toolMessages.map((m) => m.tool_call_id)).toEqual(["call_ask", "call_fan"])
+      expect(JSON.parse(toolMessages[0]!.content)).toEqual({ approved: true })
+      const children = JSON.parse(toolMessages[1]!.content) as Array<{ status: string; output: number; agent: string }>
+      expect(children.map((c) => [c.agent, c.status, c.output])).toEqual([["doubler", "completed", 2], ["doubler", "completed", 4]])
+      // The tool messages directly follow the assistant message that called the tools.
+      const assistant = second.messages.findIndex((m) => m.role === "assistant")
+      expect(second.messages.slice(assistant + 1).map((m) => m.role)).toEqual(["tool", "tool"])
+
+      const last = (await o.getTaskHistory(id)).at(-1)!.event as { payload?: unknown }
+      const conversation = conversationFromPayload(last.payload as never)
+      expect(conversation.turns[0]!.toolCalls.map((c) => c.result !== undefined)).toEqual([true, true])
+      expect(conversation.turns.map((t) => t.request)).toEqual(
+        model.requests.slice(before, before + 2).map((r) => (r.body as { messages: unknown }).messages)
+      )
+    } finally {
+      await o.stop()
+    }
+  })
+
   it("fails at once on a 400, and cancel aborts a slow model call", async () => {
     const agent = agentOf("llm-bad")
     const o = new Orchestrator({ ...testRedisOptions, ...freshKeyspace() })
     o.registerRunner({ agent, agentWorkerConfig: new AgentWorkerConfig({ workers: 1, heartbeatInterval: 30 }) })
+    const before = model.requests.length
     model.push(reply.error(400, { message: "bad request" }), reply.text("too late", { delayMs: 20_000 }))
     await o.start()
     try {
@@ -101,7 +173,7 @@ describe("LLM agent on the runtime", () => {
       expect(failed?.retries).toBe(0)
 
       const slow = await o.enqueueTask(agent, agent.createTask({ ownerId: "u", payload: { query: "y" } }))
-      await waitFor(async () => model.requests.length, (n) => n >= 6)
+      await waitFor(async () => model.requests.length, (n) => n >= before + 2)
       await o.cancelTask(slow)
       await waitFor(() => o.getTaskStatus(slow), (s) => s === "cancelled", 5_000)
       await waitFor(async () => model.requests.at(-1)!.abortedAt, (t) => t !== undefined, 5_000)

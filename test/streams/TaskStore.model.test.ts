@@ -9,7 +9,7 @@
  * maintenance recovery, and checks the queue: one live entry per queued task, every delivered entry
  * pending with its live claim or gone.
  *
- * Size: MODEL_RUNS, MODEL_STEPS, MODEL_QUEUE_RUNS (env) for bigger local runs; MODEL_SEED to replay.
+ * Size: MODEL_RUNS, MODEL_STEPS, MODEL_WAIT_RUNS, MODEL_QUEUE_RUNS (env) for bigger local runs; MODEL_SEED to replay.
  */
 import fc from "fast-check"
 import { Effect, Layer, ManagedRuntime, Result } from "effect"
@@ -20,9 +20,9 @@ import { type Keyspace, taskKeys } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
 import type { ScriptedConnection } from "../../streams/Scripts.ts"
 import type { RedisError } from "../../streams/StreamError.ts"
-import { decodeEnvelope, type Envelope, isTerminal, TaskStatus } from "../../streams/TaskEvent.ts"
+import { decodeEnvelope, type Envelope, isTerminal, type TaskEvent, TaskStatus } from "../../streams/TaskEvent.ts"
 import type { TaskRejected } from "../../src/Errors.ts"
-import { type Accepted, type Delivery, flatToRecord, stateFromHash, TaskStore } from "../../src/TaskStore.ts"
+import { type Accepted, type Delivery, flatToRecord, sideDataFromReply, stateFromHash, TaskStore } from "../../src/TaskStore.ts"
 import { freshKeyspace, keysMatching, redisLayer } from "../support/TestRedis.ts"
 import {
   advance,
@@ -38,12 +38,14 @@ import {
   taskIdOf,
   timedStepsArb,
   toCommand,
+  waitStepsArb,
   workers
 } from "../support/TaskSteps.ts"
 
 const RUNS = Number(process.env.MODEL_RUNS ?? 60)
 const STEPS = Number(process.env.MODEL_STEPS ?? 60)
 const QUEUE_RUNS = Number(process.env.MODEL_QUEUE_RUNS ?? Math.ceil((RUNS * 2) / 3))
+const WAIT_RUNS = Number(process.env.MODEL_WAIT_RUNS ?? RUNS * 2)
 const SEED = process.env.MODEL_SEED === undefined ? {} : { seed: Number(process.env.MODEL_SEED) }
 const TASKS = 3
 const PARTITIONS = 2
@@ -67,14 +69,41 @@ const newStats = (): Stats => ({
   situations: new Map()
 })
 /** Counts per property; `stats` is the one of the property running. */
-const allStats = { random: newStats(), edges: newStats(), queue: newStats() }
+const allStats = { random: newStats(), edges: newStats(), waits: newStats(), queue: newStats() }
 let stats = allStats.random
 const count = (m: Map<string, number>, key: string) => m.set(key, (m.get(key) ?? 0) + 1)
+
+/** The races and edge cases of waiting a step exercises (counted, so the properties can require them). */
+const situationsOf = (command: TaskCommand, before: State, decision: ReturnType<typeof applyCommand>["decision"]): ReadonlyArray<string> => {
+  const out: Array<string> = []
+  const events = decision._tag === "Accepted" ? decision.events : []
+  const rejection = decision._tag === "Rejected" ? decision.rejection._tag : undefined
+  const status = before?.status
+  for (const e of events) {
+    if (e._tag === "ChildTaskFinished" && status !== "waiting") out.push("child finished before its parent parked")
+    if (e._tag === "ChildTaskFinished" && e.resumed) out.push("last child resumed its parent")
+    if (e._tag === "TaskWaiting" && e.resumed) out.push("wait resumed at once (children already in)")
+    if (e._tag === "ToolResultReceived" && e.resumed) out.push("last result resumed the task")
+    if (e._tag === "TaskWaitTimedOut") out.push(`timeout: ${e.decision}`)
+    if (e._tag === "TaskCancelled" && status === "waiting") out.push("cancel while waiting")
+  }
+  if (command._tag === "DeliverResult" && rejection === "ResultAlreadyReceived") out.push("result delivered twice")
+  if (command._tag === "ChildFinished" && rejection === "ResultAlreadyReceived") out.push("child end delivered twice")
+  if (command._tag === "DeliverResult" && rejection === "ResultNotPending" && status === "processing") {
+    out.push("result before the task parked")
+  }
+  return out
+}
 
 type Run = <A, E>(effect: Effect.Effect<A, E>) => Promise<A>
 const run: Run = (effect) => Effect.runPromise(effect)
 
 const strip = ({ id: _id, ...rest }: Envelope): Recorded => rest
+
+/** Whether a follow-up step is due for the task: it ended with a parent, batch or children, or children timed out. */
+const mustFollowUp = (s: TaskState): boolean =>
+  (isTerminal(s.status) && (s.parentId !== undefined || s.batchId !== undefined || Object.keys(s.children).length > 0)) ||
+  Object.values(s.children).some((c) => c.end === "timedOut")
 
 /** The decider's rejection that a store error stands for; a Redis failure fails the test. */
 const rejectionOf = (command: TaskCommand, e: TaskRejected | RedisError): Rejection => {
@@ -91,6 +120,13 @@ const rejectionOf = (command: TaskCommand, e: TaskRejected | RedisError): Reject
       return { _tag: e._tag, status: e.status as TaskState["status"] }
     case "InvalidSteeringCount":
       return { _tag: e._tag, pending: e.pending }
+    case "ResultNotPending":
+      return { _tag: e._tag, id: e.resultId, status: e.status as TaskState["status"] }
+    case "ResultAlreadyReceived":
+    case "InvalidResultToken":
+      return { _tag: e._tag, id: e.resultId }
+    case "InvalidWait":
+      return { _tag: e._tag, id: e.id, reason: e.reason }
     case "RedisError":
       throw new Error(`${command._tag} failed in Redis: ${e.message}`)
   }
@@ -160,6 +196,7 @@ class Harness {
       if (applied.state !== undefined) this.model.set(taskId, applied.state)
       items.push(item)
       expected.push(applied)
+      for (const s of situationsOf(item.command, before, applied.decision)) count(stats.situations, s)
       const h = wantHistory.get(taskId) ?? []
       h.push(...applied.recorded.filter((r) => isHistoryEvent(r.event)))
       wantHistory.set(taskId, h)
@@ -191,7 +228,7 @@ class Harness {
       })
       for (const e of want._tag === "Accepted" ? want.events : []) count(stats.accepted, e._tag)
       if (want._tag === "Accepted" && want.events.length === 0) count(stats.accepted, `${command._tag} (no events)`)
-      this.checkReply(command, outcome.success.values, expected[i]!.state!)
+      this.checkReply(command, outcome.success.values, expected[i]!.state!, want._tag === "Accepted" ? want.events : [])
       return true
     })
 
@@ -210,14 +247,22 @@ class Harness {
   }
 
   /** What a worker or client reads from an accepted command's reply agrees with the model. */
-  private checkReply(command: TaskCommand, values: ReadonlyArray<unknown>, after: TaskState): void {
+  private checkReply(command: TaskCommand, values: ReadonlyArray<unknown>, after: TaskState, events: ReadonlyArray<TaskEvent>): void {
+    const resumed = (es: ReadonlyArray<TaskEvent>) => es.some((e) => "resumed" in e && e.resumed)
     switch (command._tag) {
       case "Claim": {
         // Claim and load in one round trip: the worker runs from exactly this state.
-        const [flat, steering] = values as [ReadonlyArray<string>, ReadonlyArray<string>]
-        assert.deepStrictEqual(stateFromHash(flatToRecord(flat), steering), after, "the claimed task")
+        const [flat] = values as [ReadonlyArray<string>]
+        assert.deepStrictEqual(stateFromHash(flatToRecord(flat), sideDataFromReply(values.slice(1))), after, "the claimed task")
         break
       }
+      case "Wait":
+        if (values[0] === "TaskWaiting") assert.strictEqual(values[1], resumed(events) ? 1 : 0, "resumed at once")
+        break
+      case "DeliverResult":
+      case "ChildFinished":
+        assert.strictEqual(values[0], resumed(events) ? 1 : 0, "resumed")
+        break
       case "Heartbeat":
         assert.strictEqual(values[0], after.cancelRequested ? "1" : "0", "the heartbeat's cancel flag")
         break
@@ -240,20 +285,32 @@ class Harness {
 
   private async readTask(taskId: string) {
     const k = taskKeys(this.ks, taskId)
-    const [hash, history, status, indexed, delayed] = await Promise.all([
+    const [hash, history, status, indexed, delayed, deadline, outbox] = await Promise.all([
       run(this.store.getState(taskId)),
       run(this.store.getHistory(taskId)),
       run(this.store.getStatus(taskId)),
       Promise.all(TaskStatus.literals.map((s) => this.conn.call("ZSCORE", k.index(s), taskId))),
-      this.conn.call("ZSCORE", k.delayed, taskId)
+      this.conn.call("ZSCORE", k.delayed, taskId),
+      this.conn.call("ZSCORE", k.waits, taskId),
+      this.conn.call("ZSCORE", k.outbox, taskId)
     ])
     const listedIn = TaskStatus.literals.filter((_, i) => indexed[i] !== null)
-    return { taskId, hash, history, status, listedIn, delayed: delayed === null ? undefined : Number(delayed) }
+    const score = (x: unknown) => x === null ? undefined : Number(x)
+    return {
+      taskId,
+      hash,
+      history,
+      status,
+      listedIn,
+      delayed: score(delayed),
+      deadline: score(deadline),
+      inOutbox: outbox !== null
+    }
   }
 
   /** The stored task equals the model, and its status hash equals the fold of its stored history. */
   private compareTask(
-    { taskId, hash, history, status, listedIn, delayed }: Awaited<ReturnType<Harness["readTask"]>>
+    { taskId, hash, history, status, listedIn, delayed, deadline, inOutbox }: Awaited<ReturnType<Harness["readTask"]>>
   ): void {
     const want: State = this.model.get(taskId)
     assert.deepStrictEqual(fold(history), want, `fold of the history of ${taskId}`)
@@ -263,6 +320,10 @@ class Harness {
     // Listed in exactly its status's index (nowhere once expired); in the delayed set exactly while in backoff.
     assert.deepStrictEqual(listedIn, want === undefined || want.status === "expired" ? [] : [want.status], `indexes of ${taskId}`)
     assert.strictEqual(delayed, want?.status === "backoff" ? want.retryAt : undefined, `delayed score of ${taskId}`)
+    // In the deadline set exactly while waiting with a timeout; in the outbox once a follow-up step is due
+    // (no step runs here, so it stays).
+    assert.strictEqual(deadline, want?.deadline, `deadline of ${taskId}`)
+    assert.strictEqual(inOutbox, want !== undefined && mustFollowUp(want), `outbox membership of ${taskId}`)
   }
 
   async checkAll(): Promise<void> {
@@ -358,10 +419,51 @@ describe("TaskStore against the decider", () => {
         "TaskReleased",
         "TaskRecovered",
         "TaskBackoffElapsed",
-        "TaskExpired"
+        "TaskExpired",
+        "TaskWaiting"
       ]
     ) assert.isAbove(stats.accepted.get(tag) ?? 0, 0, tag)
     for (const tag of ["TaskNotFound", "TaskAlreadyExists", "TaskAlreadyFinished", "StaleLease", "NotDue", "InvalidSteeringCount"]) {
+      assert.isAbove(stats.rejected.get(tag) ?? 0, 0, tag)
+    }
+  }, 60_000)
+
+  it("waits, results and children: races (children before the parent parked, results twice, cancel and timeouts while waiting)", async () => {
+    stats = allStats.waits
+    await fc.assert(
+      fc.asyncProperty(waitStepsArb(STEPS), (plan) =>
+        withHarness(async (h) => {
+          let now = T0
+          for (const timed of plan) {
+            await h.step([(model) => {
+              const at = target(timed.step, model)
+              now = advance(now, timed, at.state)
+              return { command: toCommand(timed.step, at, now) }
+            }])
+          }
+        })
+      ),
+      { numRuns: WAIT_RUNS, ...SEED }
+    )
+    for (
+      const situation of [
+        "child finished before its parent parked",
+        "last child resumed its parent",
+        "wait resumed at once (children already in)",
+        "last result resumed the task",
+        "result delivered twice",
+        "child end delivered twice",
+        "result before the task parked",
+        "cancel while waiting",
+        "timeout: failed",
+        "timeout: resumed",
+        "timeout: waiting"
+      ]
+    ) assert.isAbove(stats.situations.get(situation) ?? 0, 0, situation)
+    for (const tag of ["TaskWaiting", "ToolResultReceived", "ChildTasksSpawned", "ChildTaskFinished", "TaskWaitTimedOut", "TaskCancelled"]) {
+      assert.isAbove(stats.accepted.get(tag) ?? 0, 0, tag)
+    }
+    for (const tag of ["ResultNotPending", "ResultAlreadyReceived", "InvalidResultToken", "InvalidWait"]) {
       assert.isAbove(stats.rejected.get(tag) ?? 0, 0, tag)
     }
   }, 60_000)
@@ -418,9 +520,11 @@ describe("TaskStore against the decider", () => {
       /** Which held claim acts: a live one, unless `zombie` (then any, most likely a zombie). */
       readonly pick: number
       readonly zombie: boolean
-      readonly action: "Heartbeat" | "CompleteTurn" | "Complete" | "Retry" | "Backoff" | "Fatal" | "Release" | "AcknowledgeCancel"
+      readonly action: "Heartbeat" | "CompleteTurn" | "Complete" | "Retry" | "Backoff" | "Fatal" | "Release" | "AcknowledgeCancel" | "Wait"
       readonly applied: AppliedPick
     }
+    /** A deferred result for a task that waits (Act "Wait" waits for `r0`, or `r0` and `r1`). */
+    | { readonly op: "Deliver"; readonly task: number; readonly id: number }
     | { readonly op: "Recover"; readonly pick: number; readonly zombie: boolean }
     | { readonly op: "Cancel" | "WakeUp" | "Expire"; readonly task: number }
     | { readonly op: "Steer"; readonly task: number; readonly message: unknown }
@@ -453,11 +557,15 @@ describe("TaskStore against the decider", () => {
           "Backoff" as const,
           "Fatal" as const,
           "Release" as const,
-          "AcknowledgeCancel" as const
+          "AcknowledgeCancel" as const,
+          "Wait" as const,
+          "Wait" as const,
+          "Wait" as const
         ),
         applied: fc.constantFrom("all" as const, "none" as const, "tooMany" as const)
       })
     },
+    { weight: 4, arbitrary: fc.record({ op: fc.constant("Deliver" as const), task, id: fc.nat(1) }) },
     { weight: 3, arbitrary: fc.record({ op: fc.constant("Recover" as const), pick: fc.nat(), zombie: fc.boolean() }) },
     { weight: 3, arbitrary: fc.record({ op: fc.constantFrom("Cancel" as const, "Cancel" as const, "WakeUp" as const, "Expire" as const), task }) },
     { weight: 1, arbitrary: fc.record({ op: fc.constant("Steer" as const), task, message: json }) }
@@ -611,6 +719,16 @@ describe("TaskStore against the decider", () => {
                     case "Release":
                     case "AcknowledgeCancel":
                       return { _tag: step.action, taskId, lease, now }
+                    case "Wait":
+                      return {
+                        _tag: "Wait",
+                        taskId,
+                        lease,
+                        payload: { waited: now },
+                        steeringApplied: applied,
+                        pending: [{ id: "r0", kind: "result" }, ...(step.pick % 2 === 0 ? [{ id: "r1", kind: "result" as const }] : [])],
+                        now
+                      }
                   }
                 }
                 const live = isLive(c)
@@ -656,6 +774,14 @@ describe("TaskStore against the decider", () => {
               case "Steer":
                 await h.step([() => ({ command: { _tag: "Steer", taskId: taskIdOf(step.task), messages: [step.message], now } })])
                 break
+              case "Deliver": {
+                // To a waiting task if there is one.
+                const waiting = [...h.model].filter(([, s]) => s.status === "waiting").map(([id]) => id)
+                const taskId = waiting.length > 0 ? waiting[step.task % waiting.length]! : taskIdOf(step.task)
+                const [ok] = await h.step([() => ({ command: { _tag: "DeliverResult", taskId, id: `r${step.id}`, result: step.id, now } })])
+                if (ok && h.model.get(taskId)?.status === "queued") count(stats.situations, "resumed by a result")
+                break
+              }
             }
             await checkQueues(h, held, finished)
           }
@@ -692,7 +818,8 @@ describe("TaskStore against the decider", () => {
         "claim of a live entry",
         "zombie worker command",
         "recovery",
-        "heartbeat of a live claim"
+        "heartbeat of a live claim",
+        "resumed by a result"
       ]
     ) {
       assert.isAbove(stats.situations.get(situation) ?? 0, 0, situation)

@@ -6,11 +6,15 @@
  * meaningful (leases current, previous or arbitrary; steering counts valid or not) and shrink well.
  * `applyCommand` is the pure model: `decide`, then `evolve` each event into the state, yielding the
  * envelopes the store must have written (heartbeats go to the partition log only).
+ *
+ * Waiting: a turn may spawn children (ids `kid-<task>-<n>`) and end waiting for them and for deferred results
+ * (ids `r0`..`r2`, reused across waits); results are delivered (right, wrong or no token; once or twice), children
+ * report their ends (also before their parent parked, or twice), and wait items time out (fail or resume).
  */
 import fc from "fast-check"
 import type { Decision, State, TaskCommand, TaskState } from "../../projections/TaskDecider.ts"
-import { decide, evolve } from "../../projections/TaskDecider.ts"
-import type { Envelope, TaskError, TaskEvent } from "../../streams/TaskEvent.ts"
+import { decide, evolve, outstanding } from "../../projections/TaskDecider.ts"
+import type { ChildEnd, Envelope, TaskError, TaskEvent, WaitItem } from "../../streams/TaskEvent.ts"
 
 /** Where generated time starts (ms since the epoch). */
 export const T0 = 1_700_000_000_000
@@ -52,8 +56,34 @@ const taskError: fc.Arbitrary<TaskError> = fc.record({
   kind: fc.constantFrom("timeout", "rate_limit", "tool", "fatal")
 })
 
+/**
+ * One wait item: a deferred result `r<n % 3>`, a child of the task (by index; a result when it has none), a
+ * child's id used as a result, or a child never spawned (the last two: invalid waits).
+ */
+export interface ItemPick {
+  readonly kind: "result" | "child" | "childAsResult" | "unknownChild"
+  readonly n: number
+  /** ms from now, or none. */
+  readonly timeout: number | undefined
+  readonly onTimeout: "fail" | "resume" | undefined
+}
+/** Which id a delivery names: an outstanding item, one that has its result, or any id. */
+export type IdPick = "outstanding" | "received" | "any"
+/** Which child reports: a running one, one that reported already, or one never spawned. */
+export type ChildPick = "running" | "reported" | "unknown"
+
 export type Step =
-  | { readonly op: "Enqueue"; readonly task: number; readonly agent: number; readonly owner: string; readonly payload: unknown; readonly maxRetries: number }
+  | {
+    readonly op: "Enqueue"
+    readonly task: number
+    readonly agent: number
+    readonly owner: string
+    readonly payload: unknown
+    readonly maxRetries: number
+    /** A parent task (by number) or batch, for the outbox: a finished child or batch member must be followed up. */
+    readonly parent?: number | undefined
+    readonly batch?: string | undefined
+  }
   | { readonly op: "Claim" | "Heartbeat"; readonly task: number; readonly worker: number; readonly lease: LeasePick }
   | { readonly op: "CompleteTurn"; readonly task: number; readonly lease: LeasePick; readonly payload: unknown; readonly applied: AppliedPick }
   | {
@@ -76,8 +106,42 @@ export type Step =
   | { readonly op: "AcknowledgeCancel" | "Release" | "Recover"; readonly task: number; readonly lease: LeasePick }
   | { readonly op: "Cancel" | "WakeUp" | "Expire"; readonly task: number }
   | { readonly op: "Steer"; readonly task: number; readonly messages: ReadonlyArray<unknown> }
+  | {
+    readonly op: "Wait"
+    readonly task: number
+    readonly lease: LeasePick
+    readonly payload: unknown
+    readonly applied: AppliedPick
+    readonly items: ReadonlyArray<ItemPick>
+  }
+  | { readonly op: "Spawn"; readonly task: number; readonly lease: LeasePick; readonly children: ReadonlyArray<number> }
+  | {
+    readonly op: "Deliver"
+    readonly task: number
+    readonly id: IdPick
+    readonly n: number
+    readonly result: unknown
+    readonly token: "right" | "wrong" | "none"
+  }
+  | {
+    readonly op: "ChildFinished"
+    readonly task: number
+    readonly child: ChildPick
+    readonly n: number
+    readonly status: ChildEnd
+    readonly output: unknown
+    readonly error: TaskError
+  }
+  | { readonly op: "TimeoutWait"; readonly task: number }
   /** A command that fits the task's status (picked when the step runs), under the current lease. */
-  | { readonly op: "Auto"; readonly task: number; readonly pick: number; readonly params: AutoParams }
+  | {
+    readonly op: "Auto"
+    readonly task: number
+    readonly pick: number
+    readonly params: AutoParams
+    /** `waits`: prefer the commands of the waiting lifecycle (spawn, wait, results, timeouts). */
+    readonly focus?: "waits"
+  }
 
 /** Everything any command needs; `Auto` takes what its picked command uses. */
 interface AutoParams {
@@ -88,6 +152,13 @@ interface AutoParams {
   readonly retry: "fatal" | "retry" | "backoff"
   readonly delay: number
   readonly messages: ReadonlyArray<unknown>
+  readonly items: ReadonlyArray<ItemPick>
+  readonly children: ReadonlyArray<number>
+  readonly n: number
+  readonly idPick: IdPick
+  readonly childPick: ChildPick
+  readonly token: "right" | "wrong" | "none"
+  readonly status: ChildEnd
   /** On a task in backoff: run at its retry time or 1 ms before it (if still ahead). */
   readonly wakeAt: "retryAt" | "justBefore"
 }
@@ -116,8 +187,50 @@ const enqueueArb = (task: fc.Arbitrary<number>): fc.Arbitrary<Step> =>
     agent: fc.integer({ min: 0, max: agents.length - 1 }),
     owner: fc.constantFrom("u1", "u2", "o/ü\"x"),
     payload: json,
-    maxRetries: fc.integer({ min: 0, max: 3 })
-  })
+    maxRetries: fc.integer({ min: 0, max: 3 }),
+    parent: fc.option(fc.nat(4), { nil: undefined, freq: 3 }),
+    batch: fc.option(fc.constant("b-1"), { nil: undefined, freq: 4 })
+  }, { requiredKeys: ["op", "task", "agent", "owner", "payload", "maxRetries"] })
+
+/** A wait item's timeout: often none, else due at once or within a few steps. */
+const timeoutArb = fc.oneof(
+  { weight: 2, arbitrary: fc.constant(undefined) },
+  { weight: 1, arbitrary: fc.constant(0) },
+  { weight: 2, arbitrary: fc.integer({ min: 1, max: 3_000 }) }
+)
+const itemArb: fc.Arbitrary<ItemPick> = fc.record({
+  kind: fc.oneof(
+    { weight: 10, arbitrary: fc.constant("result" as const) },
+    { weight: 10, arbitrary: fc.constant("child" as const) },
+    { weight: 1, arbitrary: fc.constant("childAsResult" as const) },
+    { weight: 1, arbitrary: fc.constant("unknownChild" as const) }
+  ),
+  n: fc.nat(5),
+  timeout: timeoutArb,
+  onTimeout: fc.constantFrom(undefined, "fail" as const, "resume" as const, "resume" as const, "resume" as const)
+})
+/** Mostly 1-2 items; sometimes none (an invalid wait). */
+const itemsArb = fc.oneof(
+  { weight: 20, arbitrary: fc.array(itemArb, { minLength: 1, maxLength: 2 }) },
+  { weight: 1, arbitrary: fc.constant([]) }
+)
+const childrenArb = fc.array(fc.nat(3), { minLength: 1, maxLength: 3 })
+const idPick: fc.Arbitrary<IdPick> = fc.oneof(
+  { weight: 6, arbitrary: fc.constant("outstanding" as const) },
+  { weight: 2, arbitrary: fc.constant("received" as const) },
+  { weight: 1, arbitrary: fc.constant("any" as const) }
+)
+const childPick: fc.Arbitrary<ChildPick> = fc.oneof(
+  { weight: 6, arbitrary: fc.constant("running" as const) },
+  { weight: 2, arbitrary: fc.constant("reported" as const) },
+  { weight: 1, arbitrary: fc.constant("unknown" as const) }
+)
+const tokenPick = fc.oneof(
+  { weight: 5, arbitrary: fc.constant("right" as const) },
+  { weight: 1, arbitrary: fc.constant("wrong" as const) },
+  { weight: 3, arbitrary: fc.constant("none" as const) }
+)
+const childStatus = fc.constantFrom("completed" as const, "completed" as const, "failed" as const, "cancelled" as const, "expired" as const)
 
 /** Steps over `tasks` task ids; weights favour the transitions that move a task along. */
 export const stepArb = (tasks: number): fc.Arbitrary<Step> => {
@@ -147,6 +260,19 @@ export const stepArb = (tasks: number): fc.Arbitrary<Step> => {
     w(3, fc.record({ op: fc.constantFrom("AcknowledgeCancel" as const, "Release" as const, "Recover" as const), task, lease: leasePick })),
     w(4, fc.record({ op: fc.constantFrom("Cancel" as const, "WakeUp" as const, "WakeUp" as const, "Expire" as const), task })),
     w(2, fc.record({ op: fc.constant("Steer" as const), task, messages: fc.array(json, { maxLength: 2 }) })),
+    w(2, fc.record({ op: fc.constant("Wait" as const), task, lease: leasePick, payload: json, applied: appliedPick, items: itemsArb })),
+    w(1, fc.record({ op: fc.constant("Spawn" as const), task, lease: leasePick, children: childrenArb })),
+    w(2, fc.record({ op: fc.constant("Deliver" as const), task, id: idPick, n: fc.nat(5), result: json, token: tokenPick })),
+    w(2, fc.record({
+      op: fc.constant("ChildFinished" as const),
+      task,
+      child: childPick,
+      n: fc.nat(5),
+      status: childStatus,
+      output: json,
+      error: taskError
+    })),
+    w(1, fc.record({ op: fc.constant("TimeoutWait" as const), task })),
     w(30, fc.record({ op: fc.constant("Auto" as const), task, pick: fc.nat(), params: autoParams }))
   )
 }
@@ -159,6 +285,13 @@ const autoParams: fc.Arbitrary<AutoParams> = fc.record({
   retry: fc.constantFrom("fatal" as const, "retry" as const, "retry" as const, "backoff" as const, "backoff" as const, "backoff" as const),
   delay: backoffDelay,
   messages: fc.array(json, { maxLength: 2 }),
+  items: itemsArb,
+  children: childrenArb,
+  n: fc.nat(5),
+  idPick,
+  childPick,
+  token: tokenPick,
+  status: childStatus,
   wakeAt: fc.constantFrom("retryAt" as const, "justBefore" as const)
 })
 
@@ -168,13 +301,12 @@ const fitting = (state: State): ReadonlyArray<Step["op"]> => {
     case undefined:
       return ["Enqueue"]
     case "queued":
-      return ["Claim", "Claim", "Claim", "Cancel", "Steer"]
+      return ["Claim", "Claim", "Claim", "Claim", "Cancel", "Steer", "ChildFinished", "Deliver"]
     case "processing":
       if (state.cancelRequested) {
-        return ["Cancel", "Heartbeat", "Steer", "CompleteTurn", "Complete", "Fail", "Release", "AcknowledgeCancel", "Recover"]
+        return ["Cancel", "Heartbeat", "Steer", "CompleteTurn", "Complete", "Fail", "Release", "AcknowledgeCancel", "Recover", "Wait", "Spawn"]
       }
       return [
-        "CompleteTurn",
         "CompleteTurn",
         "CompleteTurn",
         "Complete",
@@ -186,21 +318,82 @@ const fitting = (state: State): ReadonlyArray<Step["op"]> => {
         "Recover",
         "Heartbeat",
         "Cancel",
-        "Steer"
+        "Steer",
+        "Wait",
+        "Wait",
+        "Wait",
+        "Wait",
+        "Wait",
+        "Wait",
+        "Spawn",
+        "Spawn",
+        "Spawn",
+        "ChildFinished",
+        "ChildFinished"
       ]
     case "backoff":
+      return ["WakeUp", "WakeUp", "WakeUp", "Cancel", "Steer", "ChildFinished"]
     case "waiting":
-      return ["WakeUp", "WakeUp", "WakeUp", "Cancel", "Steer"]
+      return [
+        "Deliver",
+        "Deliver",
+        "Deliver",
+        "Deliver",
+        "ChildFinished",
+        "ChildFinished",
+        "ChildFinished",
+        "TimeoutWait",
+        "TimeoutWait",
+        "Cancel",
+        "Steer",
+        "WakeUp"
+      ]
     case "expired":
-      return ["Enqueue", "Cancel", "WakeUp"]
+      return ["Enqueue", "Cancel", "WakeUp", "Deliver"]
     default:
-      return ["Expire", "Expire", "Cancel", "Steer", "Claim"]
+      return ["Expire", "Expire", "Cancel", "Steer", "Claim", "Deliver", "ChildFinished", "TimeoutWait"]
+  }
+}
+
+/** The commands that keep a task in the waiting lifecycle (repeated ones are likelier). */
+const fittingWaits = (state: State): ReadonlyArray<Step["op"]> => {
+  switch (state?.status) {
+    case undefined:
+      return ["Enqueue"]
+    case "expired":
+      return ["Deliver", "ChildFinished"]
+    case "queued":
+      return ["Claim", "Claim", "Claim", "Claim", "ChildFinished", "Cancel"]
+    case "processing":
+      return [
+        "Spawn",
+        "Spawn",
+        "Spawn",
+        "ChildFinished",
+        "ChildFinished",
+        "Wait",
+        "Wait",
+        "Wait",
+        "Wait",
+        "Wait",
+        "CompleteTurn",
+        "Complete",
+        "Fail",
+        "Recover",
+        "Cancel"
+      ]
+    case "waiting":
+      return ["Deliver", "Deliver", "Deliver", "ChildFinished", "ChildFinished", "ChildFinished", "TimeoutWait", "TimeoutWait", "Cancel", "Steer"]
+    case "backoff":
+      return ["WakeUp", "WakeUp", "ChildFinished"]
+    default:
+      return ["Expire", "Deliver", "ChildFinished", "TimeoutWait"]
   }
 }
 
 /** The concrete step an `Auto` step stands for, given the task's state. */
 const autoStep = (step: Extract<Step, { op: "Auto" }>, state: State): Step => {
-  const ops = fitting(state)
+  const ops = step.focus === "waits" ? fittingWaits(state) : fitting(state)
   const op = ops[step.pick % ops.length]!
   const { task, params: p } = step
   const lease = "current" as const
@@ -226,6 +419,16 @@ const autoStep = (step: Extract<Step, { op: "Auto" }>, state: State): Step => {
       return { op, task }
     case "Steer":
       return { op, task, messages: p.messages }
+    case "Wait":
+      return { op, task, lease, payload: p.payload, applied: p.applied, items: p.items }
+    case "Spawn":
+      return { op, task, lease, children: p.children }
+    case "Deliver":
+      return { op, task, id: p.idPick, n: p.n, result: p.payload, token: p.token }
+    case "ChildFinished":
+      return { op, task, child: p.childPick, n: p.n, status: p.status, output: p.payload, error: p.error }
+    case "TimeoutWait":
+      return { op, task }
     case "Auto":
       throw new Error("an Auto step picks a concrete command")
   }
@@ -246,6 +449,109 @@ export const timedStepsArb = (tasks: number, maxSteps: number): fc.Arbitrary<Rea
     )
     .map(([enqueues, steps]) => [...enqueues, ...steps])
 }
+
+/**
+ * Steps that live in the waiting lifecycle: one or two tasks, mostly `Auto` steps (a fitting command under the
+ * current lease), so tasks spawn children, park, get results (early, late, twice), time out and are cancelled.
+ */
+export const waitStepsArb = (maxSteps: number): fc.Arbitrary<ReadonlyArray<TimedStep>> => {
+  // Four task ids, some enqueued first (a task that is gone leaves room for another), and the scenarios' tasks.
+  const task = fc.oneof(fc.nat(3), fc.integer({ min: 10, max: 10 + scenarios.length - 1 }))
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    {
+      weight: 12,
+      arbitrary: fc.record({ op: fc.constant("Auto" as const), task, pick: fc.nat(), params: autoParams, focus: fc.constant("waits" as const) })
+    },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant("Deliver" as const), task, id: idPick, n: fc.nat(5), result: json, token: tokenPick }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        op: fc.constant("ChildFinished" as const),
+        task,
+        child: childPick,
+        n: fc.nat(5),
+        status: childStatus,
+        output: json,
+        error: taskError
+      })
+    },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant("TimeoutWait" as const), task }) }
+  )
+  const timed = (s: fc.Arbitrary<Step>) => fc.record({ dt: elapsed, step: s, pipelined: fc.constant(false) })
+  const untimed = (steps: ReadonlyArray<Step>): ReadonlyArray<TimedStep> => steps.map((s) => ({ dt: 0, step: s, pipelined: false }))
+  return fc
+    .tuple(
+      fc.array(timed(enqueueArb(task)), { minLength: 1, maxLength: 2 }),
+      fc.shuffledSubarray([...scenarios], { minLength: 1 }),
+      fc.array(timed(step), { maxLength: maxSteps, size: "max" }),
+      fc.record({ payload: json, result: json, output: json, error: taskError })
+    )
+    .map(([enqueues, picked, steps, data]) => [
+      ...enqueues,
+      // Each scenario on its own fresh task (ids 10+), then the random steps over all of them.
+      ...picked.flatMap((scenario, i) => untimed(scenario(10 + i, data))),
+      ...steps
+    ])
+}
+
+interface ScenarioData {
+  readonly payload: unknown
+  readonly result: unknown
+  readonly output: unknown
+  readonly error: TaskError
+}
+const item = (kind: ItemPick["kind"], n: number, timeout?: number, onTimeout?: "fail" | "resume"): ItemPick => ({
+  kind,
+  n,
+  timeout,
+  onTimeout
+})
+const enqueue = (task: number, d: ScenarioData): Step => ({ op: "Enqueue", task, agent: 0, owner: "u1", payload: d.payload, maxRetries: 1 })
+const claim = (task: number): Step => ({ op: "Claim", task, worker: 0, lease: "current" })
+const spawn = (task: number, children: ReadonlyArray<number>): Step => ({ op: "Spawn", task, lease: "current", children })
+const wait = (task: number, d: ScenarioData, ...items: ReadonlyArray<ItemPick>): Step => ({
+  op: "Wait",
+  task,
+  lease: "current",
+  payload: d.payload,
+  applied: "all",
+  items
+})
+const childEnds = (task: number, d: ScenarioData, status: ChildEnd = "completed"): Step => ({
+  op: "ChildFinished",
+  task,
+  child: "running",
+  n: 0,
+  status,
+  output: d.output,
+  error: d.error
+})
+const deliver = (task: number, d: ScenarioData, token: "right" | "none" = "right"): Step => ({
+  op: "Deliver",
+  task,
+  id: "outstanding",
+  n: 0,
+  result: d.result,
+  token
+})
+/** The races of waiting, as fixed step sequences on a fresh task (time passes only in `timeoutWaiting`). */
+const scenarios: ReadonlyArray<(task: number, d: ScenarioData) => ReadonlyArray<Step>> = [
+  // Both children end while their parent's turn still runs; the wait that names them resumes at once.
+  (t, d) => [enqueue(t, d), claim(t), spawn(t, [0, 1]), childEnds(t, d), childEnds(t, d, "failed"), wait(t, d, item("child", 0))],
+  // The last child's end resumes its waiting parent; a second report of it is rejected.
+  (t, d) => [enqueue(t, d), claim(t), spawn(t, [2]), wait(t, d, item("child", 1)), childEnds(t, d, "cancelled"), {
+    ...childEnds(t, d),
+    child: "reported"
+  }],
+  // A result delivered before the task parked is rejected; after, it resumes the task; a second delivery is rejected.
+  (t, d) => [enqueue(t, d), claim(t), deliver(t, d), wait(t, d, item("result", 0)), deliver(t, d), { ...deliver(t, d), id: "received" }],
+  // One item times out (resume) while another is still outstanding: the task keeps waiting.
+  (t, d) => [enqueue(t, d), claim(t), wait(t, d, item("result", 0, 0, "resume"), item("result", 1)), { op: "TimeoutWait", task: t }],
+  // A timeout with onTimeout "fail" fails the task; its timed-out child is to be cancelled.
+  (t, d) => [enqueue(t, d), claim(t), spawn(t, [3]), wait(t, d, item("child", 1, 0)), { op: "TimeoutWait", task: t }],
+  // Cancel while waiting: cancelled at once.
+  (t, d) => [enqueue(t, d), claim(t), spawn(t, [0]), wait(t, d, item("child", 1), item("result", 2)), { op: "Cancel", task: t }]
+]
 
 export const taskIdOf = (task: number): string => `task-${task}`
 
@@ -286,6 +592,27 @@ const resolveApplied = (pick: AppliedPick, state: State): number => {
   }
 }
 
+const pick = <A>(xs: ReadonlyArray<A>, n: number): A | undefined => xs.length === 0 ? undefined : xs[n % xs.length]
+
+/** The concrete wait item for a pick, given the task's children. */
+const waitItem = (p: ItemPick, state: State, now: number): WaitItem => {
+  const children = Object.keys(state?.children ?? {})
+  // Children a wait may name: reported with the result still unconsumed (for an even n: first), or running.
+  const entries = Object.entries(state?.children ?? {})
+  const reported = entries.filter(([id, c]) => c.end !== undefined && state?.results[id] !== undefined)
+  const running = entries.filter(([, c]) => c.end === undefined)
+  const valid = p.n % 2 === 0 ? [...reported, ...running].slice(0, 1) : [...running, ...reported]
+  const timing = {
+    ...(p.timeout !== undefined ? { timeoutAt: now + p.timeout } : {}),
+    ...(p.onTimeout !== undefined ? { onTimeout: p.onTimeout } : {})
+  }
+  const child = p.kind === "child" ? pick(valid.map(([id]) => id), p.n) ?? pick(children, p.n) : undefined
+  if (child !== undefined) return { id: child, kind: "child", ...timing }
+  if (p.kind === "unknownChild") return { id: `kid-none-${p.n}`, kind: "child", ...timing }
+  const id = p.kind === "childAsResult" ? pick(children, p.n) ?? `r${p.n % 3}` : `r${p.n % 3}`
+  return { id, kind: "result", ...(p.n % 4 === 3 ? {} : { token: `tok-${p.n}` }), ...timing }
+}
+
 /** The concrete command for a step, given its task (see `target`) and the task's state at `now`. */
 export const toCommand = (step: Step, { taskId, state }: { taskId: string; state: State }, now: number): TaskCommand => {
   switch (step.op) {
@@ -299,8 +626,68 @@ export const toCommand = (step: Step, { taskId, state }: { taskId: string; state
         ownerId: step.owner,
         payload: step.payload,
         maxRetries: step.maxRetries,
+        ...(step.parent !== undefined ? { parentId: taskIdOf(step.parent) } : {}),
+        ...(step.batch !== undefined ? { batchId: step.batch } : {}),
         now
       }
+    case "Wait":
+      return {
+        _tag: "Wait",
+        taskId,
+        lease: resolveLease(step.lease, state),
+        payload: step.payload,
+        steeringApplied: resolveApplied(step.applied, state),
+        pending: step.items.map((p) => waitItem(p, state, now)),
+        now
+      }
+    case "Spawn":
+      return {
+        _tag: "SpawnChildren",
+        taskId,
+        lease: resolveLease(step.lease, state),
+        children: step.children.map((n) => ({ id: `kid-${step.task}-${n}`, agent: agents[n % agents.length]! })),
+        now
+      }
+    case "Deliver": {
+      const items = (state?.wait ?? []).filter((i) => i.kind === "result")
+      const open = outstanding(items, state?.results ?? {})
+      const item = step.id === "outstanding"
+        ? pick(open, step.n) ?? pick(items, step.n)
+        : step.id === "received"
+        ? pick(items.filter((i) => state?.results[i.id] !== undefined), step.n) ?? pick(items, step.n)
+        : undefined
+      const token = step.token === "none" ? undefined : step.token === "wrong" ? "wrong-token" : item?.token ?? `tok-${step.n}`
+      return {
+        _tag: "DeliverResult",
+        taskId,
+        id: item?.id ?? `r${step.n % 3}`,
+        result: step.result,
+        ...(token !== undefined ? { token } : {}),
+        now
+      }
+    }
+    case "ChildFinished": {
+      const children = Object.entries(state?.children ?? {})
+      // Running children the wait names come first (so waits resume), then any running child.
+      const waitedFor = new Set(outstanding(state?.wait ?? [], state?.results ?? {}).map((i) => i.id))
+      const running = children.filter(([, c]) => c.end === undefined)
+      const child = step.child === "running"
+        ? pick(running.filter(([id]) => waitedFor.has(id)), step.n) ?? pick(running, step.n) ?? pick(children, step.n)
+        : step.child === "reported"
+        ? pick(children.filter(([, c]) => c.end !== undefined), step.n) ?? pick(children, step.n)
+        : undefined
+      return {
+        _tag: "ChildFinished",
+        taskId,
+        childId: child?.[0] ?? `kid-unknown-${step.n}`,
+        status: step.status,
+        ...(step.status === "completed" ? { output: step.output } : {}),
+        ...(step.status === "failed" ? { error: step.error } : {}),
+        now
+      }
+    }
+    case "TimeoutWait":
+      return { _tag: "TimeoutWait", taskId, now }
     case "Claim":
     case "Heartbeat":
       return { _tag: step.op, taskId, lease: resolveLease(step.lease, state), worker: workers[step.worker]!, now }

@@ -37,6 +37,9 @@ export const turnContext = <P>(
   steering: [],
   signal: new AbortController().signal,
   emit: (type, data) => void events.push({ type, data }),
+  results: [],
+  spawn: () => Promise.reject(new Error("spawn is not available in this test")),
+  resultToken: () => "test-token",
   ...overrides
 })
 
@@ -78,6 +81,7 @@ export const runToCompletion = <P>(
         if (outcome.payload !== undefined) payloads.push(yield* storeAndLoad(agent, outcome.payload))
         return { output: outcome.output, payloads, events }
       }
+      if (outcome._tag === "Wait") return yield* Effect.fail(new Error("the turn waits: runToCompletion cannot deliver results"))
       payload = yield* storeAndLoad(agent, outcome.payload)
       payloads.push(payload)
     }

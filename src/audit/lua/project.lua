@@ -1,6 +1,7 @@
 --[[
   project: writes a task's status projection as folded from its history (src/audit/Projection.ts computes
-  it with TaskDecider.evolve): the status hash, the steering list, the status index and the delayed set.
+  it with TaskDecider.evolve): the status hash, the steering list, the wait list, the results and children
+  hashes, the status index, the delayed set and the deadline set.
   Used by `importHistories` (mode "import") and by `rebuild --fix` (mode "fix"). Not one of the task
   transition scripts: it appends no event and touches no queue.
 
@@ -14,6 +15,8 @@
   ARGV[7] retryAt ('' unless backoff)   ARGV[8] agent
   ARGV[9] n, then n field/value pairs of the hash
   then m, then m steering messages (JSON)
+  then w, then w wait items (JSON); then r, then r result id/JSON pairs; then c, then c child id/JSON pairs
+  then the deadline ('' none)
   then (import only) the history entries (envelope JSON), oldest first
   Returns { "ok" } | { "rejected", "exists" | "raced", history length }
 ]]
@@ -28,7 +31,19 @@ local fields_from = i + 1
 i = fields_from + 2 * nfields
 local nsteer = tonumber(ARGV[i])
 local steer_from = i + 1
-local entries_from = steer_from + nsteer
+i = steer_from + nsteer
+local nwait = tonumber(ARGV[i])
+local wait_from = i + 1
+i = wait_from + nwait
+local nresults = tonumber(ARGV[i])
+local results_from = i + 1
+i = results_from + 2 * nresults
+local nchildren = tonumber(ARGV[i])
+local children_from = i + 1
+i = children_from + 2 * nchildren
+local deadline = ARGV[i]
+local entries_from = i + 1
+local WAIT, RESULTS, CHILDREN = H .. ':wait', H .. ':results', H .. ':children'
 
 if MODE == 'import' then
   if redis.call('EXISTS', H) == 1 or redis.call('EXISTS', LOG) == 1 then
@@ -44,14 +59,19 @@ end
 
 -- The last heartbeat time is liveness, not history: a fix keeps the one the hash has.
 local hb = redis.call('HGET', H, 'hb')
-redis.call('DEL', H, STEERING)
+redis.call('DEL', H, STEERING, WAIT, RESULTS, CHILDREN)
 for _, s in ipairs(STATUSES) do redis.call('ZREM', PREFIX .. ':idx:' .. s, TASK_ID) end
 redis.call('ZREM', PREFIX .. ':delayed', TASK_ID)
+redis.call('ZREM', PREFIX .. ':waits', TASK_ID)
 if status == 'expired' then return { 'ok' } end
 
 for j = fields_from, fields_from + 2 * nfields - 1, 2 do redis.call('HSET', H, ARGV[j], ARGV[j + 1]) end
 if hb and MODE == 'fix' then redis.call('HSET', H, 'hb', hb) end
-for j = steer_from, entries_from - 1 do redis.call('RPUSH', STEERING, ARGV[j]) end
+for j = steer_from, steer_from + nsteer - 1 do redis.call('RPUSH', STEERING, ARGV[j]) end
+for j = wait_from, wait_from + nwait - 1 do redis.call('RPUSH', WAIT, ARGV[j]) end
+for j = results_from, results_from + 2 * nresults - 1, 2 do redis.call('HSET', RESULTS, ARGV[j], ARGV[j + 1]) end
+for j = children_from, children_from + 2 * nchildren - 1, 2 do redis.call('HSET', CHILDREN, ARGV[j], ARGV[j + 1]) end
+if deadline ~= '' then redis.call('ZADD', PREFIX .. ':waits', deadline, TASK_ID) end
 redis.call('ZADD', PREFIX .. ':idx:' .. status, score, TASK_ID)
 if status == 'backoff' and retry_at ~= '' then redis.call('ZADD', PREFIX .. ':delayed', retry_at, TASK_ID) end
 redis.call('SADD', PREFIX .. ':agents', agent)

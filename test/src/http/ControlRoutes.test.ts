@@ -1,12 +1,14 @@
 /**
  * The control API through `inject()`: every route, with good and bad input, and the error table
- * (400 bad input, 401 without the token, 404 unknown task/agent, 409 finished task, 413 oversized body).
+ * (400 bad input, 401 without the token, 403 wrong result token, 404 unknown task/agent, 409 finished task or
+ * result delivered twice, 413 oversized body).
  */
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { defineAgent, Done } from "../../../src/Agent.ts"
 import { ObservabilityConfig } from "../../../src/Config.ts"
 import { Orchestrator } from "../../../src/Orchestrator.ts"
+import { TaskStore } from "../../../src/TaskStore.ts"
 import { freshKeyspace, testRedisOptions } from "../../support/TestRedis.ts"
 
 const token = "a-test-token-of-some-length"
@@ -96,6 +98,47 @@ describe("control API", () => {
     const wrong = await app.inject({ url: "/api/tasks/x/status", headers: { authorization: "Bearer wrong" } })
     expect(wrong.statusCode).toBe(401)
     expect((await app.inject({ url: "/health" })).json()).toEqual({ status: "ok" })
+  })
+
+  it("delivers a deferred result with its per-call token: once, without the API token when the header carries it", async () => {
+    const { id } = (await enqueue({ agent: "echo", ownerId: "u1", payload: { text: "w" } })).json() as { id: string }
+    // Park the task as a worker would: claim it and end its turn waiting for "approval".
+    await orchestrator.runEffect(Effect.gen(function*() {
+      const store = yield* TaskStore
+      yield* store.execute({ _tag: "Claim", taskId: id, lease: 0, worker: "w", now: Date.now() })
+      yield* store.execute({
+        _tag: "Wait",
+        taskId: id,
+        lease: 1,
+        payload: { text: "w" },
+        steeringApplied: 0,
+        pending: [{ id: "approval", kind: "result", token: "per-call-token" }],
+        now: Date.now()
+      })
+    }))
+    const url = `/api/tasks/${id}/results/approval`
+    const post = (headers: Record<string, string>, payload: unknown) => app.inject({ method: "POST", url, headers, payload: payload as never })
+    expect((await post({}, { result: true })).statusCode).toBe(401)
+    const noToken = await post(auth, { result: true })
+    expect(noToken.statusCode).toBe(400)
+    expect(noToken.json().error.message).toContain("x-result-token")
+    const wrong = await post({ "x-result-token": "guess" }, { result: true })
+    expect(wrong.statusCode).toBe(403)
+    expect(wrong.json().error.tag).toBe("InvalidResultToken")
+    const ok = await post({ "x-result-token": "per-call-token" }, { result: { approved: true } })
+    expect(ok.statusCode).toBe(200)
+    expect((await app.inject({ url: `/api/tasks/${id}/status`, headers: auth })).json()).toEqual({ status: "queued" })
+    const twice = await post(auth, { result: { approved: false }, token: "per-call-token" })
+    expect(twice.statusCode).toBe(409)
+    expect(twice.json()).toEqual({
+      error: { tag: "ResultAlreadyReceived", message: `result approval of task ${id} was already delivered` }
+    })
+    const unknown = await post({ "x-result-token": "per-call-token" }, { result: 1 })
+    expect(unknown.statusCode).toBe(409)
+    const other = await app.inject({ method: "POST", url: `/api/tasks/${id}/results/other`, headers: auth, payload: { result: 1, token: "t" } })
+    expect(other.json().error.tag).toBe("ResultNotPending")
+    // The header only opens this route: elsewhere the API token is still required.
+    expect((await app.inject({ url: `/api/tasks/${id}`, headers: { "x-result-token": "per-call-token" } })).statusCode).toBe(401)
   })
 
   it("refuses oversized bodies with 413", async () => {
