@@ -484,6 +484,11 @@ function eventFields(e) {
     case "TaskRecovered": return `attempt ${e.lease} lost its worker · ${e.decision} · retries ${e.retries}`
     case "TaskBackoffElapsed": return "backoff over, queued again"
     case "TaskExpired": return "hot data expired; history kept"
+    case "TaskWaiting": return `turn ${e.turn} · waiting for ${e.pending.map((i) => `${i.kind} ${i.id}`).join(", ")}${e.deadline ? ` · deadline ${fmtTime(e.deadline)}` : ""}${e.resumed ? " · all in already" : ""}`
+    case "ToolResultReceived": return `result ${e.id}: ${short(e.result)}${e.resumed ? " · resumed" : ""}`
+    case "ChildTasksSpawned": return `spawned ${e.children.map((c) => `${c.agent} ${c.id}`).join(", ")}`
+    case "ChildTaskFinished": return `child ${e.childId} ${e.status}${e.output !== undefined ? ` · ${short(e.output)}` : ""}${e.error ? ` · ${e.error.message}` : ""}${e.resumed ? " · resumed" : ""}`
+    case "TaskWaitTimedOut": return `timed out: ${e.ids.join(", ")} · ${e.decision}`
     default: return short(e)
   }
 }
