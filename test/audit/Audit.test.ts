@@ -16,7 +16,7 @@ import {
   verifyTask
 } from "../../src/audit/index.ts"
 import { freshKeyspace } from "../support/TestRedis.ts"
-import { collectText, liveState, redisDo, runtimeFor, seed, type Runtime } from "./fixtures.ts"
+import { collectText, exec, liveState, redisDo, runtimeFor, seed, type Runtime } from "./fixtures.ts"
 
 const runtimes: Array<Runtime> = []
 const open = (partitions = 1) => {
@@ -107,6 +107,40 @@ describe("verify", () => {
     expect(fixed).toMatchObject({ divergent: 1, fixed: 1, raced: 0 })
     expect((await rt.runPromise(verifyTask(t("done")))).ok).toBe(true)
     expect((await rt.runPromise(verifyAll())).divergent).toBe(0)
+  })
+
+  it("covers a waiting parent: its wait, results, children and deadline are verified and rebuilt", async () => {
+    const { ks, rt } = open(2)
+    const id = "w-parent"
+    const now = Date.now() - 1_000
+    await rt.runPromise(exec([
+      { _tag: "Enqueue", taskId: id, agent: "chat", ownerId: "o", payload: {}, maxRetries: 1, batchId: "b-9", now },
+      { _tag: "Claim", taskId: id, lease: 0, worker: "w", now: now + 1 },
+      { _tag: "SpawnChildren", taskId: id, lease: 1, children: [{ id: "kid-1", agent: "other" }, { id: "kid-2", agent: "other" }], now: now + 2 },
+      { _tag: "ChildFinished", taskId: id, childId: "kid-1", status: "completed", output: { n: 1 }, now: now + 3 },
+      {
+        _tag: "Wait",
+        taskId: id,
+        lease: 1,
+        payload: { parked: true },
+        steeringApplied: 0,
+        pending: [{ id: "kid-1", kind: "child" }, { id: "kid-2", kind: "child", timeoutAt: now + 60_000 }, { id: "ok", kind: "result", token: "t" }],
+        now: now + 4
+      }
+    ]))
+    expect(await rt.runPromise(verifyTask(id))).toMatchObject({ ok: true, expectedStatus: "waiting" })
+    const k = taskKeys(ks, id)
+    await rt.runPromise(redisDo((c) => c.multi().del(k.wait, k.children).hdel(k.results, "kid-1").zrem(k.waits, id).exec()))
+    const bad = await rt.runPromise(verifyTask(id))
+    expect(bad.divergences.map((d) => d.field)).toEqual(["children", "wait", "results", "waits"])
+    await rt.runPromise(rebuildProjections({ fix: true }))
+    expect(await rt.runPromise(verifyTask(id))).toMatchObject({ ok: true, divergences: [] })
+    expect(await rt.runPromise(liveState(id))).toMatchObject({
+      status: "waiting",
+      deadline: now + 60_000,
+      batchId: "b-9",
+      results: { "kid-1": { kind: "child", agent: "other", status: "completed", output: { n: 1 } } }
+    })
   })
 
   it("reports a task missing from its index and a stray index entry", async () => {
