@@ -14,19 +14,11 @@ import { fileURLToPath } from "node:url"
 import { evolve, type State, type TaskState } from "../../projections/TaskDecider.ts"
 import { type Keyspace, taskKeys } from "../../streams/Keys.ts"
 import type { RedisConnection } from "../../streams/RedisClient.ts"
-import type { Envelope, TaskStatus } from "../../streams/TaskEvent.ts"
+import { type Envelope, TaskStatus as TaskStatusSchema } from "../../streams/TaskEvent.ts"
+import type { TaskStatus } from "../../streams/TaskEvent.ts"
 
 /** Every status, including `expired` (which has no index entries: an expired task's hash is gone). */
-export const allStatuses: ReadonlyArray<TaskStatus> = [
-  "queued",
-  "processing",
-  "backoff",
-  "waiting",
-  "completed",
-  "failed",
-  "cancelled",
-  "expired"
-]
+export const allStatuses: ReadonlyArray<TaskStatus> = TaskStatusSchema.literals
 
 /** The statuses whose tasks are kept in a status index (`{ns:p}:idx:<status>`). */
 export const indexedStatuses: ReadonlyArray<TaskStatus> = allStatuses.filter((s) => s !== "expired")

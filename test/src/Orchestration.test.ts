@@ -7,34 +7,16 @@
  * ends (a failed one included), cancellation of a batch and its running tasks.
  */
 import { Effect } from "effect"
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { type BaseAgent, Continue, defineAgent, Done, Wait } from "../../src/Agent.ts"
 import { FatalAgentError } from "../../src/AgentErrors.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig } from "../../src/Config.ts"
-import { Orchestrator } from "../../src/Orchestrator.ts"
 import { TaskStore } from "../../src/TaskStore.ts"
 import { taskKeys } from "../../streams/Keys.ts"
-import { freshKeyspace, testPartitions, testRedisOptions } from "../support/TestRedis.ts"
+import { orchestrators, waitFor } from "../support/Orchestrators.ts"
+import { freshKeyspace } from "../support/TestRedis.ts"
 
-const open: Array<Orchestrator> = []
-const make = (namespace: string) => {
-  const o = new Orchestrator({ ...testRedisOptions, namespace, partitions: testPartitions })
-  open.push(o)
-  return o
-}
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((o) => o.stop()))
-})
-
-const waitFor = async <A>(f: () => Promise<A>, ok: (a: A) => boolean, ms = 10_000): Promise<A> => {
-  const end = Date.now() + ms
-  for (;;) {
-    const a = await f()
-    if (ok(a)) return a
-    if (Date.now() > end) throw new Error(`timed out waiting; last value ${JSON.stringify(a)}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
+const make = orchestrators()
 
 const fast = new AgentWorkerConfig({ workers: 4, heartbeatInterval: 0.2, backoffBase: 0.05, backoffMax: 0.2, maxRetries: 1 })
 const quickMaintenance = new MaintenanceWorkerConfig({ interval: 0.2 })
