@@ -25,7 +25,8 @@ it("packs, installs into a fresh project and runs a task", { timeout: 240_000 },
   const { namespace } = freshKeyspace()
   writeFileSync(
     join(app, "main.js"),
-    `import { Orchestrator, defineAgent, Done, AgentWorkerConfig } from "factorial-ts"
+    `import { Orchestrator, defineAgent, Done, AgentWorkerConfig, Agent, tool, Audit } from "factorial-ts"
+if (typeof Agent !== "function" || typeof tool !== "function" || typeof Audit !== "function") throw new Error("missing exports")
 const agent = defineAgent({ name: "hello", turn: (ctx) => Promise.resolve(Done("hello " + ctx.payload.who)) })
 const o = new Orchestrator({ redisUrl: ${JSON.stringify(redisUrl)}, namespace: ${JSON.stringify(namespace)} })
 o.registerRunner({ agent, agentWorkerConfig: new AgentWorkerConfig({ workers: 2 }) })
