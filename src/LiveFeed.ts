@@ -12,7 +12,7 @@ import { Cluster } from "ioredis"
 import { allPartitions, type Keyspace, partitionKeys } from "../streams/Keys.ts"
 import { connect, makeConnection, type RedisConnection, type RedisOptions } from "../streams/RedisClient.ts"
 import { type RedisError, toRedisError } from "../streams/StreamError.ts"
-import { decodeEnvelope, type Envelope, type TaskEventTag } from "../streams/TaskEvent.ts"
+import { decodeEnvelopeResult, type Envelope, type TaskEventTag } from "../streams/TaskEvent.ts"
 
 export interface LiveFilter {
   readonly ownerId?: string
@@ -43,6 +43,13 @@ const matches = (filter: LiveFilter, e: Envelope): boolean =>
   (filter.taskIds === undefined || filter.taskIds.includes(e.taskId)) &&
   (filter.types === undefined ? e.event._tag !== "TaskHeartbeat" : filter.types.includes(e.event._tag))
 
+/** The cursor of "now": the last id of every partition log ("0-0" for an empty one). */
+export const cursorNow = async (conn: RedisConnection, keyspace: Keyspace): Promise<string> =>
+  (await Promise.all(allPartitions(keyspace).map(async (p) => {
+    const top = (await conn.xrevrange(partitionKeys(keyspace, p).events, "+", "-", "COUNT", 1)) as Array<[string, unknown]>
+    return top[0]?.[0] ?? "0-0"
+  }))).join(",")
+
 type XReadReply = Array<[string, Array<[string, Array<string>]>]> | null
 
 /** Live events as an async iterable; stops when `signal` aborts. Starts at `cursor`, or at "now". */
@@ -57,11 +64,7 @@ export async function* liveEvents(
   const onAbort = () => conn.disconnect()
   options.signal?.addEventListener("abort", onAbort)
   try {
-    const last = parseCursor(options.cursor, streams.length) ??
-      (await Promise.all(streams.map(async (s) => {
-        const top = (await conn.xrevrange(s, "+", "-", "COUNT", 1)) as Array<[string, unknown]>
-        return top[0]?.[0] ?? "0-0"
-      })))
+    const last = parseCursor(options.cursor ?? (await cursorNow(conn, keyspace)), streams.length)!
     const cluster = conn instanceof Cluster
     while (options.signal?.aborted !== true) {
       let replies: Array<[number, Array<[string, Array<string>]>]> = []
@@ -80,7 +83,7 @@ export async function* liveEvents(
           last[p] = id
           const raw = fields[1]
           if (raw === undefined) continue
-          const decoded = await Effect.runPromise(Effect.result(decodeEnvelope(raw, id)))
+          const decoded = decodeEnvelopeResult(raw, id)
           if (decoded._tag === "Success" && matches(filter, decoded.success)) {
             yield { envelope: decoded.success, cursor: last.join(",") }
           }

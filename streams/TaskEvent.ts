@@ -8,7 +8,7 @@
  * Versioning rule: a new field is optional (old entries lack it); a change of meaning is a new tag.
  * Never rename or remove a tag that has been written.
  */
-import { Effect, Schema } from "effect"
+import { Effect, Result, Schema } from "effect"
 import { CorruptEntry } from "./StreamError.ts"
 
 /** A task id: safe in a Redis key and free of hash-tag braces. */
@@ -175,14 +175,15 @@ export type Envelope = typeof Envelope.Type
 
 const decodeEnvelopeJson = Schema.decodeUnknownExit(Schema.fromJsonString(Envelope))
 
-/** Decodes one stored entry (JSON text); the stream id may come from outside the JSON (partition log). */
-export const decodeEnvelope = (
-  raw: string,
-  streamId?: string
-): Effect.Effect<Envelope, CorruptEntry> => {
+/** Decodes one stored entry (JSON text) synchronously; the stream id may come from outside the JSON (partition log). */
+export const decodeEnvelopeResult = (raw: string, streamId?: string): Result.Result<Envelope, CorruptEntry> => {
   const text = streamId === undefined ? raw : `{"id":${JSON.stringify(streamId)},${raw.slice(1)}`
   const exit = decodeEnvelopeJson(text)
   return exit._tag === "Success"
-    ? Effect.succeed(exit.value)
-    : Effect.fail(new CorruptEntry({ entry: raw.slice(0, 200), message: String(exit.cause) }))
+    ? Result.succeed(exit.value)
+    : Result.fail(new CorruptEntry({ entry: raw.slice(0, 200), message: String(exit.cause) }))
 }
+
+/** `decodeEnvelopeResult` as an Effect. */
+export const decodeEnvelope = (raw: string, streamId?: string): Effect.Effect<Envelope, CorruptEntry> =>
+  Effect.fromResult(decodeEnvelopeResult(raw, streamId))

@@ -12,9 +12,10 @@ import { createInterface } from "node:readline"
 import { resolve } from "node:path"
 import { pathToFileURL } from "node:url"
 import { Clock, Effect, Schema, Stream } from "effect"
-import { allPartitions, type Keyspace, partitionKeys } from "../../streams/Keys.ts"
+import { type Keyspace, partitionOf } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
-import { AgentName, decodeEnvelope, type Envelope, TaskEvent, type TaskEventTag, TaskStatus } from "../../streams/TaskEvent.ts"
+import { cursorNow, type LiveEvent, liveEvents } from "../LiveFeed.ts"
+import { AgentName, type Envelope, TaskEvent, type TaskEventTag, TaskStatus } from "../../streams/TaskEvent.ts"
 import { InvalidInput, TaskNotFound } from "../Errors.ts"
 import { validTaskId } from "../TaskClient.ts"
 import { TaskStore } from "../TaskStore.ts"
@@ -277,45 +278,37 @@ const tailCommand: Command = {
     return run(
       ctx,
       withNamespace(ctx.globals, (ks: Keyspace) =>
-        Effect.scoped(Effect.gen(function*() {
+        Effect.gen(function*() {
+          // The library's live feed, from the cursor of "now" taken before "tailing" is printed: nothing is missed.
           const redis = yield* RedisClient
-          const conn = yield* redis.dedicated("tail")
-          const keys = allPartitions(ks).map((p) => partitionKeys(ks, p).events)
-          // "$" resolved to concrete ids first, so that nothing written after "ready" is missed.
-          const ids = yield* Effect.forEach(keys, (k) =>
-            redis.use("xrevrange", (c) => c.xrevrange(k, "+", "-", "COUNT", 1)).pipe(Effect.map((e) => e[0]?.[0] ?? "0-0")))
-          ctx.io.err.write(`factorial-ts: tailing ${ks.namespace} (${keys.length} partition${keys.length === 1 ? "" : "s"})\n`)
+          const cursor = yield* redis.use("cursor", (c) => cursorNow(c, ks))
+          const controller = new AbortController()
+          const feed = liveEvents({ url: ctx.globals.redisUrl }, ks, {
+            ...(agent !== undefined ? { agent } : {}),
+            ...(owner !== undefined ? { ownerId: owner } : {}),
+            types: types === undefined ? eventTags : (types as ReadonlyArray<TaskEventTag>)
+          }, { cursor, signal: controller.signal })
+          const partitions = ks.partitions
+          ctx.io.err.write(`factorial-ts: tailing ${ks.namespace} (${partitions} partition${partitions === 1 ? "" : "s"})\n`)
           let seen = 0
-          while (limit === undefined || seen < limit) {
-            const reply = yield* redis.use("xread", () =>
-              conn.xread("COUNT", 100, "BLOCK", 1000, "STREAMS", ...keys, ...ids) as Promise<
-                Array<[string, Array<[string, Array<string>]>]> | null
-              >)
-            if (reply === null) continue
-            for (const [key, entries] of reply) {
-              const p = keys.indexOf(key)
-              for (const [id, fields] of entries) {
-                ids[p] = id
-                const raw = fields[fields.indexOf("e") + 1]
-                if (raw === undefined) continue
-                const e = yield* decodeEnvelope(raw, id)
-                if (agent !== undefined && e.agent !== agent) continue
-                if (owner !== undefined && e.ownerId !== owner) continue
-                if (types !== undefined && !types.includes(e.event._tag)) continue
-                if (limit !== undefined && seen >= limit) continue
-                seen++
-                yield* out(
-                  ctx,
-                  isJson(ctx)
-                    ? JSON.stringify(e) + "\n"
-                    : `${iso(e.at)}  p${p} ${e.taskId}  ${e.agent}  ${e.ownerId}  v${e.version} ${e.event._tag} ${keyFields(e.event)}`
-                      .trimEnd() + "\n"
-                )
-              }
-            }
+          let next: IteratorResult<LiveEvent> = yield* Effect.promise(() => feed.next())
+          while (!next.done && (limit === undefined || seen < limit)) {
+            const e = next.value.envelope
+            seen++
+            yield* out(
+              ctx,
+              isJson(ctx)
+                ? JSON.stringify(e) + "\n"
+                : `${iso(e.at)}  p${partitionOf(ks, e.taskId)} ${e.taskId}  ${e.agent}  ${e.ownerId}  v${e.version} ${e.event._tag} ${keyFields(e.event)}`
+                  .trimEnd() + "\n"
+            )
+            if (limit !== undefined && seen >= limit) break
+            next = yield* Effect.promise(() => feed.next())
           }
+          controller.abort()
+          yield* Effect.promise(() => feed.return(undefined))
           return ExitCode.ok
-        })))
+        }))
     )
   }
 }

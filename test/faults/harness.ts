@@ -6,6 +6,7 @@
  *
  * Every process and server started here is tracked and ended by its pid in `cleanupAll`.
  */
+import { expect } from "vitest"
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
@@ -384,6 +385,16 @@ export const verify = (reports: ReadonlyArray<TaskReport>): Verdict => {
 }
 
 /** A compact summary line for console.log. */
+/** Every task completed exactly once: none lost, none finished twice, every history folding to its hash. */
+export const expectAllCompletedOnce = (v: Verdict, tasks: number) => {
+  expect(v.lost).toEqual([])
+  expect(v.duplicates).toEqual([])
+  expect(v.completed).toBe(tasks)
+  expect(v.foldMismatches).toEqual([])
+  expect(v.badCheckpoints).toEqual([])
+  expect(v.excessRepeats).toEqual([])
+}
+
 export const summary = (v: Verdict) =>
   `tasks=${v.tasks} completed=${v.completed} failed=${v.failed} cancelled=${v.cancelled} lost=${v.lost.length} ` +
   `duplicates=${v.duplicates.length} foldMismatches=${v.foldMismatches.length} claims=${v.claims} ` +
