@@ -21,7 +21,7 @@ import type { TaskStatus } from "../../streams/TaskEvent.ts"
 import type { InvalidInput } from "../Errors.ts"
 import { TaskNotFound } from "../Errors.ts"
 import { validTaskId } from "../TaskClient.ts"
-import { stateFromHash, TaskStore } from "../TaskStore.ts"
+import { pointedEntries, stateFromHash, TaskStore } from "../TaskStore.ts"
 import { historyPages } from "./History.ts"
 import {
   allStatuses,
@@ -122,6 +122,13 @@ const foldPrefix = (taskId: string, length: number) =>
       }))
   )
 
+/** The hash's pointers into the history must name the entries the fold says hold the payload and output. */
+const pointerDivergences = (hash: Record<string, string>, p: Projection): ReadonlyArray<Divergence> =>
+  (["payloadAt", "outputAt"] as const).flatMap((field) => {
+    const live = hash[field] === undefined ? undefined : Number(hash[field])
+    return live === p[field] || p.state?.status === "expired" ? [] : [{ field, live, expected: p[field] }]
+  })
+
 const indexDivergences = (snap: Snapshot, p: Projection): ReadonlyArray<Divergence> => {
   const state = p.state
   if (state === undefined) return []
@@ -150,6 +157,8 @@ const indexDivergences = (snap: Snapshot, p: Projection): ReadonlyArray<Divergen
 /** Verifies one task; also returns the fold, for `rebuild --fix`. */
 const inspect = (taskId: string) =>
   Effect.gen(function*() {
+    const store = yield* TaskStore
+    const redis = yield* RedisClient
     const snap = yield* snapshot(taskId)
     const present = Object.keys(snap.hash).length > 0
     if (!present && snap.length === 0) {
@@ -157,10 +166,14 @@ const inspect = (taskId: string) =>
       if (indexed.length === 0) return yield* new TaskNotFound({ taskId })
     }
     const { p, problem } = yield* foldPrefix(taskId, snap.length)
-    const live = present ? stateFromHash(snap.hash, snap) : undefined
+    const pointed = present
+      ? yield* redis.use("verify pointers", (c) => pointedEntries(c, taskKeys(store.keyspace, taskId).log, snap.hash))
+      : {}
+    const live = present ? stateFromHash(snap.hash, { ...snap, ...pointed }) : undefined
     const divergences = [
       ...(problem !== undefined ? [problem] : []),
       ...(problem === undefined ? compareStates(live, p.state) : []),
+      ...(problem === undefined && present ? pointerDivergences(snap.hash, p) : []),
       ...(problem === undefined ? indexDivergences(snap, p) : []),
       ...(p.state === undefined
         ? allStatuses.filter((s) => snap.scores[s] !== null).map((s): Divergence => ({

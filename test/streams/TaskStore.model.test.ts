@@ -285,14 +285,15 @@ class Harness {
 
   private async readTask(taskId: string) {
     const k = taskKeys(this.ks, taskId)
-    const [hash, history, status, indexed, delayed, deadline, outbox] = await Promise.all([
+    const [hash, history, status, indexed, delayed, deadline, outbox, pointers] = await Promise.all([
       run(this.store.getState(taskId)),
       run(this.store.getHistory(taskId)),
       run(this.store.getStatus(taskId)),
       Promise.all(TaskStatus.literals.map((s) => this.conn.call("ZSCORE", k.index(s), taskId))),
       this.conn.call("ZSCORE", k.delayed, taskId),
       this.conn.call("ZSCORE", k.waits, taskId),
-      this.conn.call("ZSCORE", k.outbox, taskId)
+      this.conn.call("ZSCORE", k.outbox, taskId),
+      this.conn.hmget(k.task, "payloadAt", "outputAt")
     ])
     const listedIn = TaskStatus.literals.filter((_, i) => indexed[i] !== null)
     const score = (x: unknown) => x === null ? undefined : Number(x)
@@ -304,15 +305,24 @@ class Harness {
       listedIn,
       delayed: score(delayed),
       deadline: score(deadline),
-      inOutbox: outbox !== null
+      inOutbox: outbox !== null,
+      pointers: pointers.map(score)
     }
   }
 
   /** The stored task equals the model, and its status hash equals the fold of its stored history. */
   private compareTask(
-    { taskId, hash, history, status, listedIn, delayed, deadline, inOutbox }: Awaited<ReturnType<Harness["readTask"]>>
+    { taskId, hash, history, status, listedIn, delayed, deadline, inOutbox, pointers }: Awaited<ReturnType<Harness["readTask"]>>
   ): void {
     const want: State = this.model.get(taskId)
+    // The hash points at the last history entries that carry the payload and the output.
+    const at = (i: number) => i < 0 ? undefined : i
+    if (hash !== undefined) {
+      assert.deepStrictEqual(pointers, [
+        at(history.findLastIndex((e) => "payload" in e.event && e.event.payload !== undefined)),
+        at(history.findLastIndex((e) => e.event._tag === "TaskCompleted"))
+      ], `payloadAt/outputAt of ${taskId}`)
+    }
     assert.deepStrictEqual(fold(history), want, `fold of the history of ${taskId}`)
     assert.strictEqual(status, want?.status, `status of ${taskId}`)
     if (want?.status === "expired") assert.isUndefined(hash, `hot data of expired ${taskId}`)
