@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url"
 import { evolve, type State, type TaskState } from "../../projections/TaskDecider.ts"
 import { type Keyspace, taskKeys } from "../../streams/Keys.ts"
 import type { RedisConnection } from "../../streams/RedisClient.ts"
+import { masters } from "./Pipelines.ts"
 import { type Envelope, TaskStatus as TaskStatusSchema } from "../../streams/TaskEvent.ts"
 import type { TaskStatus } from "../../streams/TaskEvent.ts"
 
@@ -201,6 +202,16 @@ export const withProjectScript = (conn: RedisConnection): ProjectingConnection =
     defined.add(conn)
   }
   return conn as ProjectingConnection
+}
+
+/**
+ * The connection with the projection script defined, and compiled on every master (SCRIPT LOAD), so
+ * that pipelined calls on any partition find it instead of each falling back to EVAL.
+ */
+export const loadProjectScript = async (conn: RedisConnection): Promise<ProjectingConnection> => {
+  const defined = withProjectScript(conn)
+  await Promise.all(masters(conn).map((node) => node.script("LOAD", lua)))
+  return defined
 }
 
 export type ProjectMode = "import" | "fix"

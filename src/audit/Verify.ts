@@ -14,7 +14,7 @@
  */
 import { Effect, Option, Stream } from "effect"
 import { allPartitions, partitionKeys, partitionPrefix, taskKeys } from "../../streams/Keys.ts"
-import { Cluster, type Redis } from "ioredis"
+import type { Redis } from "ioredis"
 import { RedisClient, type RedisConnection } from "../../streams/RedisClient.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../../streams/StreamError.ts"
 import type { TaskStatus } from "../../streams/TaskEvent.ts"
@@ -23,12 +23,14 @@ import { TaskNotFound } from "../Errors.ts"
 import { validTaskId } from "../TaskClient.ts"
 import { pointedEntries, stateFromHash, TaskStore } from "../TaskStore.ts"
 import { historyPages } from "./History.ts"
+import { masters } from "./Pipelines.ts"
 import {
   allStatuses,
   callProject,
   compareStates,
   type Divergence,
   emptyProjection,
+  loadProjectScript,
   parseProjectReply,
   project,
   projectArgs,
@@ -248,8 +250,7 @@ const zscanMembers = (key: string, count: number) =>
   }))
 
 /** The servers a SCAN must visit: every master of a Cluster, or the one server. */
-export const scanTargets = (conn: RedisConnection): ReadonlyArray<Redis> =>
-  conn instanceof Cluster ? conn.nodes("master") : [conn]
+export const scanTargets: (conn: RedisConnection) => ReadonlyArray<Redis> = masters
 
 /**
  * Keys matching a pattern, of one type (or any), by SCAN on every master: O(keys in the database).
@@ -354,7 +355,7 @@ export const rebuildProjections = (
     const store = yield* TaskStore
     const redis = yield* RedisClient
     const ks = store.keyspace
-    const conn = withProjectScript(redis.conn)
+    const conn = options.fix === true ? yield* redis.use("script load", loadProjectScript) : withProjectScript(redis.conn)
     const maxReported = options.maxReported ?? 1000
     let checked = 0
     let divergent = 0
