@@ -53,34 +53,36 @@ local function rejected(reason, t, pending, detail)
   return { 'rejected', reason, t.status, tostring(t.lease), tostring(pending or 0), detail or '' }
 end
 
--- Appends one event to the task's history and the partition log; returns the stream id.
--- `points` names hash fields that are to point at this event (its index in the history): the hash keeps
--- 'payloadAt' / 'outputAt' instead of copies of the payload and output, which keeps it small enough for
--- Redis' compact (listpack) encoding. Histories are append-only (and expire whole), so an index stays valid.
-local function append(t, tag, data, points)
+-- Appends one event to the task's history and the partition log; returns the stream id. The hash gets the
+-- new version, time and status (set_status only moves the indexes: every transition ends in an append) in
+-- one HSET, with `extra` fields ({ field, value, ... }). `points` names hash fields that are to point at this
+-- event (its index in the history): the hash keeps 'payloadAt' / 'outputAt' instead of copies of the payload
+-- and output, which keeps it small enough for Redis' compact (listpack) encoding. Histories are append-only
+-- (and expire whole), so an index stays valid.
+local function append(t, tag, data, points, extra)
   t.version = t.version + 1
   local body = '"version":' .. t.version .. ',"at":' .. NOW .. ',"taskId":' .. cjson.encode(TASK_ID) ..
     ',"agent":' .. cjson.encode(t.agent) .. ',"ownerId":' .. cjson.encode(t.ownerId) ..
     ',"event":{"_tag":"' .. tag .. '"' .. (data == '' and '' or (',' .. data)) .. '}}'
   local id = redis.call('XADD', EVENTS, '*', 'e', '{' .. body)
   local n = redis.call('RPUSH', LOG, '{"id":"' .. id .. '",' .. body)
-  local fields = { 'version', t.version, 'updatedAt', NOW }
+  local fields = { 'version', t.version, 'updatedAt', NOW, 'status', t.status }
   for _, field in ipairs(points or {}) do
     fields[#fields + 1] = field
     fields[#fields + 1] = n - 1
   end
+  for _, value in ipairs(extra or {}) do fields[#fields + 1] = value end
   redis.call('HSET', H, unpack(fields))
   return id
 end
 
--- Moves the task between status indexes and records the new status.
+-- Moves the task between status indexes; the hash gets the new status with the append that follows.
 local function set_status(t, status)
   redis.call('ZREM', PREFIX .. ':idx:' .. t.status, TASK_ID)
   if status ~= 'expired' then
     redis.call('ZADD', PREFIX .. ':idx:' .. status, NOW, TASK_ID)
   end
   t.status = status
-  redis.call('HSET', H, 'status', status)
 end
 
 local function queue_key(agent) return PREFIX .. ':queue:' .. agent end
@@ -208,9 +210,9 @@ local function claim_entry(entry_lease, worker, entry_id, agent)
     return rejected('StaleLease', t)
   end
   t.lease = t.lease + 1
-  redis.call('HSET', H, 'lease', t.lease, 'worker', worker, 'hb', NOW)
   set_status(t, 'processing')
-  append(t, 'TaskClaimed', '"lease":' .. t.lease .. ',"worker":' .. cjson.encode(worker))
+  append(t, 'TaskClaimed', '"lease":' .. t.lease .. ',"worker":' .. cjson.encode(worker), nil,
+    { 'lease', t.lease, 'worker', worker, 'hb', NOW })
   return { 'ok', redis.call('HGETALL', H), redis.call('LRANGE', STEERING, 0, -1), redis.call('LRANGE', WAIT, 0, -1),
     redis.call('HGETALL', RESULTS), redis.call('HGETALL', CHILDREN), pointed_entries() }
 end
