@@ -9,7 +9,10 @@
  *   failed, or resumed with timeout results, as each item says);
  * - follow-up steps nobody ran (the `outbox`, e.g. after a crash right after a terminal commit): a finished
  *   child's parent is told, a finished parent's children are cancelled (src/FollowUp.ts);
- * - expiry of finished tasks past their TTL (`TaskExpired`; the history keeps its own retention);
+ * - expiry of finished tasks past their TTL (`TaskExpired`; the history keeps its own retention): one batch
+ *   of `maxCleanupBatch` per terminal status per partition, then, while some status still has more past due,
+ *   further batches round the partitions until none is left or the pass has spent `expiryBudget` on them
+ *   (so a backlog drains in a pass or a few without holding up recoveries and wake-ups for long);
  * - trimming of the partition event logs by age, never past what the projector has not yet read.
  */
 import { Deferred, Effect, Exit } from "effect"
@@ -59,7 +62,8 @@ export const maintainOnce = (options: MaintenanceOptions) =>
     const ks = store.keyspace
     const { config } = options
     const consumer = `maintenance-${options.workerId}`
-    const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+    const clock = Effect.clockWith((c) => c.currentTimeMillis)
+    const now = yield* clock
     let recovered = 0
     let woken = 0
     let expired = 0
@@ -78,6 +82,27 @@ export const maintainOnce = (options: MaintenanceOptions) =>
         )).pipe(Effect.map((ns) => ns.reduce((a, b) => a + b, 0)))
 
     const accepted = (outcomes: ReadonlyArray<unknown>) => outcomes.filter((o) => o !== null && typeof o === "object" && "values" in o).length
+
+    /**
+     * Expires up to `maxCleanupBatch` of the oldest tasks of a terminal status past its TTL (the cutoff is
+     * fixed by the pass's `now`). True when there may be more: the batch was full and made progress (a batch
+     * that expired nothing — another process got there first, or stray index members — is not retried).
+     */
+    const expireBatch = (index: string, status: typeof terminal[number]) =>
+      Effect.gen(function*() {
+        const cutoff = now - config.taskTtl.ttlOf(status) * 1000
+        const old = yield* redis.use("zrangebyscore", (c) =>
+          c.zrangebyscore(index, "-inf", cutoff, "LIMIT", 0, config.maxCleanupBatch)
+        )
+        const n = accepted(
+          yield* store.executeMany(old.map((taskId): { command: TaskCommand } => ({ command: { _tag: "Expire", taskId, now } })), {
+            historyTtlSeconds: config.taskTtl.historyTtl
+          })
+        )
+        expired += n
+        return old.length >= config.maxCleanupBatch && n > 0
+      })
+    let backlog: Array<{ readonly index: string; readonly status: typeof terminal[number] }> = []
 
     for (const p of allPartitions(ks)) {
       const keys = partitionKeys(ks, p)
@@ -144,18 +169,23 @@ export const maintainOnce = (options: MaintenanceOptions) =>
       followedUp += yield* followUp(unsettled)
 
       for (const status of terminal) {
-        const cutoff = now - config.taskTtl.ttlOf(status) * 1000
-        const old = yield* redis.use("zrangebyscore", (c) =>
-          c.zrangebyscore(keys.index(status), "-inf", cutoff, "LIMIT", 0, config.maxCleanupBatch)
-        )
-        expired += accepted(
-          yield* store.executeMany(old.map((taskId): { command: TaskCommand } => ({ command: { _tag: "Expire", taskId, now } })), {
-            historyTtlSeconds: config.taskTtl.historyTtl
-          })
-        )
+        const index = keys.index(status)
+        if (yield* expireBatch(index, status)) backlog.push({ index, status })
       }
 
       yield* trimEventLog(redis.conn, keys.events, now - config.eventLogRetention * 1000, options.projectorGroup)
+    }
+
+    // Expiry backlog: every status of every partition had one batch above; while some still had a full batch
+    // past due, keep going round them, one batch each, until they are drained or the budget is spent.
+    const drainUntil = (yield* clock) + config.expiryBudget * 1000
+    while (backlog.length > 0 && (yield* clock) < drainUntil) {
+      const more: typeof backlog = []
+      for (const item of backlog) {
+        if ((yield* clock) >= drainUntil) break
+        if (yield* expireBatch(item.index, item.status)) more.push(item)
+      }
+      backlog = more
     }
     return { recovered, woken, expired, timedOut, followedUp, nextWakeAt } satisfies MaintenanceReport
   })
