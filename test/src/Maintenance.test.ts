@@ -15,7 +15,7 @@ import { Effect, Layer } from "effect"
 import type { TaskCommand } from "../../projections/TaskDecider.ts"
 import { defineAgent, Done } from "../../src/Agent.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig, TaskTTLConfig } from "../../src/Config.ts"
-import { deadConsumerAfterMs, maintainOnce } from "../../src/Maintenance.ts"
+import { deadConsumerAfterMs, deleteIdleConsumers, maintainOnce } from "../../src/Maintenance.ts"
 import { TaskStore } from "../../src/TaskStore.ts"
 import { ensureGroups } from "../../src/Worker.ts"
 import { allPartitions, namespaceKeys, partitionKeys, partitionOf, PROJECTOR_GROUP, taskKeys } from "../../streams/Keys.ts"
@@ -147,6 +147,14 @@ describe("maintenance", () => {
     expect(left.find((c) => c.name === "busy")?.pending).toBe(1)
     // The expired registration went with the sweep; the live one stays.
     expect(await conn.zrange(registry, "0", "-1")).toEqual(["alive"])
+
+    // The deleting script itself checks pending entries (a consumer may read between listing and delete).
+    const queue = partitionKeys(keyspace, p).queue("a")
+    const deleted = await Effect.runPromise(
+      deleteIdleConsumers(queue, "a", ["busy", "alive", "never-existed"]).pipe(Effect.provide(Layer.fresh(storeLayer(keyspace))))
+    )
+    expect(deleted).toBe(1)
+    expect((await queueConsumers(keyspace, "a")).map((c) => c.name)).toEqual(["busy"])
   }, 30_000)
 
   it("deletes a stopped worker's consumer, keeps a live one, and a dead one with pending entries until recovered", async () => {
