@@ -17,11 +17,11 @@ if not valid_applied(applied, pending) then return rejected('InvalidSteeringCoun
 if applied > 0 then redis.call('LTRIM', STEERING, applied, -1) end
 consume_wait()
 t.turns = t.turns + 1
-redis.call('HSET', H, 'payload', payload, 'turns', t.turns)
+redis.call('HSET', H, 'turns', t.turns)
 clear_worker(t)
 set_status(t, 'queued')
 append(t, 'TurnCompleted', '"lease":' .. t.lease .. ',"turn":' .. t.turns .. ',"payload":' .. payload ..
-  ',"steeringApplied":' .. applied)
+  ',"steeringApplied":' .. applied, { 'payloadAt' })
 ack(t.agent, entry_id)
 requeue(t)
 return { 'ok', 'TurnCompleted' }

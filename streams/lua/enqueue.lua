@@ -10,7 +10,7 @@ local agent, owner, payload, max_retries, parent, batch = ARGV[4], ARGV[5], ARGV
 local existing = load_task()
 if existing ~= nil then return rejected('TaskAlreadyExists', existing) end
 
-redis.call('HSET', H, 'id', TASK_ID, 'agent', agent, 'ownerId', owner, 'status', 'queued', 'payload', payload,
+redis.call('HSET', H, 'id', TASK_ID, 'agent', agent, 'ownerId', owner, 'status', 'queued',
   'lease', 0, 'retries', 0, 'maxRetries', max_retries, 'turns', 0, 'cancel', 0, 'createdAt', NOW, 'version', 0)
 local data = '"payload":' .. payload .. ',"maxRetries":' .. max_retries
 if parent ~= '' then
@@ -22,7 +22,7 @@ if batch ~= '' then
   data = data .. ',"batchId":' .. cjson.encode(batch)
 end
 local t = { agent = agent, ownerId = owner, version = 0, lease = 0, status = 'queued' }
-append(t, 'TaskEnqueued', data)
+append(t, 'TaskEnqueued', data, { 'payloadAt' })
 redis.call('ZADD', PREFIX .. ':idx:queued', NOW, TASK_ID)
 redis.call('SADD', PREFIX .. ':agents', agent)
 requeue(t)
