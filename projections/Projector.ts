@@ -225,6 +225,8 @@ const installApply = async (conn: RedisConnection): Promise<ApplyCaller> => {
 export class MetricsProjector extends Context.Service<MetricsProjector, {
   readonly keyspace: Keyspace
   readonly options: MetricsOptions
+  /** This process's consumer name in the `projector` group (maintenance keeps it registered as live). */
+  readonly consumer: string
   /** Follows every partition's log until interrupted (one fiber and one dedicated connection each). */
   readonly run: Effect.Effect<never, ProjectorError, Scope.Scope>
   /**
@@ -819,6 +821,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
   return MetricsProjector.of({
     keyspace,
     options: metricsOptions,
+    consumer,
     run,
     poll,
     apply,
