@@ -5,7 +5,8 @@
  * claims its next task from the same partition in the same round trip (the commit script, then `claimnext`),
  * so a busy queue costs one round trip per turn; the slot goes back to the readers when that queue is empty
  * (or, with several partitions, after a run of turns, so no partition waits behind a busy one).
- * One heartbeat loop per pool renews the leases of all running turns in one pipelined round trip.
+ * One heartbeat loop per pool renews the leases of all running turns in one pipelined round trip, each at most
+ * `heartbeatInterval` after its claim or previous renewal.
  *
  * A turn ends in exactly one command under its lease: CompleteTurn, Wait, Complete, Fail, AcknowledgeCancel
  * (cancelled) or Release (shutdown). A lost lease (heartbeat rejected) interrupts the turn and commits
@@ -185,8 +186,8 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
 
     const slots = yield* Semaphore.make(config.workers)
     const turns = yield* FiberSet.make<void, never>()
-    /** The running turns: their claim, their stop signal and when they were claimed (ms). */
-    const running = new Map<string, { readonly claimed: Claimed; readonly stop: StopSignal; readonly since: number }>()
+    /** The running turns: their claim, their stop signal and when their lease was last renewed (claim or heartbeat, ms). */
+    const running = new Map<string, { readonly claimed: Claimed; readonly stop: StopSignal; renewed: number }>()
     /** Set when the pool starts stopping: finished turns then commit without claiming more work. */
     let stopping = false
 
@@ -254,14 +255,14 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
       })
 
     /**
-     * Renews every running lease claimed at least half an interval ago (so each is renewed within 1.5
-     * intervals of its claim and every interval after), all in one pipelined round trip. A reply that says
-     * cancel stops that turn as cancelled; a rejection (lease lost) stops it without a commit. A connection
-     * problem is left to the next round.
+     * Every half interval, renews the running leases last renewed at least half an interval ago (so each is
+     * renewed at most one interval after its claim or its previous heartbeat), all in one pipelined round
+     * trip. A reply that says cancel stops that turn as cancelled; a rejection (lease lost) stops it without a
+     * commit. A connection problem is left to the next round.
      */
     const heartbeatAll = Effect.gen(function*() {
       const at = nowMs()
-      const due = [...running.values()].filter((r) => at - r.since >= (config.heartbeatInterval * 1000) / 2)
+      const due = [...running.values()].filter((r) => at - r.renewed >= (config.heartbeatInterval * 1000) / 2)
       if (due.length === 0) return
       const outcomes = yield* store.executeMany(due.map(({ claimed: c }) => ({
         command: { _tag: "Heartbeat" as const, taskId: c.taskId, lease: c.lease, worker: workerId, now: at },
@@ -272,6 +273,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         const { claimed: c, stop } = due[i]!
         if (running.get(c.taskId) !== due[i]) continue // that turn ended meanwhile
         if ("values" in o) {
+          due[i]!.renewed = at
           if (String(o.values[0]) === "1") signalStop(stop, "cancel")
         } else {
           yield* Effect.logWarning(`task ${c.taskId}: lease ${c.lease} lost (${o.message}); stopping its turn`)
@@ -280,8 +282,8 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
       }
     }).pipe(
       Effect.catch((e) => Effect.logWarning(`${agent.name} heartbeats: ${e.message}; retrying next round`)),
-      Effect.repeat(Schedule.spaced(`${config.heartbeatInterval} seconds`)),
-      Effect.delay(`${config.heartbeatInterval} seconds`)
+      Effect.repeat(Schedule.spaced(`${(config.heartbeatInterval * 1000) / 2} millis`)),
+      Effect.delay(`${(config.heartbeatInterval * 1000) / 2} millis`)
     )
 
     const failedVerdict = (error: unknown): Verdict => ({
@@ -484,7 +486,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
     const runClaimed = (c: Claimed, claimNext: boolean): Effect.Effect<Claimed | undefined> =>
       Effect.suspend(() => {
         const stop: StopSignal = { reason: undefined, listener: undefined }
-        const entry = { claimed: c, stop, since: nowMs() }
+        const entry = { claimed: c, stop, renewed: nowMs() }
         running.set(c.taskId, entry)
         const unwatch = control.watchUnsafe(c.taskId, (notice) => {
           if (notice.type === "cancel") signalStop(stop, "cancel")
