@@ -7,7 +7,7 @@
  * - `drain`: a prefilled queue drained by one worker pool with `concurrency` turns at once, in the
  *   harness process (scenario 4 of `npm run bench`).
  * - `drain-processes`: the same queue drained by K worker processes with a pool of `concurrency` each,
- *   forked and connected before the queue is filled and started together.
+ *   connected to the topology after the queue is filled and started together.
  *
  * A drain's rate is jobs over the time from the first TaskClaimed to the last TaskCompleted, both as the
  * observer reads them from the partition logs (one blocking XREAD per log, on the server that holds it),
@@ -21,7 +21,7 @@ import { makePayload } from "./payload.ts"
 import { BULK, prefill, TIMEOUT_MS } from "./scenarios.ts"
 import type { SystemRun } from "./system.ts"
 import type { Topology } from "./topology.ts"
-import { startWorkerProcesses } from "./worker-processes.ts"
+import type { WorkerProcesses } from "./worker-processes.ts"
 
 export interface ClusterSizes {
   /** Tasks enqueued in the enqueue measurement. */
@@ -33,8 +33,8 @@ export interface ClusterSizes {
 export interface ClusterSettings {
   /** Worker pool size (concurrent turns) per process. */
   readonly concurrency: number
-  /** Worker processes of `drain-processes`. */
-  readonly processes: number
+  /** The worker processes of `drain-processes`, forked once for the whole bench. */
+  readonly workerProcesses: WorkerProcesses
 }
 
 export interface ClusterMeasurement {
@@ -42,6 +42,8 @@ export interface ClusterMeasurement {
   readonly rate: number
   /** Client CPU (harness and worker processes) per job, µs. */
   readonly clientCpuUs: number
+  /** The worker processes' part of it (0 when the harness runs the workers). */
+  readonly workerProcessesCpuUs: number
   /** Each Redis server's CPU per job, µs, in the order of the topology's servers. */
   readonly redisCpuUs: ReadonlyArray<number>
 }
@@ -79,8 +81,9 @@ const cpuWindow = async (topology: Topology) => {
   }
 }
 
-const perJob = (cpu: { clientUs: number; redisUs: ReadonlyArray<number> }, jobs: number, extraClientUs = 0) => ({
-  clientCpuUs: (cpu.clientUs + extraClientUs) / jobs,
+const perJob = (cpu: { clientUs: number; redisUs: ReadonlyArray<number> }, jobs: number, workerProcessesUs = 0) => ({
+  clientCpuUs: (cpu.clientUs + workerProcessesUs) / jobs,
+  workerProcessesCpuUs: workerProcessesUs / jobs,
   redisCpuUs: cpu.redisUs.map((us) => us / jobs)
 })
 
@@ -141,12 +144,13 @@ const drain: ClusterScenario = {
 const drainProcesses: ClusterScenario = {
   id: "drain-processes",
   title: "Drain, worker processes",
-  processes: (settings) => settings.processes,
+  processes: (settings) => settings.workerProcesses.count,
   run: (topology, sizes, settings) =>
     withClient(topology, async (run) => {
       const n = sizes.drain
       await prefill(run, 0, n)
-      const workers = await startWorkerProcesses(settings.processes, topology.options, settings.concurrency)
+      const workers = settings.workerProcesses
+      await workers.open(topology.options, settings.concurrency)
       let used: { clientUs: number; redisUs: ReadonlyArray<number> } | undefined
       let childrenUs = Number.NaN
       let secs = Number.NaN

@@ -8,7 +8,7 @@
  *
  * It starts its own servers (one standalone redis-server and three cluster masters on free loopback
  * ports, never the shared 6379) and stops them by pid at the end, also on error. Each measured run
- * starts from FLUSHALLed servers; per scenario and topology one warm-up run at a fifth of the size is
+ * starts from FLUSHALLed servers; per scenario and topology one warm-up run at half the size is
  * excluded; the topologies' order rotates in each repetition; the report gives medians. Raw results go
  * to bench/results/<date>-cluster-<size>.json (not committed).
  */
@@ -23,6 +23,7 @@ import { type PrivateCluster, startCluster } from "./redis-cluster.ts"
 import { type PrivateRedis, startRedis } from "./redis-server.ts"
 import { median } from "./stats.ts"
 import { clusterTopology, standaloneTopology, type Topology } from "./topology.ts"
+import { forkWorkerProcesses, type WorkerProcesses } from "./worker-processes.ts"
 
 const sizes: Readonly<Record<string, ClusterSizes>> = {
   small: { enqueue: 2500, drain: 1500 },
@@ -72,16 +73,18 @@ ${markedBlock}
 
 const main = async () => {
   const args = parseArgs(process.argv.slice(2))
-  const settings: ClusterSettings = { concurrency: args.concurrency, processes: args.processes }
   const s = sizes[args.size]!
   const started = performance.now()
   const loadBefore = loadavg()[0]!
   let standalone: PrivateRedis | undefined
   let cluster: PrivateCluster | undefined
+  let workerProcesses: WorkerProcesses | undefined
   const results: Array<TopologyResult> = []
   try {
     standalone = await startRedis()
     cluster = await startCluster()
+    workerProcesses = forkWorkerProcesses(args.processes)
+    const settings: ClusterSettings = { concurrency: args.concurrency, workerProcesses }
     console.log(`private redis ${standalone.version}: standalone on ${standalone.port} (pid ${standalone.pid}); cluster masters on ` +
       `${cluster.masters.map((m) => `${m.port} (pid ${m.pid})`).join(", ")}; size ${args.size}, ${args.reps} reps, ` +
       `N=${args.partitions} partitions, ${args.processes} worker processes of ${args.concurrency}`)
@@ -93,7 +96,7 @@ const main = async () => {
     ]
     for (const scenario of clusterScenarios) {
       console.log(`\n${scenario.title}`)
-      for (const t of topologies) await scenario.run(t, scaled(s, 0.2), settings) // warm-up
+      for (const t of topologies) await scenario.run(t, scaled(s, 0.5), settings) // warm-up (also of the worker processes' JIT)
       const runs = new Map<Topology, Array<ClusterMeasurement>>(topologies.map((t) => [t, []]))
       for (let r = 0; r < args.reps; r++) {
         const order = topologies.map((_, k) => topologies[(k + r) % topologies.length]!)
@@ -121,6 +124,7 @@ const main = async () => {
       }
     }
   } finally {
+    await workerProcesses?.close()
     await Promise.all([standalone?.stop(), cluster?.stop()])
   }
 

@@ -25,9 +25,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 export const startCluster = async (mastersCount = 3): Promise<PrivateCluster> => {
   const dir = mkdtempSync(join(tmpdir(), "factorial-bench-cluster-"))
   const masters: Array<PrivateRedis> = []
+  const removeDir = () => rmSync(dir, { recursive: true, force: true })
+  // The servers are killed on exit by redis-server.ts; their config directory goes with them.
+  process.once("exit", removeDir)
   const stop = async () => {
     await Promise.all(masters.map((m) => m.stop()))
-    rmSync(dir, { recursive: true, force: true })
+    removeDir()
+    process.off("exit", removeDir)
   }
   try {
     const busPorts: Array<number> = []
