@@ -14,11 +14,12 @@ export default defineConfig({
         test: { name: "standalone", include: ["test/**/*.test.ts"] }
       },
       {
-        // The integration suite again, on a 3-master Redis Cluster with 4 partitions.
+        // The integration suite again, on a 3-master Redis Cluster with 4 partitions (and the audit tools,
+        // whose pipelines must stay within a partition's slot, and the CLI with --cluster-nodes).
         extends: true,
         test: {
           name: "cluster",
-          include: ["test/src/**/*.test.ts", "test/streams/**/*.test.ts"],
+          include: ["test/src/**/*.test.ts", "test/streams/**/*.test.ts", "test/audit/**/*.test.ts", "test/cli/Cluster.test.ts"],
           globalSetup: ["test/support/clusterSetup.ts"],
           env: { REDIS_CLUSTER_NODES: clusterNodes, TEST_PARTITIONS: "4", CLUSTER_BASE_PORT: String(clusterBase) }
         }

@@ -78,6 +78,13 @@ export interface ProjectorOptions extends MetricsOptions {
   readonly batchSize?: number
   /** BLOCK of the follow loop's reads, in ms (default 2000); bounds how long an interrupt can wait. */
   readonly blockMs?: number
+  /**
+   * The follow loop reads a partition at most this often, in ms, unless a read filled a whole batch (default
+   * 200): under a steady trickle of events it folds a few hundred ms of them per commit instead of one
+   * commit per event, so metrics cost a round trip per interval, not per transition. It is how stale the
+   * metrics may be.
+   */
+  readonly pollIntervalMs?: number
   /** This process's consumer name in the group (default host-pid). */
   readonly consumer?: string
   /** Entries pending with other consumers longer than this are adopted and acked (default 60 s). */
@@ -145,7 +152,7 @@ export interface StoredBucket {
 /** The most buckets one timeline query reads (per partition). */
 export const MAX_TIMELINE_BUCKETS = 10_000
 
-const DEFAULTS = { batchSize: 500, blockMs: 2_000, orphanIdleMs: 60_000 }
+const DEFAULTS = { batchSize: 500, blockMs: 2_000, orphanIdleMs: 60_000, pollIntervalMs: 200 }
 const MAX_STALE_COMMITS = 50
 /** Buckets per commit when a rebuild writes its result. */
 const REBUILD_CHUNK = 200
@@ -284,6 +291,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
   const applyScript = yield* redis.use("script load metrics_apply", installApply)
   const batchSize = options.batchSize ?? DEFAULTS.batchSize
   const blockMs = options.blockMs ?? DEFAULTS.blockMs
+  const pollIntervalMs = options.pollIntervalMs ?? DEFAULTS.pollIntervalMs
   const orphanIdleMs = options.orphanIdleMs ?? DEFAULTS.orphanIdleMs
   const consumer = options.consumer ?? `${hostname()}-${process.pid}`
   const metricsOptions: MetricsOptions = {
@@ -492,7 +500,10 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       yield* adoptOrphans(p)
       let lastAdoption = Date.now()
       while (true) {
+        const started = Date.now()
         const result = yield* poll(p, { conn, blockMs })
+        const rest = pollIntervalMs - (Date.now() - started)
+        if (result.delivered > 0 && result.delivered < batchSize && rest > 0) yield* Effect.sleep(rest)
         if (result.delivered === 0 && Date.now() - lastAdoption > orphanIdleMs) {
           yield* adoptOrphans(p)
           lastAdoption = Date.now()

@@ -147,16 +147,22 @@ export class BaseAgent<P = unknown> {
     }
   }
 
+  /** The payload codec's encoder and decoder, built once (building one costs more than using it). */
+  private encoder: ((payload: unknown) => Effect.Effect<unknown, Schema.SchemaError>) | undefined
+  private decoder: ((stored: unknown) => Effect.Effect<P, Schema.SchemaError>) | undefined
+
   /** Encodes a payload to its stored JSON form, or fails with a clear message. */
   encodePayload(payload: P): Effect.Effect<unknown, InvalidInput> {
-    return Schema.encodeUnknownEffect(this.payloadSchema)(payload).pipe(
+    this.encoder ??= Schema.encodeUnknownEffect(this.payloadSchema) as (payload: unknown) => Effect.Effect<unknown, Schema.SchemaError>
+    return this.encoder(payload).pipe(
       Effect.mapError((e) => new InvalidInput({ message: `invalid payload for agent ${this.name}: ${e.message}` }))
     )
   }
 
   /** Decodes a stored payload before a turn. */
   decodePayload(stored: unknown): Effect.Effect<P, InvalidInput> {
-    return Schema.decodeUnknownEffect(this.payloadSchema)(stored).pipe(
+    this.decoder ??= Schema.decodeUnknownEffect(this.payloadSchema) as (stored: unknown) => Effect.Effect<P, Schema.SchemaError>
+    return this.decoder(stored).pipe(
       Effect.mapError((e) => new InvalidInput({ message: `stored payload of agent ${this.name} is invalid: ${e.message}` }))
     )
   }

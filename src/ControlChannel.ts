@@ -12,6 +12,8 @@ export type ControlNotice = { readonly type: "cancel" | "steer"; readonly taskId
 export class ControlChannel extends Context.Service<ControlChannel, {
   /** Calls `onNotice` for notices about `taskId` until the scope closes. */
   readonly watch: (taskId: string, onNotice: (notice: ControlNotice) => void) => Effect.Effect<void, never, Scope.Scope>
+  /** The same, unscoped: returns the function that stops watching (for the per-turn path). */
+  readonly watchUnsafe: (taskId: string, onNotice: (notice: ControlNotice) => void) => () => void
 }>()("factorial/ControlChannel") {
   static readonly layer = (keyspace: Keyspace) =>
     Layer.effect(
@@ -31,21 +33,19 @@ export class ControlChannel extends Context.Service<ControlChannel, {
           }
           for (const f of watchers.get(notice.taskId) ?? []) f(notice)
         })
+        const watchUnsafe = (taskId: string, onNotice: (notice: ControlNotice) => void) => {
+          const set = watchers.get(taskId) ?? new Set()
+          set.add(onNotice)
+          watchers.set(taskId, set)
+          return () => {
+            const current = watchers.get(taskId)
+            current?.delete(onNotice)
+            if (current?.size === 0) watchers.delete(taskId)
+          }
+        }
         const watch = (taskId: string, onNotice: (notice: ControlNotice) => void) =>
-          Effect.acquireRelease(
-            Effect.sync(() => {
-              const set = watchers.get(taskId) ?? new Set()
-              set.add(onNotice)
-              watchers.set(taskId, set)
-            }),
-            () =>
-              Effect.sync(() => {
-                const set = watchers.get(taskId)
-                set?.delete(onNotice)
-                if (set?.size === 0) watchers.delete(taskId)
-              })
-          )
-        return ControlChannel.of({ watch })
+          Effect.asVoid(Effect.acquireRelease(Effect.sync(() => watchUnsafe(taskId, onNotice)), (unwatch) => Effect.sync(unwatch)))
+        return ControlChannel.of({ watch, watchUnsafe })
       })
     )
 }

@@ -9,7 +9,7 @@ import { Context, Effect, Layer } from "effect"
 import type { BatchCommand, BatchState } from "../projections/BatchDecider.ts"
 import { outstanding, type Rejection, type TaskCommand, type TaskState } from "../projections/TaskDecider.ts"
 import { type BatchEnvelope, decodeBatchEnvelope } from "../streams/BatchEvent.ts"
-import { batchKeys, type Keyspace, namespaceKeys, partitionOf, taskKeys } from "../streams/Keys.ts"
+import { batchKeys, type Keyspace, namespaceKeys, partitionKeys, partitionOf, partitionPrefix, taskKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { installScripts, parseReply, type ScriptedConnection, type ScriptName } from "../streams/Scripts.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
@@ -69,18 +69,44 @@ export interface TaskData {
   readonly children?: ReadonlyArray<{ readonly id: string; readonly agent: string; readonly end?: string }>
 }
 
-/** What a task keeps beside its status hash: steering, its wait, its results and its children (raw, as stored). */
+/**
+ * What a task keeps beside its status hash: steering, its wait, its results and its children (raw, as stored),
+ * and the history entries the hash points at: the hash keeps `payloadAt` / `outputAt` (indexes into the
+ * history) rather than copies of the payload and output (see lib.lua's `append`).
+ */
 export interface TaskSideData {
   readonly steering: ReadonlyArray<string>
   readonly wait: ReadonlyArray<string>
   readonly results: Record<string, string>
   readonly children: Record<string, string>
+  /** The history entry at `payloadAt` (null: none). */
+  readonly payloadEntry?: string | null | undefined
+  /** The history entry at `outputAt` (null: none). */
+  readonly outputEntry?: string | null | undefined
 }
 
 const noSideData: TaskSideData = { steering: [], wait: [], results: {}, children: {} }
 
 const parseValues = <A>(record: Record<string, string>): Record<string, A> =>
   Object.fromEntries(Object.entries(record).map(([k, v]) => [k, JSON.parse(v) as A]))
+
+/** What `claimNext` reads: whose queue in which partition, for which consumer, how many entries at most. */
+export interface ClaimRequest {
+  readonly agent: string
+  readonly partition: number
+  readonly worker: string
+  readonly count: number
+  readonly now: number
+}
+
+/** One queue entry `claimNext` read, and the outcome of its claim (as `Claim` would have had it). */
+export interface ClaimedEntry {
+  readonly entryId: string
+  readonly taskId: string
+  /** The lease the entry named. */
+  readonly lease: number
+  readonly outcome: Accepted | TaskRejected
+}
 
 /** The outcome of an accepted command: script-specific values (e.g. the claimed task). */
 export interface Accepted {
@@ -89,14 +115,18 @@ export interface Accepted {
 
 const json = (value: unknown): string => JSON.stringify(value ?? null)
 
+/** A field of the event in a history entry (raw envelope JSON); null when there is no entry. */
+const eventField = (entry: string | null | undefined, field: "payload" | "output"): unknown =>
+  entry === null || entry === undefined ? null : (JSON.parse(entry) as { event: Record<string, unknown> }).event[field] ?? null
+
 /** Reads a status hash and the task's side data into the decider's state. */
 export const stateFromHash = (h: Record<string, string>, side: Partial<TaskSideData> = {}): TaskState => ({
   taskId: h.id!,
   agent: h.agent!,
   ownerId: h.ownerId!,
   status: h.status as TaskStatus,
-  payload: JSON.parse(h.payload ?? "null"),
-  ...(h.output !== undefined ? { output: JSON.parse(h.output) } : {}),
+  payload: eventField(side.payloadEntry, "payload"),
+  ...(h.outputAt !== undefined ? { output: eventField(side.outputEntry, "output") } : {}),
   ...(h.error !== undefined ? { error: JSON.parse(h.error) as TaskError } : {}),
   lease: Number(h.lease),
   ...(h.worker !== undefined ? { worker: h.worker } : {}),
@@ -117,13 +147,21 @@ export const stateFromHash = (h: Record<string, string>, side: Partial<TaskSideD
   ...(h.deadline !== undefined ? { deadline: Number(h.deadline) } : {})
 })
 
-/** The side data from a claim reply's lists (steering, wait, results and children as flat lists). */
-export const sideDataFromReply = (values: ReadonlyArray<unknown>): TaskSideData => ({
-  steering: (values[0] ?? []) as ReadonlyArray<string>,
-  wait: (values[1] ?? []) as ReadonlyArray<string>,
-  results: flatToRecord((values[2] ?? []) as ReadonlyArray<unknown>),
-  children: flatToRecord((values[3] ?? []) as ReadonlyArray<unknown>)
-})
+/**
+ * The side data from a claim reply: steering, wait, results and children as flat lists, then the pointed-at
+ * history entries ([payload entry, output entry], false for none).
+ */
+export const sideDataFromReply = (values: ReadonlyArray<unknown>): TaskSideData => {
+  const [payloadEntry, outputEntry] = (values[4] ?? []) as ReadonlyArray<string | false | null>
+  return {
+    steering: (values[0] ?? []) as ReadonlyArray<string>,
+    wait: (values[1] ?? []) as ReadonlyArray<string>,
+    results: flatToRecord((values[2] ?? []) as ReadonlyArray<unknown>),
+    children: flatToRecord((values[3] ?? []) as ReadonlyArray<unknown>),
+    payloadEntry: payloadEntry || null,
+    outputEntry: outputEntry || null
+  }
+}
 
 export const flatToRecord = (flat: ReadonlyArray<unknown>): Record<string, string> => {
   const out: Record<string, string> = {}
@@ -163,6 +201,19 @@ export const taskDataFromHash = (
     ...(s.deadline !== undefined ? { deadline: s.deadline } : {}),
     ...(children.length > 0 ? { children: children.map(([id, c]) => ({ id, ...c })) } : {})
   }
+}
+
+/** The history entries a status hash points at (the history only grows, so its indexes stay valid). */
+export const pointedEntries = async (
+  c: RedisConnection,
+  log: string,
+  h: Record<string, string>
+): Promise<Pick<TaskSideData, "payloadEntry" | "outputEntry">> => {
+  const [payloadEntry, outputEntry] = await Promise.all([
+    h.payloadAt === undefined ? null : c.lindex(log, Number(h.payloadAt)),
+    h.outputAt === undefined ? null : c.lindex(log, Number(h.outputAt))
+  ])
+  return { payloadEntry, outputEntry }
 }
 
 const toRejection = (reason: string, status: TaskStatus | "", lease: number, pending: number, detail: string): Rejection => {
@@ -271,6 +322,21 @@ export class TaskStore extends Context.Service<TaskStore, {
     commands: ReadonlyArray<{ readonly command: TaskCommand; readonly delivery?: Delivery }>,
     options?: { readonly historyTtlSeconds?: number }
   ) => Effect.Effect<ReadonlyArray<Accepted | TaskRejected>, RedisError>
+  /**
+   * Reads up to `count` new entries of the agent's queue in one partition and claims each (TaskClaimed), in
+   * one script. With `after` (a command of a task in that partition), that command is sent first, in the
+   * same round trip: a worker commits its turn and takes its next task at once.
+   */
+  readonly claimNext: (
+    request: ClaimRequest,
+    after?: { readonly command: TaskCommand; readonly delivery?: Delivery }
+  ) => Effect.Effect<{
+    /** The commit's outcome (a RedisError if it could not be sent or answered: it may have been applied). */
+    readonly outcome: Accepted | TaskRejected | RedisError | undefined
+    readonly claims: ReadonlyArray<ClaimedEntry>
+    /** Why the claim failed (then `claims` is empty). */
+    readonly claimError?: RedisError
+  }>
   readonly getTask: (taskId: string) => Effect.Effect<TaskData | undefined, RedisError>
   /** The status hash and steering list as the decider's state (for verification). */
   readonly getState: (taskId: string) => Effect.Effect<TaskState | undefined, RedisError>
@@ -378,7 +444,49 @@ export class TaskStore extends Context.Service<TaskStore, {
             catch: (cause) => toRedisError("pipeline", cause)
           })
 
-        /** The status hash and the side data, in one pipelined round trip. */
+        const claimNext = (request: ClaimRequest, after?: { readonly command: TaskCommand; readonly delivery?: Delivery }) =>
+          Effect.promise(async () => {
+            const p = partitionKeys(keyspace, request.partition)
+            const queue = p.queue(request.agent)
+            // Issued together, the commit and the claim go out in one write (the shared connection is
+            // auto-pipelined) and Redis runs them in that order: one round trip.
+            const commit = after === undefined
+              ? undefined
+              : (() => {
+                const [name, args] = argsOf(after.command, after.delivery, 0)
+                return conn[`fx_${name}`](...args)
+              })()
+            const claim = conn.fx_claimnext(
+              queue, queue, p.events, partitionPrefix(keyspace, request.partition), "", Math.round(request.now),
+              request.worker, request.agent, request.count
+            ) as Promise<ReadonlyArray<unknown>>
+            const [committed, claimed] = await Promise.allSettled([commit, claim])
+            // A failed claim only means no next task this time (entries it may have read are recovered by
+            // maintenance, like those of a claim whose reply was lost).
+            const raw = claimed.status === "fulfilled" ? claimed.value : []
+            const claims: Array<ClaimedEntry> = []
+            for (let i = 1; i + 3 < raw.length; i += 4) {
+              const taskId = String(raw[i + 1])
+              const lease = Number(raw[i + 2])
+              claims.push({
+                entryId: String(raw[i]),
+                taskId,
+                lease,
+                outcome: outcome({ _tag: "Claim", taskId, lease, worker: request.worker, now: request.now }, raw[i + 3])
+              })
+            }
+            return {
+              outcome: after === undefined
+                ? undefined
+                : committed.status === "fulfilled"
+                ? outcome(after.command, committed.value)
+                : toRedisError(after.command._tag, committed.reason),
+              claims,
+              ...(claimed.status === "rejected" ? { claimError: toRedisError("claimnext", claimed.reason) } : {})
+            }
+          })
+
+        /** The status hash and the side data, in one pipelined round trip (and one more for the pointed-at entries). */
         const readTask = async (c: ScriptedConnection | RedisConnection, taskId: string) => {
           const k = taskKeys(keyspace, taskId)
           const [[, h], [, steering], [, wait], [, results], [, children]] = (await c.pipeline()
@@ -394,7 +502,8 @@ export class TaskStore extends Context.Service<TaskStore, {
               [unknown, Record<string, string>],
               [unknown, Record<string, string>]
             ]
-          return Object.keys(h).length === 0 ? undefined : { h, side: { steering, wait, results, children } }
+          if (Object.keys(h).length === 0) return undefined
+          return { h, side: { steering, wait, results, children, ...(await pointedEntries(c, k.log, h)) } }
         }
 
         const getState = (taskId: string) =>
@@ -507,6 +616,7 @@ export class TaskStore extends Context.Service<TaskStore, {
           keyspace,
           execute,
           executeMany,
+          claimNext,
           getTask,
           getState,
           getStatus,

@@ -1,8 +1,11 @@
 /**
  * The worker pool of one agent in this process: a consumer of the agent's queue consumer group in every
- * partition. Readers block on XREADGROUP (dedicated connections) only while a turn slot is free, claim
- * what they read in one pipelined round trip, and run each claimed task's turn in its own fiber with a
- * heartbeat beside it.
+ * partition, with `workers` turn slots. Readers block on XREADGROUP (dedicated connections) only while a
+ * slot is free and claim what they read in one pipelined round trip. A slot whose turn ends commits it and
+ * claims its next task from the same partition in the same round trip (the commit script, then `claimnext`),
+ * so a busy queue costs one round trip per turn; the slot goes back to the readers when that queue is empty
+ * (or, with several partitions, after a run of turns, so no partition waits behind a busy one).
+ * One heartbeat loop per pool renews the leases of all running turns in one pipelined round trip.
  *
  * A turn ends in exactly one command under its lease: CompleteTurn, Wait, Complete, Fail, AcknowledgeCancel
  * (cancelled) or Release (shutdown). A lost lease (heartbeat rejected) interrupts the turn and commits
@@ -12,7 +15,7 @@
  */
 import { hostname } from "node:os"
 import { randomUUID } from "node:crypto"
-import { Cause, Deferred, Effect, Exit, Fiber, FiberSet, Random, Result, Schedule, Semaphore, Schema } from "effect"
+import { Cause, Effect, Exit, Fiber, FiberSet, Random, Result, Schedule, Semaphore, Schema } from "effect"
 import type { TaskCommand, TaskState } from "../projections/TaskDecider.ts"
 import { partitionKeys, allPartitions } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
@@ -33,11 +36,45 @@ import { AgentWorkerConfig } from "./Config.ts"
 import { ControlChannel } from "./ControlChannel.ts"
 import { InvalidInput } from "./Errors.ts"
 import { settle } from "./FollowUp.ts"
-import { flatToRecord, sideDataFromReply, stateFromHash, TaskStore, type Delivery } from "./TaskStore.ts"
+import { type Accepted, flatToRecord, sideDataFromReply, stateFromHash, TaskStore, type Delivery } from "./TaskStore.ts"
 
 export const makeWorkerId = (): string => `${hostname()}-${process.pid}-${randomUUID().slice(0, 6)}`
 
 type StopReason = "cancel" | "lease" | "shutdown"
+
+/**
+ * Why a running turn must stop, set once (a cancel notice, a heartbeat reply, shutdown). A plain object
+ * rather than a Deferred: the turn's own callback listens to it, so a turn needs no fiber of its own.
+ */
+interface StopSignal {
+  reason: StopReason | undefined
+  listener: ((reason: StopReason) => void) | undefined
+}
+
+const signalStop = (s: StopSignal, reason: StopReason): void => {
+  if (s.reason !== undefined) return
+  s.reason = reason
+  s.listener?.(reason)
+}
+
+/** Resumes with the stop reason once there is one (for turns written as Effects, raced against it). */
+const awaitStop = (s: StopSignal): Effect.Effect<StopReason> =>
+  Effect.callback<StopReason>((resume) => {
+    if (s.reason !== undefined) return resume(Effect.succeed(s.reason))
+    s.listener = (reason) => resume(Effect.succeed(reason))
+    return Effect.sync(() => {
+      s.listener = undefined
+    })
+  })
+
+/** How a Promise turn ended. */
+type Settled =
+  | { readonly _tag: "Returned"; readonly outcome: TurnOutcome<unknown> }
+  | { readonly _tag: "Threw"; readonly error: unknown }
+  | { readonly _tag: "Stopped"; readonly reason: StopReason }
+
+/** With several partitions, how many turns in a row a slot takes from one partition before it lets the readers choose. */
+const MAX_RUN_ON_ONE_PARTITION = 16
 
 type Verdict =
   | { readonly _tag: "Outcome"; readonly outcome: TurnOutcome<unknown> }
@@ -53,6 +90,8 @@ interface Claimed {
   readonly retries: number
   readonly steering: ReadonlyArray<unknown>
   readonly delivery: Delivery
+  /** The partition whose queue the task came from (the slot's next claim reads the same queue). */
+  readonly partition: number
   readonly parentId: string | undefined
   readonly batchId: string | undefined
   /** The children the task had spawned when claimed, and those this turn spawns. */
@@ -67,6 +106,26 @@ const resultsOf = (state: TaskState): ReadonlyArray<DeliveredResult> =>
     const result = state.results[item.id]
     return result === undefined ? [] : [{ id: item.id, ...result }]
   })
+
+/** A claim's reply (see claim.lua) as the worker's view of the task. */
+const claimedOf = (accepted: Accepted, delivery: Delivery, partition: number): Claimed => {
+  const state = stateFromHash(flatToRecord(accepted.values[0] as ReadonlyArray<string>), sideDataFromReply(accepted.values.slice(1)))
+  return {
+    taskId: state.taskId,
+    ownerId: state.ownerId,
+    lease: state.lease,
+    payload: state.payload,
+    turns: state.turns,
+    retries: state.retries,
+    steering: state.steering,
+    delivery,
+    partition,
+    parentId: state.parentId,
+    batchId: state.batchId,
+    children: new Set(Object.keys(state.children)),
+    results: resultsOf(state)
+  }
+}
 
 const isTaskId = Schema.is(TaskId)
 
@@ -120,32 +179,39 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
     const redis = yield* RedisClient
     const control = yield* ControlChannel
     const ks = store.keyspace
-    const queues = allPartitions(ks).map((p) => partitionKeys(ks, p).queue(agent.name))
+    const partitions = allPartitions(ks)
+    const queues = partitions.map((p) => partitionKeys(ks, p).queue(agent.name))
     yield* redis.use("xgroup create", (c) => ensureGroups(c, queues, agent.name))
 
     const slots = yield* Semaphore.make(config.workers)
     const turns = yield* FiberSet.make<void, never>()
-    const running = new Map<string, Deferred.Deferred<StopReason>>()
+    /** The running turns: their claim, their stop signal and when they were claimed (ms). */
+    const running = new Map<string, { readonly claimed: Claimed; readonly stop: StopSignal; readonly since: number }>()
+    /** Set when the pool starts stopping: finished turns then commit without claiming more work. */
+    let stopping = false
 
-    const now = Effect.clockWith((clock) => clock.currentTimeMillis)
+    const clock = yield* Effect.clockWith((c) => Effect.succeed(c))
+    /** The time now, read without an Effect (the per-turn path keeps its Effect steps few). */
+    const nowMs = () => clock.currentTimeMillisUnsafe()
+    const now = Effect.sync(nowMs)
 
-    /** Sends a worker command; a connection problem is retried a few times. */
-    const send = (command: TaskCommand, delivery?: Delivery) =>
-      store.execute(command, delivery).pipe(
+    const retryConnection = <A, E extends { readonly _tag: string }>(effect: Effect.Effect<A, E>) =>
+      effect.pipe(
         Effect.retry({
-          while: (e) => e._tag === "RedisError" && e.isRetryable,
+          while: (e) => e._tag === "RedisError" && (e as unknown as { isRetryable: boolean }).isRetryable,
           schedule: Schedule.exponential("100 millis").pipe(Schedule.upTo({ times: 8 }))
         })
       )
 
+    /** Sends a worker command; a connection problem is retried a few times. */
+    const send = (command: TaskCommand, delivery?: Delivery) => retryConnection(store.execute(command, delivery))
+
+    const notApplied = (command: TaskCommand, e: { readonly message: string }) =>
+      Effect.logWarning(`${command._tag} of task ${command.taskId} not applied: ${e.message}`)
+
     /** Sends a worker command; a rejection is only logged. */
     const commit = (command: TaskCommand, delivery: Delivery) =>
-      send(command, delivery).pipe(
-        Effect.asVoid,
-        Effect.catch((e) =>
-          Effect.logWarning(`${command._tag} of task ${command.taskId} not applied: ${e.message}`)
-        )
-      )
+      send(command, delivery).pipe(Effect.asVoid, Effect.catch((e) => notApplied(command, e)))
 
     const maxRetriesOf = options.maxRetries ?? (() => AgentWorkerConfig.defaults.maxRetries)
 
@@ -187,27 +253,69 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         return prepared.map((p) => p.id)
       })
 
-    const heartbeat = (c: Claimed, stop: Deferred.Deferred<StopReason>) =>
-      Effect.gen(function*() {
-        const at = yield* now
-        const result = yield* Effect.result(
-          store.execute({ _tag: "Heartbeat", taskId: c.taskId, lease: c.lease, worker: workerId, now: at }, c.delivery)
-        )
-        if (result._tag === "Success") {
-          if (String(result.success.values[0]) === "1") yield* Deferred.succeed(stop, "cancel")
-        } else if (result.failure._tag !== "RedisError") {
-          yield* Effect.logWarning(`task ${c.taskId}: lease ${c.lease} lost (${result.failure.message}); stopping its turn`)
-          yield* Deferred.succeed(stop, "lease")
+    /**
+     * Renews every running lease claimed at least half an interval ago (so each is renewed within 1.5
+     * intervals of its claim and every interval after), all in one pipelined round trip. A reply that says
+     * cancel stops that turn as cancelled; a rejection (lease lost) stops it without a commit. A connection
+     * problem is left to the next round.
+     */
+    const heartbeatAll = Effect.gen(function*() {
+      const at = nowMs()
+      const due = [...running.values()].filter((r) => at - r.since >= (config.heartbeatInterval * 1000) / 2)
+      if (due.length === 0) return
+      const outcomes = yield* store.executeMany(due.map(({ claimed: c }) => ({
+        command: { _tag: "Heartbeat" as const, taskId: c.taskId, lease: c.lease, worker: workerId, now: at },
+        delivery: c.delivery
+      })))
+      for (let i = 0; i < due.length; i++) {
+        const o = outcomes[i]!
+        const { claimed: c, stop } = due[i]!
+        if (running.get(c.taskId) !== due[i]) continue // that turn ended meanwhile
+        if ("values" in o) {
+          if (String(o.values[0]) === "1") signalStop(stop, "cancel")
+        } else {
+          yield* Effect.logWarning(`task ${c.taskId}: lease ${c.lease} lost (${o.message}); stopping its turn`)
+          signalStop(stop, "lease")
         }
-      }).pipe(Effect.repeat(Schedule.spaced(`${config.heartbeatInterval} seconds`)), Effect.delay(`${config.heartbeatInterval} seconds`))
+      }
+    }).pipe(
+      Effect.catch((e) => Effect.logWarning(`${agent.name} heartbeats: ${e.message}; retrying next round`)),
+      Effect.repeat(Schedule.spaced(`${config.heartbeatInterval} seconds`)),
+      Effect.delay(`${config.heartbeatInterval} seconds`)
+    )
 
-    /** Why a turn is being interrupted: the stop reason if one was given, else its timeout. */
-    const interruptReason = (why: { reason?: StopReason }) => why.reason ?? "timeout"
+    const failedVerdict = (error: unknown): Verdict => ({
+      _tag: "Failed",
+      error,
+      retry: error instanceof TurnTimeout ? "retry" : classifyFailure(error)
+    })
 
-    const runTurn = (c: Claimed, why: { reason?: StopReason }): Effect.Effect<Verdict> =>
-      Effect.gen(function*() {
-        const decoded = yield* Effect.result(agent.decodePayload(c.payload))
-        if (decoded._tag === "Failure") return { _tag: "Failed", error: decoded.failure, retry: "fatal" } as const
+    /** The verdict of a turn that returned: its payload encoded (a payload that does not encode fails the task). */
+    const outcomeVerdict = (outcome: TurnOutcome<unknown>): Effect.Effect<Verdict> => {
+      if (outcome._tag === "Done" && outcome.payload === undefined) return Effect.succeed({ _tag: "Outcome", outcome })
+      return Effect.map(Effect.result(agent.encodePayload(outcome.payload)), (encoded): Verdict => {
+        if (encoded._tag === "Failure") return { _tag: "Failed", error: encoded.failure, retry: "fatal" }
+        return {
+          _tag: "Outcome",
+          outcome: outcome._tag === "Continue"
+            ? { _tag: "Continue", payload: encoded.success }
+            : outcome._tag === "Wait"
+            ? { _tag: "Wait", payload: encoded.success, pending: outcome.pending }
+            : { _tag: "Done", output: outcome.output, payload: encoded.success }
+        }
+      })
+    }
+
+    /**
+     * Runs the agent's turn until it returns, fails, times out (`turnTimeout`) or is stopped; every way out
+     * but a return aborts `ctx.signal` with the reason. A turn returning a Promise is awaited in one callback
+     * (its result, its timer and the stop signal, whichever comes first): no fiber per turn. A turn written
+     * as an Effect runs raced against the stop signal under a timeout.
+     */
+    const runTurn = (c: Claimed, stop: StopSignal): Effect.Effect<Verdict> =>
+      Effect.flatMap(Effect.result(agent.decodePayload(c.payload)), (decoded): Effect.Effect<Verdict> => {
+        if (decoded._tag === "Failure") return Effect.succeed({ _tag: "Failed", error: decoded.failure, retry: "fatal" })
+        if (stop.reason !== undefined) return Effect.succeed({ _tag: "Stopped", reason: stop.reason })
         const controller = new AbortController()
         const spawnCounter = { n: 0 }
         const ctx: TurnContext<unknown> = {
@@ -225,40 +333,97 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           spawn: (specs) => Effect.runPromise(spawnChildren(c, spawnCounter, specs as ReadonlyArray<ChildSpec<unknown>>)),
           resultToken: newResultToken
         }
-        const exit = yield* Effect.suspend(() => {
-          const r = agent.runTurn(ctx)
-          return Effect.isEffect(r)
-            ? (r as Effect.Effect<TurnOutcome<unknown>, unknown>)
-            : Effect.tryPromise({ try: () => r, catch: (e) => e })
-        }).pipe(
-          Effect.onInterrupt(() => Effect.sync(() => controller.abort(interruptReason(why)))),
-          Effect.timeoutOrElse({
-            duration: `${config.turnTimeout} seconds`,
-            orElse: () => Effect.fail(new TurnTimeout({ seconds: config.turnTimeout }))
-          }),
-          Effect.exit
-        )
-        if (Exit.isSuccess(exit)) {
-          const outcome = exit.value
-          if (outcome._tag === "Done" && outcome.payload === undefined) return { _tag: "Outcome", outcome } as const
-          const encoded = yield* Effect.result(agent.encodePayload(outcome.payload))
-          if (encoded._tag === "Failure") return { _tag: "Failed", error: encoded.failure, retry: "fatal" } as const
-          return {
-            _tag: "Outcome",
-            outcome: outcome._tag === "Continue"
-              ? { _tag: "Continue", payload: encoded.success }
-              : outcome._tag === "Wait"
-              ? { _tag: "Wait", payload: encoded.success, pending: outcome.pending }
-              : { _tag: "Done", output: outcome.output, payload: encoded.success }
-          } as const
+        let started: ReturnType<typeof agent.runTurn>
+        try {
+          started = agent.runTurn(ctx)
+        } catch (e) {
+          return Effect.succeed(failedVerdict(e))
         }
-        const error = Cause.squash(exit.cause)
-        return { _tag: "Failed", error, retry: error instanceof TurnTimeout ? "retry" : classifyFailure(error) } as const
+        if (Effect.isEffect(started)) {
+          return Effect.raceFirst(
+            (started as Effect.Effect<TurnOutcome<unknown>, unknown>).pipe(
+              Effect.onInterrupt(() => Effect.sync(() => controller.abort(stop.reason ?? "timeout"))),
+              Effect.timeoutOrElse({
+                duration: `${config.turnTimeout} seconds`,
+                orElse: () => Effect.fail(new TurnTimeout({ seconds: config.turnTimeout }))
+              }),
+              Effect.exit
+            ),
+            Effect.map(awaitStop(stop), (reason) => Exit.succeed<TurnOutcome<unknown> | StopReason>(reason))
+          ).pipe(
+            Effect.flatMap((exit): Effect.Effect<Verdict> => {
+              if (Exit.isFailure(exit)) return Effect.succeed(failedVerdict(Cause.squash(exit.cause)))
+              const v = exit.value
+              return typeof v === "string" ? Effect.succeed({ _tag: "Stopped", reason: v }) : outcomeVerdict(v)
+            })
+          )
+        }
+        const promise = started as Promise<TurnOutcome<unknown>>
+        return Effect.flatMap(
+          Effect.callback<Settled>((resume) => {
+            let done = false
+            const settle = (s: Settled) => {
+              if (done) return
+              done = true
+              clearTimeout(timer)
+              stop.listener = undefined
+              if (s._tag === "Stopped") controller.abort(s.reason)
+              else if (s._tag === "Threw" && s.error instanceof TurnTimeout) controller.abort("timeout")
+              resume(Effect.succeed(s))
+            }
+            const timer = setTimeout(
+              () => settle({ _tag: "Threw", error: new TurnTimeout({ seconds: config.turnTimeout }) }),
+              config.turnTimeout * 1000
+            )
+            stop.listener = (reason) => settle({ _tag: "Stopped", reason })
+            Promise.resolve(promise).then(
+              (outcome) => settle({ _tag: "Returned", outcome }),
+              (error: unknown) => settle({ _tag: "Threw", error })
+            )
+            return Effect.sync(() => {
+              done = true
+              clearTimeout(timer)
+              stop.listener = undefined
+              controller.abort(stop.reason ?? "shutdown")
+            })
+          }),
+          (settled): Effect.Effect<Verdict> =>
+            settled._tag === "Returned"
+              ? outcomeVerdict(settled.outcome)
+              : Effect.succeed(settled._tag === "Threw" ? failedVerdict(settled.error) : { _tag: "Stopped", reason: settled.reason })
+        )
       })
 
-    const finish = (c: Claimed, verdict: Verdict) =>
+    /**
+     * Commits a finished turn and, when `claimNext`, claims the slot's next task from the same partition in the
+     * same round trip. A commit that could not be sent is retried like `commit`; a rejected one is only logged.
+     */
+    const commitAndClaim = (c: Claimed, command: TaskCommand, claimNext: boolean): Effect.Effect<Claimed | undefined> => {
+      if (!claimNext || stopping) return Effect.as(commit(command, c.delivery), undefined)
+      return Effect.flatMap(
+        store.claimNext({ agent: agent.name, partition: c.partition, worker: workerId, count: 1, now: command.now }, {
+          command,
+          delivery: c.delivery
+        }),
+        ({ outcome, claims }) => {
+          const claimed = claims.flatMap((e) =>
+            "values" in e.outcome ? [claimedOf(e.outcome, { entryId: e.entryId, agent: agent.name }, c.partition)] : []
+          )
+          const next = claimed[0]
+          const settled: Effect.Effect<void> = outcome === undefined || "values" in outcome
+            ? Effect.void
+            : outcome._tag === "RedisError" && outcome.isRetryable
+            ? commit(command, c.delivery) // sent again: if it was applied after all, the resend is rejected (logged)
+            : notApplied(command, outcome)
+          return Effect.as(settled, next)
+        }
+      )
+    }
+
+    /** Ends a turn with its one command; returns the slot's next task when one was claimed with it. */
+    const finish = (c: Claimed, verdict: Verdict, claimNext: boolean): Effect.Effect<Claimed | undefined> =>
       Effect.gen(function*() {
-        const at = yield* now
+        const at = nowMs()
         const base = { taskId: c.taskId, lease: c.lease, now: at }
         const failFatally = (error: { message: string; _tag: string }) =>
           commit({ _tag: "Fail", ...base, error: { message: error.message, kind: error._tag }, retry: "fatal", retryAt: at }, c.delivery)
@@ -268,23 +433,19 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
             if (outcome._tag === "Wait") {
               // A wait the agent got wrong fails the task (it would wait for what never comes).
               const items = waitItems(c, outcome.pending, at)
-              if (items instanceof InvalidInput) return yield* failFatally(items)
-              const sent = yield* Effect.result(send({
-                _tag: "Wait",
-                ...base,
-                payload: outcome.payload,
-                steeringApplied: c.steering.length,
-                pending: items
-              }, c.delivery))
+              if (items instanceof InvalidInput) return yield* Effect.as(failFatally(items), undefined)
+              const wait: TaskCommand = { _tag: "Wait", ...base, payload: outcome.payload, steeringApplied: c.steering.length, pending: items }
+              const sent = yield* Effect.result(send(wait, c.delivery))
               if (Result.isSuccess(sent)) {
                 const deadline = Math.min(...items.flatMap((i) => i.timeoutAt === undefined ? [] : [i.timeoutAt]))
                 if (Number.isFinite(deadline)) options.onBackoff?.(deadline)
-                return
+                return undefined
               }
-              if (sent.failure._tag === "InvalidWait") return yield* failFatally(sent.failure)
-              return yield* Effect.logWarning(`Wait of task ${c.taskId} not applied: ${sent.failure.message}`)
+              if (sent.failure._tag === "InvalidWait") return yield* Effect.as(failFatally(sent.failure), undefined)
+              return yield* Effect.as(notApplied(wait, sent.failure), undefined)
             }
-            return yield* commit(
+            return yield* commitAndClaim(
+              c,
               outcome._tag === "Continue"
                 ? { _tag: "CompleteTurn", ...base, payload: outcome.payload, steeringApplied: c.steering.length }
                 : {
@@ -294,7 +455,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
                   steeringApplied: c.steering.length,
                   ...(outcome.payload !== undefined ? { payload: outcome.payload } : {})
                 },
-              c.delivery
+              claimNext
             )
           }
           case "Failed": {
@@ -302,59 +463,67 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
             const delay = backoffDelayMs(c.retries, random, config.backoffBase * 1000, config.backoffMax * 1000)
             const retryAfter = (verdict.error as { retryAfterMs?: number }).retryAfterMs
             const retryAt = at + Math.max(delay, retryAfter ?? 0)
-            yield* commit({
+            const next = yield* commitAndClaim(c, {
               _tag: "Fail",
               ...base,
               error: { message: errorMessage(verdict.error), kind: errorKind(verdict.error) },
               retry: verdict.retry,
               retryAt
-            }, c.delivery)
+            }, claimNext)
             if (verdict.retry === "backoff") options.onBackoff?.(retryAt)
-            return
+            return next
           }
           case "Stopped":
-            if (verdict.reason === "cancel") return yield* commit({ _tag: "AcknowledgeCancel", ...base }, c.delivery)
-            if (verdict.reason === "shutdown") return yield* commit({ _tag: "Release", ...base }, c.delivery)
-            return // lease lost: the task is someone else's now
+            if (verdict.reason === "cancel") return yield* commitAndClaim(c, { _tag: "AcknowledgeCancel", ...base }, claimNext)
+            if (verdict.reason === "shutdown") return yield* Effect.as(commit({ _tag: "Release", ...base }, c.delivery), undefined)
+            return undefined // lease lost: the task is someone else's now
         }
       })
 
-    const runClaimed = (c: Claimed) =>
-      Effect.scoped(
-        Effect.gen(function*() {
-          const stop = yield* Deferred.make<StopReason>()
-          running.set(c.taskId, stop)
-          yield* control.watch(c.taskId, (notice) => {
-            if (notice.type === "cancel") Deferred.doneUnsafe(stop, Exit.succeed("cancel"))
-          })
-          const beat = yield* Effect.forkScoped(heartbeat(c, stop))
-          const why: { reason?: StopReason } = {}
-          const verdict = yield* Effect.raceFirst(
-            runTurn(c, why),
-            Effect.map(Deferred.await(stop), (reason): Verdict => {
-              why.reason = reason
-              return { _tag: "Stopped", reason }
-            })
-          )
-          yield* Fiber.interrupt(beat)
-          yield* finish(c, verdict)
-          // A task with a parent or children may have ended: tell the parent, cancel the children (or the sweep will).
-          if (c.parentId !== undefined || c.batchId !== undefined || c.children.size > 0) {
-            yield* settle(c.taskId).pipe(
-              Effect.provideService(TaskStore, store),
-              Effect.catch((e) => Effect.logWarning(`follow-up of task ${c.taskId} deferred to maintenance: ${e.message}`))
-            )
-          }
+    /** One turn of a claimed task, from start to commit; returns the slot's next task, if it claimed one. */
+    const runClaimed = (c: Claimed, claimNext: boolean): Effect.Effect<Claimed | undefined> =>
+      Effect.suspend(() => {
+        const stop: StopSignal = { reason: undefined, listener: undefined }
+        const entry = { claimed: c, stop, since: nowMs() }
+        running.set(c.taskId, entry)
+        const unwatch = control.watchUnsafe(c.taskId, (notice) => {
+          if (notice.type === "cancel") signalStop(stop, "cancel")
         })
-      ).pipe(
-        Effect.ensuring(Effect.sync(() => running.delete(c.taskId))),
-        Effect.ensuring(slots.release(1)),
-        Effect.catchCause((cause) => Effect.logError(`turn of task ${c.taskId} crashed`, cause))
-      )
+        if (stopping) signalStop(stop, "shutdown")
+        return runTurn(c, stop).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            unwatch()
+            if (running.get(c.taskId) === entry) running.delete(c.taskId)
+          })),
+          Effect.flatMap((verdict) => finish(c, verdict, claimNext)),
+          Effect.tap(() =>
+            // A task with a parent or children may have ended: tell the parent, cancel the children (or the sweep will).
+            c.parentId !== undefined || c.batchId !== undefined || c.children.size > 0
+              ? settle(c.taskId).pipe(
+                Effect.provideService(TaskStore, store),
+                Effect.catch((e) => Effect.logWarning(`follow-up of task ${c.taskId} deferred to maintenance: ${e.message}`))
+              )
+              : Effect.void
+          ),
+          Effect.catchCause((cause) => Effect.as(Effect.logError(`turn of task ${c.taskId} crashed`, cause), undefined))
+        )
+      })
 
-    const claimAll = (entries: ReadonlyArray<[string, ReadonlyArray<string>]>) =>
+    /**
+     * A turn slot: runs the claimed task's turn, then the next task it claimed with the commit, until the
+     * queue of its partition has none (or, with several partitions, a run of turns ended); then frees the slot.
+     */
+    const runSlot = (first: Claimed) =>
       Effect.gen(function*() {
-        const at = yield* now
+        let c: Claimed | undefined = first
+        for (let n = 1; c !== undefined; n++) {
+          c = yield* runClaimed(c, partitions.length === 1 || n < MAX_RUN_ON_ONE_PARTITION)
+        }
+      }).pipe(Effect.ensuring(slots.release(1)))
+
+    const claimAll = (partition: number, entries: ReadonlyArray<[string, ReadonlyArray<string>]>) =>
+      Effect.gen(function*() {
+        const at = nowMs()
         const commands = entries.map(([entryId, fields]) => {
           const f = flatToRecord(fields)
           return {
@@ -363,28 +532,14 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           }
         })
         const outcomes = yield* store.executeMany(commands)
-        return outcomes.flatMap((o, i): ReadonlyArray<Claimed> => {
-          if (!("values" in o)) return []
-          const state = stateFromHash(flatToRecord(o.values[0] as ReadonlyArray<string>), sideDataFromReply(o.values.slice(1)))
-          return [{
-            taskId: state.taskId,
-            ownerId: state.ownerId,
-            lease: state.lease,
-            payload: state.payload,
-            turns: state.turns,
-            retries: state.retries,
-            steering: state.steering,
-            delivery: commands[i]!.delivery,
-            parentId: state.parentId,
-            batchId: state.batchId,
-            children: new Set(Object.keys(state.children)),
-            results: resultsOf(state)
-          }]
-        })
+        return outcomes.flatMap((o, i): ReadonlyArray<Claimed> =>
+          "values" in o ? [claimedOf(o, commands[i]!.delivery, partition)] : []
+        )
       })
 
-    const readLoop = (queue: string, conn: RedisConnection) =>
+    const readLoop = (partition: number, conn: RedisConnection) =>
       Effect.gen(function*() {
+        const queue = queues[partition]!
         yield* slots.take(1)
         let free = 1
         while (free < config.batchSize && (yield* slots.takeIfAvailable(1))) free++
@@ -396,9 +551,9 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           catch: (cause) => toRedisError("xreadgroup", cause)
         }).pipe(Effect.onError(() => slots.release(free)))
         const entries = reply?.[0]?.[1] ?? []
-        const claimed = yield* claimAll(entries).pipe(Effect.onError(() => slots.release(free)))
+        const claimed = yield* claimAll(partition, entries).pipe(Effect.onError(() => slots.release(free)))
         if (free > claimed.length) yield* slots.release(free - claimed.length)
-        for (const c of claimed) yield* FiberSet.run(turns, runClaimed(c))
+        for (const c of claimed) yield* FiberSet.run(turns, runSlot(c))
       }).pipe(
         Effect.catch((e) =>
           Effect.logWarning(`${agent.name} reader: ${e.message}; retrying`).pipe(
@@ -408,22 +563,25 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         Effect.forever
       )
 
-    const readers = yield* Effect.forEach(queues, (queue) =>
+    const readers = yield* Effect.forEach(partitions, (partition) =>
       Effect.gen(function*() {
-        const conn = yield* redis.dedicated(`reader ${queue}`)
-        return yield* Effect.forkScoped(readLoop(queue, conn))
+        const conn = yield* redis.dedicated(`reader ${queues[partition]}`)
+        return yield* Effect.forkScoped(readLoop(partition, conn))
       }))
+    const beats = yield* Effect.forkScoped(heartbeatAll)
 
     // Graceful stop (runs before the readers' connections and the turn fibers are torn down):
     // stop claiming, give running turns `shutdownTimeout` to finish, then hand the rest back.
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
+        stopping = true
         yield* Fiber.interruptAll(readers)
         const finished = yield* FiberSet.awaitEmpty(turns).pipe(Effect.timeoutOption(`${config.shutdownTimeout} seconds`))
         if (finished._tag === "None") {
-          for (const stop of running.values()) Deferred.doneUnsafe(stop, Exit.succeed("shutdown"))
+          for (const r of running.values()) signalStop(r.stop, "shutdown")
           yield* FiberSet.awaitEmpty(turns).pipe(Effect.timeoutOption("5 seconds"))
         }
+        yield* Fiber.interrupt(beats)
       })
     )
     return { workerId, running: () => running.size }

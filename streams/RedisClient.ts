@@ -1,6 +1,7 @@
 /**
  * The Redis connection: the only module that imports ioredis. A standalone server (URL or host/port/db)
- * or a Cluster (seed nodes). The command connection is shared; blocking reads take a dedicated
+ * or a Cluster (seed nodes). The command connection is shared and auto-pipelined (commands issued in the
+ * same tick, e.g. by many turn slots committing at once, go out in one write); blocking reads take a dedicated
  * connection from `dedicated()`, released with `disconnect()` so an interrupted `XREADGROUP BLOCK`
  * never holds up shutdown. Connecting fails fast with a `RedisError` when Redis is unreachable.
  */
@@ -27,6 +28,15 @@ export interface RedisOptions {
   readonly connectionName?: string | undefined
 }
 
+/**
+ * Commands the shared connection writes at once rather than auto-pipelined: the client API's (enqueue,
+ * cancel, steer, deliver, and the task reads), usually made one at a time. Auto-pipelining a lone command
+ * only adds a tick; it pays off for the workers' commits and claims, which many turn slots issue together.
+ */
+const notAutoPipelined = ["fx_enqueue", "fx_cancel", "fx_steer", "fx_deliver", "hgetall", "hget", "hmget", "lindex", "lrange", "llen"]
+
+const autoPipelining = (on: boolean) => ({ enableAutoPipelining: on, autoPipeliningIgnoredCommands: notAutoPipelined })
+
 const baseOptions = (o: RedisOptions) => ({
   lazyConnect: true,
   connectTimeout: o.connectTimeoutMs ?? 5_000,
@@ -35,16 +45,17 @@ const baseOptions = (o: RedisOptions) => ({
   ...(o.connectionName !== undefined ? { connectionName: o.connectionName } : {})
 })
 
-/** Builds (without connecting) a client for the options. */
-export const makeConnection = (o: RedisOptions): RedisConnection => {
+/** Builds (without connecting) a client for the options; `pipelined` for the shared command connection. */
+export const makeConnection = (o: RedisOptions, pipelined = false): RedisConnection => {
   if (o.clusterNodes !== undefined && o.clusterNodes.length > 0) {
     return new Cluster(o.clusterNodes.map((n): ClusterNode => ({ host: n.host, port: n.port })), {
+      ...autoPipelining(pipelined),
       lazyConnect: true,
       enableReadyCheck: true,
       redisOptions: { ...baseOptions(o), ...(o.password !== undefined ? { password: o.password } : {}) }
     })
   }
-  const common = { ...baseOptions(o), ...(o.password !== undefined ? { password: o.password } : {}) }
+  const common = { ...baseOptions(o), ...autoPipelining(pipelined), ...(o.password !== undefined ? { password: o.password } : {}) }
   if (o.url !== undefined) return new Redis(o.url, common)
   return new Redis({ ...common, host: o.host ?? "127.0.0.1", port: o.port ?? 6379, db: o.db ?? 0 })
 }
@@ -86,20 +97,20 @@ export class RedisClient extends Context.Service<RedisClient, {
     Layer.effect(
       RedisClient,
       Effect.gen(function*() {
-        const open = (name: string) =>
+        const open = (name: string, pipelined = false) =>
           Effect.acquireRelease(
             Effect.tryPromise({
-              try: () => connect(makeConnection(options), name),
+              try: () => connect(makeConnection(options, pipelined), name),
               catch: (cause) => toRedisError(name, cause)
             }),
             (conn) => Effect.sync(() => conn.disconnect())
           )
-        const conn = yield* open("connect")
+        const conn = yield* open("connect", true)
         return RedisClient.of({
           conn,
           options,
           use: (op, f) => Effect.tryPromise({ try: () => f(conn), catch: (cause) => toRedisError(op, cause) }),
-          dedicated: open
+          dedicated: (name) => open(name)
         })
       })
     )

@@ -15,6 +15,7 @@ import { Cluster } from "ioredis"
 export const scriptNames = [
   "enqueue",
   "claim",
+  "claimnext",
   "heartbeat",
   "checkpoint",
   "complete",

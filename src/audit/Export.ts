@@ -16,7 +16,15 @@
  * in one script call (`lua/project.lua`), so an imported namespace verifies clean.
  */
 import { Effect, Option, Schema, Stream } from "effect"
-import { allPartitions, type Keyspace, namespaceKeys, partitionKeys, partitionPrefix, taskKeys } from "../../streams/Keys.ts"
+import {
+  allPartitions,
+  type Keyspace,
+  namespaceKeys,
+  partitionKeys,
+  partitionOf,
+  partitionPrefix,
+  taskKeys
+} from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../../streams/StreamError.ts"
 import { AgentName, decodeEnvelope, Envelope, TaskId, type TaskStatus } from "../../streams/TaskEvent.ts"
@@ -26,11 +34,12 @@ import {
   allStatuses,
   callProject,
   indexedStatuses,
+  loadProjectScript,
   parseProjectReply,
   projectAll,
-  projectArgs,
-  withProjectScript
+  projectArgs
 } from "./Projection.ts"
+import { perPartition } from "./Pipelines.ts"
 import { scanKeys } from "./Verify.ts"
 
 /** One task of an export. */
@@ -232,21 +241,22 @@ const scanExpiredCandidates = (w: Window, ks: Keyspace, partition: number) =>
     )
   }))
 
-const candidates = (w: Window, ks: Keyspace) =>
-  Stream.fromIterable(allPartitions(ks)).pipe(
-    Stream.flatMap((partition) => {
-      const keys = partitionKeys(ks, partition)
-      const indexed = Stream.fromIterable(indexedStatuses.filter((st) => w.statuses.includes(st))).pipe(
-        Stream.flatMap((status) => indexCandidates(w, keys.index(status), partition))
-      )
-      if (!w.statuses.includes("expired")) return indexed
-      const expired = Stream.unwrap(Effect.map(
-        w.expiredSource === "auto" ? logCovers(w, keys.events) : Effect.succeed(w.expiredSource === "log"),
-        (useLog) => useLog ? logExpiredCandidates(w, keys.events, partition) : scanExpiredCandidates(w, ks, partition)
-      ))
-      return Stream.concat(indexed, expired)
-    })
+/** The tasks of one partition in the window. */
+const partitionCandidates = (w: Window, ks: Keyspace, partition: number) => {
+  const keys = partitionKeys(ks, partition)
+  const indexed = Stream.fromIterable(indexedStatuses.filter((st) => w.statuses.includes(st))).pipe(
+    Stream.flatMap((status) => indexCandidates(w, keys.index(status), partition))
   )
+  if (!w.statuses.includes("expired")) return indexed
+  const expired = Stream.unwrap(Effect.map(
+    w.expiredSource === "auto" ? logCovers(w, keys.events) : Effect.succeed(w.expiredSource === "log"),
+    (useLog) => useLog ? logExpiredCandidates(w, keys.events, partition) : scanExpiredCandidates(w, ks, partition)
+  ))
+  return Stream.concat(indexed, expired)
+}
+
+const candidates = (w: Window, ks: Keyspace) =>
+  Stream.fromIterable(allPartitions(ks)).pipe(Stream.flatMap((partition) => partitionCandidates(w, ks, partition)))
 
 /** A stored entry as one JSON text without a line break (the scripts never write one; be sure). */
 const oneLine = (raw: string): string => raw.includes("\n") ? JSON.stringify(JSON.parse(raw)) : raw
@@ -301,19 +311,24 @@ export const exportHistories = (
         )
       }))
 
-    return candidates(w, ks).pipe(
-      Stream.grouped(w.batchSize),
-      Stream.mapEffect((batch) =>
-        redis.use("lrange", async (conn) => {
-          const p = conn.pipeline()
-          for (const c of batch) p.lrange(taskKeys(ks, c.taskId).log, 0, w.pageSize - 1)
-          const replies = (await p.exec()) ?? []
-          return batch.map((c, i) => {
-            const [err, page] = replies[i] ?? [new Error("missing pipeline reply"), null]
-            if (err) throw err
-            return { c, first: page as ReadonlyArray<string> }
-          })
-        })
+    // Batches are cut per partition: a batch's pipeline stays in one slot (one master of a Cluster).
+    return Stream.fromIterable(allPartitions(ks)).pipe(
+      Stream.flatMap((partition) =>
+        partitionCandidates(w, ks, partition).pipe(
+          Stream.grouped(w.batchSize),
+          Stream.mapEffect((batch) =>
+            redis.use("lrange", async (conn) => {
+              const p = conn.pipeline()
+              for (const c of batch) p.lrange(taskKeys(ks, c.taskId).log, 0, w.pageSize - 1)
+              const replies = (await p.exec()) ?? []
+              return batch.map((c, i) => {
+                const [err, page] = replies[i] ?? [new Error("missing pipeline reply"), null]
+                if (err) throw err
+                return { c, first: page as ReadonlyArray<string> }
+              })
+            })
+          )
+        )
       ),
       Stream.flattenIterable,
       Stream.flatMap(({ c, first }) => taskChunks(c, first))
@@ -352,14 +367,12 @@ export const countIndexed = (
     const store = yield* TaskStore
     const redis = yield* RedisClient
     const w = yield* windowOf(options)
+    const counted = allPartitions(store.keyspace).flatMap((partition) =>
+      indexedStatuses.filter((s) => w.statuses.includes(s)).map((status) => ({ partition, status }))
+    )
     return yield* redis.use("zcount", async (c) => {
-      const p = c.pipeline()
-      for (const partition of allPartitions(store.keyspace)) {
-        for (const s of indexedStatuses) {
-          if (w.statuses.includes(s)) p.zcount(partitionKeys(store.keyspace, partition).index(s), w.since, `(${w.until}`)
-        }
-      }
-      const replies = (await p.exec()) ?? []
+      const replies = await perPartition(c, counted, (x) => x.partition, (p, x) =>
+        p.zcount(partitionKeys(store.keyspace, x.partition).index(x.status), w.since, `(${w.until}`))
       return replies.reduce((sum, [err, n]) => (err ? sum : sum + Number(n)), 0)
     })
   })
@@ -482,7 +495,7 @@ export const importHistories = <E, R>(
     const ks = store.keyspace
     const batchSize = yield* intIn("batchSize", options.batchSize, 100, 1, 10_000)
     yield* assertEmptyNamespace
-    const conn = withProjectScript(redis.conn)
+    const conn = yield* redis.use("script load", loadProjectScript)
     let lineNo = 0
     let tasks = 0
     let events = 0
@@ -496,9 +509,10 @@ export const importHistories = <E, R>(
           const parsed = yield* Effect.forEach(batch, ({ text, line }) => parseLine(text, line))
           const replies = yield* Effect.tryPromise({
             try: async () => {
-              const p = conn.pipeline()
-              for (const t of parsed) callProject(p, projectArgs(ks, t.taskId, "import", projectAll(t.events), t.entries))
-              return ((await p.exec()) ?? []).map(([err, raw]) => {
+              // One pipeline per partition (slot), replies in line order.
+              const replies = await perPartition(conn, parsed, (t) => partitionOf(ks, t.taskId), (p, t) =>
+                callProject(p, projectArgs(ks, t.taskId, "import", projectAll(t.events), t.entries)))
+              return replies.map(([err, raw]) => {
                 if (err) throw err
                 return parseProjectReply(raw)
               })

@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url"
 import { evolve, type State, type TaskState } from "../../projections/TaskDecider.ts"
 import { type Keyspace, taskKeys } from "../../streams/Keys.ts"
 import type { RedisConnection } from "../../streams/RedisClient.ts"
+import { masters } from "./Pipelines.ts"
 import { type Envelope, TaskStatus as TaskStatusSchema } from "../../streams/TaskEvent.ts"
 import type { TaskStatus } from "../../streams/TaskEvent.ts"
 
@@ -31,9 +32,20 @@ export interface Projection {
   readonly statusSince: number
   /** The time of the last claim, the best stand-in for the last heartbeat (histories do not record those). */
   readonly lastClaimAt: number | undefined
+  /** The history index of the event that holds the current payload (the hash's `payloadAt`). */
+  readonly payloadAt: number | undefined
+  /** The history index of the event that holds the output (the hash's `outputAt`). */
+  readonly outputAt: number | undefined
 }
 
-export const emptyProjection: Projection = { state: undefined, length: 0, statusSince: 0, lastClaimAt: undefined }
+export const emptyProjection: Projection = {
+  state: undefined,
+  length: 0,
+  statusSince: 0,
+  lastClaimAt: undefined,
+  payloadAt: undefined,
+  outputAt: undefined
+}
 
 /**
  * Events after which a task keeps its status and its index score: the scripts that write them do not
@@ -50,11 +62,15 @@ export const project = (p: Projection, envelope: Folded): Projection => {
   if (tag === "TaskHeartbeat") return { ...p, length: p.length + 1 }
   const state = evolve(p.state, envelope)
   const same = p.state !== undefined && state?.status === p.state.status
+  const event = envelope.event as { readonly payload?: unknown; readonly output?: unknown }
   return {
     state,
     length: p.length + 1,
     statusSince: keepsStatus.has(tag) || same ? p.statusSince : envelope.at,
-    lastClaimAt: tag === "TaskClaimed" ? envelope.at : p.lastClaimAt
+    lastClaimAt: tag === "TaskClaimed" ? envelope.at : p.lastClaimAt,
+    // The events that set the payload or the output carry it (and the scripts point the hash at them).
+    payloadAt: "payload" in event && event.payload !== undefined ? p.length : p.payloadAt,
+    outputAt: tag === "TaskCompleted" ? p.length : p.outputAt
   }
 }
 
@@ -67,16 +83,17 @@ export const projectAll = (history: Iterable<Folded>, from: Projection = emptyPr
 const json = (value: unknown): string => JSON.stringify(value ?? null)
 
 /**
- * The status hash of a state, field by field, as the scripts leave it (`enqueue.lua` writes the initial
- * fields; `cancel` stays "1" once a cancel was requested; `hb` is the last claim or heartbeat time).
+ * The status hash of a projection's state, field by field, as the scripts leave it (`enqueue.lua` writes the
+ * initial fields; `cancel` stays "1" once a cancel was requested; `hb` is the last claim or heartbeat time;
+ * `payloadAt` / `outputAt` point at the history entries holding the payload and output).
  */
-export const hashFieldsOf = (s: TaskState, lastClaimAt?: number): ReadonlyArray<readonly [string, string]> => {
+export const hashFieldsOf = (p: Projection & { readonly state: TaskState }): ReadonlyArray<readonly [string, string]> => {
+  const s = p.state
   const fields: Array<readonly [string, string]> = [
     ["id", s.taskId],
     ["agent", s.agent],
     ["ownerId", s.ownerId],
     ["status", s.status],
-    ["payload", json(s.payload)],
     ["lease", String(s.lease)],
     ["retries", String(s.retries)],
     ["maxRetries", String(s.maxRetries)],
@@ -86,14 +103,15 @@ export const hashFieldsOf = (s: TaskState, lastClaimAt?: number): ReadonlyArray<
     ["version", String(s.version)],
     ["updatedAt", String(s.updatedAt)]
   ]
-  if (s.output !== undefined) fields.push(["output", json(s.output)])
+  if (p.payloadAt !== undefined) fields.push(["payloadAt", String(p.payloadAt)])
+  if (p.outputAt !== undefined) fields.push(["outputAt", String(p.outputAt)])
   if (s.error !== undefined) fields.push(["error", json(s.error)])
   if (s.worker !== undefined) fields.push(["worker", s.worker])
   if (s.retryAt !== undefined) fields.push(["retryAt", String(s.retryAt)])
   if (s.parentId !== undefined) fields.push(["parent", s.parentId])
   if (s.batchId !== undefined) fields.push(["batch", s.batchId])
   if (s.deadline !== undefined) fields.push(["deadline", String(s.deadline)])
-  if (lastClaimAt !== undefined) fields.push(["hb", String(lastClaimAt)])
+  if (p.lastClaimAt !== undefined) fields.push(["hb", String(p.lastClaimAt)])
   return fields
 }
 
@@ -186,6 +204,16 @@ export const withProjectScript = (conn: RedisConnection): ProjectingConnection =
   return conn as ProjectingConnection
 }
 
+/**
+ * The connection with the projection script defined, and compiled on every master (SCRIPT LOAD), so
+ * that pipelined calls on any partition find it instead of each falling back to EVAL.
+ */
+export const loadProjectScript = async (conn: RedisConnection): Promise<ProjectingConnection> => {
+  const defined = withProjectScript(conn)
+  await Promise.all(masters(conn).map((node) => node.script("LOAD", lua)))
+  return defined
+}
+
 export type ProjectMode = "import" | "fix"
 
 /** The arguments of one projection write (keys first). `entries` are written only in "import" mode. */
@@ -199,7 +227,7 @@ export const projectArgs = (
   const k = taskKeys(ks, taskId)
   const s = p.state
   const live = s !== undefined && s.status !== "expired"
-  const fields = live ? hashFieldsOf(s, p.lastClaimAt) : []
+  const fields = live ? hashFieldsOf({ ...p, state: s }) : []
   const steering = live ? s.steering.map(json) : []
   const side = live ? sideFieldsOf(s) : { wait: [], results: [], children: [] }
   return [

@@ -14,21 +14,23 @@
  */
 import { Effect, Option, Stream } from "effect"
 import { allPartitions, partitionKeys, partitionPrefix, taskKeys } from "../../streams/Keys.ts"
-import { Cluster, type Redis } from "ioredis"
+import type { Redis } from "ioredis"
 import { RedisClient, type RedisConnection } from "../../streams/RedisClient.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../../streams/StreamError.ts"
 import type { TaskStatus } from "../../streams/TaskEvent.ts"
 import type { InvalidInput } from "../Errors.ts"
 import { TaskNotFound } from "../Errors.ts"
 import { validTaskId } from "../TaskClient.ts"
-import { stateFromHash, TaskStore } from "../TaskStore.ts"
+import { pointedEntries, stateFromHash, TaskStore } from "../TaskStore.ts"
 import { historyPages } from "./History.ts"
+import { masters } from "./Pipelines.ts"
 import {
   allStatuses,
   callProject,
   compareStates,
   type Divergence,
   emptyProjection,
+  loadProjectScript,
   parseProjectReply,
   project,
   projectArgs,
@@ -122,6 +124,13 @@ const foldPrefix = (taskId: string, length: number) =>
       }))
   )
 
+/** The hash's pointers into the history must name the entries the fold says hold the payload and output. */
+const pointerDivergences = (hash: Record<string, string>, p: Projection): ReadonlyArray<Divergence> =>
+  (["payloadAt", "outputAt"] as const).flatMap((field) => {
+    const live = hash[field] === undefined ? undefined : Number(hash[field])
+    return live === p[field] || p.state?.status === "expired" ? [] : [{ field, live, expected: p[field] }]
+  })
+
 const indexDivergences = (snap: Snapshot, p: Projection): ReadonlyArray<Divergence> => {
   const state = p.state
   if (state === undefined) return []
@@ -150,6 +159,8 @@ const indexDivergences = (snap: Snapshot, p: Projection): ReadonlyArray<Divergen
 /** Verifies one task; also returns the fold, for `rebuild --fix`. */
 const inspect = (taskId: string) =>
   Effect.gen(function*() {
+    const store = yield* TaskStore
+    const redis = yield* RedisClient
     const snap = yield* snapshot(taskId)
     const present = Object.keys(snap.hash).length > 0
     if (!present && snap.length === 0) {
@@ -157,10 +168,14 @@ const inspect = (taskId: string) =>
       if (indexed.length === 0) return yield* new TaskNotFound({ taskId })
     }
     const { p, problem } = yield* foldPrefix(taskId, snap.length)
-    const live = present ? stateFromHash(snap.hash, snap) : undefined
+    const pointed = present
+      ? yield* redis.use("verify pointers", (c) => pointedEntries(c, taskKeys(store.keyspace, taskId).log, snap.hash))
+      : {}
+    const live = present ? stateFromHash(snap.hash, { ...snap, ...pointed }) : undefined
     const divergences = [
       ...(problem !== undefined ? [problem] : []),
       ...(problem === undefined ? compareStates(live, p.state) : []),
+      ...(problem === undefined && present ? pointerDivergences(snap.hash, p) : []),
       ...(problem === undefined ? indexDivergences(snap, p) : []),
       ...(p.state === undefined
         ? allStatuses.filter((s) => snap.scores[s] !== null).map((s): Divergence => ({
@@ -235,8 +250,7 @@ const zscanMembers = (key: string, count: number) =>
   }))
 
 /** The servers a SCAN must visit: every master of a Cluster, or the one server. */
-export const scanTargets = (conn: RedisConnection): ReadonlyArray<Redis> =>
-  conn instanceof Cluster ? conn.nodes("master") : [conn]
+export const scanTargets: (conn: RedisConnection) => ReadonlyArray<Redis> = masters
 
 /**
  * Keys matching a pattern, of one type (or any), by SCAN on every master: O(keys in the database).
@@ -341,7 +355,7 @@ export const rebuildProjections = (
     const store = yield* TaskStore
     const redis = yield* RedisClient
     const ks = store.keyspace
-    const conn = withProjectScript(redis.conn)
+    const conn = options.fix === true ? yield* redis.use("script load", loadProjectScript) : withProjectScript(redis.conn)
     const maxReported = options.maxReported ?? 1000
     let checked = 0
     let divergent = 0

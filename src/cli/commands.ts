@@ -23,7 +23,7 @@ import { countIndexed, exportHistories, importHistories } from "../audit/Export.
 import { historyStream, replayStream } from "../audit/History.ts"
 import { rebuildProjections, verifyAll, verifyTask, type VerifyResult } from "../audit/Verify.ts"
 import { type CommandSpec, ExitCode, type FlagValues, parseTime, UsageError } from "./args.ts"
-import { brief, type Io, iso, runToExitCode, withNamespace, write } from "./context.ts"
+import { brief, type Io, iso, redisOptionsOf, runToExitCode, withNamespace, write } from "./context.ts"
 import { type Globals, specs } from "./specs.ts"
 
 export interface CommandContext {
@@ -42,7 +42,7 @@ export interface Command extends CommandSpec {
 const isJson = (ctx: CommandContext) => ctx.flags.json === true
 
 const run = <E>(ctx: CommandContext, effect: Effect.Effect<ExitCode, E>) =>
-  runToExitCode(ctx.io, effect, { json: isJson(ctx), redisUrl: ctx.globals.redisUrl, signal: ctx.signal })
+  runToExitCode(ctx.io, effect, { json: isJson(ctx), redisLabel: ctx.globals.redisLabel, signal: ctx.signal })
 
 const out = (ctx: CommandContext, text: string) => Effect.promise(() => write(ctx.io.out, text))
 
@@ -58,14 +58,16 @@ const runCommand: Command = {
     }
     const mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>
     let target = mod.default ?? mod.orchestrator
-    const given = process.argv.some((a) => /^--(redis-url|namespace|partitions)(=|$)/.test(a))
+    const given = process.argv.some((a) => /^--(redis-url|cluster-nodes|namespace|partitions)(=|$)/.test(a))
     if (given && typeof target !== "function") {
       ctx.io.err.write("factorial-ts: note: the module exports an Orchestrator instance, which keeps its own options; " +
-        "export a function (options) => Orchestrator for --redis-url/--namespace/--partitions to apply\n")
+        "export a function (options) => Orchestrator for --redis-url/--cluster-nodes/--namespace/--partitions to apply\n")
     }
     if (typeof target === "function") {
       target = await (target as (o: object) => unknown)({
-        redisUrl: ctx.globals.redisUrl,
+        ...(ctx.globals.clusterNodes !== undefined
+          ? { clusterNodes: ctx.globals.clusterNodes }
+          : { redisUrl: ctx.globals.redisUrl }),
         namespace: ctx.globals.namespace,
         ...(ctx.globals.partitions !== undefined ? { partitions: ctx.globals.partitions } : {})
       })
@@ -283,7 +285,7 @@ const tailCommand: Command = {
           const redis = yield* RedisClient
           const cursor = yield* redis.use("cursor", (c) => cursorNow(c, ks))
           const controller = new AbortController()
-          const feed = liveEvents({ url: ctx.globals.redisUrl }, ks, {
+          const feed = liveEvents(redisOptionsOf(ctx.globals), ks, {
             ...(agent !== undefined ? { agent } : {}),
             ...(owner !== undefined ? { ownerId: owner } : {}),
             types: types === undefined ? eventTags : (types as ReadonlyArray<TaskEventTag>)
@@ -515,7 +517,14 @@ const demoCommand: Command = {
   ...specs.demo,
   run: async (ctx) => {
     const { runDemo } = await import("./demo.ts")
-    const code = await runDemo({ args: ctx.args, globals: ctx.globals })
+    const g = ctx.globals
+    // An explicit choice is used as given; otherwise the demo finds (or starts) a Redis of its own.
+    const redis = g.clusterNodes !== undefined
+      ? { clusterNodes: g.clusterNodes, label: g.redisLabel }
+      : typeof ctx.flags["redis-url"] === "string"
+      ? { redisUrl: g.redisUrl!, label: g.redisLabel }
+      : undefined
+    const code = await runDemo({ args: ctx.args, ...(redis !== undefined ? { redis } : {}) })
     return (typeof code === "number" ? code : ExitCode.ok) as ExitCode
   }
 }

@@ -1,5 +1,5 @@
 /**
- * What every CLI command shares: the global flags (Redis URL, namespace, partitions), the services of a
+ * What every CLI command shares: the global flags (Redis URL or Cluster nodes, namespace, partitions), the services of a
  * namespace (RedisClient + TaskStore) for the length of one command, the mapping of failures to exit
  * codes and messages, and small output helpers.
  *
@@ -11,12 +11,18 @@
 import { Cause, Effect, Exit } from "effect"
 import type { Keyspace } from "../../streams/Keys.ts"
 import { namespaceKeys } from "../../streams/Keys.ts"
-import { RedisClient } from "../../streams/RedisClient.ts"
+import { RedisClient, type RedisOptions } from "../../streams/RedisClient.ts"
 import { TaskStore } from "../TaskStore.ts"
 import { ExitCode, UsageError } from "./args.ts"
 import type { Globals } from "./specs.ts"
 
 export type { Globals }
+
+/** The connection options of the global flags: a Cluster client for `--cluster-nodes`, else the URL. */
+export const redisOptionsOf = (globals: Globals, connectTimeoutMs?: number): RedisOptions => ({
+  ...(globals.clusterNodes !== undefined ? { clusterNodes: globals.clusterNodes } : { url: globals.redisUrl }),
+  ...(connectTimeoutMs !== undefined ? { connectTimeoutMs } : {})
+})
 
 /** The namespace's keyspace: its recorded partition count, checked against `--partitions`. */
 const keyspaceOf = (globals: Globals, write: boolean) =>
@@ -46,7 +52,7 @@ export const withNamespace = <A, E>(
   Effect.gen(function*() {
     const ks = yield* keyspaceOf(globals, options.write === true)
     return yield* program(ks).pipe(Effect.provide(TaskStore.layer(ks)))
-  }).pipe(Effect.provide(RedisClient.layer({ url: globals.redisUrl, connectTimeoutMs: 3_000 })))
+  }).pipe(Effect.provide(RedisClient.layer(redisOptionsOf(globals, 3_000))))
 
 export interface Io {
   readonly out: NodeJS.WriteStream
@@ -61,7 +67,7 @@ const tagOf = (e: unknown): string | undefined =>
 const messageOf = (e: unknown): string => e instanceof Error ? e.message : typeof e === "string" ? e : JSON.stringify(e)
 
 /** The exit code of a failure, and its message on stderr (and as JSON on stdout with `--json`). */
-export const reportFailure = (io: Io, e: unknown, json: boolean, redisUrl?: string): ExitCode => {
+export const reportFailure = (io: Io, e: unknown, json: boolean, redisLabel?: string): ExitCode => {
   const tag = tagOf(e)
   const code: ExitCode = e instanceof UsageError || tag === "InvalidInput" || tag === "InvalidConfig"
     ? ExitCode.usage
@@ -69,8 +75,9 @@ export const reportFailure = (io: Io, e: unknown, json: boolean, redisUrl?: stri
     ? ExitCode.notFound
     : ExitCode.failure
   let message = messageOf(e)
-  if (tag === "RedisError" && (e as { reason?: string }).reason === "Connection") {
-    message = `cannot reach Redis at ${redisUrl ?? "?"}: ${message}`
+  const redisError = e as { reason?: string; op?: string }
+  if (tag === "RedisError" && (redisError.reason === "Connection" || redisError.op === "connect")) {
+    message = `cannot reach Redis at ${redisLabel ?? "?"}: ${message}`
   }
   io.err.write(`factorial-ts: error: ${message}\n`)
   if (json) io.out.write(JSON.stringify({ error: { tag: tag ?? "Error", message } }) + "\n")
@@ -81,14 +88,14 @@ export const reportFailure = (io: Io, e: unknown, json: boolean, redisUrl?: stri
 export const runToExitCode = async <E>(
   io: Io,
   effect: Effect.Effect<ExitCode, E>,
-  options: { readonly json: boolean; readonly redisUrl?: string; readonly signal?: AbortSignal }
+  options: { readonly json: boolean; readonly redisLabel?: string; readonly signal?: AbortSignal }
 ): Promise<ExitCode> => {
   const exit = await Effect.runPromiseExit(effect, options.signal !== undefined ? { signal: options.signal } : undefined)
   if (Exit.isSuccess(exit)) return exit.value
   if (Cause.hasInterruptsOnly(exit.cause)) return ExitCode.ok
   const failure = Cause.findErrorOption(exit.cause)
   const error = failure._tag === "Some" ? failure.value : Cause.squash(exit.cause)
-  return reportFailure(io, error, options.json, options.redisUrl)
+  return reportFailure(io, error, options.json, options.redisLabel)
 }
 
 /** Writes with backpressure. */

@@ -50,9 +50,20 @@ const listen = async (orchestrator: Orchestrator): Promise<string | undefined> =
   }
 }
 
+export interface DemoOptions {
+  readonly args?: ReadonlyArray<string>
+  /** The Redis chosen on the command line; without it the demo finds or starts one (`findOrStartRedis`). */
+  readonly redis?:
+    | { readonly redisUrl: string; readonly label: string }
+    | { readonly clusterNodes: ReadonlyArray<{ readonly host: string; readonly port: number }>; readonly label: string }
+}
+
 /** Runs until SIGINT/SIGTERM, then stops gracefully; resolves with the exit code. */
-export const runDemo = async (_options?: unknown): Promise<number> => {
-  const redis = await findOrStartRedis()
+export const runDemo = async (options: DemoOptions = {}): Promise<number> => {
+  const chosen = options.redis
+  const redis = chosen !== undefined
+    ? { url: chosen.label, stop: () => {}, started: false }
+    : await findOrStartRedis()
   console.log(`demo: Redis at ${redis.url}${redis.started ? " (private, started for the demo)" : ""}`)
   console.log(
     useRealModel
@@ -60,7 +71,9 @@ export const runDemo = async (_options?: unknown): Promise<number> => {
       : "demo: no OPENAI_API_KEY — using the built-in scripted demo model (no network)"
   )
   const orchestrator = new Orchestrator({
-    redisUrl: redis.url,
+    ...(chosen !== undefined && "clusterNodes" in chosen ? { clusterNodes: chosen.clusterNodes } : {
+      redisUrl: chosen?.redisUrl ?? redis.url
+    }),
     namespace: process.env.DEMO_NAMESPACE ?? "demo",
     observabilityConfig: new ObservabilityConfig({
       port: Number(process.env.PORT ?? 8080),

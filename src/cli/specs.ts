@@ -14,6 +14,12 @@ export const globalFlags: ReadonlyArray<FlagSpec> = [
     placeholder: "<url>",
     description: "Redis to use (default: env REDIS_URL, else redis://127.0.0.1:6379)"
   },
+  {
+    name: "cluster-nodes",
+    kind: "string",
+    placeholder: "<host:port,...>",
+    description: "Seed nodes of a Redis Cluster instead (default: env REDIS_CLUSTER_NODES); not with --redis-url"
+  },
   { name: "namespace", kind: "string", placeholder: "<name>", description: "Key namespace (default: factorial)" },
   {
     name: "partitions",
@@ -23,14 +29,68 @@ export const globalFlags: ReadonlyArray<FlagSpec> = [
   }
 ]
 
+export interface ClusterNode {
+  readonly host: string
+  readonly port: number
+}
+
 export interface Globals {
-  readonly redisUrl: string
+  /** The standalone Redis, when no Cluster is given. */
+  readonly redisUrl: string | undefined
+  /** Seed nodes of a Redis Cluster (exclusive with `redisUrl`). */
+  readonly clusterNodes: ReadonlyArray<ClusterNode> | undefined
+  /** Where the command connects, for messages: the URL, or `cluster host:port,...`. */
+  readonly redisLabel: string
   readonly namespace: string
   /** As given on the command line; undefined: the namespace's own. */
   readonly partitions: number | undefined
 }
 
-export const globalsOf = (flags: FlagValues): Globals => {
+/**
+ * `host:port,host:port,...` (IPv6 hosts in brackets: `[::1]:7000`), as `--cluster-nodes` and
+ * `REDIS_CLUSTER_NODES` take it. `source` names the flag or variable in the error.
+ */
+export const parseClusterNodes = (raw: string, source: string): ReadonlyArray<ClusterNode> => {
+  const items = raw.split(",").map((s) => s.trim()).filter((s) => s !== "")
+  if (items.length === 0) throw new UsageError(`${source}: expected host:port[,host:port...], got ${JSON.stringify(raw)}`)
+  return items.map((item) => {
+    const m = /^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})$/.exec(item)
+    const port = m === null ? NaN : Number(m[2])
+    if (m === null || port < 1 || port > 65535) {
+      throw new UsageError(`${source}: expected host:port[,host:port...], got ${JSON.stringify(item)}`)
+    }
+    return { host: m[1]!.replace(/^\[(.*)\]$/, "$1"), port }
+  })
+}
+
+/**
+ * Where to connect: `--cluster-nodes` or `--redis-url` (not both), else env `REDIS_CLUSTER_NODES` or
+ * `REDIS_URL` (not both: which one is meant is not guessed), else redis://127.0.0.1:6379.
+ */
+const redisOf = (flags: FlagValues, env: NodeJS.ProcessEnv): Pick<Globals, "redisUrl" | "clusterNodes" | "redisLabel"> => {
+  const url = flags["redis-url"] as string | undefined
+  const nodes = flags["cluster-nodes"] as string | undefined
+  const cluster = (list: ReadonlyArray<ClusterNode>) => ({
+    redisUrl: undefined,
+    clusterNodes: list,
+    redisLabel: `cluster ${list.map((n) => (n.host.includes(":") ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)).join(",")}`
+  })
+  const standalone = (u: string) => ({ redisUrl: u, clusterNodes: undefined, redisLabel: u })
+  if (url !== undefined && nodes !== undefined) {
+    throw new UsageError("--redis-url and --cluster-nodes exclude each other: give one")
+  }
+  if (nodes !== undefined) return cluster(parseClusterNodes(nodes, "--cluster-nodes"))
+  if (url !== undefined) return standalone(url)
+  const envNodes = env.REDIS_CLUSTER_NODES ?? ""
+  const envUrl = env.REDIS_URL ?? ""
+  if (envNodes.trim() !== "" && envUrl !== "") {
+    throw new UsageError("both REDIS_URL and REDIS_CLUSTER_NODES are set: choose with --redis-url or --cluster-nodes")
+  }
+  if (envNodes.trim() !== "") return cluster(parseClusterNodes(envNodes, "REDIS_CLUSTER_NODES"))
+  return standalone(envUrl !== "" ? envUrl : "redis://127.0.0.1:6379")
+}
+
+export const globalsOf = (flags: FlagValues, env: NodeJS.ProcessEnv = process.env): Globals => {
   const namespace = (flags.namespace as string | undefined) ?? "factorial"
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(namespace)) {
     throw new UsageError(`--namespace must be 1-64 of [A-Za-z0-9_.-], got ${JSON.stringify(namespace)}`)
@@ -39,11 +99,7 @@ export const globalsOf = (flags: FlagValues): Globals => {
   if (partitions !== undefined && (partitions < 1 || partitions > 1024)) {
     throw new UsageError(`--partitions must be from 1 to 1024, got ${partitions}`)
   }
-  return {
-    redisUrl: (flags["redis-url"] as string | undefined) ?? process.env.REDIS_URL ?? "redis://127.0.0.1:6379",
-    namespace,
-    partitions
-  }
+  return { ...redisOf(flags, env), namespace, partitions }
 }
 
 export const json: FlagSpec = { name: "json", kind: "boolean", description: "Machine-readable output" }
@@ -53,10 +109,15 @@ export const runSpec: CommandSpec = {
   summary: "Run the workers of an orchestrator defined in a module",
   description: "Imports the module and runs its Orchestrator (the default export, or the export named\n" +
     "`orchestrator`) until SIGINT/SIGTERM, then stops gracefully. The export may also be a function\n" +
-    "(options) => Orchestrator, called with { redisUrl, namespace, partitions } from the global flags.",
+    "(options) => Orchestrator, called with { redisUrl or clusterNodes, namespace, partitions } from the\n" +
+    "global flags.",
   args: [{ name: "config-module", description: "Path of a .ts or .js module" }],
   flags: [],
-  examples: ["factorial-ts run ./agents.ts", "factorial-ts --namespace staging run ./agents.ts"],
+  examples: [
+    "factorial-ts run ./agents.ts",
+    "factorial-ts --namespace staging run ./agents.ts",
+    "factorial-ts --cluster-nodes 10.0.0.1:6379,10.0.0.2:6379 --partitions 16 run ./agents.ts"
+  ],
 }
 
 export const enqueueSpec: CommandSpec = {
@@ -179,6 +240,8 @@ export const rebuildSpec: CommandSpec = {
 export const demoSpec: CommandSpec = {
   name: "demo",
   summary: "Run the demo (an agent that needs no API key, and the dashboard)",
+  description: "Uses the Redis of --redis-url or --cluster-nodes (or env REDIS_CLUSTER_NODES) when given; else\n" +
+    "env REDIS_URL, else 127.0.0.1:6379 if it answers, else a private redis-server it starts and stops.",
   args: [],
   flags: [],
   passThrough: true,

@@ -17,11 +17,10 @@ if not valid_applied(applied, pending) then return rejected('InvalidSteeringCoun
 if applied > 0 then redis.call('LTRIM', STEERING, applied, -1) end
 consume_wait()
 t.turns = t.turns + 1
-redis.call('HSET', H, 'payload', payload, 'turns', t.turns)
 clear_worker(t)
 set_status(t, 'queued')
 append(t, 'TurnCompleted', '"lease":' .. t.lease .. ',"turn":' .. t.turns .. ',"payload":' .. payload ..
-  ',"steeringApplied":' .. applied)
+  ',"steeringApplied":' .. applied, { 'payloadAt' }, { 'turns', t.turns })
 ack(t.agent, entry_id)
 requeue(t)
 return { 'ok', 'TurnCompleted' }

@@ -15,15 +15,14 @@ local pending = redis.call('LLEN', STEERING)
 if not valid_applied(applied, pending) then return rejected('InvalidSteeringCount', t, pending) end
 
 finish(t)
-redis.call('HSET', H, 'output', output)
-local payload_field = ''
+local payload_field, points = '', { 'outputAt' }
 if payload ~= nil and payload ~= '' then
-  redis.call('HSET', H, 'payload', payload)
   payload_field = ',"payload":' .. payload
+  points[2] = 'payloadAt'
 end
 clear_worker(t)
 set_status(t, 'completed')
 append(t, 'TaskCompleted', '"lease":' .. t.lease .. ',"output":' .. output .. payload_field .. ',"steeringApplied":' .. applied ..
-  ',"steeringUnapplied":' .. (pending - applied))
+  ',"steeringUnapplied":' .. (pending - applied), points)
 ack(t.agent, entry_id)
 return { 'ok', 'TaskCompleted' }

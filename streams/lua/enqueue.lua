@@ -10,19 +10,22 @@ local agent, owner, payload, max_retries, parent, batch = ARGV[4], ARGV[5], ARGV
 local existing = load_task()
 if existing ~= nil then return rejected('TaskAlreadyExists', existing) end
 
-redis.call('HSET', H, 'id', TASK_ID, 'agent', agent, 'ownerId', owner, 'status', 'queued', 'payload', payload,
-  'lease', 0, 'retries', 0, 'maxRetries', max_retries, 'turns', 0, 'cancel', 0, 'createdAt', NOW, 'version', 0)
+-- The hash is created by append's HSET, with the event's version, time, status and payload index.
+local fields = { 'id', TASK_ID, 'agent', agent, 'ownerId', owner, 'lease', 0, 'retries', 0, 'maxRetries', max_retries,
+  'turns', 0, 'cancel', 0, 'createdAt', NOW }
 local data = '"payload":' .. payload .. ',"maxRetries":' .. max_retries
 if parent ~= '' then
-  redis.call('HSET', H, 'parent', parent)
+  fields[#fields + 1] = 'parent'
+  fields[#fields + 1] = parent
   data = data .. ',"parentId":' .. cjson.encode(parent)
 end
 if batch ~= '' then
-  redis.call('HSET', H, 'batch', batch)
+  fields[#fields + 1] = 'batch'
+  fields[#fields + 1] = batch
   data = data .. ',"batchId":' .. cjson.encode(batch)
 end
 local t = { agent = agent, ownerId = owner, version = 0, lease = 0, status = 'queued' }
-append(t, 'TaskEnqueued', data)
+append(t, 'TaskEnqueued', data, { 'payloadAt' }, fields)
 redis.call('ZADD', PREFIX .. ':idx:queued', NOW, TASK_ID)
 redis.call('SADD', PREFIX .. ':agents', agent)
 requeue(t)

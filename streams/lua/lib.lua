@@ -16,6 +16,15 @@ local STEERING = H .. ':steering'
 -- JSON), the children the task spawned (hash id -> {"agent", "end"?}).
 local WAIT, RESULTS, CHILDREN = H .. ':wait', H .. ':results', H .. ':children'
 
+-- Points the helpers at another task of this partition, for a script that acts on the tasks it reads from
+-- a queue (claimnext): a task's keys follow from its id and carry the partition's hash tag, so its slot.
+local function use_task(id)
+  TASK_ID = id
+  H = PREFIX .. ':task:' .. id
+  LOG = H .. ':log'
+  STEERING, WAIT, RESULTS, CHILDREN = H .. ':steering', H .. ':wait', H .. ':results', H .. ':children'
+end
+
 local TERMINAL = { completed = true, failed = true, cancelled = true, expired = true }
 
 -- The task's hash as a table, or nil if there is no task. An expired task has no hash, but its history
@@ -44,26 +53,36 @@ local function rejected(reason, t, pending, detail)
   return { 'rejected', reason, t.status, tostring(t.lease), tostring(pending or 0), detail or '' }
 end
 
--- Appends one event to the task's history and the partition log; returns the stream id.
-local function append(t, tag, data)
+-- Appends one event to the task's history and the partition log; returns the stream id. The hash gets the
+-- new version, time and status (set_status only moves the indexes: every transition ends in an append) in
+-- one HSET, with `extra` fields ({ field, value, ... }). `points` names hash fields that are to point at this
+-- event (its index in the history): the hash keeps 'payloadAt' / 'outputAt' instead of copies of the payload
+-- and output, which keeps it small enough for Redis' compact (listpack) encoding. Histories are append-only
+-- (and expire whole), so an index stays valid.
+local function append(t, tag, data, points, extra)
   t.version = t.version + 1
   local body = '"version":' .. t.version .. ',"at":' .. NOW .. ',"taskId":' .. cjson.encode(TASK_ID) ..
     ',"agent":' .. cjson.encode(t.agent) .. ',"ownerId":' .. cjson.encode(t.ownerId) ..
     ',"event":{"_tag":"' .. tag .. '"' .. (data == '' and '' or (',' .. data)) .. '}}'
   local id = redis.call('XADD', EVENTS, '*', 'e', '{' .. body)
-  redis.call('RPUSH', LOG, '{"id":"' .. id .. '",' .. body)
-  redis.call('HSET', H, 'version', t.version, 'updatedAt', NOW)
+  local n = redis.call('RPUSH', LOG, '{"id":"' .. id .. '",' .. body)
+  local fields = { 'version', t.version, 'updatedAt', NOW, 'status', t.status }
+  for _, field in ipairs(points or {}) do
+    fields[#fields + 1] = field
+    fields[#fields + 1] = n - 1
+  end
+  for _, value in ipairs(extra or {}) do fields[#fields + 1] = value end
+  redis.call('HSET', H, unpack(fields))
   return id
 end
 
--- Moves the task between status indexes and records the new status.
+-- Moves the task between status indexes; the hash gets the new status with the append that follows.
 local function set_status(t, status)
   redis.call('ZREM', PREFIX .. ':idx:' .. t.status, TASK_ID)
   if status ~= 'expired' then
     redis.call('ZADD', PREFIX .. ':idx:' .. status, NOW, TASK_ID)
   end
   t.status = status
-  redis.call('HSET', H, 'status', status)
 end
 
 local function queue_key(agent) return PREFIX .. ':queue:' .. agent end
@@ -82,6 +101,12 @@ local function ack(agent, entry_id)
     redis.call('XACK', q, agent, entry_id)
     redis.call('XDEL', q, entry_id)
   end
+end
+
+-- The history entries the hash points at (payload, output), for replies that hand a task's state out.
+local function pointed_entries()
+  local at = redis.call('HMGET', H, 'payloadAt', 'outputAt')
+  return { at[1] and redis.call('LINDEX', LOG, at[1]) or false, at[2] and redis.call('LINDEX', LOG, at[2]) or false }
 end
 
 local function clear_worker(t)
@@ -166,4 +191,28 @@ local function finish_cancelled(t, entry_id)
   append(t, 'TaskCancelled', '"lease":' .. t.lease)
   ack(t.agent, entry_id)
   return { 'ok', 'TaskCancelled' }
+end
+
+-- Claims the task (the current one) from a queue entry: starts a new lease (TaskClaimed). A stale entry (task
+-- gone, not queued, or queued again under a newer lease) is acked and skipped. A claim of the entry that
+-- started the live lease is the same claim run again (the client resent it after a lost reply): it is
+-- rejected too, but the entry stays pending, so the lease its worker never learnt about is recovered by
+-- maintenance after the heartbeat timeout instead of being lost.
+-- Returns claim's reply: { "ok", hash, steering, wait, results, children, pointed entries } or a rejection.
+local function claim_entry(entry_lease, worker, entry_id, agent)
+  local t = load_task()
+  if t == nil then
+    ack(agent, entry_id)
+    return rejected('TaskNotFound', nil)
+  end
+  if t.status ~= 'queued' or t.lease ~= entry_lease then
+    if not (t.status == 'processing' and t.entry == entry_id) then ack(agent, entry_id) end
+    return rejected('StaleLease', t)
+  end
+  t.lease = t.lease + 1
+  set_status(t, 'processing')
+  append(t, 'TaskClaimed', '"lease":' .. t.lease .. ',"worker":' .. cjson.encode(worker), nil,
+    { 'lease', t.lease, 'worker', worker, 'hb', NOW })
+  return { 'ok', redis.call('HGETALL', H), redis.call('LRANGE', STEERING, 0, -1), redis.call('LRANGE', WAIT, 0, -1),
+    redis.call('HGETALL', RESULTS), redis.call('HGETALL', CHILDREN), pointed_entries() }
 end

@@ -43,7 +43,6 @@ if applied > 0 then redis.call('LTRIM', STEERING, applied, -1) end
 consume_wait()
 for _, item in ipairs(items) do redis.call('RPUSH', WAIT, item.raw) end
 t.turns = t.turns + 1
-redis.call('HSET', H, 'payload', payload, 'turns', t.turns)
 clear_worker(t)
 local open = outstanding(items)
 local resumed = #open == 0
@@ -51,7 +50,7 @@ local deadline = set_deadline(open)
 set_status(t, resumed and 'queued' or 'waiting')
 append(t, 'TaskWaiting', '"lease":' .. t.lease .. ',"turn":' .. t.turns .. ',"payload":' .. payload ..
   ',"steeringApplied":' .. applied .. ',"pending":' .. pending_json ..
-  (deadline and (',"deadline":' .. deadline) or '') .. ',"resumed":' .. tostring(resumed))
+  (deadline and (',"deadline":' .. deadline) or '') .. ',"resumed":' .. tostring(resumed), { 'payloadAt' }, { 'turns', t.turns })
 ack(t.agent, entry_id)
 if resumed then requeue(t) end
 return { 'ok', 'TaskWaiting', resumed and 1 or 0 }

@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from "vitest"
 import { Stream } from "effect"
 import { taskKeys } from "../../streams/Keys.ts"
 import {
+  countIndexed,
   exportHistories,
   exportRecords,
   importHistories,
@@ -15,11 +16,12 @@ import {
   verifyAll,
   verifyTask
 } from "../../src/audit/index.ts"
-import { freshKeyspace } from "../support/TestRedis.ts"
+import { freshKeyspace, testPartitions } from "../support/TestRedis.ts"
 import { collectText, exec, liveState, redisDo, runtimeFor, seed, type Runtime } from "./fixtures.ts"
 
 const runtimes: Array<Runtime> = []
-const open = (partitions = 1) => {
+/** A fresh namespace (default: the project's partition count, 4 on the cluster project). */
+const open = (partitions = testPartitions) => {
   const ks = freshKeyspace(partitions)
   const rt = runtimeFor(ks)
   runtimes.push(rt)
@@ -76,7 +78,7 @@ describe("replay", () => {
 
 describe("verify", () => {
   it("finds every task consistent, then catches a corrupted status, and rebuild --fix repairs it", async () => {
-    const { ks, rt } = open(3)
+    const { ks, rt } = open(4)
     const { ids, t } = await rt.runPromise(seed("v"))
     for (const id of ids) {
       const r = await rt.runPromise(verifyTask(id))
@@ -157,11 +159,12 @@ describe("verify", () => {
 
 describe("export and import", () => {
   it("round-trips every history: replay in the imported namespace gives the same states", async () => {
-    const source = open(2)
+    const source = open(4)
     const { ids } = await source.rt.runPromise(seed("x"))
     const text = await source.rt.runPromise(collectText(exportHistories({ pageSize: 3, batchSize: 2 })))
     const lines = text.trimEnd().split("\n")
     expect(lines).toHaveLength(ids.length)
+    expect(await source.rt.runPromise(countIndexed())).toBe(ids.length - 1) // the expired one has no index entry
     const exported = lines.map((l) => JSON.parse(l) as { taskId: string; events: Array<unknown> })
     expect(exported.map((l) => l.taskId).sort()).toEqual([...ids].sort())
     const records = await source.rt.runPromise(Stream.runCollect(exportRecords()))

@@ -5,12 +5,13 @@
 import { afterAll, describe, expect, it } from "vitest"
 import { Audit } from "../../src/audit/index.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
-import { freshKeyspace, redisUrl } from "../support/TestRedis.ts"
+import { freshKeyspace, testRedisOptions } from "../support/TestRedis.ts"
 import { seed } from "./fixtures.ts"
 
 const open: Array<Orchestrator> = []
 const make = () => {
-  const o = new Orchestrator({ redisUrl, namespace: freshKeyspace().namespace })
+  const ks = freshKeyspace()
+  const o = new Orchestrator({ ...testRedisOptions, namespace: ks.namespace, partitions: ks.partitions })
   open.push(o)
   return o
 }

@@ -21,9 +21,16 @@ interface Result {
   readonly stderr: string
 }
 
-const cli = (args: ReadonlyArray<string>, options: { input?: string; timeoutMs?: number } = {}): Promise<Result> =>
+const cli = (
+  args: ReadonlyArray<string>,
+  options: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}
+): Promise<Result> =>
   new Promise((done, fail) => {
-    const child = spawn("node", ["src/cli/main.ts", ...args], { cwd: root, env, stdio: ["pipe", "pipe", "pipe"] })
+    const child = spawn("node", ["src/cli/main.ts", ...args], {
+      cwd: root,
+      env: { ...env, ...options.env },
+      stdio: ["pipe", "pipe", "pipe"]
+    })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
@@ -71,6 +78,7 @@ describe("factorial-ts: arguments and help", { timeout: 240_000 }, () => {
     const [top, ...each] = await cliAll([["--help"], ...commands.map((c) => [c, "--help"])])
     expect(top!.code).toBe(0)
     for (const c of commands) expect(top!.stdout).toContain(`  ${c} `)
+    expect(top!.stdout).toContain("--cluster-nodes <host:port,...>")
     each.forEach((r, i) => {
       expect(r.code, commands[i]).toBe(0)
       expect(r.stdout).toContain(`Usage: factorial-ts ${commands[i]}`)
@@ -95,7 +103,10 @@ describe("factorial-ts: arguments and help", { timeout: 240_000 }, () => {
       [["export", "--status", "done"], "unknown status done"],
       [["tail", "--type", "TaskExploded"], "unknown event type"],
       [["history", "x", "--up-to", "0"], "--up-to must be at least 1"],
-      [["status", "bad id!"], "invalid task id"]
+      [["status", "bad id!"], "invalid task id"],
+      [["--redis-url", "redis://127.0.0.1:6379", "--cluster-nodes", "127.0.0.1:7000", "status", "x"], "exclude each other"],
+      [["--cluster-nodes", "127.0.0.1", "status", "x"], "--cluster-nodes: expected host:port"],
+      [["--cluster-nodes", "a:1,b:70000", "verify"], "got \"b:70000\""]
     ]
     const results = await cliAll(cases.map(([args]) => args))
     results.forEach((r, i) => {
@@ -103,6 +114,9 @@ describe("factorial-ts: arguments and help", { timeout: 240_000 }, () => {
       expect(r.stderr, cases[i]![0].join(" ")).toContain(cases[i]![1])
       expect(r.stdout).toBe("")
     })
+    const ambiguous = await cli(["status", "x"], { env: { REDIS_CLUSTER_NODES: "127.0.0.1:7000" } })
+    expect(ambiguous.code).toBe(2)
+    expect(ambiguous.stderr).toContain("both REDIS_URL and REDIS_CLUSTER_NODES are set")
     const json = await cli(["status", "--json"])
     expect(json.code).toBe(2)
     expect(JSON.parse(json.stdout)).toMatchObject({ error: { tag: "UsageError" } })
@@ -123,10 +137,12 @@ describe("factorial-ts: arguments and help", { timeout: 240_000 }, () => {
     expect(JSON.parse(json.stdout)).toEqual({ error: { tag: "TaskNotFound", message: "task no-such-task not found" } })
   })
 
-  it("exits 1 when Redis cannot be reached", async () => {
-    const r = await cli(["--redis-url", "redis://127.0.0.1:1", "status", "x"])
+  it("exits 1 when Redis (or every Cluster seed node) cannot be reached", async () => {
+    const [r, c] = await cliAll([["--redis-url", "redis://127.0.0.1:1", "status", "x"], ["--cluster-nodes", "127.0.0.1:1", "status", "x"]])
     expect(r.code).toBe(1)
     expect(r.stderr).toContain("cannot reach Redis at redis://127.0.0.1:1")
+    expect(c.code).toBe(1)
+    expect(c.stderr).toContain("cannot reach Redis at cluster 127.0.0.1:1")
   })
 
   it("demo --help describes the demo (the demo itself is tested in test/src/Demo.test.ts)", async () => {

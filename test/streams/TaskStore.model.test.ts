@@ -5,7 +5,8 @@
  * field), the same new events in the task's history and in the partition log, the same state, the
  * status hash equal to the fold of the stored history (expired: hash deleted, status "expired"), and the
  * task listed in the index of its status (and in the delayed set while in backoff).
- * A second property drives claims from real queue entries (XREADGROUP) with zombie workers and
+ * A second property drives claims from real queue entries (XREADGROUP then claim, or `claimnext`, alone or
+ * behind a commit in the same round trip) with zombie workers and
  * maintenance recovery, and checks the queue: one live entry per queued task, every delivered entry
  * pending with its live claim or gone.
  *
@@ -181,7 +182,11 @@ class Harness {
    * Each command is made from the model's state just before it, as the real caller would see it.
    * Returns whether each command was accepted.
    */
-  async step(make: ReadonlyArray<(model: Map<string, TaskState>) => Item>): Promise<ReadonlyArray<boolean>> {
+  async step(
+    make: ReadonlyArray<(model: Map<string, TaskState>) => Item>,
+    /** How the commands run in Redis (default: `execute`, or `executeMany` for several). */
+    runner?: (items: ReadonlyArray<Item>) => Promise<ReadonlyArray<Result.Result<Accepted, TaskRejected | RedisError>>>
+  ): Promise<ReadonlyArray<boolean>> {
     const items: Array<Item> = []
     const expected: Array<ReturnType<typeof applyCommand>> = []
     const historyStart = new Map<string, number>()
@@ -204,7 +209,9 @@ class Harness {
       wantLog.set(p, [...(wantLog.get(p) ?? []), ...applied.recorded])
     }
 
-    const outcomes: ReadonlyArray<Result.Result<Accepted, TaskRejected | RedisError>> = items.length === 1
+    const outcomes: ReadonlyArray<Result.Result<Accepted, TaskRejected | RedisError>> = runner !== undefined
+      ? await runner(items)
+      : items.length === 1
       ? [await run(Effect.result(this.store.execute(items[0]!.command, items[0]!.delivery)))]
       : (await run(this.store.executeMany(items))).map((o) => "values" in o ? Result.succeed(o) : Result.fail(o))
     if (items.length > 1) stats.pipelines++
@@ -285,14 +292,15 @@ class Harness {
 
   private async readTask(taskId: string) {
     const k = taskKeys(this.ks, taskId)
-    const [hash, history, status, indexed, delayed, deadline, outbox] = await Promise.all([
+    const [hash, history, status, indexed, delayed, deadline, outbox, pointers] = await Promise.all([
       run(this.store.getState(taskId)),
       run(this.store.getHistory(taskId)),
       run(this.store.getStatus(taskId)),
       Promise.all(TaskStatus.literals.map((s) => this.conn.call("ZSCORE", k.index(s), taskId))),
       this.conn.call("ZSCORE", k.delayed, taskId),
       this.conn.call("ZSCORE", k.waits, taskId),
-      this.conn.call("ZSCORE", k.outbox, taskId)
+      this.conn.call("ZSCORE", k.outbox, taskId),
+      this.conn.hmget(k.task, "payloadAt", "outputAt")
     ])
     const listedIn = TaskStatus.literals.filter((_, i) => indexed[i] !== null)
     const score = (x: unknown) => x === null ? undefined : Number(x)
@@ -304,15 +312,24 @@ class Harness {
       listedIn,
       delayed: score(delayed),
       deadline: score(deadline),
-      inOutbox: outbox !== null
+      inOutbox: outbox !== null,
+      pointers: pointers.map(score)
     }
   }
 
   /** The stored task equals the model, and its status hash equals the fold of its stored history. */
   private compareTask(
-    { taskId, hash, history, status, listedIn, delayed, deadline, inOutbox }: Awaited<ReturnType<Harness["readTask"]>>
+    { taskId, hash, history, status, listedIn, delayed, deadline, inOutbox, pointers }: Awaited<ReturnType<Harness["readTask"]>>
   ): void {
     const want: State = this.model.get(taskId)
+    // The hash points at the last history entries that carry the payload and the output.
+    const at = (i: number) => i < 0 ? undefined : i
+    if (hash !== undefined) {
+      assert.deepStrictEqual(pointers, [
+        at(history.findLastIndex((e) => "payload" in e.event && e.event.payload !== undefined)),
+        at(history.findLastIndex((e) => e.event._tag === "TaskCompleted"))
+      ], `payloadAt/outputAt of ${taskId}`)
+    }
     assert.deepStrictEqual(fold(history), want, `fold of the history of ${taskId}`)
     assert.strictEqual(status, want?.status, `status of ${taskId}`)
     if (want?.status === "expired") assert.isUndefined(hash, `hot data of expired ${taskId}`)
@@ -514,7 +531,8 @@ describe("TaskStore against the decider", () => {
 
   type QueueStep =
     | { readonly op: "Enqueue"; readonly task: number; readonly agent: number; readonly maxRetries: number }
-    | { readonly op: "Poll"; readonly worker: number; readonly agent: number; readonly partition: number }
+    /** `count` 0: XREADGROUP then Claim (the reader's way); 1-2: `claimnext` reading up to that many entries. */
+    | { readonly op: "Poll"; readonly worker: number; readonly agent: number; readonly partition: number; readonly count: number }
     | {
       readonly op: "Act"
       /** Which held claim acts: a live one, unless `zombie` (then any, most likely a zombie). */
@@ -522,6 +540,8 @@ describe("TaskStore against the decider", () => {
       readonly zombie: boolean
       readonly action: "Heartbeat" | "CompleteTurn" | "Complete" | "Retry" | "Backoff" | "Fatal" | "Release" | "AcknowledgeCancel" | "Wait"
       readonly applied: AppliedPick
+      /** 1-2: the command is sent with a `claimnext` of up to that many entries behind it (a slot taking its next task). */
+      readonly thenClaim: number
     }
     /** A deferred result for a task that waits (Act "Wait" waits for `r0`, or `r0` and `r1`). */
     | { readonly op: "Deliver"; readonly task: number; readonly id: number }
@@ -539,7 +559,8 @@ describe("TaskStore against the decider", () => {
         op: fc.constant("Poll" as const),
         worker: fc.nat(workers.length - 1),
         agent: fc.nat(agents.length - 1),
-        partition: fc.nat(PARTITIONS - 1)
+        partition: fc.nat(PARTITIONS - 1),
+        count: fc.nat(2)
       })
     },
     {
@@ -562,7 +583,8 @@ describe("TaskStore against the decider", () => {
           "Wait" as const,
           "Wait" as const
         ),
-        applied: fc.constantFrom("all" as const, "none" as const, "tooMany" as const)
+        applied: fc.constantFrom("all" as const, "none" as const, "tooMany" as const),
+        thenClaim: fc.constantFrom(0, 0, 1, 2)
       })
     },
     { weight: 4, arbitrary: fc.record({ op: fc.constant("Deliver" as const), task, id: fc.nat(1) }) },
@@ -599,6 +621,45 @@ describe("TaskStore against the decider", () => {
       delivery
     })])
     return ok ? { worker, taskId: entry.taskId, lease: entry.lease + 1, delivery } : undefined
+  }
+
+  /**
+   * `claimnext` (after `after`, a worker command of a task in the same partition, in the same round trip):
+   * the model applies the command, then a Claim of each entry the script read, in that order, and every
+   * outcome, event and state is compared as for any step. Returns the command's and each claim's acceptance.
+   */
+  const claimNext = async (
+    h: Harness,
+    request: { agent: string; worker: string; partition: number; count: number; now: number },
+    after?: Item
+  ) => {
+    const result = await run(h.store.claimNext(request, after))
+    assert.isUndefined(result.claimError, "claimnext failed")
+    const claims = result.claims.map((e) => ({
+      command: { _tag: "Claim" as const, taskId: e.taskId, lease: e.lease, worker: request.worker, now: request.now },
+      delivery: { entryId: e.entryId, agent: request.agent }
+    }))
+    const items: ReadonlyArray<Item> = [...(after === undefined ? [] : [after]), ...claims]
+    const outcomes = [...(after === undefined ? [] : [result.outcome!]), ...result.claims.map((e) => e.outcome)]
+    if (items.length === 0) return { committed: undefined, claimed: [] }
+    const oks = await h.step(
+      items.map((item) => () => item),
+      async () => outcomes.map((o) => "values" in o ? Result.succeed(o) : Result.fail(o))
+    )
+    count(stats.situations, after === undefined ? "claimnext" : "commit and claimnext")
+    const claimedOks = after === undefined ? oks : oks.slice(1)
+    return {
+      committed: after === undefined ? undefined : oks[0],
+      claimed: claims.map((c, i) => ({ ok: claimedOks[i]!, entryId: c.delivery.entryId, held: { worker: request.worker, taskId: c.command.taskId, lease: c.command.lease + 1, delivery: c.delivery } }))
+    }
+  }
+  /** Books what a `claimNext` claimed: live claims are held, stale entries finished. */
+  const book = (held: Array<Held>, finished: Set<string>, claimed: Awaited<ReturnType<typeof claimNext>>["claimed"]) => {
+    for (const c of claimed) {
+      count(stats.situations, c.ok ? "claim of a live entry" : "claim of a stale entry")
+      if (c.ok) held.push(c.held)
+      else finished.add(c.entryId)
+    }
   }
 
   /**
@@ -681,6 +742,11 @@ describe("TaskStore against the decider", () => {
               case "Poll": {
                 const agent = agents[step.agent]!
                 const worker = workers[step.worker]!
+                if (step.count > 0) {
+                  const { claimed } = await claimNext(h, { agent, worker, partition: step.partition, count: step.count, now })
+                  book(held, finished, claimed)
+                  break
+                }
                 const entry = await poll(h, step.partition, agent, worker)
                 if (entry === undefined) break
                 const c = await claim(h, agent, worker, entry, now)
@@ -692,7 +758,6 @@ describe("TaskStore against the decider", () => {
               case "Act": {
                 const c = pick(step)
                 if (c === undefined) break
-                const i = held.indexOf(c)
                 const taskId = c.taskId
                 const steering = h.model.get(taskId)?.steering.length ?? 0
                 const applied = step.applied === "all" ? steering : step.applied === "none" ? 0 : steering + 1
@@ -737,7 +802,19 @@ describe("TaskStore against the decider", () => {
                 if (live && step.action === "Heartbeat") {
                   await h.conn.call("XCLAIM", queue, c.delivery.agent, c.worker, 0, c.delivery.entryId, "IDLE", 3_600_000, "JUSTID")
                 }
-                const [ok] = await leased(c, make)
+                let ok: boolean | undefined
+                if (step.thenClaim > 0 && step.action !== "Heartbeat") {
+                  // The slot commits and takes its next task from the same queue in one round trip.
+                  const result = await claimNext(
+                    h,
+                    { agent: c.delivery.agent, worker: c.worker, partition: taskKeys(h.ks, taskId).partition, count: step.thenClaim, now },
+                    { command: make(c.lease), delivery: c.delivery }
+                  )
+                  ok = result.committed
+                  book(held, finished, result.claimed)
+                } else {
+                  ;[ok] = await leased(c, make)
+                }
                 if (!live) count(stats.situations, "zombie worker command")
                 if (live && step.action === "Heartbeat") {
                   const pending = (await h.conn.call("XPENDING", queue, c.delivery.agent, "-", "+", 1000)) as Array<
@@ -751,7 +828,7 @@ describe("TaskStore against the decider", () => {
                 // Any accepted command but a heartbeat ends the delivery (acked and deleted).
                 if (ok && step.action !== "Heartbeat") {
                   finished.add(c.delivery.entryId)
-                  held.splice(i, 1)
+                  held.splice(held.indexOf(c), 1)
                 }
                 break
               }
@@ -818,7 +895,9 @@ describe("TaskStore against the decider", () => {
         "claim of a live entry",
         "zombie worker command",
         "recovery",
-        "heartbeat of a live claim"
+        "heartbeat of a live claim",
+        "claimnext",
+        "commit and claimnext"
         // "resumed by a result" is reached in most runs but not all: it is counted, not required.
       ]
     ) {
