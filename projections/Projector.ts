@@ -225,6 +225,8 @@ const installApply = async (conn: RedisConnection): Promise<ApplyCaller> => {
 export class MetricsProjector extends Context.Service<MetricsProjector, {
   readonly keyspace: Keyspace
   readonly options: MetricsOptions
+  /** This process's consumer name in the `projector` group (maintenance keeps it registered as live). */
+  readonly consumer: string
   /** Follows every partition's log until interrupted (one fiber and one dedicated connection each). */
   readonly run: Effect.Effect<never, ProjectorError, Scope.Scope>
   /**
@@ -426,7 +428,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
   const readGroup = (p: number, conn: RedisConnection, count: number, from: string, block?: number) =>
     Effect.tryPromise({
       try: async () => {
-        // The typed method, not `call`: ioredis speaks RESP3 and only its xreadgroup reshapes the map reply.
+        // The typed method, not `call`: its reply has the same shape whatever the protocol.
         const xreadgroup = conn.xreadgroup as unknown as (...args: ReadonlyArray<string | number>) => Promise<unknown>
         const reply = (await xreadgroup.call(
           conn,
@@ -819,6 +821,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
   return MetricsProjector.of({
     keyspace,
     options: metricsOptions,
+    consumer,
     run,
     poll,
     apply,

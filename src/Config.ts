@@ -165,20 +165,31 @@ const MaintenanceFields = Schema.Struct({
   interval: PositiveSeconds,
   workers: PositiveInt,
   maxCleanupBatch: PositiveInt,
+  expiryBudget: NonNegativeSeconds,
   eventLogRetention: PositiveSeconds
 })
 
-/** Maintenance: lease recovery, backoff wake-ups, TTL expiry and log trimming. Safe in every process. */
+/**
+ * Maintenance: lease recovery, backoff wake-ups, TTL expiry, log trimming and the deletion of dead
+ * consumers. Safe in every process.
+ */
 export class MaintenanceWorkerConfig {
+  /** Seconds between passes (at most: wake-ups and wait deadlines are served on time). */
   readonly interval: number
   readonly workers: number
+  /** Per pass and partition: entries recovered and tasks woken; tasks expired per status per batch. */
   readonly maxCleanupBatch: number
+  /**
+   * Seconds one pass may spend on further expiry batches once every terminal status of every partition had
+   * its first one, while more tasks are past their TTL (0: one batch per status per partition per pass).
+   */
+  readonly expiryBudget: number
   /** How long the partition event logs keep entries (the projector's unread entries are always kept). */
   readonly eventLogRetention: number
   readonly taskTtl: TaskTTLConfig
   readonly metricsTimeline: MetricsTimelineConfig
 
-  static readonly defaults = { interval: 10, workers: 1, maxCleanupBatch: 100, eventLogRetention: 86400 }
+  static readonly defaults = { interval: 10, workers: 1, maxCleanupBatch: 100, expiryBudget: 1, eventLogRetention: 86400 }
 
   constructor(
     input: Partial<typeof MaintenanceWorkerConfig.defaults> & {
@@ -191,6 +202,7 @@ export class MaintenanceWorkerConfig {
     this.interval = v.interval
     this.workers = v.workers
     this.maxCleanupBatch = v.maxCleanupBatch
+    this.expiryBudget = v.expiryBudget
     this.eventLogRetention = v.eventLogRetention
     this.taskTtl = taskTtl ?? new TaskTTLConfig()
     this.metricsTimeline = metricsTimeline ?? new MetricsTimelineConfig()

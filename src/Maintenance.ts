@@ -9,13 +9,29 @@
  *   failed, or resumed with timeout results, as each item says);
  * - follow-up steps nobody ran (the `outbox`, e.g. after a crash right after a terminal commit): a finished
  *   child's parent is told, a finished parent's children are cancelled (src/FollowUp.ts);
- * - expiry of finished tasks past their TTL (`TaskExpired`; the history keeps its own retention);
- * - trimming of the partition event logs by age, never past what the projector has not yet read.
+ * - expiry of finished tasks past their TTL (`TaskExpired`; the history keeps its own retention): one batch
+ *   of `maxCleanupBatch` per terminal status per partition, then, while some status still has more past due,
+ *   further batches round the partitions until none is left or the pass has spent `expiryBudget` on them
+ *   (so a backlog drains in a pass or a few without holding up recoveries and wake-ups for long);
+ * - trimming of the partition event logs by age, never past what the projector has not yet read;
+ * - deletion of dead consumers, at a low frequency (every `deadConsumerAfterMs`, see there): every process
+ *   leaves a consumer named by its worker id in each agent queue's group it read from (and `maintenance-<id>`
+ *   where it recovered entries, and the projector's in the `projector` group of each partition log), and
+ *   nothing else ever removes them. A consumer is deleted (XGROUP DELCONSUMER) when it has 0 pending entries,
+ *   has been idle longer than `deadConsumerAfterMs`, and no running process vouches for its name in the
+ *   `{ns}:consumers` registry (each process's maintenance keeps its names there, alive until a time it
+ *   renews, and removes its worker and maintenance names on a clean stop). The registry, not XINFO's
+ *   `idle`, is what keeps a live consumer: on Redis < 7.2 `idle` counts from the last read or claim that
+ *   *delivered* entries, so a live worker of an empty queue looks idle forever (from 7.2 it counts from the
+ *   last attempt). The pending check is repeated inside the deleting script, atomically with the delete, so
+ *   an entry a consumer reads in between is never dropped from the pending list (deleting a consumer with
+ *   nothing pending is otherwise harmless: its next read creates it again); a consumer with pending entries
+ *   stays until recovery (XAUTOCLAIM) or the projector's orphan adoption has moved them.
  */
-import { Deferred, Effect, Exit } from "effect"
+import { Deferred, Effect, Exit, Random } from "effect"
 import { settle } from "./FollowUp.ts"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
-import { allPartitions, partitionKeys } from "../streams/Keys.ts"
+import { allPartitions, namespaceKeys, partitionKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { flatToRecord, TaskStore, type Delivery } from "./TaskStore.ts"
 import type { MaintenanceWorkerConfig } from "./Config.ts"
@@ -32,6 +48,8 @@ export interface MaintenanceOptions {
   readonly workerId: string
   /** The projector's consumer group on the partition logs, whose unread entries must not be trimmed. */
   readonly projectorGroup?: string
+  /** The consumer name this process's projector reads `projectorGroup` with, kept registered as live. */
+  readonly projectorConsumer?: string
 }
 
 export interface MaintenanceReport {
@@ -44,6 +62,8 @@ export interface MaintenanceReport {
   readonly followedUp: number
   /** Earliest pending backoff wake-up or wait deadline (ms), if any. */
   readonly nextWakeAt: number | undefined
+  /** Dead consumers deleted from the queue and projector groups (0 in a pass that did not sweep them). */
+  readonly consumersDeleted: number
 }
 
 /** An outbox entry is swept once it is this old: the committer runs the step at once, normally. */
@@ -51,15 +71,46 @@ const OUTBOX_GRACE_MS = 1_000
 
 const terminal = ["completed", "failed", "cancelled"] as const
 
-/** One pass over every partition. */
-export const maintainOnce = (options: MaintenanceOptions) =>
+/** The consumer name maintenance claims with (XAUTOCLAIM) in the agent queue groups. */
+export const maintenanceConsumer = (workerId: string): string => `maintenance-${workerId}`
+
+/**
+ * A dead worker's entries are recovered at most `heartbeatTimeout + interval` after its last heartbeat;
+ * a consumer idle for this many times that (and at least MIN_DEAD_CONSUMER_MS) may be deleted.
+ */
+const DEAD_CONSUMER_FACTOR = 5
+/** Twice the 1 s BLOCK of a worker's reads, so tiny test settings still leave a live reader alone. */
+const MIN_DEAD_CONSUMER_MS = 2_000
+
+/**
+ * How long (ms) a consumer must have been idle, with 0 pending entries and no live registration, before
+ * maintenance deletes it: 5 × (the longest heartbeat timeout of the agents + `interval`), at least 2 s
+ * (defaults: 5 × (30 s + 10 s) = 200 s). It is also how long a process's registration stays valid without
+ * renewal (renewed every quarter of it), and how often a process sweeps.
+ */
+export const deadConsumerAfterMs = (options: Pick<MaintenanceOptions, "agents" | "config">): number =>
+  Math.max(
+    MIN_DEAD_CONSUMER_MS,
+    Math.round(DEAD_CONSUMER_FACTOR * 1000 * (Math.max(0, ...options.agents.map((a) => a.heartbeatTimeout)) + options.config.interval))
+  )
+
+/** The consumer names this process reads or claims with, which it keeps registered while it runs. */
+const ownConsumers = (options: MaintenanceOptions): ReadonlyArray<string> => [
+  options.workerId,
+  maintenanceConsumer(options.workerId),
+  ...(options.projectorConsumer !== undefined ? [options.projectorConsumer] : [])
+]
+
+/** One pass over every partition; `sweepConsumers` also deletes dead consumers (a low-frequency job). */
+export const maintainOnce = (options: MaintenanceOptions, pass: { readonly sweepConsumers?: boolean } = {}) =>
   Effect.gen(function*() {
     const store = yield* TaskStore
     const redis = yield* RedisClient
     const ks = store.keyspace
     const { config } = options
-    const consumer = `maintenance-${options.workerId}`
-    const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+    const consumer = maintenanceConsumer(options.workerId)
+    const clock = Effect.clockWith((c) => c.currentTimeMillis)
+    const now = yield* clock
     let recovered = 0
     let woken = 0
     let expired = 0
@@ -78,6 +129,27 @@ export const maintainOnce = (options: MaintenanceOptions) =>
         )).pipe(Effect.map((ns) => ns.reduce((a, b) => a + b, 0)))
 
     const accepted = (outcomes: ReadonlyArray<unknown>) => outcomes.filter((o) => o !== null && typeof o === "object" && "values" in o).length
+
+    /**
+     * Expires up to `maxCleanupBatch` of the oldest tasks of a terminal status past its TTL (the cutoff is
+     * fixed by the pass's `now`). True when there may be more: the batch was full and made progress (a batch
+     * that expired nothing — another process got there first, or stray index members — is not retried).
+     */
+    const expireBatch = (index: string, status: typeof terminal[number]) =>
+      Effect.gen(function*() {
+        const cutoff = now - config.taskTtl.ttlOf(status) * 1000
+        const old = yield* redis.use("zrangebyscore", (c) =>
+          c.zrangebyscore(index, "-inf", cutoff, "LIMIT", 0, config.maxCleanupBatch)
+        )
+        const n = accepted(
+          yield* store.executeMany(old.map((taskId): { command: TaskCommand } => ({ command: { _tag: "Expire", taskId, now } })), {
+            historyTtlSeconds: config.taskTtl.historyTtl
+          })
+        )
+        expired += n
+        return old.length >= config.maxCleanupBatch && n > 0
+      })
+    let backlog: Array<{ readonly index: string; readonly status: typeof terminal[number] }> = []
 
     for (const p of allPartitions(ks)) {
       const keys = partitionKeys(ks, p)
@@ -144,20 +216,124 @@ export const maintainOnce = (options: MaintenanceOptions) =>
       followedUp += yield* followUp(unsettled)
 
       for (const status of terminal) {
-        const cutoff = now - config.taskTtl.ttlOf(status) * 1000
-        const old = yield* redis.use("zrangebyscore", (c) =>
-          c.zrangebyscore(keys.index(status), "-inf", cutoff, "LIMIT", 0, config.maxCleanupBatch)
-        )
-        expired += accepted(
-          yield* store.executeMany(old.map((taskId): { command: TaskCommand } => ({ command: { _tag: "Expire", taskId, now } })), {
-            historyTtlSeconds: config.taskTtl.historyTtl
-          })
-        )
+        const index = keys.index(status)
+        if (yield* expireBatch(index, status)) backlog.push({ index, status })
       }
 
       yield* trimEventLog(redis.conn, keys.events, now - config.eventLogRetention * 1000, options.projectorGroup)
     }
-    return { recovered, woken, expired, timedOut, followedUp, nextWakeAt } satisfies MaintenanceReport
+
+    // Expiry backlog: every status of every partition had one batch above; while some still had a full batch
+    // past due, keep going round them, one batch each, until they are drained or the budget is spent.
+    const drainUntil = (yield* clock) + config.expiryBudget * 1000
+    while (backlog.length > 0 && (yield* clock) < drainUntil) {
+      const more: typeof backlog = []
+      for (const item of backlog) {
+        if ((yield* clock) >= drainUntil) break
+        if (yield* expireBatch(item.index, item.status)) more.push(item)
+      }
+      backlog = more
+    }
+
+    const consumersDeleted = pass.sweepConsumers === true
+      ? yield* sweepDeadConsumers(options).pipe(
+        Effect.catch((e) => Effect.as(Effect.logWarning(`dead consumer sweep failed: ${e.message}`), 0))
+      )
+      : 0
+    return { recovered, woken, expired, timedOut, followedUp, nextWakeAt, consumersDeleted } satisfies MaintenanceReport
+  })
+
+/**
+ * Deletes the consumers named in ARGV[2..] from group ARGV[1] of stream KEYS[1] that have no pending entries
+ * *now*, in the same atomic step as the delete, so an entry a consumer read since it was listed is never
+ * dropped from the group's pending list. (Not XINFO CONSUMERS here: copying thousands of consumers into Lua
+ * takes tens of ms; XPENDING of one consumer is O(1) when it has nothing pending.) XGROUP CREATECONSUMER
+ * answers 0 for a consumer that exists, so one that another process's sweep deleted meanwhile is not
+ * counted (the create and the delete cancel out). Returns how many were deleted.
+ */
+const DELETE_DEAD_CONSUMERS = `
+local deleted = 0
+for i = 2, #ARGV do
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[i])
+  if pending['err'] ~= nil then return deleted end
+  if #pending == 0 then
+    if redis.call('XGROUP', 'CREATECONSUMER', KEYS[1], ARGV[1], ARGV[i]) == 0 then deleted = deleted + 1 end
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[i])
+  end
+end
+return deleted
+`
+
+/**
+ * Deletes those of `names` in `group` of `stream` that have nothing pending at that moment (atomically);
+ * returns how many existed and were deleted.
+ */
+export const deleteIdleConsumers = (stream: string, group: string, names: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    if (names.length === 0) return 0
+    const redis = yield* RedisClient
+    return Number(yield* redis.use("delete dead consumers", (c) => c.eval(DELETE_DEAD_CONSUMERS, 1, stream, group, ...names)))
+  })
+
+interface ConsumerInfo {
+  readonly name: string
+  readonly pending: number
+  readonly idle: number
+}
+
+/**
+ * Deletes dead consumers from the groups of every agent queue (the agents of this process and those in
+ * each partition's `agents` set) and from the projector group of every partition log. Returns the count.
+ */
+export const sweepDeadConsumers = (options: MaintenanceOptions) =>
+  Effect.gen(function*() {
+    const store = yield* TaskStore
+    const redis = yield* RedisClient
+    const ks = store.keyspace
+    const registry = namespaceKeys(ks).consumers
+    const deadAfter = deadConsumerAfterMs(options)
+    const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+    const live = new Set(yield* redis.use("zrangebyscore", (c) => c.zrangebyscore(registry, now, "+inf")))
+    yield* redis.use("zremrangebyscore", (c) => c.zremrangebyscore(registry, "-inf", `(${now}`))
+    let deleted = 0
+    for (const p of allPartitions(ks)) {
+      const keys = partitionKeys(ks, p)
+      const known = yield* redis.use("smembers", (c) => c.smembers(keys.agents))
+      const groups = [...new Set([...options.agents.map((a) => a.name), ...known])].sort().map((agent) => ({
+        stream: keys.queue(agent),
+        group: agent
+      }))
+      if (options.projectorGroup !== undefined) groups.push({ stream: keys.events, group: options.projectorGroup })
+      const infos = yield* redis.use("xinfo consumers", async (c) => {
+        const pipeline = c.pipeline()
+        for (const g of groups) pipeline.call("XINFO", "CONSUMERS", g.stream, g.group)
+        // A missing stream or group (nobody read it yet) answers with an error: no consumers.
+        return ((await pipeline.exec()) ?? []).map(([err, reply]): ReadonlyArray<ConsumerInfo> =>
+          err ? [] : (reply as Array<Array<string>>).map(flatToRecord).map((f) => ({
+            name: String(f.name),
+            pending: Number(f.pending),
+            idle: Number(f.idle)
+          }))
+        )
+      })
+      for (const [i, g] of groups.entries()) {
+        const dead = (infos[i] ?? []).filter((c) => c.pending === 0 && c.idle > deadAfter && !live.has(c.name)).map((c) => c.name)
+        for (let from = 0; from < dead.length; from += options.config.maxCleanupBatch) {
+          deleted += yield* deleteIdleConsumers(g.stream, g.group, dead.slice(from, from + options.config.maxCleanupBatch))
+        }
+      }
+    }
+    if (deleted > 0) yield* Effect.logInfo(`maintenance deleted ${deleted} dead consumer${deleted === 1 ? "" : "s"} (idle over ${deadAfter} ms, nothing pending)`)
+    return deleted
+  })
+
+/** Vouches, until `until` (ms), that this process's consumers are alive. */
+const registerConsumers = (options: MaintenanceOptions, until: number) =>
+  Effect.gen(function*() {
+    const store = yield* TaskStore
+    const redis = yield* RedisClient
+    const registry = namespaceKeys(store.keyspace).consumers
+    yield* redis.use("zadd", (c) => c.zadd(registry, ...ownConsumers(options).flatMap((name) => [until, name])))
   })
 
 /** Trims a partition log to entries newer than `cutoffMs`, keeping everything the projector still needs. */
@@ -193,17 +369,41 @@ const compareIds = (a: string, b: string): number => {
  */
 export const runMaintenance = (options: MaintenanceOptions) =>
   Effect.gen(function*() {
+    const store = yield* TaskStore
+    const redis = yield* RedisClient
     let poke = Deferred.makeUnsafe<void>()
     let sleepingUntil = Infinity
+    const clock = Effect.clockWith((c) => c.currentTimeMillis)
+    const deadAfter = deadConsumerAfterMs(options)
+    let registeredAt = -Infinity
+    // Processes started together (a deploy) sweep at different times.
+    let sweepAt = (yield* clock) + Math.round(deadAfter * (yield* Random.next))
+    // On a clean stop (after the worker pools, whose finalizers run first, have handed their work back),
+    // this process's own names leave the registry. The projector's name may be shared by other
+    // orchestrators of this process (host-pid): it is left to expire.
+    yield* Effect.addFinalizer(() =>
+      redis.use("zrem", (c) =>
+        c.zrem(namespaceKeys(store.keyspace).consumers, options.workerId, maintenanceConsumer(options.workerId))
+      ).pipe(Effect.ignore)
+    )
     const loop = Effect.gen(function*() {
       // A poke during the pass (which may have read the sets before that commit) asks for another pass at once.
       const poked = Deferred.makeUnsafe<void>()
       poke = poked
       sleepingUntil = Infinity
-      const report = yield* maintainOnce(options).pipe(
+      const start = yield* clock
+      if (start - registeredAt >= deadAfter / 4) {
+        yield* registerConsumers(options, start + deadAfter).pipe(
+          Effect.andThen(Effect.sync(() => registeredAt = start)),
+          Effect.catch((e) => Effect.logWarning(`maintenance could not register its consumers: ${e.message}`))
+        )
+      }
+      const sweepConsumers = start >= sweepAt
+      if (sweepConsumers) sweepAt = start + deadAfter
+      const report = yield* maintainOnce(options, { sweepConsumers }).pipe(
         Effect.catchCause((cause) => Effect.as(Effect.logWarning("maintenance pass failed", cause), undefined))
       )
-      const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+      const now = yield* clock
       const wakeAt = Math.min(now + options.config.interval * 1000, report?.nextWakeAt ?? Infinity)
       sleepingUntil = wakeAt
       yield* Effect.raceFirst(Effect.sleep(Math.max(0, wakeAt - now)), Deferred.await(poked))

@@ -129,14 +129,15 @@ export const orchestratorLayer = (
 export const runRunners = (runners: ReadonlyArray<Runner>, workerId = makeWorkerId()) =>
   Effect.gen(function*() {
     const maintenanceConfig = runners[0]?.maintenanceConfig ?? new MaintenanceWorkerConfig()
+    const projector = yield* MetricsProjector
     const maintenance = yield* runMaintenance({
       agents: runners.map((r) => ({ name: r.agent.name, heartbeatTimeout: r.workerConfig.heartbeatTimeout })),
       config: maintenanceConfig,
       workerId,
-      projectorGroup: PROJECTOR_GROUP
+      projectorGroup: PROJECTOR_GROUP,
+      projectorConsumer: projector.consumer
     })
     // Metrics: safe in every process (a commit is refused if another projector moved the checkpoint).
-    const projector = yield* MetricsProjector
     yield* Effect.forkScoped(
       projector.run.pipe(Effect.catchCause((cause) => Effect.logError("metrics projector stopped", cause)))
     )

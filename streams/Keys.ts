@@ -121,10 +121,15 @@ export const batchKeys = (ks: Keyspace, batchId: string) => {
 /** How long a batch's keys are kept once all its tasks have ended (seconds). */
 export const BATCH_RETENTION_SECONDS = 7 * 86400
 
-/** Namespace-wide keys (outside any partition slot; read at start-up only). */
+/** Namespace-wide keys (outside any partition slot; never in a script with partition keys). */
 export const namespaceKeys = (ks: Keyspace) => ({
   /** Hash: namespace settings fixed at creation (partition count). */
   meta: `{${ks.namespace}}:meta`,
+  /**
+   * Sorted set: consumer name → time (ms) until which its running process vouches that it is alive;
+   * refreshed by that process's maintenance, read by the dead-consumer sweep (src/Maintenance.ts).
+   */
+  consumers: `{${ks.namespace}}:consumers`,
   /** Pub/sub channel: cancel and steer notices for running workers. */
   control: `{${ks.namespace}}:control`
 })
