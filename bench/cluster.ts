@@ -12,6 +12,7 @@
  * excluded; the topologies' order rotates in each repetition; the report gives medians. Raw results go
  * to bench/results/<date>-cluster-<size>.json (not committed).
  */
+import { execFileSync } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
 import { loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
@@ -63,6 +64,16 @@ const commandOf = (args: ReturnType<typeof parseArgs>) => {
   return `npm run bench:cluster${flags.length === 0 ? "" : ` -- ${flags.join(" ")}`}`
 }
 
+/** The commit being measured, marked when tracked files have changes (read before the run rewrites the docs). */
+const currentCommit = (root: string): string => {
+  try {
+    const git = (...args: ReadonlyArray<string>) => execFileSync("git", ["-C", root, ...args], { encoding: "utf8" }).trim()
+    return `${git("rev-parse", "--short", "HEAD")}${git("status", "--porcelain", "--untracked-files=no") === "" ? "" : "+changes"}`
+  } catch {
+    return "?"
+  }
+}
+
 const section = (markedBlock: string) =>
   `## Scaling out: Redis Cluster vs standalone, 1 and N partitions
 
@@ -75,6 +86,8 @@ const main = async () => {
   const args = parseArgs(process.argv.slice(2))
   const s = sizes[args.size]!
   const started = performance.now()
+  const root = fileURLToPath(new URL("..", import.meta.url))
+  const commit = currentCommit(root)
   const loadBefore = loadavg()[0]!
   let standalone: PrivateRedis | undefined
   let cluster: PrivateCluster | undefined
@@ -130,16 +143,16 @@ const main = async () => {
 
   console.log(`\n${clusterConsoleTable(results)}`)
   const date = new Date().toISOString()
-  const root = fileURLToPath(new URL("..", import.meta.url))
   const machine = describeMachine(standalone.version)
   mkdirSync(`${root}bench/results`, { recursive: true })
   const rawFile = `${root}bench/results/${date.replace(/[:.]/g, "-")}-cluster-${args.size}.json`
-  writeFileSync(rawFile, JSON.stringify({ machine, args, sizes: s, results }, null, 2))
+  writeFileSync(rawFile, JSON.stringify({ machine, commit, args, sizes: s, results }, null, 2))
   console.log(`\nraw results: ${rawFile}`)
   if (args.docs) {
     const markdown = clusterMarkdown(results, {
       machine,
       command: commandOf(args),
+      commit,
       date: date.slice(0, 16).replace("T", " ") + " UTC",
       size: args.size,
       reps: args.reps,
