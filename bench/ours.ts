@@ -1,31 +1,44 @@
 /**
- * Our side: one `Orchestrator` per run (namespace = run id, one partition), with a no-op agent whose
- * turn calls the harness's handler. Enqueue is `enqueueTask` / `enqueueTasks`; workers are
+ * Our side: one `Orchestrator` per run (namespace = run id, one partition; the cluster bench opens it
+ * with its own connection and partition settings), with a no-op agent whose turn calls the harness's
+ * handler. Enqueue is `enqueueTask` / `enqueueTasks`; workers are
  * `registerRunner` with `AgentWorkerConfig({ workers: concurrency })` and otherwise default settings.
  * Every transition writes its event to the task's history list and the partition log, as in production.
  */
 import { Continue, defineAgent, Done } from "../src/Agent.ts"
 import { AgentWorkerConfig } from "../src/Config.ts"
-import { Orchestrator } from "../src/Orchestrator.ts"
+import { Orchestrator, type OrchestratorOptions } from "../src/Orchestrator.ts"
 import { partitionKeys } from "../streams/Keys.ts"
 import type { BenchPayload } from "./payload.ts"
 import type { OpenOptions, System, SystemRun, TurnHandler } from "./system.ts"
 
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/
 
-const openOurs = async (options: OpenOptions): Promise<SystemRun> => {
-  const namespace = options.runId
-  let handler: TurnHandler = () => ({ _tag: "Done" })
-  const agent = defineAgent<BenchPayload>({
+/** The bench agent ("noop"): each turn asks `handler()` whether the task is done or continues. */
+export const benchAgent = (handler: () => TurnHandler) =>
+  defineAgent<BenchPayload>({
     name: "noop",
     turn: (ctx) => {
-      const r = handler(ctx.payload)
+      const r = handler()(ctx.payload)
       return Promise.resolve(r._tag === "Done" ? Done({ i: ctx.payload.i, done: true }) : Continue(r.payload))
     }
   })
-  const orchestrator = new Orchestrator({ redisUrl: options.url, namespace })
+
+/** The job index of a partition-log entry if it is the task's completion, else undefined. */
+export const completedIndex = (fields: ReadonlyArray<string>): number | undefined => {
+  const e = fields[1]
+  if (e === undefined || !e.includes('"_tag":"TaskCompleted"')) return undefined
+  return (JSON.parse(e) as { event: { output: { i: number } } }).event.output.i
+}
+
+/** One run on an orchestrator opened with `options` (its namespace is the run's queue). */
+export const openOursWith = async (options: OrchestratorOptions & { readonly namespace: string }): Promise<SystemRun> => {
+  const namespace = options.namespace
+  let handler: TurnHandler = () => ({ _tag: "Done" })
+  const agent = benchAgent(() => handler)
+  const orchestrator = new Orchestrator(options)
   let registered = false
-  const events = partitionKeys({ namespace, partitions: 1 }, 0).events
+  const events = partitionKeys({ namespace, partitions: options.partitions ?? 1 }, 0).events
 
   return {
     enqueue: async (payload) => {
@@ -47,17 +60,13 @@ const openOurs = async (options: OpenOptions): Promise<SystemRun> => {
       }
       await orchestrator.start()
     },
-    completions: {
-      stream: events,
-      parse: (fields) => {
-        const e = fields[1]
-        if (e === undefined || !e.includes('"_tag":"TaskCompleted"')) return undefined
-        return (JSON.parse(e) as { event: { output: { i: number } } }).event.output.i
-      }
-    },
+    // Partition 0's log: all of them with one partition (the cluster bench watches every partition's log).
+    completions: { stream: events, parse: completedIndex },
     keyKind: (key) => key.startsWith(`{${namespace}`) ? key.replace(UUID, "*") : undefined,
     close: () => orchestrator.stop()
   }
 }
+
+const openOurs = (options: OpenOptions): Promise<SystemRun> => openOursWith({ redisUrl: options.url, namespace: options.runId })
 
 export const ours: System = { label: "ours", side: "ours", continuation: "readd", open: openOurs }

@@ -1,7 +1,8 @@
 /**
  * A private Redis for one harness run: `redis-server` on a free loopback port with persistence off
  * (`--save "" --appendonly no`), started as a child process and killed by its pid at the end (also on
- * SIGINT/SIGTERM and on an uncaught error). The shared server on 6379 is never touched.
+ * SIGINT/SIGTERM and on an uncaught error). The shared server on 6379 is never touched. `args` adds
+ * options (the cluster bench starts its masters through here with `--cluster-enabled yes`).
  */
 import { spawn, type ChildProcess } from "node:child_process"
 import { createServer } from "node:net"
@@ -17,7 +18,10 @@ export interface PrivateRedis {
   readonly stop: () => Promise<void>
 }
 
-const freePort = (): Promise<number> =>
+/** Ports other Redis servers of the project use (shared, CI, local test clusters): never picked. */
+const reservedPorts = new Set([6379, 6399, 7101, 7102, 7103, 7401, 7402, 7403])
+
+const anyFreePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
     const srv = createServer()
     srv.once("error", reject)
@@ -28,14 +32,25 @@ const freePort = (): Promise<number> =>
     })
   })
 
+/** A free loopback port (the OS picks one from its ephemeral range), never one of `reservedPorts`. */
+export const freePort = async (): Promise<number> => {
+  for (;;) {
+    const port = await anyFreePort()
+    if (!reservedPorts.has(port)) return port
+  }
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-export const startRedis = async (binary = "redis-server"): Promise<PrivateRedis> => {
-  const port = await freePort()
+export const startRedis = async (
+  options: { readonly binary?: string; readonly port?: number; readonly args?: ReadonlyArray<string> } = {}
+): Promise<PrivateRedis> => {
+  const binary = options.binary ?? "redis-server"
+  const port = options.port ?? await freePort()
   const child: ChildProcess = spawn(
     binary,
     ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
-      "--loglevel", "warning"],
+      "--loglevel", "warning", ...(options.args ?? [])],
     { stdio: ["ignore", "ignore", "inherit"] }
   )
   const pid = child.pid
@@ -84,4 +99,11 @@ export const startRedis = async (binary = "redis-server"): Promise<PrivateRedis>
       await new Promise<void>((r) => (child.exitCode !== null ? r() : child.once("exit", () => r())))
     }
   }
+}
+
+/** CPU seconds (user + system) a redis-server has used so far (INFO cpu). */
+export const redisCpuSeconds = async (admin: Redis): Promise<number> => {
+  const info = await admin.info("cpu")
+  const v = (k: string) => Number(new RegExp(`^${k}:([\\d.]+)`, "m").exec(info)?.[1] ?? 0)
+  return v("used_cpu_user") + v("used_cpu_sys")
 }

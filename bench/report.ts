@@ -140,20 +140,22 @@ export const rows = (results: ReadonlyArray<ScenarioResult>): ReadonlyArray<Row>
   return out
 }
 
-const table = (header: ReadonlyArray<string>, body: ReadonlyArray<ReadonlyArray<string>>): string =>
+export const table = (header: ReadonlyArray<string>, body: ReadonlyArray<ReadonlyArray<string>>): string =>
   [
     `| ${header.join(" | ")} |`,
     `| ${header.map((h, k) => (k < 2 ? "---" : "---:")).join(" | ")} |`,
     ...body.map((r) => `| ${r.join(" | ")} |`)
   ].join("\n")
 
-export const consoleTable = (rs: ReadonlyArray<Row>): string => {
-  const header = ["scenario", "metric", "ours", "bullmq", "ours/bullmq"]
-  const body = rs.map((r) => [short(r.scenario), r.metric, r.ours, r.bullmq, r.ratio])
+/** A plain-text table for the console: the first two columns left-aligned, the others right-aligned. */
+export const alignedTable = (header: ReadonlyArray<string>, body: ReadonlyArray<ReadonlyArray<string>>): string => {
   const widths = header.map((h, k) => Math.max(h.length, ...body.map((r) => r[k]!.length)))
   const line = (cells: ReadonlyArray<string>) => cells.map((c, k) => (k < 2 ? c.padEnd(widths[k]!) : c.padStart(widths[k]!))).join("  ")
   return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n")
 }
+
+export const consoleTable = (rs: ReadonlyArray<Row>): string =>
+  alignedTable(["scenario", "metric", "ours", "bullmq", "ours/bullmq"], rs.map((r) => [short(r.scenario), r.metric, r.ours, r.bullmq, r.ratio]))
 
 export interface ReportMeta {
   readonly machine: Machine

@@ -9,16 +9,17 @@
  * and scenario (a fifth of the size) is excluded; the report gives the median of the repetitions.
  * Raw results go to bench/results/<date>-<size>.json (not committed).
  */
-import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs"
+import { mkdirSync, writeFileSync } from "node:fs"
 import { loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import { bullmq, bullmqMoveToWait } from "./bullmq.ts"
 import { readStats, resetStats, type CommandStats } from "./commandstats.ts"
+import { writeBlock } from "./docs-block.ts"
 import { describeMachine } from "./machine.ts"
 import { ours } from "./ours.ts"
 import { payloadBytes } from "./payload.ts"
 import { renderSvg } from "./plot.ts"
-import { startRedis, type PrivateRedis } from "./redis-server.ts"
+import { redisCpuSeconds, startRedis, type PrivateRedis } from "./redis-server.ts"
 import { bars, consoleTable, markdownBlock, rows, type ScenarioResult, type SideResult } from "./report.ts"
 import { type Measurement, type Scenario, scenarios, type Sizes } from "./scenarios.ts"
 import { median, medianLatency } from "./stats.ts"
@@ -64,13 +65,6 @@ const parseArgs = (argv: ReadonlyArray<string>) => {
 
 let runCounter = 0
 
-/** CPU seconds (user + system) the private redis-server has used so far. */
-const redisCpuSeconds = async (redis: PrivateRedis): Promise<number> => {
-  const info = await redis.admin.info("cpu")
-  const v = (k: string) => Number(new RegExp(`^${k}:([\\d.]+)`, "m").exec(info)?.[1] ?? 0)
-  return v("used_cpu_user") + v("used_cpu_sys")
-}
-
 /** One measured (or warm-up) run of a scenario for a system, on a flushed server and a fresh queue. */
 const runOnce = async (
   redis: PrivateRedis,
@@ -95,12 +89,12 @@ const runOnce = async (
       sizes: s,
       markStats: async () => {
         await resetStats(redis.admin)
-        redisCpu0 = await redisCpuSeconds(redis)
+        redisCpu0 = await redisCpuSeconds(redis.admin)
         cpu0 = process.cpuUsage()
       }
     })
     const cpu = process.cpuUsage(cpu0)
-    const redisCpu = (await redisCpuSeconds(redis)) - redisCpu0
+    const redisCpu = (await redisCpuSeconds(redis.admin)) - redisCpu0
     const values = {
       ...m.values,
       clientCpuUsPerJob: (cpu.user + cpu.system) / m.jobs,
@@ -185,15 +179,7 @@ const main = async () => {
     const svg = renderSvg(bars(results), "factorial-ts vs BullMQ", `${machine.cores} cores, Redis ${machine.redis}, size ${args.size}; >1 = ours better`)
     mkdirSync(`${root}docs`, { recursive: true })
     writeFileSync(`${root}docs/performance.svg`, svg)
-    const mdFile = `${root}docs/performance.md`
-    const begin = "<!-- bench:results:begin -->"
-    const end = "<!-- bench:results:end -->"
-    const block = `${begin}\n${markdownBlock(results, meta, "performance.svg")}\n${end}`
-    const current = existsSync(mdFile) ? readFileSync(mdFile, "utf8") : `# Performance\n\n${begin}\n${end}\n`
-    const next = current.includes(begin) && current.includes(end)
-      ? current.slice(0, current.indexOf(begin)) + block + current.slice(current.indexOf(end) + end.length)
-      : `${current}\n${block}\n`
-    writeFileSync(mdFile, next)
+    writeBlock(`${root}docs/performance.md`, "results", markdownBlock(results, meta, "performance.svg"))
     console.log(`wrote docs/performance.md and docs/performance.svg`)
   }
 }

@@ -55,8 +55,8 @@ export interface Scenario {
   readonly run: (ctx: ScenarioContext) => Promise<Measurement>
 }
 
-const TIMEOUT_MS = 180_000
-const BULK = 50
+export const TIMEOUT_MS = 180_000
+export const BULK = 50
 const done: TurnResult = { _tag: "Done" }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -70,7 +70,7 @@ const withTimeout = <A>(promise: Promise<A>, ms: number, what: string): Promise<
 }
 
 /** Enqueues payloads `from..to-1` in bulk calls of 50, a few calls in flight (not measured). */
-const prefill = async (run: SystemRun, from: number, to: number, inFlight = 8): Promise<void> => {
+export const prefill = async (run: SystemRun, from: number, to: number, inFlight = 8): Promise<void> => {
   let next = from
   const lane = async () => {
     while (next < to) {
