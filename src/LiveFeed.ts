@@ -3,9 +3,14 @@
  * types), resumable from a cursor without gaps. Pub/sub could not do this; streams can: the cursor is
  * the last id seen in each partition log, and reading resumes strictly after it.
  *
- * A subscriber owns one connection. On a standalone Redis it blocks on one XREAD over every partition;
- * on a Cluster (where one XREAD cannot span slots) it reads the partitions in turn and pauses 100 ms
- * when all are idle. Heartbeats are left out unless asked for by type.
+ * On request (`emits`), the feed also carries what turns emit (`ctx.emit`, src/LiveEmit.ts) as items of
+ * another kind: ephemeral progress from the namespace's emit channel, with no cursor — a feed resumed from a
+ * cursor does not get the ones it missed (ADR 0010).
+ *
+ * A subscriber owns one connection (and, with `emits`, a subscription to the emit channel: its own
+ * connection unless an `emitHub` shares one). On a standalone Redis it blocks on one XREAD over every
+ * partition; on a Cluster (where one XREAD cannot span slots) it reads the partitions in turn and pauses
+ * 100 ms when all are idle. Heartbeats are left out unless asked for by type.
  */
 import { Effect, Stream } from "effect"
 import { Cluster } from "ioredis"
@@ -13,19 +18,49 @@ import { allPartitions, type Keyspace, partitionKeys } from "../streams/Keys.ts"
 import { connect, makeConnection, type RedisConnection, type RedisOptions } from "../streams/RedisClient.ts"
 import { type RedisError, toRedisError } from "../streams/StreamError.ts"
 import { decodeEnvelopeResult, type Envelope, type TaskEventTag } from "../streams/TaskEvent.ts"
+import { type EmitHub, type EmittedEvent, makeEmitHub } from "./LiveEmit.ts"
 
 export interface LiveFilter {
   readonly ownerId?: string
   readonly agent?: string
   readonly taskIds?: ReadonlyArray<string>
-  /** Event types to deliver; default: all but TaskHeartbeat. */
+  /** Event types to deliver; default: all but TaskHeartbeat. Applies to task events only. */
   readonly types?: ReadonlyArray<TaskEventTag>
+  /**
+   * Also deliver what turns emit (`ctx.emit`), as `LiveEmit` items: `true` for every type, or only these
+   * types. Default: none. They are filtered by owner, agent and task ids like task events.
+   */
+  readonly emits?: boolean | ReadonlyArray<string>
 }
 
+/** An event of a task's history, as appended to its partition log. */
 export interface LiveEvent {
+  readonly kind: "task"
   readonly envelope: Envelope
   /** Resume point after this event: pass it back as `cursor` to continue without gaps. */
   readonly cursor: string
+}
+
+/** An event a turn emitted: progress, not history; it has no cursor and is never replayed. */
+export interface LiveEmit {
+  readonly kind: "emit"
+  readonly emit: EmittedEvent
+}
+
+export type LiveItem = LiveEvent | LiveEmit
+
+/** What a feed with filter `F` yields: task events only, unless `F` may ask for emits. */
+export type LiveItemOf<F extends LiveFilter> = F extends { readonly emits: infer E } ? ([E] extends [false | undefined] ? LiveEvent : LiveItem)
+  : "emits" extends keyof F ? LiveItem
+  : LiveEvent
+
+export interface LiveOptions {
+  /** Where to start (a cursor from an earlier event); default: now. */
+  readonly cursor?: string | undefined
+  /** Ends the feed (and closes its connections) when aborted. */
+  readonly signal?: AbortSignal | undefined
+  /** A subscription to the emit channel shared with other feeds (default: one of the feed's own). */
+  readonly emitHub?: EmitHub | undefined
 }
 
 /** A cursor is the last seen id of each partition log, in partition order, joined by ",". */
@@ -37,11 +72,18 @@ export const parseCursor = (cursor: string | undefined, partitions: number): Arr
   return ids
 }
 
+const matchesTask = (filter: LiveFilter, taskId: string, agent: string, ownerId: string): boolean =>
+  (filter.ownerId === undefined || ownerId === filter.ownerId) &&
+  (filter.agent === undefined || agent === filter.agent) &&
+  (filter.taskIds === undefined || filter.taskIds.includes(taskId))
+
 const matches = (filter: LiveFilter, e: Envelope): boolean =>
-  (filter.ownerId === undefined || e.ownerId === filter.ownerId) &&
-  (filter.agent === undefined || e.agent === filter.agent) &&
-  (filter.taskIds === undefined || filter.taskIds.includes(e.taskId)) &&
+  matchesTask(filter, e.taskId, e.agent, e.ownerId) &&
   (filter.types === undefined ? e.event._tag !== "TaskHeartbeat" : filter.types.includes(e.event._tag))
+
+const matchesEmit = (filter: LiveFilter, e: EmittedEvent): boolean =>
+  matchesTask(filter, e.taskId, e.agent, e.ownerId) &&
+  (filter.emits === true || (Array.isArray(filter.emits) && filter.emits.includes(e.type)))
 
 /** The cursor of "now": the last id of every partition log ("0-0" for an empty one). */
 export const cursorNow = async (conn: RedisConnection, keyspace: Keyspace): Promise<string> =>
@@ -52,59 +94,146 @@ export const cursorNow = async (conn: RedisConnection, keyspace: Keyspace): Prom
 
 type XReadReply = Array<[string, Array<[string, Array<string>]>]> | null
 
-/** Live events as an async iterable; stops when `signal` aborts. Starts at `cursor`, or at "now". */
-export async function* liveEvents(
+/** Emits held for a slow consumer; beyond it the oldest are dropped (they are progress, not history). */
+const MAX_QUEUED_EMITS = 1_000
+/** Task events read ahead of the consumer; the reads pause beyond it (the logs keep the rest). */
+const MAX_QUEUED_EVENTS = 1_000
+
+/**
+ * Live events as an async iterable; stops when `signal` aborts. Starts at `cursor`, or at "now". With
+ * `filter.emits`, emitted events are merged in as they arrive (subscribed before the first read, so none
+ * emitted after the feed started is missed while it runs).
+ */
+export function liveEvents<F extends LiveFilter>(
+  redis: RedisOptions,
+  keyspace: Keyspace,
+  filter: F,
+  options: LiveOptions = {}
+): AsyncGenerator<LiveItemOf<F>> {
+  return liveItems(redis, keyspace, filter, options) as AsyncGenerator<LiveItemOf<F>>
+}
+
+async function* liveItems(
   redis: RedisOptions,
   keyspace: Keyspace,
   filter: LiveFilter,
-  options: { readonly cursor?: string; readonly signal?: AbortSignal } = {}
-): AsyncGenerator<LiveEvent> {
+  options: LiveOptions
+): AsyncGenerator<LiveItem> {
   const streams = allPartitions(keyspace).map((p) => partitionKeys(keyspace, p).events)
+  const signal = options.signal
   const conn: RedisConnection = await connect(makeConnection(redis), "live feed")
-  const onAbort = () => conn.disconnect()
-  options.signal?.addEventListener("abort", onAbort)
+  const queue: Array<LiveItem> = []
+  let queuedEmits = 0
+  let failure: unknown
+  let readerDone = false
+  let wake: (() => void) | undefined
+  let resumeReader: (() => void) | undefined
+  const notify = () => {
+    const w = wake
+    wake = undefined
+    w?.()
+  }
+  const resume = () => {
+    const r = resumeReader
+    resumeReader = undefined
+    r?.()
+  }
+  const onAbort = () => {
+    conn.disconnect()
+    notify()
+    resume()
+  }
+  signal?.addEventListener("abort", onAbort)
+  let unlisten: (() => void) | undefined
+  let reader: Promise<void> | undefined
+  let closed = false
   try {
+    if (filter.emits !== undefined && filter.emits !== false) {
+      const hub = options.emitHub ?? makeEmitHub(
+        { ...redis, connectionName: redis.connectionName === undefined ? undefined : `${redis.connectionName}:emit` },
+        keyspace
+      )
+      unlisten = await hub.listen((emit) => {
+        if (!matchesEmit(filter, emit)) return
+        if (queuedEmits >= MAX_QUEUED_EMITS) {
+          queue.splice(queue.findIndex((i) => i.kind === "emit"), 1)
+          queuedEmits--
+        }
+        queue.push({ kind: "emit", emit })
+        queuedEmits++
+        notify()
+      })
+      if (signal?.aborted === true) return
+    }
     const last = parseCursor(options.cursor ?? (await cursorNow(conn, keyspace)), streams.length)!
     const cluster = conn instanceof Cluster
-    while (options.signal?.aborted !== true) {
-      let replies: Array<[number, Array<[string, Array<string>]>]> = []
-      if (!cluster) {
-        const reply = (await conn.xread("COUNT", 200, "BLOCK", 1000, "STREAMS", ...streams, ...last)) as XReadReply
-        replies = (reply ?? []).map(([key, entries]) => [streams.indexOf(key), entries])
-      } else {
-        for (let p = 0; p < streams.length; p++) {
-          const reply = (await conn.xread("COUNT", 200, "STREAMS", streams[p]!, last[p]!)) as XReadReply
-          if (reply?.[0] !== undefined) replies.push([p, reply[0][1]])
+    reader = (async () => {
+      while (!closed && signal?.aborted !== true) {
+        if (queue.length - queuedEmits >= MAX_QUEUED_EVENTS) {
+          await new Promise<void>((r) => (resumeReader = r))
+          continue
         }
-        if (replies.length === 0) await new Promise((r) => setTimeout(r, 100))
-      }
-      for (const [p, entries] of replies) {
-        for (const [id, fields] of entries) {
-          last[p] = id
-          const raw = fields[1]
-          if (raw === undefined) continue
-          const decoded = decodeEnvelopeResult(raw, id)
-          if (decoded._tag === "Success" && matches(filter, decoded.success)) {
-            yield { envelope: decoded.success, cursor: last.join(",") }
+        let replies: Array<[number, Array<[string, Array<string>]>]> = []
+        if (!cluster) {
+          const reply = (await conn.xread("COUNT", 200, "BLOCK", 1000, "STREAMS", ...streams, ...last)) as XReadReply
+          replies = (reply ?? []).map(([key, entries]) => [streams.indexOf(key), entries])
+        } else {
+          for (let p = 0; p < streams.length; p++) {
+            const reply = (await conn.xread("COUNT", 200, "STREAMS", streams[p]!, last[p]!)) as XReadReply
+            if (reply?.[0] !== undefined) replies.push([p, reply[0][1]])
+          }
+          if (replies.length === 0) await new Promise((r) => setTimeout(r, 100))
+        }
+        for (const [p, entries] of replies) {
+          for (const [id, fields] of entries) {
+            last[p] = id
+            const raw = fields[1]
+            if (raw === undefined) continue
+            const decoded = decodeEnvelopeResult(raw, id)
+            if (decoded._tag === "Success" && matches(filter, decoded.success)) {
+              queue.push({ kind: "task", envelope: decoded.success, cursor: last.join(",") })
+            }
           }
         }
+        notify()
       }
+    })().catch((e: unknown) => {
+      if (signal?.aborted !== true) failure = e
+    }).finally(() => {
+      readerDone = true
+      notify()
+    })
+    while (signal?.aborted !== true) {
+      const item = queue.shift()
+      if (item !== undefined) {
+        if (item.kind === "emit") queuedEmits--
+        else if (queue.length - queuedEmits < MAX_QUEUED_EVENTS / 2) resume()
+        yield item
+        continue
+      }
+      if (failure !== undefined) throw failure
+      if (readerDone) return
+      await new Promise<void>((r) => (wake = r))
     }
   } catch (e) {
-    if (options.signal?.aborted !== true) throw toRedisError("live feed", e)
+    if (signal?.aborted !== true) throw toRedisError("live feed", e)
   } finally {
-    options.signal?.removeEventListener("abort", onAbort)
+    closed = true
+    signal?.removeEventListener("abort", onAbort)
+    unlisten?.()
     conn.disconnect()
+    resume()
+    await reader
   }
 }
 
-/** The same as an Effect Stream; interrupting it closes its connection. */
-export const liveEventStream = (
+/** The same as an Effect Stream; interrupting it closes its connections. */
+export const liveEventStream = <F extends LiveFilter>(
   redis: RedisOptions,
   keyspace: Keyspace,
-  filter: LiveFilter,
+  filter: F,
   cursor?: string
-): Stream.Stream<LiveEvent, RedisError> =>
+): Stream.Stream<LiveItemOf<F>, RedisError> =>
   Stream.unwrap(Effect.sync(() => {
     const controller = new AbortController()
     return Stream.fromAsyncIterable(

@@ -26,7 +26,8 @@ import type { BatchEnvelope } from "../streams/BatchEvent.ts"
 import { type TaskData, TaskStore } from "./TaskStore.ts"
 import { makeWorkerId, runWorkerPool } from "./Worker.ts"
 import { type AppOptions, buildApp } from "./http/App.ts"
-import { liveEvents, type LiveFilter } from "./LiveFeed.ts"
+import { liveEvents, type LiveFilter, type LiveItemOf } from "./LiveFeed.ts"
+import { checkEmitLimits, type EmitLimits, makeEmitPublisher } from "./LiveEmit.ts"
 import type { FastifyInstance } from "fastify"
 
 export interface OrchestratorOptions {
@@ -50,6 +51,8 @@ export interface OrchestratorOptions {
   readonly xaiApiKey?: string
   readonly observabilityConfig?: ObservabilityConfig
   readonly metricsConfig?: MetricsTimelineConfig
+  /** Bounds on the events turns emit (`ctx.emit`): size and rate per task; see `EmitLimits` (ADR 0010). */
+  readonly emitLimits?: Partial<EmitLimits>
 }
 
 export interface RunnerRegistration {
@@ -79,6 +82,8 @@ export const resolveOptions = (options: OrchestratorOptions): { redis: RedisOpti
   if (options.redisPort !== undefined && (!Number.isInteger(options.redisPort) || options.redisPort <= 0)) {
     throw new InvalidConfig({ message: `redisPort must be a positive integer, got ${options.redisPort}` })
   }
+  const badLimits = options.emitLimits === undefined ? undefined : checkEmitLimits(options.emitLimits)
+  if (badLimits !== undefined) throw new InvalidConfig({ message: badLimits })
   const url = options.redisUrl ?? (options.redisHost === undefined ? process.env.REDIS_URL : undefined)
   return {
     keyspace: { namespace, partitions },
@@ -125,8 +130,15 @@ export const orchestratorLayer = (
   ).pipe(Layer.provideMerge(base))
 }
 
-/** Runs worker pools and maintenance for the runners until the scope closes (graceful stop). */
-export const runRunners = (runners: ReadonlyArray<Runner>, workerId = makeWorkerId()) =>
+/**
+ * Runs worker pools and maintenance for the runners until the scope closes (graceful stop). What turns emit
+ * (`ctx.emit`) is published on the namespace's emit channel, within `emitLimits` (src/LiveEmit.ts).
+ */
+export const runRunners = (
+  runners: ReadonlyArray<Runner>,
+  workerId = makeWorkerId(),
+  options: { readonly emitLimits?: Partial<EmitLimits> | undefined } = {}
+) =>
   Effect.gen(function*() {
     const maintenanceConfig = runners[0]?.maintenanceConfig ?? new MaintenanceWorkerConfig()
     const projector = yield* MetricsProjector
@@ -143,8 +155,25 @@ export const runRunners = (runners: ReadonlyArray<Runner>, workerId = makeWorker
     )
     const maxRetries = (agent: string) =>
       runners.find((r) => r.agent.name === agent)?.workerConfig.maxRetries ?? AgentWorkerConfig.defaults.maxRetries
+    const redis = yield* RedisClient
+    const store = yield* TaskStore
+    const services = yield* Effect.context<never>()
+    const emits = makeEmitPublisher({
+      conn: redis.conn,
+      keyspace: store.keyspace,
+      limits: options.emitLimits,
+      warn: (message) => void Effect.runForkWith(services)(Effect.logWarning(message))
+    })
+    yield* Effect.addFinalizer(() => Effect.sync(emits.close))
     for (const r of runners) {
-      yield* runWorkerPool({ agent: r.agent, config: r.workerConfig, workerId, onBackoff: maintenance.poke, maxRetries })
+      yield* runWorkerPool({
+        agent: r.agent,
+        config: r.workerConfig,
+        workerId,
+        onBackoff: maintenance.poke,
+        onEmit: emits.forAgent(r.agent.name),
+        maxRetries
+      })
     }
     return { workerId }
   })
@@ -216,7 +245,9 @@ export class Orchestrator {
     const done = new Promise<void>((r) => (resolve = r))
     this.running = { scope, done, resolve }
     try {
-      await this.runEffect(Scope.provide(scope)(runRunners([...this.runners.values()])))
+      await this.runEffect(
+        Scope.provide(scope)(runRunners([...this.runners.values()], undefined, { emitLimits: this.options.emitLimits }))
+      )
       await this.startServer()
     } catch (e) {
       this.running = undefined
@@ -342,8 +373,15 @@ export class Orchestrator {
    * Live events of this namespace as an async iterable, filtered by owner, agent, task ids or types.
    * Each event carries a `cursor`; pass the last one back to resume without gaps. Stop with `signal`
    * or by leaving the `for await` loop.
+   *
+   * With `emits: true` (or a list of types) the feed also yields what running turns emit (`ctx.emit`) as
+   * `{ kind: "emit", emit: { taskId, agent, ownerId, type, at, data } }`: progress, not history — no cursor,
+   * not replayed on resume (ADR 0010). Tell the kinds apart by `kind` (`"task"` or `"emit"`).
    */
-  subscribe(filter: LiveFilter = {}, options: { readonly cursor?: string; readonly signal?: AbortSignal } = {}) {
+  subscribe<F extends LiveFilter = {}>(
+    filter: F = {} as F,
+    options: { readonly cursor?: string; readonly signal?: AbortSignal } = {}
+  ): AsyncGenerator<LiveItemOf<F>> {
     const { redis, keyspace } = resolveOptions(this.options)
     return liveEvents(redis, keyspace, filter, options)
   }

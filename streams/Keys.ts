@@ -131,5 +131,10 @@ export const namespaceKeys = (ks: Keyspace) => ({
    */
   consumers: `{${ks.namespace}}:consumers`,
   /** Pub/sub channel: cancel and steer notices for running workers. */
-  control: `{${ks.namespace}}:control`
+  control: `{${ks.namespace}}:control`,
+  /**
+   * Pub/sub channel: progress events turns emit (`ctx.emit`), JSON `{taskId, agent, ownerId, type, at, data}`,
+   * for the live feeds; not stored anywhere (src/LiveEmit.ts, ADR 0010).
+   */
+  emit: `{${ks.namespace}}:emit`
 })

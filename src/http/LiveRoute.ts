@@ -2,13 +2,16 @@
  * `GET /observability/api/events`: the live feed (`src/LiveFeed.ts`) as Server-Sent Events.
  *
  * Protocol: first a `ready` event whose id is the starting cursor, then one `task` event per envelope
- * (`id:` = the feed's cursor after it, `data:` = the envelope JSON), and a `: ping` comment every
- * `heartbeatMs` so proxies and clients see a live connection. A client that reconnects with
- * `Last-Event-ID` (EventSource does so by itself) resumes right after the last event it saw, without gaps.
+ * (`id:` = the feed's cursor after it, `data:` = the envelope JSON), one `emit` event per event a running
+ * turn emitted (`data:` = `{taskId, agent, ownerId, type, at, data}`, no `id:`: progress, not history; ADR
+ * 0010), and a `: ping` comment every `heartbeatMs` so proxies and clients see a live connection. A client
+ * that reconnects with `Last-Event-ID` (EventSource does so by itself) resumes right after the last task event
+ * it saw, without gaps; emitted events it missed meanwhile are gone.
  *
  * Resources: each stream owns one Redis connection (named `factorial:sse:<namespace>`), closed when the
- * client goes, when the stream fails, or when the server closes. At most `maxStreams` are open at once
- * (503 `TooManyStreams` beyond).
+ * client goes, when the stream fails, or when the server closes; the streams of a server share one
+ * subscription to the emit channel (`factorial:sse-emit:<namespace>`, open while any stream is). At most
+ * `maxStreams` are open at once (503 `TooManyStreams` beyond).
  */
 import { Effect, Schema } from "effect"
 import type { FastifyPluginAsync } from "fastify"
@@ -17,6 +20,7 @@ import { RedisClient } from "../../streams/RedisClient.ts"
 import { AgentName, TaskEvent, type TaskEventTag, TaskId } from "../../streams/TaskEvent.ts"
 import { InvalidInput } from "../Errors.ts"
 import { liveEvents, type LiveFilter, parseCursor } from "../LiveFeed.ts"
+import { type EmitHub, isEmitType, makeEmitHub } from "../LiveEmit.ts"
 import { TaskStore } from "../TaskStore.ts"
 import type { AppOptions } from "./App.ts"
 import { errorBody, sendError } from "./HttpError.ts"
@@ -40,6 +44,7 @@ const EventsQuery = Schema.Struct({
   owner: Schema.optionalKey(Schema.String),
   task: Schema.optionalKey(Schema.String),
   types: Schema.optionalKey(Schema.String),
+  emits: Schema.optionalKey(Schema.String),
   lastEventId: Schema.optionalKey(Schema.String)
 })
 const decodeEventsQuery = decoder(EventsQuery, "events query")
@@ -52,6 +57,8 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
   const heartbeatMs = live.heartbeatMs ?? 15_000
   const maxStreams = live.maxStreams ?? 64
   const open = new Set<AbortController>()
+  /** One subscription to the emit channel for all of this server's streams (made with the first stream). */
+  let emitHub: EmitHub | undefined
 
   // An open stream would hold `close()` until its client leaves: end them all first.
   app.addHook("preClose", async () => {
@@ -70,6 +77,12 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
       const unknown = types?.find((t) => !eventTags.includes(t))
       if (unknown !== undefined) {
         return yield* new InvalidInput({ message: `unknown event type ${JSON.stringify(unknown)}: one of ${eventTags.join(", ")}` })
+      }
+      // Emitted events: all by default, none with `emits=none`, else the listed types.
+      const emitTypes = q.emits === undefined ? undefined : q.emits === "none" ? [] : split(q.emits)
+      const badEmit = emitTypes?.find((t) => !isEmitType(t))
+      if (badEmit !== undefined) {
+        return yield* new InvalidInput({ message: `invalid emitted event type ${JSON.stringify(badEmit)}: 1-64 of [A-Za-z0-9_.:/-], or "none"` })
       }
       const store = yield* TaskStore
       const redis = yield* RedisClient
@@ -93,7 +106,8 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
         ...(q.agent !== undefined ? { agent: q.agent } : {}),
         ...(q.owner !== undefined ? { ownerId: q.owner } : {}),
         ...(taskIds !== undefined ? { taskIds } : {}),
-        ...(types !== undefined ? { types: types as ReadonlyArray<TaskEventTag> } : {})
+        ...(types !== undefined ? { types: types as ReadonlyArray<TaskEventTag> } : {}),
+        emits: emitTypes === undefined ? true : emitTypes.length === 0 ? false : emitTypes
       }
       return { keyspace: store.keyspace, redisOptions: redis.options, cursor, filter }
     }))
@@ -136,15 +150,20 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
     const heartbeat = setInterval(() => void res.write(": ping\n\n"), heartbeatMs)
     try {
       await write(`retry: 2000\nid: ${cursor}\nevent: ready\ndata: ${JSON.stringify({ cursor })}\n\n`)
+      emitHub ??= makeEmitHub({ ...redisOptions, connectionName: `factorial:sse-emit:${keyspace.namespace}` }, keyspace)
       const events = liveEvents(
         { ...redisOptions, connectionName: `factorial:sse:${keyspace.namespace}` },
         keyspace,
         filter,
-        { cursor, signal: controller.signal }
+        { cursor, signal: controller.signal, emitHub }
       )
       for await (const e of events) {
         if (controller.signal.aborted) break
-        await write(`id: ${e.cursor}\nevent: task\ndata: ${JSON.stringify(e.envelope)}\n\n`)
+        await write(
+          e.kind === "task"
+            ? `id: ${e.cursor}\nevent: task\ndata: ${JSON.stringify(e.envelope)}\n\n`
+            : `event: emit\ndata: ${JSON.stringify(e.emit)}\n\n`
+        )
       }
     } catch (error) {
       if (!controller.signal.aborted) res.write(`event: feed-error\ndata: ${JSON.stringify(errorBody(error))}\n\n`)
