@@ -16,7 +16,7 @@ import { Effect, Stream } from "effect"
 import { Cluster } from "ioredis"
 import { allPartitions, type Keyspace, partitionKeys } from "../streams/Keys.ts"
 import { connect, makeConnection, type RedisConnection, type RedisOptions } from "../streams/RedisClient.ts"
-import { type RedisError, toRedisError } from "../streams/StreamError.ts"
+import { RedisError, toRedisError } from "../streams/StreamError.ts"
 import { decodeEnvelopeResult, type Envelope, type TaskEventTag } from "../streams/TaskEvent.ts"
 import { type EmitHub, type EmittedEvent, makeEmitHub } from "./LiveEmit.ts"
 
@@ -121,13 +121,16 @@ async function* liveItems(
 ): AsyncGenerator<LiveItem> {
   const streams = allPartitions(keyspace).map((p) => partitionKeys(keyspace, p).events)
   const signal = options.signal
-  const conn: RedisConnection = await connect(makeConnection(redis), "live feed")
+  const aborted = () => signal?.aborted === true
   const queue: Array<LiveItem> = []
   let queuedEmits = 0
   let failure: unknown
   let readerDone = false
+  let closed = false
   let wake: (() => void) | undefined
   let resumeReader: (() => void) | undefined
+  let conn: RedisConnection | undefined
+  let reader: Promise<void> | undefined
   const notify = () => {
     const w = wake
     wake = undefined
@@ -139,47 +142,47 @@ async function* liveItems(
     r?.()
   }
   const onAbort = () => {
-    conn.disconnect()
+    conn?.disconnect()
     notify()
     resume()
   }
   signal?.addEventListener("abort", onAbort)
-  let unlisten: (() => void) | undefined
-  let reader: Promise<void> | undefined
-  let closed = false
-  try {
-    if (filter.emits !== undefined && filter.emits !== false) {
-      const hub = options.emitHub ?? makeEmitHub(
-        { ...redis, connectionName: redis.connectionName === undefined ? undefined : `${redis.connectionName}:emit` },
-        keyspace
-      )
-      unlisten = await hub.listen((emit) => {
-        if (!matchesEmit(filter, emit)) return
-        if (queuedEmits >= MAX_QUEUED_EMITS) {
-          queue.splice(queue.findIndex((i) => i.kind === "emit"), 1)
-          queuedEmits--
-        }
-        queue.push({ kind: "emit", emit })
-        queuedEmits++
-        notify()
-      })
-      if (signal?.aborted === true) return
+  // The emit listener is in place from the first `next()` on, before any I/O: with a hub that is already
+  // subscribed (the SSE route's), nothing emitted from then on is missed.
+  const listening = filter.emits === undefined || filter.emits === false ? undefined : (options.emitHub ?? makeEmitHub(
+    { ...redis, connectionName: redis.connectionName === undefined ? undefined : `${redis.connectionName}:emit` },
+    keyspace
+  )).listen((emit) => {
+    if (closed || !matchesEmit(filter, emit)) return
+    if (queuedEmits >= MAX_QUEUED_EMITS) {
+      queue.splice(queue.findIndex((i) => i.kind === "emit"), 1)
+      queuedEmits--
     }
-    const last = parseCursor(options.cursor ?? (await cursorNow(conn, keyspace)), streams.length)!
-    const cluster = conn instanceof Cluster
+    queue.push({ kind: "emit", emit })
+    queuedEmits++
+    notify()
+  })
+  listening?.catch(() => undefined) // awaited below; handled here too in case the connect fails first
+  try {
+    conn = await connect(makeConnection(redis), "live feed")
+    if (listening !== undefined) await listening
+    if (aborted()) return
+    const c = conn
+    const last = parseCursor(options.cursor ?? (await cursorNow(c, keyspace)), streams.length)!
+    const cluster = c instanceof Cluster
     reader = (async () => {
-      while (!closed && signal?.aborted !== true) {
+      while (!closed && !aborted()) {
         if (queue.length - queuedEmits >= MAX_QUEUED_EVENTS) {
           await new Promise<void>((r) => (resumeReader = r))
           continue
         }
         let replies: Array<[number, Array<[string, Array<string>]>]> = []
         if (!cluster) {
-          const reply = (await conn.xread("COUNT", 200, "BLOCK", 1000, "STREAMS", ...streams, ...last)) as XReadReply
+          const reply = (await c.xread("COUNT", 200, "BLOCK", 1000, "STREAMS", ...streams, ...last)) as XReadReply
           replies = (reply ?? []).map(([key, entries]) => [streams.indexOf(key), entries])
         } else {
           for (let p = 0; p < streams.length; p++) {
-            const reply = (await conn.xread("COUNT", 200, "STREAMS", streams[p]!, last[p]!)) as XReadReply
+            const reply = (await c.xread("COUNT", 200, "STREAMS", streams[p]!, last[p]!)) as XReadReply
             if (reply?.[0] !== undefined) replies.push([p, reply[0][1]])
           }
           if (replies.length === 0) await new Promise((r) => setTimeout(r, 100))
@@ -198,12 +201,12 @@ async function* liveItems(
         notify()
       }
     })().catch((e: unknown) => {
-      if (signal?.aborted !== true) failure = e
+      if (!aborted()) failure = e
     }).finally(() => {
       readerDone = true
       notify()
     })
-    while (signal?.aborted !== true) {
+    while (!aborted()) {
       const item = queue.shift()
       if (item !== undefined) {
         if (item.kind === "emit") queuedEmits--
@@ -216,12 +219,12 @@ async function* liveItems(
       await new Promise<void>((r) => (wake = r))
     }
   } catch (e) {
-    if (signal?.aborted !== true) throw toRedisError("live feed", e)
+    if (!aborted()) throw e instanceof RedisError ? e : toRedisError("live feed", e)
   } finally {
     closed = true
     signal?.removeEventListener("abort", onAbort)
-    unlisten?.()
-    conn.disconnect()
+    listening?.then((unlisten) => unlisten(), () => undefined)
+    conn?.disconnect()
     resume()
     await reader
   }

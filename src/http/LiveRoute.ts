@@ -148,9 +148,14 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
       })
 
     const heartbeat = setInterval(() => void res.write(": ping\n\n"), heartbeatMs)
+    /** Holds the shared emit subscription open from before `ready` (so a client that saw `ready` misses no emit). */
+    let holdEmits: (() => void) | undefined
     try {
+      if (filter.emits !== false) {
+        emitHub ??= makeEmitHub({ ...redisOptions, connectionName: `factorial:sse-emit:${keyspace.namespace}` }, keyspace)
+        holdEmits = await emitHub.listen(() => undefined)
+      }
       await write(`retry: 2000\nid: ${cursor}\nevent: ready\ndata: ${JSON.stringify({ cursor })}\n\n`)
-      emitHub ??= makeEmitHub({ ...redisOptions, connectionName: `factorial:sse-emit:${keyspace.namespace}` }, keyspace)
       const events = liveEvents(
         { ...redisOptions, connectionName: `factorial:sse:${keyspace.namespace}` },
         keyspace,
@@ -168,6 +173,7 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
     } catch (error) {
       if (!controller.signal.aborted) res.write(`event: feed-error\ndata: ${JSON.stringify(errorBody(error))}\n\n`)
     } finally {
+      holdEmits?.()
       clearInterval(heartbeat)
       open.delete(controller)
       request.raw.off("close", onClose)
