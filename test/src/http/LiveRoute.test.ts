@@ -2,11 +2,13 @@
  * Server-Sent Events over a real socket (the server listens on port 0): the `ready` event and its cursor,
  * task events as they are written, filters, heartbeat comments, resuming with Last-Event-ID without a gap
  * or a repeat, the stream's Redis connection closed when the client goes, bad input refused before
- * the stream starts, the cap on open streams, and a prompt server close.
+ * the stream starts, the cap on open streams, and a prompt server close; what running turns emit, as
+ * `emit` events without ids, filtered, and not replayed on resume.
  */
 import { connect } from "node:net"
+import { Cluster } from "ioredis"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { defineAgent, Done } from "../../../src/Agent.ts"
+import { Continue, defineAgent, Done } from "../../../src/Agent.ts"
 import { ObservabilityConfig } from "../../../src/Config.ts"
 import { Orchestrator } from "../../../src/Orchestrator.ts"
 import { freshKeyspace, rawClient, testRedisOptions } from "../../support/TestRedis.ts"
@@ -78,16 +80,25 @@ const open = async (query = "", headers: Record<string, string> = { authorizatio
     }
   }
   const tasks = () => messages.filter((m) => m.event === "task").map((m) => ({ id: m.id!, envelope: JSON.parse(m.data) }))
+  const emits = () => messages.filter((m) => m.event === "emit").map((m) => ({ id: m.id, emit: JSON.parse(m.data) }))
   const close = async () => {
     controller.abort()
     await pump
   }
   opened.push(close)
-  return { res, messages, comments, tasks, waitFor, close }
+  return { res, messages, comments, tasks, emits, waitFor, close }
 }
 
 const sseClients = async () =>
   String(await redis.call("CLIENT", "LIST")).split("\n").filter((l) => l.includes(`name=factorial:sse:${keyspace.namespace}`)).length
+
+/** Connections of the server's shared emit subscription, on every node (a Cluster client prefixes their name). */
+const emitSubscribers = async () => {
+  const nodes = redis instanceof Cluster ? redis.nodes("master") : [redis]
+  const lists = await Promise.all(nodes.map((n) => n.call("CLIENT", "LIST")))
+  const name = new RegExp(`name=(ioredis-cluster\\(subscriber\\):)?factorial:sse-emit:${keyspace.namespace}( |$)`)
+  return lists.flatMap((l) => String(l).split("\n")).filter((l) => name.test(l)).length
+}
 
 const enqueue = (ownerId: string) => orchestrator.enqueueTask(echo, echo.createTask({ ownerId, payload: {} }))
 
@@ -112,10 +123,13 @@ describe("GET /observability/api/events", () => {
     await stream.waitFor(() => stream.comments.includes("ping"), "a heartbeat comment")
 
     expect(await sseClients()).toBe(1)
+    // The server's streams share one subscription to the emit channel, open while any stream is.
+    expect(await emitSubscribers()).toBeGreaterThan(0) // on a Cluster: its node connection and its subscriber
     await stream.close()
     const end = Date.now() + 5_000
-    while ((await sseClients()) > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 25))
+    while ((await sseClients()) + (await emitSubscribers()) > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 25))
     expect(await sseClients()).toBe(0)
+    expect(await emitSubscribers()).toBe(0)
   })
 
   it("resumes after Last-Event-ID without a gap or a repeat", async () => {
@@ -166,6 +180,51 @@ describe("GET /observability/api/events", () => {
     await byTask.close()
   })
 
+  it("streams what running turns emit as `emit` events without ids, filtered, and not replayed on resume", async () => {
+    const emitter = defineAgent<{ n: number }>({
+      name: "emitter",
+      turn: async (ctx) => {
+        for (let i = 0; i < 3; i++) ctx.emit("step", { turn: ctx.turn, i })
+        ctx.emit("note", `turn ${ctx.turn}`)
+        return ctx.payload.n >= 1 ? Done("ok") : Continue({ n: ctx.payload.n + 1 })
+      }
+    })
+    const workers = new Orchestrator({ ...testRedisOptions, ...keyspace })
+    workers.registerRunner({ agent: emitter })
+    try {
+      const all = await open()
+      const notes = await open("?emits=note")
+      const none = await open("?emits=none&owner=emitting")
+      for (const s of [all, notes, none]) await s.waitFor(() => s.messages.some((m) => m.event === "ready"), "ready")
+      await workers.start()
+      const id = await workers.enqueueTask(emitter, emitter.createTask({ ownerId: "emitting", payload: { n: 0 } }))
+      const done = (s: typeof all, emits: number) => () =>
+        s.tasks().some((t) => t.envelope.taskId === id && t.envelope.event._tag === "TaskCompleted") && s.emits().length >= emits
+      await all.waitFor(done(all, 8), "the task's events and emits")
+      await notes.waitFor(done(notes, 2), "the notes")
+      await none.waitFor(done(none, 0), "the task's events")
+
+      const expected = [0, 1].flatMap((turn) => [...[0, 1, 2].map((i) => ["step", { turn, i }]), ["note", `turn ${turn}`]])
+      expect(all.emits().map((e) => [e.emit.type, e.emit.data])).toEqual(expected)
+      expect(all.emits().every((e) => e.id === undefined)).toBe(true)
+      expect(all.emits().every((e) => e.emit.taskId === id && e.emit.agent === "emitter" && e.emit.ownerId === "emitting")).toBe(true)
+      expect(all.tasks().filter((t) => t.envelope.taskId === id).map((t) => t.envelope.event._tag)).toEqual(
+        ["TaskEnqueued", "TaskClaimed", "TurnCompleted", "TaskClaimed", "TaskCompleted"]
+      )
+      expect(notes.emits().map((e) => e.emit.data)).toEqual(["turn 0", "turn 1"])
+      expect(none.emits()).toEqual([])
+      expect(none.tasks().length).toBe(5)
+
+      // A resumed stream replays the task events it missed, never the emits.
+      const resumed = await open(`?task=${id}`, { authorization: `Bearer ${token}`, "last-event-id": all.messages[0]!.id! })
+      await resumed.waitFor(() => resumed.tasks().length >= 5, "the replayed history")
+      await new Promise((r) => setTimeout(r, 100))
+      expect(resumed.emits()).toEqual([])
+    } finally {
+      await workers.stop()
+    }
+  })
+
   it("refuses bad input and a missing token before streaming", async () => {
     const bad = async (query: string, headers: Record<string, string> = {}) => {
       const res = await fetch(`${base}/observability/api/events${query}`, { headers: { authorization: `Bearer ${token}`, ...headers } })
@@ -177,6 +236,7 @@ describe("GET /observability/api/events", () => {
     expect((await bad("?types=TaskNope")).body.error.message).toContain("unknown event type \"TaskNope\"")
     expect((await bad("?agent=a%20b")).status).toBe(400)
     expect((await bad("?task={x}")).status).toBe(400)
+    expect((await bad("?emits=a%20b")).body.error.message).toContain("invalid emitted event type \"a b\"")
     const noToken = await fetch(`${base}/observability/api/events`)
     expect(noToken.status).toBe(401)
   })
