@@ -14,7 +14,9 @@ import { pathToFileURL } from "node:url"
 import { Clock, Effect, Schema, Stream } from "effect"
 import { type Keyspace, partitionOf } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
-import { cursorNow, type LiveEvent, liveEvents } from "../LiveFeed.ts"
+import { RedisError, toRedisError } from "../../streams/StreamError.ts"
+import { cursorNow, type LiveItem, liveEvents } from "../LiveFeed.ts"
+import { makeEmitHub } from "../LiveEmit.ts"
 import { AgentName, type Envelope, TaskEvent, type TaskEventTag, TaskStatus } from "../../streams/TaskEvent.ts"
 import { InvalidInput, TaskNotFound } from "../Errors.ts"
 import { validTaskId } from "../TaskClient.ts"
@@ -277,6 +279,8 @@ const tailCommand: Command = {
     const limit = positiveInt(ctx.flags, "limit")
     const agent = ctx.flags.agent as string | undefined
     const owner = ctx.flags.owner as string | undefined
+    // What turns emit is shown unless asked not to, or unless --type narrows the output to some event types.
+    const emits = typeof ctx.flags.emits === "boolean" ? ctx.flags.emits : types === undefined
     return run(
       ctx,
       withNamespace(ctx.globals, (ks: Keyspace) =>
@@ -284,31 +288,52 @@ const tailCommand: Command = {
           // The library's live feed, from the cursor of "now" taken before "tailing" is printed: nothing is missed.
           const redis = yield* RedisClient
           const cursor = yield* redis.use("cursor", (c) => cursorNow(c, ks))
+          // Likewise subscribed to what turns emit before "tailing" is printed (emits have no cursor).
+          const emitHub = emits ? makeEmitHub(redisOptionsOf(ctx.globals), ks) : undefined
+          const holdEmits = emitHub === undefined ? undefined : yield* Effect.tryPromise({
+            try: () => emitHub.listen(() => undefined),
+            catch: (e) => e instanceof RedisError ? e : toRedisError("emit subscribe", e)
+          })
           const controller = new AbortController()
           const feed = liveEvents(redisOptionsOf(ctx.globals), ks, {
             ...(agent !== undefined ? { agent } : {}),
             ...(owner !== undefined ? { ownerId: owner } : {}),
-            types: types === undefined ? eventTags : (types as ReadonlyArray<TaskEventTag>)
-          }, { cursor, signal: controller.signal })
+            types: types === undefined ? eventTags : (types as ReadonlyArray<TaskEventTag>),
+            emits
+          }, { cursor, signal: controller.signal, emitHub })
           const partitions = ks.partitions
           ctx.io.err.write(`factorial-ts: tailing ${ks.namespace} (${partitions} partition${partitions === 1 ? "" : "s"})\n`)
           let seen = 0
-          let next: IteratorResult<LiveEvent> = yield* Effect.promise(() => feed.next())
+          let next: IteratorResult<LiveItem> = yield* Effect.promise(() => feed.next())
           while (!next.done && (limit === undefined || seen < limit)) {
-            const e = next.value.envelope
+            const item = next.value
             seen++
-            yield* out(
-              ctx,
-              isJson(ctx)
-                ? JSON.stringify(e) + "\n"
-                : `${iso(e.at)}  p${partitionOf(ks, e.taskId)} ${e.taskId}  ${e.agent}  ${e.ownerId}  v${e.version} ${e.event._tag} ${keyFields(e.event)}`
-                  .trimEnd() + "\n"
-            )
+            if (item.kind === "emit") {
+              const m = item.emit
+              // Emitted events are progress, not history: no version; `kind` tells them apart in JSON Lines.
+              yield* out(
+                ctx,
+                isJson(ctx)
+                  ? JSON.stringify({ kind: "emit", ...m }) + "\n"
+                  : `${iso(m.at)}  p${partitionOf(ks, m.taskId)} ${m.taskId}  ${m.agent}  ${m.ownerId}  emit ${m.type} ${brief(m.data, 200)}`
+                    .trimEnd() + "\n"
+              )
+            } else {
+              const e = item.envelope
+              yield* out(
+                ctx,
+                isJson(ctx)
+                  ? JSON.stringify(e) + "\n"
+                  : `${iso(e.at)}  p${partitionOf(ks, e.taskId)} ${e.taskId}  ${e.agent}  ${e.ownerId}  v${e.version} ${e.event._tag} ${keyFields(e.event)}`
+                    .trimEnd() + "\n"
+              )
+            }
             if (limit !== undefined && seen >= limit) break
             next = yield* Effect.promise(() => feed.next())
           }
           controller.abort()
           yield* Effect.promise(() => feed.return(undefined))
+          holdEmits?.()
           return ExitCode.ok
         }))
     )

@@ -156,16 +156,26 @@ export const historySpec: CommandSpec = {
 export const tailSpec: CommandSpec = {
   name: "tail",
   summary: "Follow live events from the partition logs (XREAD BLOCK from now on)",
-  description: "Prints every event written from now on, heartbeats included, until Ctrl-C.",
+  description: "Prints every event written from now on, heartbeats included, until Ctrl-C, and what running\n" +
+    "turns emit (ctx.emit: progress, not history; lines with \"emit <type>\", in JSON {\"kind\":\"emit\",...}).",
   args: [],
   flags: [
     { name: "agent", kind: "string", placeholder: "<name>", description: "Only this agent's events" },
     { name: "owner", kind: "string", placeholder: "<id>", description: "Only this owner's events" },
     { name: "type", kind: "string", placeholder: "<Tag,...>", description: "Only these event types, e.g. TaskFailed,TaskCompleted" },
-    { name: "limit", kind: "int", description: "Exit after this many events" },
-    { ...json, description: "One envelope per line (JSON Lines)" }
+    {
+      name: "emits",
+      kind: "boolean",
+      description: "Also what turns emit (default on, off with --type; --no-emits hides them)"
+    },
+    { name: "limit", kind: "int", description: "Exit after this many lines" },
+    { ...json, description: "One envelope (or emitted event) per line (JSON Lines)" }
   ],
-  examples: ["factorial-ts tail --agent chat --type TaskFailed,TaskCompleted", "factorial-ts tail --json | jq ."],
+  examples: [
+    "factorial-ts tail --agent chat --type TaskFailed,TaskCompleted",
+    "factorial-ts tail --no-emits",
+    "factorial-ts tail --json | jq ."
+  ],
 }
 
 export const exportSpec: CommandSpec = {

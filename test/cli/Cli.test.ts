@@ -9,6 +9,8 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { taskKeys } from "../../streams/Keys.ts"
+import { defineAgent, Done } from "../../src/Agent.ts"
+import { Orchestrator } from "../../src/Orchestrator.ts"
 import { freshKeyspace, redisUrl } from "../support/TestRedis.ts"
 import { redisDo, runtimeFor, seed, type Runtime } from "../audit/fixtures.ts"
 
@@ -285,6 +287,52 @@ describe("factorial-ts: tail and run", { timeout: 240_000 }, () => {
     await cli([...ns, "enqueue", "--agent", "a", "--owner", "alice", "--payload", "3", "--id", "a2"])
     expect(await exited).toBe(0)
     expect(stdout.trimEnd().split("\n").map((l) => JSON.parse(l).taskId)).toEqual(["a1", "a2"])
+  })
+
+  it("tail prints what running turns emit, unless --no-emits", async () => {
+    const ks = freshKeyspace()
+    const ns = ["--namespace", ks.namespace]
+    const tail = (args: ReadonlyArray<string>) => {
+      const child = spawn("node", ["src/cli/main.ts", ...ns, "tail", ...args], { cwd: root, env })
+      let stdout = ""
+      let stderr = ""
+      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
+      const ready = new Promise<void>((r) => child.stderr.on("data", (d: Buffer) => {
+        stderr += d.toString()
+        if (stderr.includes("tailing")) r()
+      }))
+      const exited = new Promise<number | null>((r) => child.on("close", r))
+      return { ready, exited, stdout: () => stdout }
+    }
+    // TaskEnqueued, TaskClaimed, TaskCompleted and two emits: five lines.
+    const text = tail(["--limit", "5"])
+    const json = tail(["--json", "--no-emits", "--agent", "talker", "--limit", "3"])
+    const talker = defineAgent({
+      name: "talker",
+      turn: async (ctx) => {
+        ctx.emit("step", { i: 1 })
+        ctx.emit("step", { i: 2 })
+        return Done(null)
+      }
+    })
+    const o = new Orchestrator({ redisUrl, ...ks })
+    o.registerRunner({ agent: talker })
+    try {
+      await Promise.all([text.ready, json.ready])
+      await o.start()
+      await o.enqueueTask(talker, talker.createTask({ ownerId: "o", payload: {}, id: "t1" }))
+      expect(await text.exited).toBe(0)
+      expect(await json.exited).toBe(0)
+    } finally {
+      await o.stop()
+    }
+    const lines = text.stdout().trimEnd().split("\n")
+    expect(lines.filter((l) => l.includes("t1  talker  o  emit step")).map((l) => l.replace(/.* emit /, ""))).toEqual(
+      ["step {\"i\":1}", "step {\"i\":2}"]
+    )
+    expect(lines.filter((l) => / v\d+ Task/.test(l)).length).toBe(3)
+    const envelopes = json.stdout().trimEnd().split("\n").map((l) => JSON.parse(l))
+    expect(envelopes.map((e) => e.event._tag)).toEqual(["TaskEnqueued", "TaskClaimed", "TaskCompleted"])
   })
 
   it("run <config-module> works tasks until SIGTERM, then exits 0", async () => {
