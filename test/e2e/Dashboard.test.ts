@@ -2,7 +2,8 @@
  * The dashboard end to end, in headless Chromium (playwright-core driving the system's chromium): an
  * orchestrator runs a plain agent (a few short turns per task) with its HTTP server on port 0 and a token.
  * The page asks for the token on the API's 401, then — without a reload — shows the counts changing, a
- * task's history growing to its completion, the conversation from its payload, the "no live workers"
+ * task's history growing to its completion, what its turns emit (live progress and a streamed reply), the
+ * conversation from its payload, the "no live workers"
  * warning for an agent nobody works on, and steers and cancels a running task from its detail view (no page
  * error, no console error but the expected 401s). It ends with a
  * screenshot in test-output/dashboard.png.
@@ -41,7 +42,10 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     })
   })
 
-/** A plain agent: each turn "writes a draft" (250 ms) until `turns` drafts exist; `hold` waits to be cancelled. */
+/**
+ * A plain agent: each turn "writes a draft" (250 ms, streamed as `completion_delta` emits, then a `draft` emit)
+ * until `turns` drafts exist; `hold` waits to be cancelled.
+ */
 const writer = defineAgent<Draft>({
   name: "writer",
   turn: async (ctx) => {
@@ -49,6 +53,8 @@ const writer = defineAgent<Draft>({
     await sleep(250, ctx.signal)
     if (ctx.payload.fail) throw new FatalAgentError({ message: "the model refused the request" })
     const n = (ctx.payload.n ?? 0) + 1
+    for (const text of [`Draft ${n}: `, "queues hum, ", "workers wake…"]) ctx.emit("completion_delta", { text })
+    ctx.emit("draft", { n, of: ctx.payload.turns })
     const messages = [...ctx.payload.messages, { role: "assistant", content: `Draft ${n}: queues hum, workers wake…` }]
     const next = { ...ctx.payload, n, messages }
     return n >= ctx.payload.turns ? Done({ drafts: n }, next) : Continue(next)
@@ -148,10 +154,15 @@ it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and steers 
   await enqueue({ turns: 1, fail: true }, "grace")
   for (let i = 0; i < 2; i++) await orchestrator.enqueueTask(reviewer, reviewer.createTask({ ownerId: "lin", payload: {} }))
 
-  // The open task's history grows, live, to its completion; the conversation comes from its payload.
+  // The open task's history grows, live, to its completion; its turns' emits show as they come (not in the
+  // history); the conversation comes from its payload.
+  await untilCount(page, "#progress li[data-type=draft]", 2)
+  expect(await page.textContent("#progress li[data-type=draft] .event-fields")).toMatch(/^\{"n":\d,"of":6\}$/)
+  await page.waitForFunction(() => /Draft \d: queues hum, workers wake…/.test(document.querySelector("#progress-stream")?.textContent ?? ""))
   await untilCount(page, "#history li[data-tag=TurnCompleted]", 2)
   await page.waitForSelector("#history li[data-tag=TaskCompleted]", { timeout: 20_000 })
   expect(await page.locator("#history li").count()).toBe(1 + 6 * 2) // enqueued, then claimed + turn/completion ×6
+  expect(await page.locator("#progress li[data-type=completion_delta]").count()).toBe(0) // those make up the streamed reply
   expect(await page.textContent("#detail-status")).toContain("completed")
   // The query and at least the drafts of the five checkpointed turns (the final turn's payload reaches the
   // history only once the completion records it).

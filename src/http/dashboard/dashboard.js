@@ -2,7 +2,9 @@
  * The dashboard's only script (plain browser JavaScript, no build step, no dependencies). It reads the
  * JSON API under /observability/api, draws the timeline charts as SVG by hand, and stays live over
  * Server-Sent Events (/observability/api/events): each event refreshes the counts and, when it belongs to
- * the open task, that task's history. Actions (cancel, steer) go to the control API (/api/tasks/…).
+ * the open task, that task's history; what the open task's running turn emits (`emit` events: progress, not
+ * history) is listed as it comes, and a streamed model reply (`completion_delta`) is shown as it grows.
+ * Actions (cancel, steer) go to the control API (/api/tasks/…).
  *
  * Auth: when the API answers 401 the page asks for the token and keeps it in sessionStorage (this tab
  * only); fetches send it as a bearer token, the event stream as `?token=` (EventSource cannot set headers).
@@ -15,6 +17,8 @@ const STATUSES = ["queued", "processing", "backoff", "waiting", "completed", "fa
 const TERMINAL = new Set(["completed", "failed", "cancelled", "expired"])
 const TOKEN_KEY = "factorial.dashboard.token"
 const PAGE_SIZE = 25
+/** Emitted events kept for the open task (the latest). */
+const MAX_EMITS = 50
 const SVG_NS = "http://www.w3.org/2000/svg"
 
 const state = {
@@ -27,7 +31,11 @@ const state = {
   openTask: null,
   lastEventId: null,
   source: null,
-  counts: {}
+  counts: {},
+  /** The open task's emitted events since it was opened (newest last), and the model reply streaming in. */
+  emits: [],
+  streamText: "",
+  streamEnded: false
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -586,6 +594,10 @@ function openFromHash() {
   const id = m ? decodeURIComponent(m[1]) : null
   if (id === state.openTask) return
   state.openTask = id
+  state.emits = []
+  state.streamText = ""
+  state.streamEnded = false
+  renderProgress()
   $("task-detail").hidden = !id
   $("action-status").textContent = ""
   $("cancel-confirm").hidden = true
@@ -655,7 +667,40 @@ function onEnvelope(env) {
   soon("agents", 2000, loadAgents)
   soon("workers", 3000, loadWorkers)
   soon("timeline", 3000, loadTimeline)
-  if (env.taskId === state.openTask) soon("detail", 150, () => state.openTask && loadTask(state.openTask))
+  if (env.taskId === state.openTask) {
+    // A new attempt's first streamed reply replaces the last one.
+    if (env.event._tag === "TaskClaimed") state.streamEnded = true
+    soon("detail", 150, () => state.openTask && loadTask(state.openTask))
+  }
+}
+
+/** The open task's latest emitted events, and the model reply streaming in. */
+function renderProgress() {
+  const text = state.streamText
+  $("progress-stream").hidden = !text
+  $("progress-stream").textContent = text
+  $("detail-progress").hidden = state.emits.length === 0 && !text
+  $("progress").replaceChildren(...state.emits.map((m) =>
+    h("li", { class: "event emit", "data-type": m.type },
+      h("div", { class: "event-head" },
+        h("time", { datetime: new Date(m.at).toISOString() }, fmtTime(m.at)),
+        h("strong", { class: "event-type" }, m.type)),
+      h("div", { class: "event-fields" }, short(m.data, 300)))))
+}
+
+function onEmit(m) {
+  if (m.taskId !== state.openTask) return
+  if (m.type === "completion_delta" && typeof m.data?.text === "string") {
+    // A new model call starts a new reply; the last one stays until then.
+    if (state.streamEnded) state.streamText = ""
+    state.streamEnded = false
+    state.streamText = (state.streamText + m.data.text).slice(-20_000)
+  } else {
+    if (m.type === "completion") state.streamEnded = true
+    state.emits.push(m)
+    if (state.emits.length > MAX_EMITS) state.emits.splice(0, state.emits.length - MAX_EMITS)
+  }
+  soon("progress", 100, renderProgress)
 }
 
 function connectLive() {
@@ -674,6 +719,8 @@ function connectLive() {
     state.lastEventId = e.lastEventId
     onEnvelope(JSON.parse(e.data))
   })
+  // Emitted events carry no id (EventSource keeps the last task event's for a reconnect).
+  source.addEventListener("emit", (e) => onEmit(JSON.parse(e.data)))
   source.addEventListener("feed-error", (e) => setLive("error", `Live feed error: ${short(JSON.parse(e.data)?.error?.message ?? "")}`))
   source.onerror = () => {
     if (source !== state.source) return
