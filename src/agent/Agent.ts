@@ -78,8 +78,44 @@ export interface LlmAgentOptions<C extends AgentContext, O> {
   readonly hooks?: AgentHooks<C>
   /** An openai client, or how to make one. Default: OpenAI with `OPENAI_API_KEY`. */
   readonly client?: OpenAI | ModelClientOptions
-  /** Stream completions; each chunk goes to the live feed as a `completion_chunk` event. */
+  /**
+   * Stream completions; the reply's text goes to the live feed as it comes, as `completion_delta` events
+   * `{ text }` (the text since the last one, at most one per 100 ms).
+   */
   readonly stream?: boolean
+}
+
+/**
+ * Collects streamed text and hands it on in pieces: the first piece `intervalMs` after the text starts, then
+ * at most one per interval (or at once past `maxChars`, so each stays well under the emit size limit).
+ * A streamed reply costs a few live events per second rather than one per token.
+ */
+export const textDeltas = (send: (text: string) => void, intervalMs = 100, maxChars = 2048) => {
+  let buffer = ""
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const flush = () => {
+    if (timer !== undefined) clearTimeout(timer)
+    timer = undefined
+    if (buffer === "") return
+    const text = buffer
+    buffer = ""
+    send(text)
+  }
+  return {
+    push: (text: string) => {
+      buffer += text
+      if (buffer.length >= maxChars) flush()
+      else timer ??= setTimeout(flush, intervalMs)
+    },
+    /** Sends what is left (the reply is complete). */
+    flush,
+    /** Drops what is left (the call failed or was interrupted). */
+    discard: () => {
+      if (timer !== undefined) clearTimeout(timer)
+      timer = undefined
+      buffer = ""
+    }
+  }
 }
 
 const resolve = <T, C>(value: Dynamic<T, C>, context: C, turn: TurnContext<C>): T =>
@@ -240,10 +276,14 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
 
         const client = yield* getClient
         const calledAt = yield* Clock.currentTimeMillis
+        const deltas = options.stream ? textDeltas((text) => ctx.emit("completion_delta", { text })) : undefined
         const reply = yield* createCompletion(client, params, {
           signal: abort.signal,
-          onChunk: options.stream ? (chunk: ChatCompletionChunk) => ctx.emit("completion_chunk", chunk) : undefined
-        })
+          onChunk: deltas === undefined ? undefined : (chunk: ChatCompletionChunk) => {
+            const text = chunk.choices[0]?.delta.content
+            if (text) deltas.push(text)
+          }
+        }).pipe(Effect.onExit((exit) => Effect.sync(() => (exit._tag === "Success" ? deltas?.flush() : deltas?.discard()))))
         const modelMs = (yield* Clock.currentTimeMillis) - calledAt
         ctx.emit("completion", { model, modelMs, finishReason: reply.finishReason, usage: reply.usage })
         const conversation = [...messages, assistantMessage(reply)]

@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import type { TurnOutcome } from "../../src/Agent.ts"
 import { classifyFailure, FatalAgentError } from "../../src/AgentErrors.ts"
-import { Agent } from "../../src/agent/Agent.ts"
+import { Agent, textDeltas } from "../../src/agent/Agent.ts"
 import { agentContextFields } from "../../src/agent/AgentContext.ts"
 import { InvalidModelOutput } from "../../src/agent/ModelClient.ts"
 import { tool } from "../../src/agent/Tool.ts"
@@ -287,7 +287,7 @@ describe("models", () => {
       assert.strictEqual(run.payloads[0]!.language, "French")
     }))
 
-  it.live("streamed completions give the same turn, and each chunk reaches the live feed", () =>
+  it.live("streamed completions give the same turn, and their text reaches the live feed in a few deltas", () =>
     Effect.gen(function*() {
       const script = [
         reply.toolCalls([{ id: "s1", name: "forecast", arguments: { city: "Oslo" } }], { content: "Checking." }),
@@ -306,10 +306,32 @@ describe("models", () => {
         plain.payloads.at(-1)!.turns!.map((t: any) => t.usage)
       )
       assert.isTrue(streamServer.requests.every((r) => r.body.stream === true))
-      const chunks = streamed.events.filter((e) => e.type === "completion_chunk")
-      assert.isAbove(chunks.length, 5)
-      assert.isFalse(plain.events.some((e) => e.type === "completion_chunk"))
+      // The server streams each reply in many chunks at once: each reply's text comes as one delta.
+      const deltas = streamed.events.filter((e) => e.type === "completion_delta").map((e) => (e.data as { text: string }).text)
+      assert.deepStrictEqual(deltas, ["Checking.", "It is four degrees in Oslo, quite cold."])
+      assert.isFalse(plain.events.some((e) => e.type === "completion_delta"))
     }))
+})
+
+describe("textDeltas", () => {
+  it("coalesces streamed text: one piece per interval, at once past maxChars, none after discard", async () => {
+    const sent: Array<string> = []
+    const d = textDeltas((t) => sent.push(t), 60, 10)
+    d.push("a")
+    await new Promise((r) => setTimeout(r, 20))
+    d.push("b")
+    assert.deepStrictEqual(sent, [])
+    await new Promise((r) => setTimeout(r, 80))
+    assert.deepStrictEqual(sent, ["ab"])
+    d.push("0123456789") // past maxChars: sent now
+    assert.deepStrictEqual(sent, ["ab", "0123456789"])
+    d.push("c")
+    d.flush()
+    d.push("lost")
+    d.discard()
+    await new Promise((r) => setTimeout(r, 80))
+    assert.deepStrictEqual(sent, ["ab", "0123456789", "c"])
+  })
 })
 
 describe("hooks", () => {

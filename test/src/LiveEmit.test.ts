@@ -2,14 +2,16 @@
  * What turns emit (`ctx.emit`) reaches the live feed as its own kind of item, in order, with the task, agent,
  * owner and type; feeds that did not ask for emits, or filter them out, get none; nothing emitted lands in a
  * history or a partition log. Invalid, oversized and excessive emits are dropped with a warning and the turn
- * completes all the same.
+ * completes all the same. A streaming LLM agent's reply reaches the feed as a few coalesced text deltas.
  */
 import { afterEach, expect, it, vi } from "vitest"
 import { Continue, defineAgent, Done } from "../../src/Agent.ts"
+import { Agent } from "../../src/agent/Agent.ts"
 import { AgentWorkerConfig } from "../../src/Config.ts"
 import type { LiveEmit, LiveEvent, LiveItem } from "../../src/LiveFeed.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
 import { allPartitions, partitionKeys } from "../../streams/Keys.ts"
+import { reply, startFakeModelServer } from "../support/FakeModelServer.ts"
 import { freshKeyspace, rawClient, testRedisOptions } from "../support/TestRedis.ts"
 
 const completed = (taskId: string, items: ReadonlyArray<LiveItem>) =>
@@ -155,6 +157,32 @@ it("drops invalid, oversized and excessive emits with a warning; the turn comple
   } finally {
     controller.abort()
     await o.stop()
+  }
+})
+
+it("streams an LLM agent's reply text to the feed as a few completion_delta events", async () => {
+  const text = "Queues hum at dawn; workers wake to claim their turns; the log remembers."
+  const model = await startFakeModelServer([reply.text(text)])
+  const o = new Orchestrator({ ...testRedisOptions, ...freshKeyspace() })
+  const agent = new Agent({ name: "poet", model: "m", stream: true, client: { baseURL: model.baseURL, apiKey: "test" } })
+  o.registerRunner({ agent })
+  const controller = new AbortController()
+  try {
+    const feed = await started(o.subscribe({ emits: ["completion_delta", "completion"] }, { signal: controller.signal }))
+    await o.start()
+    const id = await o.enqueueTask(agent, agent.createTask({ ownerId: "u", payload: { query: "A haiku, please." } }))
+    const items = await feed.until((items) => completed(id, items) && emitsOf(items).some((e) => e.type === "completion"), 100)
+    const emitted = emitsOf(items)
+    const deltas = emitted.filter((e) => e.type === "completion_delta").map((e) => (e.data as { text: string }).text)
+    expect(deltas.join("")).toBe(text)
+    // The server sent the reply as one chunk per few characters; the feed got far fewer messages.
+    expect(deltas.length).toBeLessThan(5)
+    expect(emitted.at(-1)?.type).toBe("completion")
+    expect(model.requests[0]!.body.stream).toBe(true)
+  } finally {
+    controller.abort()
+    await o.stop()
+    await model.close()
   }
 })
 
