@@ -47,4 +47,6 @@ export { Envelope, TaskEvent, TaskStatus, WaitItem, WaitResult } from "../stream
 export * from "./agent/index.ts"
 export { Audit } from "./audit/Audit.ts"
 export { liveEvents, liveEventStream } from "./LiveFeed.ts"
-export type { LiveEvent, LiveFilter } from "./LiveFeed.ts"
+export type { LiveEmit, LiveEvent, LiveFilter, LiveItem, LiveItemOf, LiveOptions } from "./LiveFeed.ts"
+export { defaultEmitLimits, EmittedEvent, makeEmitHub } from "./LiveEmit.ts"
+export type { EmitHub, EmitLimits } from "./LiveEmit.ts"

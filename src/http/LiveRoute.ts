@@ -45,6 +45,7 @@ const EventsQuery = Schema.Struct({
   task: Schema.optionalKey(Schema.String),
   types: Schema.optionalKey(Schema.String),
   emits: Schema.optionalKey(Schema.String),
+  emitTasks: Schema.optionalKey(Schema.String),
   lastEventId: Schema.optionalKey(Schema.String)
 })
 const decodeEventsQuery = decoder(EventsQuery, "events query")
@@ -73,6 +74,9 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
     const setup = await options.run(Effect.gen(function*() {
       const q = yield* decodeEventsQuery(request.query)
       const taskIds = q.task === undefined ? undefined : yield* decodeTaskIds(split(q.task))
+      // Emits of these tasks only (task events unaffected): the dashboard follows every task's events but
+      // the progress of the one it shows.
+      const emitTasks = q.emitTasks === undefined ? undefined : yield* decodeTaskIds(split(q.emitTasks))
       const types = split(q.types)
       const unknown = types?.find((t) => !eventTags.includes(t))
       if (unknown !== undefined) {
@@ -109,13 +113,13 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
         ...(types !== undefined ? { types: types as ReadonlyArray<TaskEventTag> } : {}),
         emits: emitTypes === undefined ? true : emitTypes.length === 0 ? false : emitTypes
       }
-      return { keyspace: store.keyspace, redisOptions: redis.options, cursor, filter }
+      return { keyspace: store.keyspace, redisOptions: redis.options, cursor, filter, emitTasks }
     }))
     if (setup._tag === "Failure") {
       open.delete(controller)
       return sendError(reply, setup.cause.reasons.find((r) => r._tag === "Fail")?.error ?? setup.cause)
     }
-    const { keyspace, redisOptions, cursor, filter } = setup.value
+    const { keyspace, redisOptions, cursor, filter, emitTasks } = setup.value
 
     reply.hijack()
     const res = reply.raw
@@ -164,6 +168,7 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
       )
       for await (const e of events) {
         if (controller.signal.aborted) break
+        if (e.kind === "emit" && emitTasks !== undefined && !emitTasks.includes(e.emit.taskId)) continue
         await write(
           e.kind === "task"
             ? `id: ${e.cursor}\nevent: task\ndata: ${JSON.stringify(e.envelope)}\n\n`

@@ -17,6 +17,8 @@ const STATUSES = ["queued", "processing", "backoff", "waiting", "completed", "fa
 const TERMINAL = new Set(["completed", "failed", "cancelled", "expired"])
 const TOKEN_KEY = "factorial.dashboard.token"
 const PAGE_SIZE = 25
+/** A valid task id (streams/TaskEvent.ts). */
+const TASK_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/
 /** Emitted events kept for the open task (the latest). */
 const MAX_EMITS = 50
 const SVG_NS = "http://www.w3.org/2000/svg"
@@ -598,6 +600,9 @@ function openFromHash() {
   state.streamText = ""
   state.streamEnded = false
   renderProgress()
+  // The stream carries the emits of the open task only: reopen it for this one (it resumes from the last
+  // task event seen, so no task event is missed).
+  if (state.source) connectLive()
   $("task-detail").hidden = !id
   $("action-status").textContent = ""
   $("cancel-confirm").hidden = true
@@ -709,6 +714,10 @@ function connectLive() {
   const token = getToken()
   if (token) params.set("token", token)
   if (state.lastEventId) params.set("lastEventId", state.lastEventId)
+  // Progress (emits) only of the open task: a busy namespace's every emit is not this page's business.
+  // (A malformed id from the address bar would make the server refuse the stream: then none.)
+  if (state.openTask && TASK_ID.test(state.openTask)) params.set("emitTasks", state.openTask)
+  else params.set("emits", "none")
   const source = new EventSource(`${API}/events?${params}`)
   state.source = source
   source.addEventListener("ready", (e) => {

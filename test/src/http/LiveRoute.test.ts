@@ -195,7 +195,8 @@ describe("GET /observability/api/events", () => {
       const all = await open()
       const notes = await open("?emits=note")
       const none = await open("?emits=none&owner=emitting")
-      for (const s of [all, notes, none]) await s.waitFor(() => s.messages.some((m) => m.event === "ready"), "ready")
+      const elsewhere = await open("?emitTasks=some-other-task")
+      for (const s of [all, notes, none, elsewhere]) await s.waitFor(() => s.messages.some((m) => m.event === "ready"), "ready")
       await workers.start()
       const id = await workers.enqueueTask(emitter, emitter.createTask({ ownerId: "emitting", payload: { n: 0 } }))
       const done = (s: typeof all, emits: number) => () =>
@@ -203,6 +204,7 @@ describe("GET /observability/api/events", () => {
       await all.waitFor(done(all, 8), "the task's events and emits")
       await notes.waitFor(done(notes, 2), "the notes")
       await none.waitFor(done(none, 0), "the task's events")
+      await elsewhere.waitFor(done(elsewhere, 0), "the task's events")
 
       const expected = [0, 1].flatMap((turn) => [...[0, 1, 2].map((i) => ["step", { turn, i }]), ["note", `turn ${turn}`]])
       expect(all.emits().map((e) => [e.emit.type, e.emit.data])).toEqual(expected)
@@ -214,6 +216,9 @@ describe("GET /observability/api/events", () => {
       expect(notes.emits().map((e) => e.emit.data)).toEqual(["turn 0", "turn 1"])
       expect(none.emits()).toEqual([])
       expect(none.tasks().length).toBe(5)
+      // emitTasks narrows the emits only: every task event still comes.
+      expect(elsewhere.emits()).toEqual([])
+      expect(elsewhere.tasks().filter((t) => t.envelope.taskId === id).length).toBe(5)
 
       // A resumed stream replays the task events it missed, never the emits.
       const resumed = await open(`?task=${id}`, { authorization: `Bearer ${token}`, "last-event-id": all.messages[0]!.id! })
@@ -237,6 +242,7 @@ describe("GET /observability/api/events", () => {
     expect((await bad("?agent=a%20b")).status).toBe(400)
     expect((await bad("?task={x}")).status).toBe(400)
     expect((await bad("?emits=a%20b")).body.error.message).toContain("invalid emitted event type \"a b\"")
+    expect((await bad("?emitTasks={x}")).status).toBe(400)
     const noToken = await fetch(`${base}/observability/api/events`)
     expect(noToken.status).toBe(401)
   })
