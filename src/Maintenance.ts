@@ -31,7 +31,7 @@
 import { Deferred, Effect, Exit, Random } from "effect"
 import { settle } from "./FollowUp.ts"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
-import { allPartitions, namespaceKeys, partitionKeys } from "../streams/Keys.ts"
+import { allPartitions, MAINTENANCE_CONSUMER_PREFIX, namespaceKeys, partitionKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { flatToRecord, TaskStore, type Delivery } from "./TaskStore.ts"
 import type { MaintenanceWorkerConfig } from "./Config.ts"
@@ -72,7 +72,7 @@ const OUTBOX_GRACE_MS = 1_000
 const terminal = ["completed", "failed", "cancelled"] as const
 
 /** The consumer name maintenance claims with (XAUTOCLAIM) in the agent queue groups. */
-export const maintenanceConsumer = (workerId: string): string => `maintenance-${workerId}`
+export const maintenanceConsumer = (workerId: string): string => `${MAINTENANCE_CONSUMER_PREFIX}${workerId}`
 
 /**
  * A dead worker's entries are recovered at most `heartbeatTimeout + interval` after its last heartbeat;
