@@ -428,7 +428,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
   const readGroup = (p: number, conn: RedisConnection, count: number, from: string, block?: number) =>
     Effect.tryPromise({
       try: async () => {
-        // The typed method, not `call`: ioredis speaks RESP3 and only its xreadgroup reshapes the map reply.
+        // The typed method, not `call`: its reply has the same shape whatever the protocol.
         const xreadgroup = conn.xreadgroup as unknown as (...args: ReadonlyArray<string | number>) => Promise<unknown>
         const reply = (await xreadgroup.call(
           conn,

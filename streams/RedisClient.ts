@@ -41,6 +41,9 @@ const baseOptions = (o: RedisOptions) => ({
   lazyConnect: true,
   connectTimeout: o.connectTimeoutMs ?? 5_000,
   maxRetriesPerRequest: null,
+  // RESP2: ioredis decodes it with less work than RESP3, and Redis encodes it with less (measured in bench/:
+  // about 10% less client and Redis CPU per turn). Replies have the same shapes either way.
+  protocol: 2 as const,
   enableReadyCheck: true,
   ...(o.connectionName !== undefined ? { connectionName: o.connectionName } : {})
 })

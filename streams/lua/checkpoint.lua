@@ -20,7 +20,6 @@ t.turns = t.turns + 1
 clear_worker(t)
 set_status(t, 'queued')
 append(t, 'TurnCompleted', '"lease":' .. t.lease .. ',"turn":' .. t.turns .. ',"payload":' .. payload ..
-  ',"steeringApplied":' .. applied, { 'payloadAt' }, { 'turns', t.turns })
+  ',"steeringApplied":' .. applied, { 'payloadAt' }, { 'turns', t.turns, 'entry', queue_entry(t) })
 ack(t.agent, entry_id)
-requeue(t)
 return { 'ok', 'TurnCompleted' }

@@ -25,8 +25,9 @@ if batch ~= '' then
   data = data .. ',"batchId":' .. cjson.encode(batch)
 end
 local t = { agent = agent, ownerId = owner, version = 0, lease = 0, status = 'queued' }
+fields[#fields + 1] = 'entry'
+fields[#fields + 1] = queue_entry(t)
 append(t, 'TaskEnqueued', data, { 'payloadAt' }, fields)
 redis.call('ZADD', PREFIX .. ':idx:queued', NOW, TASK_ID)
 redis.call('SADD', PREFIX .. ':agents', agent)
-requeue(t)
 return { 'ok', t.version }

@@ -38,7 +38,7 @@ local function load_task()
     if event._tag ~= 'TaskExpired' then return nil end
     return { status = 'expired', lease = tonumber(event.lease or 0) }
   end
-  local t = {}
+  local t = { flat = flat }
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
   t.lease = tonumber(t.lease)
   t.version = tonumber(t.version)
@@ -88,10 +88,13 @@ end
 local function queue_key(agent) return PREFIX .. ':queue:' .. agent end
 
 -- Puts the task on its agent's queue; the entry names the lease its claim must find. The hash keeps the
--- entry's id ('entry'), so a claim repeated after a lost reply can tell the entry of the live lease.
+-- entry's id ('entry'), so a claim repeated after a lost reply can tell the entry of the live lease
+-- (`queue_entry` only adds the entry: the caller writes 'entry' with its append).
+local function queue_entry(t)
+  return redis.call('XADD', queue_key(t.agent), '*', 't', TASK_ID, 'l', t.lease)
+end
 local function requeue(t)
-  local id = redis.call('XADD', queue_key(t.agent), '*', 't', TASK_ID, 'l', t.lease)
-  redis.call('HSET', H, 'entry', id)
+  redis.call('HSET', H, 'entry', queue_entry(t))
 end
 
 -- Finishes a delivery: acknowledged and removed, so the queue holds only live entries.
@@ -103,10 +106,9 @@ local function ack(agent, entry_id)
   end
 end
 
--- The history entries the hash points at (payload, output), for replies that hand a task's state out.
-local function pointed_entries()
-  local at = redis.call('HMGET', H, 'payloadAt', 'outputAt')
-  return { at[1] and redis.call('LINDEX', LOG, at[1]) or false, at[2] and redis.call('LINDEX', LOG, at[2]) or false }
+-- The history entries the task's hash points at (payload, output), for replies that hand its state out.
+local function pointed_entries(t)
+  return { t.payloadAt and redis.call('LINDEX', LOG, t.payloadAt) or false, t.outputAt and redis.call('LINDEX', LOG, t.outputAt) or false }
 end
 
 local function clear_worker(t)
@@ -176,8 +178,10 @@ end
 -- must hear of its end (its parent or batch) or follow it (its children): see src/FollowUp.ts.
 local function finish(t)
   redis.call('DEL', STEERING, WAIT, RESULTS)
-  redis.call('HDEL', H, 'deadline')
-  redis.call('ZREM', PREFIX .. ':waits', TASK_ID)
+  if t.deadline ~= nil then -- set_deadline keeps the field and the deadline set together
+    redis.call('HDEL', H, 'deadline')
+    redis.call('ZREM', PREFIX .. ':waits', TASK_ID)
+  end
   if t.parent ~= nil or t.batch ~= nil or redis.call('EXISTS', CHILDREN) == 1 then
     redis.call('ZADD', PREFIX .. ':outbox', NOW, TASK_ID)
   end
@@ -198,7 +202,8 @@ end
 -- started the live lease is the same claim run again (the client resent it after a lost reply): it is
 -- rejected too, but the entry stays pending, so the lease its worker never learnt about is recovered by
 -- maintenance after the heartbeat timeout instead of being lost.
--- Returns claim's reply: { "ok", hash, steering, wait, results, children, pointed entries } or a rejection.
+-- Returns claim's reply: { "ok", hash, steering, wait, results, children, pointed entries } or a rejection. The
+-- hash is the one read at the start with the fields the claim changed after it (a later field wins).
 local function claim_entry(entry_lease, worker, entry_id, agent)
   local t = load_task()
   if t == nil then
@@ -211,8 +216,17 @@ local function claim_entry(entry_lease, worker, entry_id, agent)
   end
   t.lease = t.lease + 1
   set_status(t, 'processing')
-  append(t, 'TaskClaimed', '"lease":' .. t.lease .. ',"worker":' .. cjson.encode(worker), nil,
-    { 'lease', t.lease, 'worker', worker, 'hb', NOW })
-  return { 'ok', redis.call('HGETALL', H), redis.call('LRANGE', STEERING, 0, -1), redis.call('LRANGE', WAIT, 0, -1),
-    redis.call('HGETALL', RESULTS), redis.call('HGETALL', CHILDREN), pointed_entries() }
+  local changed = { 'lease', t.lease, 'worker', worker, 'hb', NOW }
+  append(t, 'TaskClaimed', '"lease":' .. t.lease .. ',"worker":' .. cjson.encode(worker), nil, changed)
+  local hash = t.flat
+  for _, v in ipairs(changed) do hash[#hash + 1] = v end
+  for _, f in ipairs({ 'version', 'updatedAt', 'status' }) do
+    hash[#hash + 1] = f
+    hash[#hash + 1] = (f == 'updatedAt') and NOW or t[f]
+  end
+  if redis.call('EXISTS', STEERING, WAIT, RESULTS, CHILDREN) == 0 then
+    return { 'ok', hash, {}, {}, {}, {}, pointed_entries(t) }
+  end
+  return { 'ok', hash, redis.call('LRANGE', STEERING, 0, -1), redis.call('LRANGE', WAIT, 0, -1),
+    redis.call('HGETALL', RESULTS), redis.call('HGETALL', CHILDREN), pointed_entries(t) }
 end

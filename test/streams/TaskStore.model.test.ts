@@ -605,11 +605,11 @@ describe("TaskStore against the decider", () => {
 
   /** Reads one new entry for `worker` from the agent's queue in partition `p`. */
   const poll = async (h: Harness, p: number, agent: string, worker: string) => {
-    // One stream: the reply is [key, entries] (a RESP3 map, flattened), or null.
-    const reply = (await h.conn.call("XREADGROUP", "GROUP", agent, worker, "COUNT", 1, "STREAMS", h.queueKey(p, agent), ">")) as
-      | [string, Array<Entry>]
+    // One stream: the reply is [[key, entries]], or null.
+    const reply = (await h.conn.xreadgroup("GROUP", agent, worker, "COUNT", 1, "STREAMS", h.queueKey(p, agent), ">")) as
+      | Array<[string, Array<Entry>]>
       | null
-    const entry = reply?.[1][0]
+    const entry = reply?.[0]?.[1][0]
     return entry === undefined ? undefined : entryOf(entry)
   }
 
