@@ -4,7 +4,14 @@
  * - tasks per status: ZCARD of each partition's `idx:<status>` (expired tasks have no index: not counted);
  * - per agent (from each partition's `agents` set): queue depth, deliveries in flight and the oldest
  *   waiting entry, from XLEN, XINFO GROUPS and one XRANGE of `queue:<agent>` (group named after the agent);
- * - live workers: consumers of those groups whose idle time is small (XINFO CONSUMERS).
+ * - workers: the consumers of those groups (XINFO CONSUMERS; a worker is a consumer, named by its worker
+ *   id, in the group of each agent it serves; maintenance's own `maintenance-<id>` consumers are not
+ *   workers and are left out), and which of them are **live**: one ZMSCORE of the namespace's consumer
+ *   registry `{ns}:consumers` (src/Maintenance.ts) for their names. A registered consumer is live while its
+ *   registration has not lapsed (score > now), whatever its idle time: before Redis 7.2 XINFO's `idle` only
+ *   restarts on a read that *delivered* entries, so a live worker of an empty queue looks idle forever. A
+ *   consumer with no registration (a process of a version that does not register) falls back to the old
+ *   rule: live if idle for at most `liveWithinMs`.
  *
  * Invariant relied on: a queue stream holds only undelivered and pending entries (a finished delivery is
  * acked and XDELed in the same script), so undelivered = XLEN − pending. The counts are a snapshot read
@@ -12,7 +19,7 @@
  * worker skips it.
  */
 import { Clock, Context, Effect, Layer } from "effect"
-import { allPartitions, type Keyspace, partitionKeys } from "../streams/Keys.ts"
+import { allPartitions, type Keyspace, MAINTENANCE_CONSUMER_PREFIX, namespaceKeys, partitionKeys } from "../streams/Keys.ts"
 import { RedisClient } from "../streams/RedisClient.ts"
 import type { RedisError } from "../streams/StreamError.ts"
 import { type TaskStatus, TaskStatus as TaskStatusSchema } from "../streams/TaskEvent.ts"
@@ -26,10 +33,17 @@ export const indexedStatuses: ReadonlyArray<IndexedStatus> = TaskStatusSchema.li
 export interface WorkerGauge {
   /** The consumer name (the worker id). */
   readonly name: string
-  /** Smallest idle time over the agent's partitions, ms. */
+  /**
+   * Smallest idle time over the agent's partitions, ms (XINFO CONSUMERS `idle`: before Redis 7.2, the time
+   * since its last read that delivered entries).
+   */
   readonly idleMs: number
   /** Deliveries it holds (summed over partitions). */
   readonly pending: number
+  /** Until when (ms) a running process vouches for it in `{ns}:consumers`; null when it is not registered. */
+  readonly registeredUntil: number | null
+  /** Registered and not lapsed; or, with no registration, idle for at most `liveWithinMs`. */
+  readonly live: boolean
 }
 
 export interface QueueGauge {
@@ -41,7 +55,9 @@ export interface QueueGauge {
   /** When the oldest waiting entry was queued (ms, from its stream id), and its age now. */
   readonly oldestWaitingAt: number | null
   readonly oldestWaitingAgeMs: number | null
-  /** Consumers idle for at most `liveWithinMs`. */
+  /** Every worker consumer of the agent's group (any partition), live or not, by name. */
+  readonly workers: ReadonlyArray<WorkerGauge>
+  /** The live ones among `workers`. */
   readonly liveWorkers: ReadonlyArray<WorkerGauge>
 }
 
@@ -55,9 +71,25 @@ export interface GaugeSnapshot {
 }
 
 export interface GaugeOptions {
-  /** A consumer counts as a live worker if it touched its queue this recently (default 30 s). */
+  /**
+   * A consumer with no registration in `{ns}:consumers` counts as a live worker if XINFO CONSUMERS shows it
+   * idle for at most this long (default 30 s). Registered consumers are judged by their registration alone.
+   */
   readonly liveWithinMs?: number
 }
+
+/** Default of `GaugeOptions.liveWithinMs`. */
+export const DEFAULT_LIVE_WITHIN_MS = 30_000
+
+/** Whether a worker consumer counts as live at `now` (see `WorkerGauge.live`). */
+export const isLiveWorker = (
+  worker: { readonly registeredUntil: number | null; readonly idleMs: number },
+  now: number,
+  liveWithinMs: number
+): boolean => worker.registeredUntil !== null ? worker.registeredUntil > now : worker.idleMs <= liveWithinMs
+
+/** Names per ZMSCORE call when reading the registry. */
+const REGISTRY_CHUNK = 1_000
 
 const idMillis = (id: string): number => Number(id.split("-")[0])
 
@@ -120,7 +152,7 @@ export class Gauges extends Context.Service<Gauges, {
                   name: String(f.name),
                   pending: Number(f.pending),
                   idle: Number(f.idle)
-                }))
+                })).filter((c) => !c.name.startsWith(MAINTENANCE_CONSUMER_PREFIX))
               }
             })
 
@@ -138,10 +170,36 @@ export class Gauges extends Context.Service<Gauges, {
             return { counts, queues, oldest }
           })
 
+        /**
+         * The registrations of `names` in `{ns}:consumers` (ms; absent when not registered). One key (its own
+         * slot on a cluster), read by member, so the work is bounded by the consumers listed, not the registry.
+         */
+        const readRegistry = (names: ReadonlyArray<string>) =>
+          names.length === 0
+            ? Effect.succeed(new Map<string, number>())
+            : redis.use("gauges registry", async (c) => {
+              const registry = namespaceKeys(keyspace).consumers
+              const pipeline = c.pipeline()
+              for (let from = 0; from < names.length; from += REGISTRY_CHUNK) {
+                pipeline.zmscore(registry, ...names.slice(from, from + REGISTRY_CHUNK))
+              }
+              const replies = (await pipeline.exec()) ?? []
+              const until = new Map<string, number>()
+              replies.forEach(([err, scores], chunk) => {
+                if (err) throw err
+                ;(scores as Array<string | null>).forEach((score, i) => {
+                  if (score !== null) until.set(names[chunk * REGISTRY_CHUNK + i]!, Number(score))
+                })
+              })
+              return until
+            })
+
         const read = (options?: GaugeOptions) =>
           Effect.gen(function*() {
-            const liveWithinMs = options?.liveWithinMs ?? 30_000
+            const liveWithinMs = options?.liveWithinMs ?? DEFAULT_LIVE_WITHIN_MS
             const parts = yield* Effect.forEach(allPartitions(keyspace), readPartition)
+            const names = [...new Set(parts.flatMap((part) => part.queues.flatMap((q) => q.consumers.map((c) => c.name))))]
+            const registered = yield* readRegistry(names)
             const at = yield* Clock.currentTimeMillis
 
             const tasksByStatus = Object.fromEntries(indexedStatuses.map((s) => [s, 0])) as Record<IndexedStatus, number>
@@ -149,7 +207,7 @@ export class Gauges extends Context.Service<Gauges, {
               waiting: number
               inFlight: number
               oldest: number | undefined
-              workers: Map<string, WorkerGauge>
+              workers: Map<string, { idleMs: number; pending: number }>
             }>()
             for (const part of parts) {
               indexedStatuses.forEach((s, i) => tasksByStatus[s] += part.counts[i]!)
@@ -162,7 +220,6 @@ export class Gauges extends Context.Service<Gauges, {
                 for (const c of q.consumers) {
                   const w = a.workers.get(c.name)
                   a.workers.set(c.name, {
-                    name: c.name,
                     idleMs: Math.min(w?.idleMs ?? Infinity, c.idle),
                     pending: (w?.pending ?? 0) + c.pending
                   })
@@ -173,7 +230,13 @@ export class Gauges extends Context.Service<Gauges, {
             const live = new Set<string>()
             const queues: Array<QueueGauge> = [...byAgent].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(
               ([agent, a]) => {
-                const liveWorkers = [...a.workers.values()].filter((w) => w.idleMs <= liveWithinMs)
+                const workers = [...a.workers].sort(([x], [y]) => x < y ? -1 : x > y ? 1 : 0).map(
+                  ([name, w]): WorkerGauge => {
+                    const registeredUntil = registered.get(name) ?? null
+                    return { name, ...w, registeredUntil, live: isLiveWorker({ registeredUntil, idleMs: w.idleMs }, at, liveWithinMs) }
+                  }
+                )
+                const liveWorkers = workers.filter((w) => w.live)
                 for (const w of liveWorkers) live.add(w.name)
                 return {
                   agent,
@@ -181,6 +244,7 @@ export class Gauges extends Context.Service<Gauges, {
                   inFlight: a.inFlight,
                   oldestWaitingAt: a.oldest ?? null,
                   oldestWaitingAgeMs: a.oldest === undefined ? null : Math.max(0, at - a.oldest),
+                  workers,
                   liveWorkers
                 }
               }

@@ -13,7 +13,7 @@
  *
  * Pure: no Redis, no clock. `projections/Projector.ts` runs it against the logs.
  */
-import type { Envelope } from "../streams/TaskEvent.ts"
+import type { Envelope, LogFacts } from "../streams/TaskEvent.ts"
 
 /** The pseudo-agent whose buckets count every agent. (Not a valid agent name: names start alphanumeric.) */
 export const ALL_AGENTS = "__all__"
@@ -186,7 +186,7 @@ export const decodeOpenTask = (s: string): OpenTask => {
 
 const duration = (from: number, to: number): number => Math.max(0, Math.round(to - from))
 
-type Event = Envelope["event"]
+type Event = LogFacts["event"]
 
 /**
  * Folds envelopes (in partition-log order) onto a state; returns a new state, `start` is not changed.
@@ -195,7 +195,7 @@ type Event = Envelope["event"]
  */
 export const foldEnvelopes = (
   options: MetricsOptions,
-  envelopes: Iterable<Pick<Envelope, "at" | "taskId" | "agent" | "event">>,
+  envelopes: Iterable<LogFacts>,
   start: MetricsState = emptyState
 ): MetricsState => {
   const buckets = new Map<string, Record<string, number>>()
@@ -317,7 +317,7 @@ export const foldEnvelopes = (
         // and cancel requests change no counter and start or end no wait or run.
         break
       default:
-        e satisfies never
+        e._tag satisfies never
     }
   }
   return { buckets, open }

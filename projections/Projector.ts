@@ -17,12 +17,12 @@
 import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { fileURLToPath } from "node:url"
-import { Context, Effect, Layer, Schedule, Schema } from "effect"
+import { Context, Effect, Layer, Result, Schedule, Schema } from "effect"
 import type { Scope } from "effect"
 import { allPartitions, type Keyspace, partitionKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
-import { decodeEnvelope, type Envelope } from "../streams/TaskEvent.ts"
+import { decodeLogFacts, type LogFacts } from "../streams/TaskEvent.ts"
 import {
   addBuckets,
   ALL_AGENTS,
@@ -179,12 +179,22 @@ const entryJson = (fields: Array<string> | null): string | undefined => {
   return undefined
 }
 
-/** Decodes entries; deleted entries (no fields) are left out. */
-const decodeEntries = (raw: ReadonlyArray<RawEntry>): Effect.Effect<Array<Envelope>, CorruptEntry> =>
-  Effect.forEach(
-    raw.filter(([, f]) => entryJson(f) !== undefined),
-    ([id, fields]) => decodeEnvelope(entryJson(fields)!, id)
-  )
+/** A partition-log entry as the projector reads it: its stream id and its metrics facts. */
+export type LogEntry = LogFacts & { readonly id: string }
+
+/** Decodes entries (their metrics facts only, see `LogFacts`); deleted entries (no fields) are left out. */
+const decodeEntries = (raw: ReadonlyArray<RawEntry>): Effect.Effect<Array<LogEntry>, CorruptEntry> =>
+  Effect.suspend(() => {
+    const out: Array<LogEntry> = []
+    for (const [id, fields] of raw) {
+      const json = entryJson(fields)
+      if (json === undefined) continue
+      const facts = decodeLogFacts(json)
+      if (Result.isFailure(facts)) return Effect.fail(facts.failure)
+      out.push({ ...facts.success, id })
+    }
+    return Effect.succeed(out)
+  })
 
 const recordOfNumbers = (flat: Record<string, string>): Bucket => {
   const out: Record<string, number> = {}
@@ -244,7 +254,7 @@ export class MetricsProjector extends Context.Service<MetricsProjector, {
    */
   readonly apply: (
     partition: number,
-    entries: ReadonlyArray<Envelope>
+    entries: ReadonlyArray<LogEntry>
   ) => Effect.Effect<{ readonly applied: number; readonly checkpoint: string }, ProjectorError>
   /** Folds every partition up to the end of its log without blocking; returns the entries applied. */
   readonly catchUp: (options?: { readonly count?: number }) => Effect.Effect<number, ProjectorError>
@@ -321,7 +331,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
    * Folds `batch` (the log entries right after `checkpoint`, in order) onto the stored memory of its tasks
    * and commits it. `false` when the checkpoint moved meanwhile (nothing written).
    */
-  const commitBatch = (p: number, checkpoint: string, batch: ReadonlyArray<Envelope>) =>
+  const commitBatch = (p: number, checkpoint: string, batch: ReadonlyArray<LogEntry>) =>
     Effect.gen(function*() {
       const keys = mk(p)
       const taskIds = [...new Set(batch.map((e) => e.taskId))]
@@ -367,7 +377,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
    * Moves the checkpoint up to `upTo`, folding `delivered` (consecutive entries ending at `upTo`) when they
    * start right after the checkpoint, and reading the log otherwise. Returns entries applied.
    */
-  const advance = (p: number, delivered: ReadonlyArray<Envelope>, upTo: string) =>
+  const advance = (p: number, delivered: ReadonlyArray<LogEntry>, upTo: string) =>
     Effect.gen(function*() {
       let applied = 0
       let stale = 0
@@ -375,7 +385,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
         const checkpoint = yield* getCheckpoint(p)
         if (compareIds(upTo, checkpoint) <= 0) return { applied, checkpoint }
         const fresh = delivered.filter((e) => compareIds(e.id, checkpoint) > 0)
-        let batch: ReadonlyArray<Envelope> = []
+        let batch: ReadonlyArray<LogEntry> = []
         if (fresh.length > 0) {
           // The fast path: the delivered entries are exactly the next ones after the checkpoint.
           const next = yield* readLog(p, checkpoint, fresh[0]!.id, 1)
@@ -395,7 +405,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       }
     })
 
-  const apply = (p: number, entries: ReadonlyArray<Envelope>) =>
+  const apply = (p: number, entries: ReadonlyArray<LogEntry>) =>
     entries.length === 0
       ? Effect.map(getCheckpoint(p), (checkpoint) => ({ applied: 0, checkpoint }))
       : advance(p, entries, entries[entries.length - 1]!.id)
@@ -627,8 +637,8 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       const first = field("first-entry") as RawEntry | null | undefined
       const json = first ? entryJson(first[1]) : undefined
       if (first == null || json === undefined) return Infinity
-      const envelope = yield* decodeEnvelope(json, first[0])
-      return bucketStart(bucketSeconds, envelope.at) + bucketSeconds
+      const facts = yield* Effect.fromResult(decodeLogFacts(json))
+      return bucketStart(bucketSeconds, facts.at) + bucketSeconds
     })
 
   /**

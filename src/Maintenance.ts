@@ -15,15 +15,18 @@
  *   (so a backlog drains in a pass or a few without holding up recoveries and wake-ups for long);
  * - trimming of the partition event logs by age, never past what the projector has not yet read;
  * - deletion of dead consumers, at a low frequency (every `deadConsumerAfterMs`, see there): every process
- *   leaves a consumer named by its worker id in each agent queue's group it read from (and `maintenance-<id>`
- *   where it recovered entries, and the projector's in the `projector` group of each partition log), and
- *   nothing else ever removes them. A consumer is deleted (XGROUP DELCONSUMER) when it has 0 pending entries,
- *   has been idle longer than `deadConsumerAfterMs`, and no running process vouches for its name in the
- *   `{ns}:consumers` registry (each process's maintenance keeps its names there, alive until a time it
- *   renews, and removes its worker and maintenance names on a clean stop). The registry, not XINFO's
- *   `idle`, is what keeps a live consumer: on Redis < 7.2 `idle` counts from the last read or claim that
- *   *delivered* entries, so a live worker of an empty queue looks idle forever (from 7.2 it counts from the
- *   last attempt). The pending check is repeated inside the deleting script, atomically with the delete, so
+ *   leaves a consumer named by its worker id in the group of each of its agents' queues (created by its
+ *   maintenance at start in the partitions that know the agent, since on Redis < 7.2 a read that delivers
+ *   nothing creates no consumer; elsewhere by its first delivery), `maintenance-<id>` where it recovered entries, and the
+ *   projector's in the `projector` group of each partition log; nothing else ever removes them. A consumer
+ *   is deleted (XGROUP DELCONSUMER) when it has 0 pending entries, has been idle longer than
+ *   `deadConsumerAfterMs`, and no running process vouches for its name in the `{ns}:consumers` registry
+ *   (each process's maintenance keeps its names there, alive until a time it renews, and marks its worker
+ *   and maintenance names lapsed on a clean stop; lapsed names stay another `deadConsumerAfterMs`, so the
+ *   live-worker gauges tell a stopped worker from one of a process that never registers). The registry,
+ *   not XINFO's `idle`, is what keeps a live consumer (and what the gauges count as a live worker): on Redis
+ *   < 7.2 `idle` counts from the last read or claim that *delivered* entries, so a live worker of an empty
+ *   queue looks idle forever (from 7.2 it counts from the last attempt). The pending check is repeated inside the deleting script, atomically with the delete, so
  *   an entry a consumer reads in between is never dropped from the pending list (deleting a consumer with
  *   nothing pending is otherwise harmless: its next read creates it again); a consumer with pending entries
  *   stays until recovery (XAUTOCLAIM) or the projector's orphan adoption has moved them.
@@ -31,9 +34,10 @@
 import { Deferred, Effect, Exit, Random } from "effect"
 import { settle } from "./FollowUp.ts"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
-import { allPartitions, namespaceKeys, partitionKeys } from "../streams/Keys.ts"
+import { allPartitions, MAINTENANCE_CONSUMER_PREFIX, namespaceKeys, partitionKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { flatToRecord, TaskStore, type Delivery } from "./TaskStore.ts"
+import { ensureGroups } from "./Worker.ts"
 import type { MaintenanceWorkerConfig } from "./Config.ts"
 
 export interface MaintainedAgent {
@@ -72,7 +76,7 @@ const OUTBOX_GRACE_MS = 1_000
 const terminal = ["completed", "failed", "cancelled"] as const
 
 /** The consumer name maintenance claims with (XAUTOCLAIM) in the agent queue groups. */
-export const maintenanceConsumer = (workerId: string): string => `maintenance-${workerId}`
+export const maintenanceConsumer = (workerId: string): string => `${MAINTENANCE_CONSUMER_PREFIX}${workerId}`
 
 /**
  * A dead worker's entries are recovered at most `heartbeatTimeout + interval` after its last heartbeat;
@@ -294,7 +298,9 @@ export const sweepDeadConsumers = (options: MaintenanceOptions) =>
     const deadAfter = deadConsumerAfterMs(options)
     const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
     const live = new Set(yield* redis.use("zrangebyscore", (c) => c.zrangebyscore(registry, now, "+inf")))
-    yield* redis.use("zremrangebyscore", (c) => c.zremrangebyscore(registry, "-inf", `(${now}`))
+    // Lapsed names stay one more threshold: until then the gauges know the consumer as stopped (after it,
+    // its idle time is past the threshold, or it is gone).
+    yield* redis.use("zremrangebyscore", (c) => c.zremrangebyscore(registry, "-inf", `(${now - deadAfter}`))
     let deleted = 0
     for (const p of allPartitions(ks)) {
       const keys = partitionKeys(ks, p)
@@ -334,6 +340,31 @@ const registerConsumers = (options: MaintenanceOptions, until: number) =>
     const redis = yield* RedisClient
     const registry = namespaceKeys(store.keyspace).consumers
     yield* redis.use("zadd", (c) => c.zadd(registry, ...ownConsumers(options).flatMap((name) => [until, name])))
+  })
+
+/**
+ * Makes the worker id a consumer in the group of each of this process's agents, in each partition whose
+ * `agents` set names the agent (creating the group if needed). Its first delivery there would do that; until
+ * then the gauges, which find an agent's workers among its group's consumers, would not see it: on Redis < 7.2
+ * a read that delivers nothing creates no consumer, so a worker whose queue stayed empty since it started
+ * would be in no group. Partitions that do not name the agent are left alone: the gauges do not look there
+ * (and the sweep would not either, so a consumer there would outlive the agent), and its first task there
+ * reaches a live worker, whose read creates the consumer.
+ */
+const createWorkerConsumers = (options: MaintenanceOptions) =>
+  Effect.gen(function*() {
+    const store = yield* TaskStore
+    const redis = yield* RedisClient
+    const ks = store.keyspace
+    yield* redis.use("xgroup createconsumer", (c) =>
+      Promise.all(allPartitions(ks).map(async (p) => {
+        const keys = partitionKeys(ks, p)
+        const known = new Set(await c.smembers(keys.agents))
+        await Promise.all(options.agents.filter((a) => known.has(a.name)).map(async (agent) => {
+          await ensureGroups(c, [keys.queue(agent.name)], agent.name)
+          await c.call("XGROUP", "CREATECONSUMER", keys.queue(agent.name), agent.name, options.workerId)
+        }))
+      })))
   })
 
 /** Trims a partition log to entries newer than `cutoffMs`, keeping everything the projector still needs. */
@@ -376,15 +407,21 @@ export const runMaintenance = (options: MaintenanceOptions) =>
     const clock = Effect.clockWith((c) => c.currentTimeMillis)
     const deadAfter = deadConsumerAfterMs(options)
     let registeredAt = -Infinity
+    let consumersCreated = false
     // Processes started together (a deploy) sweep at different times.
     let sweepAt = (yield* clock) + Math.round(deadAfter * (yield* Random.next))
     // On a clean stop (after the worker pools, whose finalizers run first, have handed their work back),
-    // this process's own names leave the registry. The projector's name may be shared by other
-    // orchestrators of this process (host-pid): it is left to expire.
+    // this process's own names are marked lapsed now (not removed: so the gauges count its worker as
+    // stopped at once, rather than judge it by idle time like a process that never registers; the sweep
+    // removes them later). The projector's name may be shared by other orchestrators of this process
+    // (host-pid): it is left to expire.
     yield* Effect.addFinalizer(() =>
-      redis.use("zrem", (c) =>
-        c.zrem(namespaceKeys(store.keyspace).consumers, options.workerId, maintenanceConsumer(options.workerId))
-      ).pipe(Effect.ignore)
+      Effect.gen(function*() {
+        const now = yield* clock
+        yield* redis.use("zadd", (c) =>
+          c.zadd(namespaceKeys(store.keyspace).consumers, now, options.workerId, now, maintenanceConsumer(options.workerId))
+        )
+      }).pipe(Effect.ignore)
     )
     const loop = Effect.gen(function*() {
       // A poke during the pass (which may have read the sets before that commit) asks for another pass at once.
@@ -396,6 +433,12 @@ export const runMaintenance = (options: MaintenanceOptions) =>
         yield* registerConsumers(options, start + deadAfter).pipe(
           Effect.andThen(Effect.sync(() => registeredAt = start)),
           Effect.catch((e) => Effect.logWarning(`maintenance could not register its consumers: ${e.message}`))
+        )
+      }
+      if (!consumersCreated) {
+        yield* createWorkerConsumers(options).pipe(
+          Effect.andThen(Effect.sync(() => consumersCreated = true)),
+          Effect.catch((e) => Effect.logWarning(`maintenance could not create its worker's consumers: ${e.message}`))
         )
       }
       const sweepConsumers = start >= sweepAt

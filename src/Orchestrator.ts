@@ -304,7 +304,7 @@ export class Orchestrator {
    */
   createObservabilityApp(
     config = this.options.observabilityConfig ?? new ObservabilityConfig(),
-    extra: Pick<AppOptions, "bodyLimit" | "live"> = {}
+    extra: Pick<AppOptions, "bodyLimit" | "live" | "liveWithinMs"> = {}
   ): FastifyInstance {
     const runtime = this.getRuntime()
     return buildApp({

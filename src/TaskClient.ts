@@ -27,6 +27,7 @@ import { type TaskData, TaskStore } from "./TaskStore.ts"
 
 const decodeTaskId = Schema.decodeUnknownEffect(TaskId)
 const OwnerId = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(256))
+const decodeOwnerId = Schema.decodeUnknownEffect(OwnerId)
 const SteeringMessages = Schema.Array(Schema.Json).check(Schema.isMinLength(1), Schema.isMaxLength(100))
 
 /** Rejections only a worker's or maintenance's command can get: at the client they are defects. */
@@ -35,7 +36,7 @@ const resultRejections = ["ResultNotPending", "ResultAlreadyReceived", "InvalidR
 
 /** A wait item id (a deferred result's or a child task's): the task id alphabet. */
 export const validResultId = (id: unknown): Effect.Effect<string, InvalidInput> =>
-  Schema.decodeUnknownEffect(TaskId)(id).pipe(
+  decodeTaskId(id).pipe(
     Effect.mapError((e) => new InvalidInput({ message: `invalid result id: ${e.message}` }))
   )
 
@@ -179,7 +180,7 @@ export class TaskClient extends Context.Service<TaskClient, {
           if (task.agent !== agent.name) {
             return yield* new InvalidInput({ message: `task ${taskId} belongs to agent ${task.agent}, not ${agent.name}` })
           }
-          const ownerId = yield* Schema.decodeUnknownEffect(OwnerId)(task.ownerId).pipe(
+          const ownerId = yield* decodeOwnerId(task.ownerId).pipe(
             Effect.mapError((e) => new InvalidInput({ message: `invalid owner id: ${e.message}` }))
           )
           const payload = yield* agent.encodePayload(task.payload)
@@ -234,7 +235,7 @@ export class TaskClient extends Context.Service<TaskClient, {
             const batchId = yield* validTaskId(options.batchId ?? randomUUID()).pipe(
               Effect.mapError((e) => new InvalidInput({ message: e.message.replace("task id", "batch id") }))
             )
-            const ownerId = yield* Schema.decodeUnknownEffect(OwnerId)(options.ownerId ?? tasks[0]!.ownerId).pipe(
+            const ownerId = yield* decodeOwnerId(options.ownerId ?? tasks[0]!.ownerId).pipe(
               Effect.mapError((e) => new InvalidInput({ message: `invalid owner id: ${e.message}` }))
             )
             const perTask = options.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }

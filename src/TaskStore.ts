@@ -11,7 +11,7 @@ import { outstanding, type Rejection, type TaskCommand, type TaskState } from ".
 import { type BatchEnvelope, decodeBatchEnvelope } from "../streams/BatchEvent.ts"
 import { batchKeys, type Keyspace, namespaceKeys, partitionKeys, partitionOf, partitionPrefix, taskKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
-import { installScripts, parseReply, type ScriptedConnection, type ScriptName } from "../streams/Scripts.ts"
+import { type FusedCommit, fusedCommits, installScripts, parseReply, type ScriptedConnection, type ScriptName } from "../streams/Scripts.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
 import {
   decodeEnvelope,
@@ -324,8 +324,9 @@ export class TaskStore extends Context.Service<TaskStore, {
   ) => Effect.Effect<ReadonlyArray<Accepted | TaskRejected>, RedisError>
   /**
    * Reads up to `count` new entries of the agent's queue in one partition and claims each (TaskClaimed), in
-   * one script. With `after` (a command of a task in that partition), that command is sent first, in the
-   * same round trip: a worker commits its turn and takes its next task at once.
+   * one script. With `after` (a command of a task in that partition), that command runs first, in the same
+   * round trip — fused with the claim in one script call for the usual commits (Scripts.ts `fusedCommits`):
+   * a worker commits its turn and takes its next task at once.
    */
   readonly claimNext: (
     request: ClaimRequest,
@@ -444,44 +445,62 @@ export class TaskStore extends Context.Service<TaskStore, {
             catch: (cause) => toRedisError("pipeline", cause)
           })
 
+        /** The claims of a `claimnext` reply: entry id, task id, entry lease and claim reply per entry read. */
+        const claimsOf = (request: ClaimRequest, raw: ReadonlyArray<unknown>): Array<ClaimedEntry> => {
+          const claims: Array<ClaimedEntry> = []
+          for (let i = 1; i + 3 < raw.length; i += 4) {
+            const taskId = String(raw[i + 1])
+            const lease = Number(raw[i + 2])
+            claims.push({
+              entryId: String(raw[i]),
+              taskId,
+              lease,
+              outcome: outcome({ _tag: "Claim", taskId, lease, worker: request.worker, now: request.now }, raw[i + 3])
+            })
+          }
+          return claims
+        }
+
         const claimNext = (request: ClaimRequest, after?: { readonly command: TaskCommand; readonly delivery?: Delivery }) =>
           Effect.promise(async () => {
             const p = partitionKeys(keyspace, request.partition)
-            const queue = p.queue(request.agent)
-            // Issued together, the commit and the claim go out in one write (the shared connection is
-            // auto-pipelined) and Redis runs them in that order: one round trip.
-            const commit = after === undefined
-              ? undefined
-              : (() => {
-                const [name, args] = argsOf(after.command, after.delivery, 0)
-                return conn[`fx_${name}`](...args)
-              })()
+            const claimArgs = [request.worker, request.agent, request.count] as const
+            const commit = after === undefined ? undefined : argsOf(after.command, after.delivery, 0)
+            // The usual case: the commit and the claim fused in one script call (see Scripts.ts).
+            if (
+              commit !== undefined && (fusedCommits as ReadonlyArray<string>).includes(commit[0]) &&
+              partitionOf(keyspace, after!.command.taskId) === request.partition
+            ) {
+              try {
+                const [committed, claimed] = (await conn[`fx_${commit[0] as FusedCommit}_next`](...commit[1], ...claimArgs)) as [
+                  unknown,
+                  ReadonlyArray<unknown>
+                ]
+                return { outcome: outcome(after!.command, committed), claims: claimsOf(request, claimed) }
+              } catch (cause) {
+                // Not known whether it ran: the commit is reported failed (the caller sends it again, rejected
+                // if it was applied) and entries it may have claimed are recovered by maintenance.
+                const error = toRedisError(after!.command._tag, cause)
+                return { outcome: error, claims: [], claimError: error }
+              }
+            }
+            // Otherwise the two calls issued together go out in one write (the shared connection is
+            // auto-pipelined) and Redis runs them in that order: still one round trip.
+            const sent = commit === undefined ? undefined : conn[`fx_${commit[0]}`](...commit[1])
             const claim = conn.fx_claimnext(
-              queue, queue, p.events, partitionPrefix(keyspace, request.partition), "", Math.round(request.now),
-              request.worker, request.agent, request.count
+              p.queue(request.agent), p.queue(request.agent), p.events, partitionPrefix(keyspace, request.partition), "",
+              Math.round(request.now), ...claimArgs
             ) as Promise<ReadonlyArray<unknown>>
-            const [committed, claimed] = await Promise.allSettled([commit, claim])
+            const [committed, claimed] = await Promise.allSettled([sent, claim])
             // A failed claim only means no next task this time (entries it may have read are recovered by
             // maintenance, like those of a claim whose reply was lost).
-            const raw = claimed.status === "fulfilled" ? claimed.value : []
-            const claims: Array<ClaimedEntry> = []
-            for (let i = 1; i + 3 < raw.length; i += 4) {
-              const taskId = String(raw[i + 1])
-              const lease = Number(raw[i + 2])
-              claims.push({
-                entryId: String(raw[i]),
-                taskId,
-                lease,
-                outcome: outcome({ _tag: "Claim", taskId, lease, worker: request.worker, now: request.now }, raw[i + 3])
-              })
-            }
             return {
               outcome: after === undefined
                 ? undefined
                 : committed.status === "fulfilled"
                 ? outcome(after.command, committed.value)
                 : toRedisError(after.command._tag, committed.reason),
-              claims,
+              claims: claimed.status === "fulfilled" ? claimsOf(request, claimed.value) : [],
               ...(claimed.status === "rejected" ? { claimError: toRedisError("claimnext", claimed.reason) } : {})
             }
           })

@@ -61,6 +61,12 @@ export const METRICS_VERSION = 1
 export const PROJECTOR_GROUP = "projector"
 
 /**
+ * Prefix of the consumer name maintenance claims with (XAUTOCLAIM) in the agent queue groups,
+ * `maintenance-<worker id>`: such a consumer is not a worker (the gauges leave it out).
+ */
+export const MAINTENANCE_CONSUMER_PREFIX = "maintenance-"
+
+/**
  * Keys of the metrics projection of one partition (all in the partition's slot, so one script commits a batch).
  * `set` names a key set: `live` is what the projector maintains and queries read; a rebuild may write another.
  */
@@ -127,7 +133,9 @@ export const namespaceKeys = (ks: Keyspace) => ({
   meta: `{${ks.namespace}}:meta`,
   /**
    * Sorted set: consumer name → time (ms) until which its running process vouches that it is alive;
-   * refreshed by that process's maintenance, read by the dead-consumer sweep (src/Maintenance.ts).
+   * refreshed by that process's maintenance, read by the dead-consumer sweep (src/Maintenance.ts) and the
+   * live-worker gauges (projections/Gauges.ts). One key, in its own slot: never in a pipeline or script
+   * with partition keys.
    */
   consumers: `{${ks.namespace}}:consumers`,
   /** Pub/sub channel: cancel and steer notices for running workers. */

@@ -45,6 +45,37 @@ export const scriptSources: Readonly<Record<ScriptName, string>> = (() => {
   ) as Record<ScriptName, string>
 })()
 
+/**
+ * The commits a worker sends with its next claim, each also compiled fused with `claimnext` into one script
+ * (`<commit>_next`): the commit runs as a function, then the claim, in one call and one atomic step. The
+ * commit's arguments come first and `claimnext`'s three (worker, agent, count) last; the reply is
+ * `{ <commit's reply>, <claimnext's reply> }`. One script call per turn instead of two: each call costs the
+ * Lua around the commands (argument tables, the library's functions) on top of them.
+ */
+export const fusedCommits = ["checkpoint", "complete", "fail", "release"] as const
+export type FusedCommit = typeof fusedCommits[number]
+
+const claimNextSource = readFileSync(`${luaDir}claimnext.lua`, "utf8")
+const fusedSources: Readonly<Record<FusedCommit, string>> = (() => {
+  const lib = readFileSync(`${luaDir}lib.lua`, "utf8")
+  return Object.fromEntries(
+    fusedCommits.map((name) => [
+      name,
+      `${lib}
+local function commit()
+${readFileSync(`${luaDir}${name}.lua`, "utf8")}
+end
+local committed = commit()
+` +
+      `local function claim_next()
+${claimNextSource}
+end
+return { committed, claim_next() }
+`
+    ])
+  ) as Record<FusedCommit, string>
+})()
+
 /** Every task script takes the same three keys: task hash, task history, partition log. */
 export const TASK_SCRIPT_KEYS = 3
 
@@ -66,6 +97,7 @@ type ScriptCaller = (...args: ReadonlyArray<string | number>) => Promise<unknown
 export type ScriptedConnection =
   & RedisConnection
   & { readonly [K in ScriptName as `fx_${K}`]: ScriptCaller }
+  & { readonly [K in FusedCommit as `fx_${K}_next`]: ScriptCaller }
   & { readonly [K in BatchScriptName as `fx_${K}`]: ScriptCaller }
 
 /** Defines the scripts on a connection and compiles them on every master now. */
@@ -73,11 +105,18 @@ export const installScripts = async (conn: RedisConnection): Promise<ScriptedCon
   for (const name of scriptNames) {
     conn.defineCommand(`fx_${name}`, { numberOfKeys: TASK_SCRIPT_KEYS, lua: scriptSources[name] })
   }
+  for (const name of fusedCommits) {
+    conn.defineCommand(`fx_${name}_next`, { numberOfKeys: TASK_SCRIPT_KEYS, lua: fusedSources[name] })
+  }
   for (const name of batchScriptNames) {
     conn.defineCommand(`fx_${name}`, { numberOfKeys: BATCH_SCRIPT_KEYS, lua: batchScriptSources[name] })
   }
   const masters = conn instanceof Cluster ? conn.nodes("master") : [conn]
-  const sources = [...scriptNames.map((n) => scriptSources[n]), ...batchScriptNames.map((n) => batchScriptSources[n])]
+  const sources = [
+    ...scriptNames.map((n) => scriptSources[n]),
+    ...fusedCommits.map((n) => fusedSources[n]),
+    ...batchScriptNames.map((n) => batchScriptSources[n])
+  ]
   await Promise.all(masters.flatMap((node) => sources.map((source) => node.script("LOAD", source))))
   return conn as ScriptedConnection
 }

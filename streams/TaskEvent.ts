@@ -184,6 +184,34 @@ export const decodeEnvelopeResult = (raw: string, streamId?: string): Result.Res
     : Result.fail(new CorruptEntry({ entry: raw.slice(0, 200), message: String(exit.cause) }))
 }
 
+/**
+ * What the metrics projector reads of a partition-log entry: the envelope's time, task, agent and the event's
+ * tag with the three facts the metrics fold looks at. A Schema of its own, so the projector still refuses a
+ * malformed entry (CorruptEntry) but does not validate every payload it carries (most of the decoding time).
+ */
+export const LogFacts = Schema.Struct({
+  at: Schema.Number,
+  taskId: Schema.String,
+  agent: Schema.String,
+  event: Schema.Struct({
+    _tag: Schema.Literals(Object.keys(TaskEvent.cases) as Array<TaskEventTag>),
+    decision: Schema.optionalKey(Schema.String),
+    lease: Schema.optionalKey(Schema.Number),
+    resumed: Schema.optionalKey(Schema.Boolean)
+  })
+})
+export type LogFacts = typeof LogFacts.Type
+
+const decodeLogFactsJson = Schema.decodeUnknownExit(Schema.fromJsonString(LogFacts))
+
+/** Decodes the metrics facts of one partition-log entry (JSON text) synchronously. */
+export const decodeLogFacts = (raw: string): Result.Result<LogFacts, CorruptEntry> => {
+  const exit = decodeLogFactsJson(raw)
+  return exit._tag === "Success"
+    ? Result.succeed(exit.value)
+    : Result.fail(new CorruptEntry({ entry: raw.slice(0, 200), message: String(exit.cause) }))
+}
+
 /** `decodeEnvelopeResult` as an Effect. */
 export const decodeEnvelope = (raw: string, streamId?: string): Effect.Effect<Envelope, CorruptEntry> =>
   Effect.fromResult(decodeEnvelopeResult(raw, streamId))

@@ -37,6 +37,11 @@ export interface AppOptions {
   readonly bodyLimit?: number
   /** Server-Sent Events: heartbeat interval and the most streams open at once. */
   readonly live?: LiveRouteOptions
+  /**
+   * How long a queue consumer with no registration in `{ns}:consumers` (a process of an older version) may
+   * be idle and still count as a live worker, ms (default `LIVE_WITHIN_MS`, 30 s; tests set less).
+   */
+  readonly liveWithinMs?: number
 }
 
 /** Paths that need the token when one is configured (the dashboard page itself does not: it asks for it). */

@@ -6,7 +6,13 @@
  */
 import { Clock, Effect, Schema } from "effect"
 import type { FastifyPluginAsync } from "fastify"
-import { type GaugeSnapshot, Gauges, indexedStatuses, type QueueGauge } from "../../projections/Gauges.ts"
+import {
+  DEFAULT_LIVE_WITHIN_MS,
+  type GaugeSnapshot,
+  Gauges,
+  indexedStatuses,
+  type QueueGauge
+} from "../../projections/Gauges.ts"
 import { ALL_AGENTS } from "../../projections/MetricsBuckets.ts"
 import { MetricsProjector } from "../../projections/Projector.ts"
 import { parseTaskCursor, readTaskPage } from "../../projections/TaskIndex.ts"
@@ -28,8 +34,11 @@ import { decoder, responder } from "./Respond.ts"
 
 /** The most history entries one task answer holds (the newest ones when the history is longer). */
 export const MAX_HISTORY = 5_000
-/** A consumer that touched its queue this recently counts as a live worker. */
-export const LIVE_WITHIN_MS = 30_000
+/**
+ * A queue consumer with no registration in `{ns}:consumers` (a process of an older version) counts as a
+ * live worker if it is idle for at most this long; registered ones are live while their registration holds.
+ */
+export const LIVE_WITHIN_MS = DEFAULT_LIVE_WITHIN_MS
 
 const Window = Schema.Literals(windowNames)
 const WindowQuery = Schema.Struct({ window: Schema.optionalKey(Window) })
@@ -85,13 +94,15 @@ const totalsOf = (window: WindowName, agent: string | undefined) =>
 
 export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => async (app) => {
   const respond = responder(options.run)
+  const liveWithinMs = options.liveWithinMs ?? LIVE_WITHIN_MS
+  const readGauges = Gauges.use((g) => g.read({ liveWithinMs }))
 
   app.get("/overview", (request, reply) =>
     respond(
       reply,
       Effect.gen(function*() {
         const { window = DEFAULT_WINDOW } = yield* decodeWindowQuery(request.query)
-        const snapshot = yield* Gauges.use((g) => g.read({ liveWithinMs: LIVE_WITHIN_MS }))
+        const snapshot = yield* readGauges
         const totals = yield* totalsOf(window, undefined)
         return {
           at: snapshot.at,
@@ -128,7 +139,7 @@ export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => 
       reply,
       Effect.gen(function*() {
         const { window = DEFAULT_WINDOW } = yield* decodeWindowQuery(request.query)
-        const snapshot = yield* Gauges.use((g) => g.read({ liveWithinMs: LIVE_WITHIN_MS }))
+        const snapshot = yield* readGauges
         const registered = new Set(options.agents().map((a) => a.name))
         const names = [...new Set([...snapshot.queues.map((q) => q.agent), ...registered])].sort()
         const agents = yield* Effect.forEach(names, (agent) =>
@@ -141,6 +152,7 @@ export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => 
                 inFlight: 0,
                 oldestWaitingAt: null,
                 oldestWaitingAgeMs: null,
+                workers: [],
                 liveWorkers: []
               }),
               registeredHere: registered.has(agent),
@@ -154,7 +166,7 @@ export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => 
   app.get("/queues", (_request, reply) =>
     respond(
       reply,
-      Effect.map(Gauges.use((g) => g.read({ liveWithinMs: LIVE_WITHIN_MS })), (snapshot) => ({
+      Effect.map(readGauges, (snapshot) => ({
         at: snapshot.at,
         queues: snapshot.queues.map(queueView),
         warnings: warningsOf(snapshot)
@@ -165,25 +177,22 @@ export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => 
     respond(
       reply,
       Effect.gen(function*() {
-        // Every consumer of every queue group; "live" marks those seen within LIVE_WITHIN_MS.
-        const snapshot = yield* Gauges.use((g) => g.read({ liveWithinMs: Number.MAX_SAFE_INTEGER }))
-        const byName = new Map<string, Array<{ agent: string; idleMs: number; pending: number }>>()
+        // Every worker consumer of every queue group; "live" as the gauges judge it (registration, else idle).
+        const snapshot = yield* readGauges
+        const byName = new Map<string, Array<{ agent: string; idleMs: number; pending: number; live: boolean }>>()
         for (const q of snapshot.queues) {
-          for (const w of q.liveWorkers) {
-            byName.set(w.name, [...(byName.get(w.name) ?? []), { agent: q.agent, idleMs: w.idleMs, pending: w.pending }])
+          for (const w of q.workers) {
+            byName.set(w.name, [...(byName.get(w.name) ?? []), { agent: q.agent, idleMs: w.idleMs, pending: w.pending, live: w.live }])
           }
         }
-        const workers = [...byName].map(([name, agents]) => {
-          const idleMs = Math.min(...agents.map((a) => a.idleMs))
-          return {
-            name,
-            live: idleMs <= LIVE_WITHIN_MS,
-            idleMs,
-            pending: agents.reduce((n, a) => n + a.pending, 0),
-            agents
-          }
-        }).sort((a, b) => Number(b.live) - Number(a.live) || a.idleMs - b.idleMs || (a.name < b.name ? -1 : 1))
-        return { at: snapshot.at, liveWithinMs: LIVE_WITHIN_MS, workers }
+        const workers = [...byName].map(([name, agents]) => ({
+          name,
+          live: agents.some((a) => a.live),
+          idleMs: Math.min(...agents.map((a) => a.idleMs)),
+          pending: agents.reduce((n, a) => n + a.pending, 0),
+          agents: agents.map(({ agent, idleMs, pending }) => ({ agent, idleMs, pending }))
+        })).sort((a, b) => Number(b.live) - Number(a.live) || a.idleMs - b.idleMs || (a.name < b.name ? -1 : 1))
+        return { at: snapshot.at, liveWithinMs, workers }
       })
     ))
 

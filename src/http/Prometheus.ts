@@ -68,7 +68,7 @@ export const prometheusRoute = (options: AppOptions): FastifyPluginAsync => asyn
     const projector = yield* MetricsProjector
     const { bucketSeconds, retentionSeconds } = projector.options
     const now = yield* Clock.currentTimeMillis
-    const snapshot = yield* gauges.read({ liveWithinMs: LIVE_WITHIN_MS })
+    const snapshot = yield* gauges.read({ liveWithinMs: options.liveWithinMs ?? LIVE_WITHIN_MS })
     const agents = [...new Set([...snapshot.queues.map((q) => q.agent), ...options.agents().map((a) => a.name)])]
       .sort()
 
@@ -114,7 +114,7 @@ export const prometheusRoute = (options: AppOptions): FastifyPluginAsync => asyn
     )
     queueGauge(
       "factorial_live_workers",
-      `Workers that touched the agent's queue in the last ${LIVE_WITHIN_MS / 1000} s.`,
+      `Live workers of the agent: registered as alive in {ns}:consumers (a consumer with no registration: idle at most ${(options.liveWithinMs ?? LIVE_WITHIN_MS) / 1000} s).`,
       (q) => q.liveWorkers.length
     )
     out.push(family("factorial_live_workers_distinct", "gauge", "Distinct live workers over all agents.", [

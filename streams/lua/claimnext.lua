@@ -8,9 +8,11 @@
   (the tasks' keys follow from the ids read: same partition, so the same hash slot)
   ARGV[1..3] prefix, "" (no task yet), now
   ARGV[4] worker id   ARGV[5] agent (queue and consumer group)   ARGV[6] how many entries to read at most
+  (read as the last three arguments: Scripts.ts also runs this file after a commit script, in one call,
+  with the commit's arguments first)
   Returns { "ok", entry id, task id, entry lease, <claim's reply>, entry id, … } for each entry read
 ]]
-local worker, agent, count = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local worker, agent, count = ARGV[#ARGV - 2], ARGV[#ARGV - 1], tonumber(ARGV[#ARGV])
 local out = { 'ok' }
 local reply = redis.call('XREADGROUP', 'GROUP', agent, worker, 'COUNT', count, 'STREAMS', queue_key(agent), '>')
 if not reply then return out end

@@ -7,8 +7,10 @@
   Returns { "ok", version } | rejected TaskAlreadyExists (also for an expired task whose history is kept)
 ]]
 local agent, owner, payload, max_retries, parent, batch = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local existing = load_task()
-if existing ~= nil then return rejected('TaskAlreadyExists', existing) end
+if redis.call('EXISTS', H, LOG) > 0 then -- rare: load it for the rejection (an expired task loads from its history)
+  local existing = load_task()
+  if existing ~= nil then return rejected('TaskAlreadyExists', existing) end
+end
 
 -- The hash is created by append's HSET, with the event's version, time, status and payload index.
 local fields = { 'id', TASK_ID, 'agent', agent, 'ownerId', owner, 'lease', 0, 'retries', 0, 'maxRetries', max_retries,

@@ -129,9 +129,10 @@ describe("maintenance", () => {
     await readOne(keyspace, p, "a", "dead-1", true)
     await readOne(keyspace, p, "a", "dead-2", true)
     await readOne(keyspace, p, "a", "expired", true)
+    await readOne(keyspace, p, "a", "stopped", true)
     await readOne(keyspace, p, "a", "alive", true)
     await readOne(keyspace, p, "a", "busy", false)
-    await conn.zadd(registry, String(Date.now() + 60_000), "alive", String(Date.now() - 1), "expired")
+    await conn.zadd(registry, String(Date.now() + 60_000), "alive", String(Date.now() - 60_000), "expired")
     const sweep = (sweepConsumers: boolean) =>
       Effect.runPromise(
         maintainOnce({ agents, config, workerId: "m1" }, { sweepConsumers }).pipe(Effect.provide(Layer.fresh(storeLayer(keyspace))))
@@ -141,12 +142,15 @@ describe("maintenance", () => {
     await waitFor(() => queueConsumers(keyspace, "a"), (cs) => cs.every((c) => c.idle > deadAfter), 15_000)
     // A pass that does not sweep leaves them all.
     expect((await sweep(false)).consumersDeleted).toBe(0)
-    expect((await sweep(true)).consumersDeleted).toBe(3)
+    // A clean stop marks its names lapsed at once: that does not protect its consumer.
+    await conn.zadd(registry, String(Date.now()), "stopped")
+    expect((await sweep(true)).consumersDeleted).toBe(4)
     const left = await queueConsumers(keyspace, "a")
     expect(left.map((c) => c.name).sort()).toEqual(["alive", "busy"])
     expect(left.find((c) => c.name === "busy")?.pending).toBe(1)
-    // The expired registration went with the sweep; the live one stays.
-    expect(await conn.zrange(registry, "0", "-1")).toEqual(["alive"])
+    // The registration lapsed more than a threshold ago went with the sweep; the live one stays, and so
+    // does the one that just lapsed, for another threshold (the gauges know its worker as stopped).
+    expect(await conn.zrange(registry, "0", "-1")).toEqual(["stopped", "alive"])
 
     // The deleting script itself checks pending entries (a consumer may read between listing and delete).
     const queue = partitionKeys(keyspace, p).queue("a")
@@ -194,6 +198,10 @@ describe("maintenance", () => {
     const stoppedWorker = (await run(stopped, c)).worker
     await stopped.stop()
     expect((await queueConsumers(keyspace, "c")).map((x) => x.name)).toEqual([stoppedWorker])
+    // The clean stop marked its names lapsed.
+    const stoppedUntil = await conn.zscore(namespaceKeys(keyspace).consumers, stoppedWorker)
+    expect(stoppedUntil).not.toBeNull()
+    expect(Number(stoppedUntil)).toBeLessThanOrEqual(Date.now())
 
     // The live process's maintenance deletes the stopped worker's consumer once it is idle past the threshold.
     await waitFor(() => queueConsumers(keyspace, "c"), (cs) => cs.length === 0, 20_000)
