@@ -17,12 +17,8 @@ import { namespaceKeys, taskKeys, type Keyspace } from "../streams/Keys.ts"
 import { connect, makeConnection, type RedisConnection, type RedisOptions } from "../streams/RedisClient.ts"
 import { toRedisError } from "../streams/StreamError.ts"
 
+/** The type of an emitted event: 1-64 of letters, digits, '_', '.', ':', '/' or '-' (safe in lists and lines). */
 const typePattern = /^[A-Za-z0-9_.:/-]{1,64}$/
-
-/** The type of an emitted event: 1-64 of letters, digits, '_', '.', ':', '/' or '-'. */
-export const EmitType = Schema.String.check(
-  Schema.isPattern(typePattern, { message: "an emitted event type is 1-64 characters of letters, digits, '_', '.', ':', '/' or '-'" })
-)
 
 /** One emitted event as published and delivered: whose, what and when (ms); `data` is the turn's JSON value. */
 export const EmittedEvent = Schema.Struct({
