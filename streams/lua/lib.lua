@@ -175,8 +175,18 @@ local function set_deadline(open)
   return text
 end
 
+-- How many of the task's side keys (steering, wait, results, children) exist, kept as t.side: most tasks
+-- have none, and then a commit skips reading and deleting them (each redis.call costs ~2 µs of Lua).
+-- Returns the number of pending steering messages.
+local function load_side(t)
+  t.side = redis.call('EXISTS', STEERING, WAIT, RESULTS, CHILDREN)
+  if t.side == 0 then return 0 end
+  return redis.call('LLEN', STEERING)
+end
+
 -- A turn's commit consumes the results of the wait it ran after.
-local function consume_wait()
+local function consume_wait(t)
+  if t.side == 0 then return end
   for _, item in ipairs(wait_items()) do redis.call('HDEL', RESULTS, item.id) end
   redis.call('DEL', WAIT)
 end
@@ -184,12 +194,12 @@ end
 -- A task that ends drops its pending steering, wait, results and deadline, and goes to the outbox when others
 -- must hear of its end (its parent or batch) or follow it (its children): see src/FollowUp.ts.
 local function finish(t)
-  redis.call('DEL', STEERING, WAIT, RESULTS)
+  if t.side ~= 0 then redis.call('DEL', STEERING, WAIT, RESULTS) end
   if t.deadline ~= nil then -- set_deadline keeps the field and the deadline set together
     redis.call('HDEL', H, 'deadline')
     redis.call('ZREM', PREFIX .. ':waits', TASK_ID)
   end
-  if t.parent ~= nil or t.batch ~= nil or redis.call('EXISTS', CHILDREN) == 1 then
+  if t.parent ~= nil or t.batch ~= nil or (t.side ~= 0 and redis.call('EXISTS', CHILDREN) == 1) then
     redis.call('ZADD', PREFIX .. ':outbox', NOW, TASK_ID)
   end
 end
