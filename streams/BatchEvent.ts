@@ -6,7 +6,7 @@
  * Versioning rule as for task events: new fields optional, a change of meaning is a new tag.
  */
 import { Effect, Schema } from "effect"
-import { CorruptEntry } from "./StreamError.ts"
+import { type CorruptEntry, jsonEntryDecoder } from "./StreamError.ts"
 
 /** How a task of a batch ended, as its batch counts it. */
 export const BatchTaskEnd = Schema.Literals(["completed", "failed", "cancelled", "expired"])
@@ -36,11 +36,6 @@ export const BatchEnvelope = Schema.Struct({
 })
 export type BatchEnvelope = typeof BatchEnvelope.Type
 
-const decodeJson = Schema.decodeUnknownExit(Schema.fromJsonString(BatchEnvelope))
+const decodeJson = jsonEntryDecoder(BatchEnvelope)
 
-export const decodeBatchEnvelope = (raw: string): Effect.Effect<BatchEnvelope, CorruptEntry> => {
-  const exit = decodeJson(raw)
-  return exit._tag === "Success"
-    ? Effect.succeed(exit.value)
-    : Effect.fail(new CorruptEntry({ entry: raw.slice(0, 200), message: String(exit.cause) }))
-}
+export const decodeBatchEnvelope = (raw: string): Effect.Effect<BatchEnvelope, CorruptEntry> => Effect.fromResult(decodeJson(raw))

@@ -2,7 +2,7 @@
  * Failures of the storage layer: Redis itself, and entries that do not decode.
  * `RedisError.reason` says whether retrying can help; nothing above this layer inspects ioredis errors.
  */
-import { Schema } from "effect"
+import { Result, Schema } from "effect"
 
 export const RedisErrorReason = Schema.Literals(["Connection", "Timeout", "Script", "Command"])
 export type RedisErrorReason = typeof RedisErrorReason.Type
@@ -22,6 +22,17 @@ export class CorruptEntry extends Schema.TaggedError<CorruptEntry>()("CorruptEnt
   entry: Schema.String,
   message: Schema.String
 }) {}
+
+/** A synchronous decoder of stored JSON text with `schema`; what does not decode is a `CorruptEntry`. */
+export const jsonEntryDecoder = <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S) => {
+  const decode = Schema.decodeUnknownExit(Schema.fromJsonString(schema))
+  return (raw: string): Result.Result<S["Type"], CorruptEntry> => {
+    const exit = decode(raw)
+    return exit._tag === "Success"
+      ? Result.succeed(exit.value)
+      : Result.fail(new CorruptEntry({ entry: raw.slice(0, 200), message: String(exit.cause) }))
+  }
+}
 
 /** Classifies a failure thrown by the Redis client into a `RedisError`. */
 export const toRedisError = (op: string, cause: unknown): RedisError => {

@@ -9,7 +9,7 @@
  * Never rename or remove a tag that has been written.
  */
 import { Effect, Result, Schema } from "effect"
-import { CorruptEntry } from "./StreamError.ts"
+import { type CorruptEntry, jsonEntryDecoder } from "./StreamError.ts"
 
 /** A task id: safe in a Redis key and free of hash-tag braces. */
 export const TaskId = Schema.String.check(
@@ -173,16 +173,11 @@ export const Envelope = Schema.Struct({
 })
 export type Envelope = typeof Envelope.Type
 
-const decodeEnvelopeJson = Schema.decodeUnknownExit(Schema.fromJsonString(Envelope))
+const decodeEnvelopeJson = jsonEntryDecoder(Envelope)
 
 /** Decodes one stored entry (JSON text) synchronously; the stream id may come from outside the JSON (partition log). */
-export const decodeEnvelopeResult = (raw: string, streamId?: string): Result.Result<Envelope, CorruptEntry> => {
-  const text = streamId === undefined ? raw : `{"id":${JSON.stringify(streamId)},${raw.slice(1)}`
-  const exit = decodeEnvelopeJson(text)
-  return exit._tag === "Success"
-    ? Result.succeed(exit.value)
-    : Result.fail(new CorruptEntry({ entry: raw.slice(0, 200), message: String(exit.cause) }))
-}
+export const decodeEnvelopeResult = (raw: string, streamId?: string): Result.Result<Envelope, CorruptEntry> =>
+  decodeEnvelopeJson(streamId === undefined ? raw : `{"id":${JSON.stringify(streamId)},${raw.slice(1)}`)
 
 /**
  * What the metrics projector reads of a partition-log entry: the envelope's time, task, agent and the event's
@@ -202,15 +197,8 @@ export const LogFacts = Schema.Struct({
 })
 export type LogFacts = typeof LogFacts.Type
 
-const decodeLogFactsJson = Schema.decodeUnknownExit(Schema.fromJsonString(LogFacts))
-
 /** Decodes the metrics facts of one partition-log entry (JSON text) synchronously. */
-export const decodeLogFacts = (raw: string): Result.Result<LogFacts, CorruptEntry> => {
-  const exit = decodeLogFactsJson(raw)
-  return exit._tag === "Success"
-    ? Result.succeed(exit.value)
-    : Result.fail(new CorruptEntry({ entry: raw.slice(0, 200), message: String(exit.cause) }))
-}
+export const decodeLogFacts: (raw: string) => Result.Result<LogFacts, CorruptEntry> = jsonEntryDecoder(LogFacts)
 
 /** `decodeEnvelopeResult` as an Effect. */
 export const decodeEnvelope = (raw: string, streamId?: string): Effect.Effect<Envelope, CorruptEntry> =>

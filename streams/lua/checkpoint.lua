@@ -11,11 +11,11 @@ local lease, entry_id, payload, applied = ARGV[4], ARGV[5], ARGV[6], tonumber(AR
 local t, rejection = require_lease(lease)
 if t == nil then return rejection end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
-local pending = redis.call('LLEN', STEERING)
+local pending = load_side(t)
 if not valid_applied(applied, pending) then return rejected('InvalidSteeringCount', t, pending) end
 
 if applied > 0 then redis.call('LTRIM', STEERING, applied, -1) end
-consume_wait()
+consume_wait(t)
 t.turns = t.turns + 1
 clear_worker(t)
 set_status(t, 'queued')

@@ -11,7 +11,7 @@ local lease, entry_id, output, applied, payload = ARGV[4], ARGV[5], ARGV[6], ton
 local t, rejection = require_lease(lease)
 if t == nil then return rejection end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
-local pending = redis.call('LLEN', STEERING)
+local pending = load_side(t)
 if not valid_applied(applied, pending) then return rejected('InvalidSteeringCount', t, pending) end
 
 finish(t)

@@ -11,8 +11,8 @@ local t, rejection = require_lease(lease)
 if t == nil then return rejection end
 redis.call('HSET', H, 'hb', NOW)
 redis.call('XADD', EVENTS, '*', 'e', '{"version":' .. t.version .. ',"at":' .. NOW .. ',"taskId":' ..
-  cjson.encode(TASK_ID) .. ',"agent":' .. cjson.encode(t.agent) .. ',"ownerId":' .. cjson.encode(t.ownerId) ..
-  ',"event":{"_tag":"TaskHeartbeat","lease":' .. t.lease .. ',"worker":' .. cjson.encode(worker) .. '}}')
+  json_string(TASK_ID) .. ',"agent":' .. json_string(t.agent) .. ',"ownerId":' .. json_string(t.ownerId) ..
+  ',"event":{"_tag":"TaskHeartbeat","lease":' .. t.lease .. ',"worker":' .. json_string(worker) .. '}}')
 if entry_id ~= '' then
   redis.call('XCLAIM', queue_key(agent), agent, worker, 0, entry_id, 'JUSTID')
 end

@@ -40,7 +40,7 @@ for i = 9, #ARGV do
 end
 
 if applied > 0 then redis.call('LTRIM', STEERING, applied, -1) end
-consume_wait()
+consume_wait(t)
 for _, item in ipairs(items) do redis.call('RPUSH', WAIT, item.raw) end
 t.turns = t.turns + 1
 clear_worker(t)

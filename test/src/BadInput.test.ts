@@ -115,3 +115,17 @@ describe("idempotency keys", () => {
     expect((await o.getTaskData(batch[1]!.id))?.payload).toEqual({ n: 4 })
   })
 })
+
+describe("odd but valid input", () => {
+  const odd = new Orchestrator({ ...testRedisOptions, namespace: freshKeyspace().namespace })
+  afterAll(() => odd.stop())
+
+  it("keeps an owner id with quotes, backslashes, control characters and non-ASCII intact in the history", async () => {
+    const ownerId = 'a"b\\c\nd/é\u0001x\u007f'
+    const id = await odd.enqueueTask(agent, agent.createTask({ ownerId, payload: { n: 1 } }))
+    const [enqueued] = await odd.getTaskHistory(id)
+    expect(enqueued?.ownerId).toBe(ownerId)
+    expect((await odd.getTaskData(id))?.ownerId).toBe(ownerId)
+    await odd.cancelTask(id)
+  })
+})
