@@ -8,12 +8,11 @@
  * average with bursts of `burst` (per process). Anything else is dropped with a logged warning (at most one
  * per 5 s, with the count of the rest); `emit` never throws into the turn and never waits.
  *
- * A message is `{taskId, agent, ownerId, type, at, data}`. The worker's `onEmit` knows the task id only, so
- * the owner (for owner-filtered feeds) is read once per task from its hash and cached; one task's messages
- * are published in the order they were emitted.
+ * A message is `{taskId, agent, ownerId, type, at, data}` (the owner, from the running turn, lets owner-filtered
+ * feeds filter emits too); one task's messages are published on one connection, in the order they were emitted.
  */
 import { Schema } from "effect"
-import { namespaceKeys, taskKeys, type Keyspace } from "../streams/Keys.ts"
+import { namespaceKeys, type Keyspace } from "../streams/Keys.ts"
 import { connect, makeConnection, type RedisConnection, type RedisOptions } from "../streams/RedisClient.ts"
 import { toRedisError } from "../streams/StreamError.ts"
 
@@ -59,23 +58,22 @@ export const checkEmitLimits = (limits: Partial<EmitLimits>): string | undefined
   return undefined
 }
 
-export type EmitDropReason = "invalidType" | "notJson" | "tooLarge" | "rateLimited" | "noTask" | "publishFailed"
+export type EmitDropReason = "invalidType" | "notJson" | "tooLarge" | "rateLimited" | "publishFailed"
 
 export interface EmitPublisher {
   /** The worker's `onEmit` for one agent's pool: checks, then publishes in the background. Never throws. */
-  readonly forAgent: (agent: string) => (taskId: string, type: string, data: unknown) => void
+  readonly forAgent: (agent: string) => (task: { readonly taskId: string; readonly ownerId: string }, type: string, data: unknown) => void
   /** Emits dropped so far in this process, by reason. */
   readonly dropped: () => Readonly<Record<EmitDropReason, number>>
   /** Stops the warning timer (the process is stopping). */
   readonly close: () => void
 }
 
-/** Tasks whose owner and rate state are kept; beyond it the oldest are forgotten (and looked up again). */
+/** Tasks whose rate state is kept; beyond it the oldest are forgotten (and start again with a full burst). */
 const MAX_TRACKED_TASKS = 10_000
 const WARN_INTERVAL_MS = 5_000
 
 interface TaskState {
-  owner: Promise<string | undefined> | undefined
   tokens: number
   refilledAt: number
 }
@@ -85,7 +83,6 @@ const noDrops = (): Record<EmitDropReason, number> => ({
   notJson: 0,
   tooLarge: 0,
   rateLimited: 0,
-  noTask: 0,
   publishFailed: 0
 })
 
@@ -128,29 +125,17 @@ export const makeEmitPublisher = (options: {
     timer.unref?.()
   }
 
-  const lookupOwner = (taskId: string, state: TaskState): Promise<string | undefined> =>
-    (conn.hget(taskKeys(keyspace, taskId).task, "ownerId") as Promise<string | null>).then(
-      (owner) => {
-        if (owner === null) state.owner = undefined // not there (yet, or any more): ask again next time
-        return owner ?? undefined
-      },
-      () => {
-        state.owner = undefined
-        return undefined
-      }
-    )
-
   const stateOf = (taskId: string, at: number): TaskState => {
     let state = tasks.get(taskId)
     if (state === undefined) {
       if (tasks.size >= MAX_TRACKED_TASKS) tasks.delete(tasks.keys().next().value!)
-      state = { owner: undefined, tokens: limits.burst, refilledAt: at }
+      state = { tokens: limits.burst, refilledAt: at }
       tasks.set(taskId, state)
     }
     return state
   }
 
-  const emit = (agent: string, taskId: string, type: unknown, data: unknown) => {
+  const emit = (agent: string, taskId: string, ownerId: string, type: unknown, data: unknown) => {
     if (typeof type !== "string" || !typePattern.test(type)) {
       return drop("invalidType", () => `task ${taskId} (${agent}): type ${short(type)} is not 1-64 of [A-Za-z0-9_.:/-]`)
     }
@@ -173,22 +158,17 @@ export const makeEmitPublisher = (options: {
     if (json.length > limits.maxDataBytes || (json.length * 3 > limits.maxDataBytes && Buffer.byteLength(json) > limits.maxDataBytes)) {
       return drop("tooLarge", () => `task ${taskId} (${agent}), type ${type}: data is ${Buffer.byteLength(json!)} bytes of JSON, more than ${limits.maxDataBytes}`)
     }
-    const owner = state.owner ??= lookupOwner(taskId, state)
-    // Every message of a task waits on the same lookup, so they are published in the order they were emitted.
-    void owner.then((ownerId) => {
-      if (ownerId === undefined) return drop("noTask", () => `task ${taskId} (${agent}) has no data in Redis (or Redis failed)`)
-      const message = `{"taskId":${JSON.stringify(taskId)},"agent":${JSON.stringify(agent)},"ownerId":${JSON.stringify(ownerId)},` +
-        `"type":${JSON.stringify(type)},"at":${at},"data":${json}}`
-      ;(conn.publish(channel, message) as Promise<unknown>).catch((e: unknown) =>
-        drop("publishFailed", () => `task ${taskId} (${agent}): ${e instanceof Error ? e.message : String(e)}`)
-      )
-    })
+    const message = `{"taskId":${JSON.stringify(taskId)},"agent":${JSON.stringify(agent)},"ownerId":${JSON.stringify(ownerId)},` +
+      `"type":${JSON.stringify(type)},"at":${at},"data":${json}}`
+    ;(conn.publish(channel, message) as Promise<unknown>).catch((e: unknown) =>
+      drop("publishFailed", () => `task ${taskId} (${agent}): ${e instanceof Error ? e.message : String(e)}`)
+    )
   }
 
   return {
-    forAgent: (agent) => (taskId, type, data) => {
+    forAgent: (agent) => ({ taskId, ownerId }, type, data) => {
       try {
-        emit(agent, taskId, type, data)
+        emit(agent, taskId, ownerId, type, data)
       } catch {
         // Never into the turn.
       }

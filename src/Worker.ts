@@ -157,7 +157,7 @@ export interface WorkerPoolOptions {
   /** Told when a task goes into backoff or starts waiting with a deadline, so local maintenance acts on time. */
   readonly onBackoff?: (retryAt: number) => void
   /** Custom events from turns (`ctx.emit`). */
-  readonly onEmit?: (taskId: string, type: string, data: unknown) => void
+  readonly onEmit?: (task: { readonly taskId: string; readonly ownerId: string }, type: string, data: unknown) => void
   /** Max retries of the child tasks a turn spawns, by agent (default: AgentWorkerConfig's). */
   readonly maxRetries?: (agent: string) => number
 }
@@ -196,16 +196,14 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
     const nowMs = () => clock.currentTimeMillisUnsafe()
     const now = Effect.sync(nowMs)
 
-    const retryConnection = <A, E extends { readonly _tag: string }>(effect: Effect.Effect<A, E>) =>
-      effect.pipe(
+    /** Sends a worker command; a connection problem is retried a few times. */
+    const send = (command: TaskCommand, delivery?: Delivery) =>
+      store.execute(command, delivery).pipe(
         Effect.retry({
-          while: (e) => e._tag === "RedisError" && (e as unknown as { isRetryable: boolean }).isRetryable,
+          while: (e) => e._tag === "RedisError" && e.isRetryable,
           schedule: Schedule.exponential("100 millis").pipe(Schedule.upTo({ times: 8 }))
         })
       )
-
-    /** Sends a worker command; a connection problem is retried a few times. */
-    const send = (command: TaskCommand, delivery?: Delivery) => retryConnection(store.execute(command, delivery))
 
     const notApplied = (command: TaskCommand, e: { readonly message: string }) =>
       Effect.logWarning(`${command._tag} of task ${command.taskId} not applied: ${e.message}`)
@@ -330,7 +328,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           retries: c.retries,
           steering: c.steering,
           signal: controller.signal,
-          emit: (type, data) => options.onEmit?.(c.taskId, type, data),
+          emit: (type, data) => options.onEmit?.(c, type, data),
           results: c.results,
           spawn: (specs) => Effect.runPromise(spawnChildren(c, spawnCounter, specs as ReadonlyArray<ChildSpec<unknown>>)),
           resultToken: newResultToken
@@ -408,10 +406,9 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           delivery: c.delivery
         }),
         ({ outcome, claims }) => {
-          const claimed = claims.flatMap((e) =>
+          const [next] = claims.flatMap((e) =>
             "values" in e.outcome ? [claimedOf(e.outcome, { entryId: e.entryId, agent: agent.name }, c.partition)] : []
           )
-          const next = claimed[0]
           const settled: Effect.Effect<void> = outcome === undefined || "values" in outcome
             ? Effect.void
             : outcome._tag === "RedisError" && outcome.isRetryable

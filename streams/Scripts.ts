@@ -36,14 +36,14 @@ export const scriptNames = [
 export type ScriptName = typeof scriptNames[number]
 
 const luaDir = fileURLToPath(new URL("./lua/", import.meta.url))
+const readLua = (name: string): string => readFileSync(`${luaDir}${name}.lua`, "utf8")
+const lib = readLua("lib")
+const ownSources = Object.fromEntries(scriptNames.map((name) => [name, readLua(name)])) as Record<ScriptName, string>
 
 /** The full source of each script: lib.lua, then the script's own file. */
-export const scriptSources: Readonly<Record<ScriptName, string>> = (() => {
-  const lib = readFileSync(`${luaDir}lib.lua`, "utf8")
-  return Object.fromEntries(
-    scriptNames.map((name) => [name, `${lib}\n${readFileSync(`${luaDir}${name}.lua`, "utf8")}`])
-  ) as Record<ScriptName, string>
-})()
+export const scriptSources: Readonly<Record<ScriptName, string>> = Object.fromEntries(
+  scriptNames.map((name) => [name, `${lib}\n${ownSources[name]}`])
+) as Record<ScriptName, string>
 
 /**
  * The commits a worker sends with its next claim, each also compiled fused with `claimnext` into one script
@@ -55,26 +55,13 @@ export const scriptSources: Readonly<Record<ScriptName, string>> = (() => {
 export const fusedCommits = ["checkpoint", "complete", "fail", "release"] as const
 export type FusedCommit = typeof fusedCommits[number]
 
-const claimNextSource = readFileSync(`${luaDir}claimnext.lua`, "utf8")
-const fusedSources: Readonly<Record<FusedCommit, string>> = (() => {
-  const lib = readFileSync(`${luaDir}lib.lua`, "utf8")
-  return Object.fromEntries(
-    fusedCommits.map((name) => [
-      name,
-      `${lib}
-local function commit()
-${readFileSync(`${luaDir}${name}.lua`, "utf8")}
-end
-local committed = commit()
-` +
-      `local function claim_next()
-${claimNextSource}
-end
-return { committed, claim_next() }
-`
-    ])
-  ) as Record<FusedCommit, string>
-})()
+const fusedSources = Object.fromEntries(
+  fusedCommits.map((name) => [
+    name,
+    `${lib}\nlocal function commit()\n${ownSources[name]}\nend\nlocal committed = commit()\n` +
+    `local function claim_next()\n${ownSources.claimnext}\nend\nreturn { committed, claim_next() }\n`
+  ])
+) as Record<FusedCommit, string>
 
 /** Every task script takes the same three keys: task hash, task history, partition log. */
 export const TASK_SCRIPT_KEYS = 3
@@ -85,10 +72,8 @@ export type BatchScriptName = typeof batchScriptNames[number]
 export const BATCH_SCRIPT_KEYS = 4
 
 export const batchScriptSources: Readonly<Record<BatchScriptName, string>> = (() => {
-  const lib = readFileSync(`${luaDir}batch_lib.lua`, "utf8")
-  return Object.fromEntries(
-    batchScriptNames.map((name) => [name, `${lib}\n${readFileSync(`${luaDir}${name}.lua`, "utf8")}`])
-  ) as Record<BatchScriptName, string>
+  const batchLib = readLua("batch_lib")
+  return Object.fromEntries(batchScriptNames.map((name) => [name, `${batchLib}\n${readLua(name)}`])) as Record<BatchScriptName, string>
 })()
 
 type ScriptCaller = (...args: ReadonlyArray<string | number>) => Promise<unknown>

@@ -60,7 +60,8 @@ local function json_string(s)
   return '"' .. s .. '"'
 end
 
--- Appends one event to the task's history and the partition log; returns the stream id. The hash gets the
+-- Appends one event to the task's history and the partition log; returns the hash fields it wrote (a flat
+-- field/value list). The hash gets the
 -- new version, time and status (set_status only moves the indexes: every transition ends in an append) in
 -- one HSET, with `extra` fields ({ field, value, ... }). `points` names hash fields that are to point at this
 -- event (its index in the history): the hash keeps 'payloadAt' / 'outputAt' instead of copies of the payload
@@ -80,7 +81,7 @@ local function append(t, tag, data, points, extra)
   end
   for _, value in ipairs(extra or {}) do fields[#fields + 1] = value end
   redis.call('HSET', H, unpack(fields))
-  return id
+  return fields
 end
 
 -- Moves the task between status indexes; the hash gets the new status with the append that follows.
@@ -233,14 +234,10 @@ local function claim_entry(entry_lease, worker, entry_id, agent)
   end
   t.lease = t.lease + 1
   set_status(t, 'processing')
-  local changed = { 'lease', t.lease, 'worker', worker, 'hb', NOW }
-  append(t, 'TaskClaimed', '"lease":' .. t.lease .. ',"worker":' .. json_string(worker), nil, changed)
+  local written = append(t, 'TaskClaimed', '"lease":' .. t.lease .. ',"worker":' .. json_string(worker), nil,
+    { 'lease', t.lease, 'worker', worker, 'hb', NOW })
   local hash = t.flat
-  for _, v in ipairs(changed) do hash[#hash + 1] = v end
-  for _, f in ipairs({ 'version', 'updatedAt', 'status' }) do
-    hash[#hash + 1] = f
-    hash[#hash + 1] = (f == 'updatedAt') and NOW or t[f]
-  end
+  for _, v in ipairs(written) do hash[#hash + 1] = v end
   if redis.call('EXISTS', STEERING, WAIT, RESULTS, CHILDREN) == 0 then
     return { 'ok', hash, {}, {}, {}, {}, pointed_entries(t) }
   end
