@@ -270,9 +270,9 @@ describe("factorial-ts: verify, rebuild, export, import", { timeout: 240_000 }, 
 })
 
 describe("factorial-ts: tail and run", { timeout: 240_000 }, () => {
-  it("tail follows new events with filters, as text or JSON", async () => {
-    const ns = ["--namespace", freshKeyspace().namespace]
-    const child = spawn("node", ["src/cli/main.ts", ...ns, "tail", "--json", "--limit", "2", "--owner", "alice"], { cwd: root, env })
+  /** `tail` as a process: ready once it says it is tailing, exited with its code, and what it printed. */
+  const tail = (ns: ReadonlyArray<string>, args: ReadonlyArray<string>) => {
+    const child = spawn("node", ["src/cli/main.ts", ...ns, "tail", ...args], { cwd: root, env })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
@@ -281,32 +281,26 @@ describe("factorial-ts: tail and run", { timeout: 240_000 }, () => {
       if (stderr.includes("tailing")) r()
     }))
     const exited = new Promise<number | null>((r) => child.on("close", r))
-    await ready
+    return { ready, exited, stdout: () => stdout }
+  }
+
+  it("tail follows new events with filters, as text or JSON", async () => {
+    const ns = ["--namespace", freshKeyspace().namespace]
+    const child = tail(ns, ["--json", "--limit", "2", "--owner", "alice"])
+    await child.ready
     await cli([...ns, "enqueue", "--agent", "a", "--owner", "bob", "--payload", "1", "--id", "b1"])
     await cli([...ns, "enqueue", "--agent", "a", "--owner", "alice", "--payload", "2", "--id", "a1"])
     await cli([...ns, "enqueue", "--agent", "a", "--owner", "alice", "--payload", "3", "--id", "a2"])
-    expect(await exited).toBe(0)
-    expect(stdout.trimEnd().split("\n").map((l) => JSON.parse(l).taskId)).toEqual(["a1", "a2"])
+    expect(await child.exited).toBe(0)
+    expect(child.stdout().trimEnd().split("\n").map((l) => JSON.parse(l).taskId)).toEqual(["a1", "a2"])
   })
 
   it("tail prints what running turns emit, unless --no-emits", async () => {
     const ks = freshKeyspace()
     const ns = ["--namespace", ks.namespace]
-    const tail = (args: ReadonlyArray<string>) => {
-      const child = spawn("node", ["src/cli/main.ts", ...ns, "tail", ...args], { cwd: root, env })
-      let stdout = ""
-      let stderr = ""
-      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
-      const ready = new Promise<void>((r) => child.stderr.on("data", (d: Buffer) => {
-        stderr += d.toString()
-        if (stderr.includes("tailing")) r()
-      }))
-      const exited = new Promise<number | null>((r) => child.on("close", r))
-      return { ready, exited, stdout: () => stdout }
-    }
     // TaskEnqueued, TaskClaimed, TaskCompleted and two emits: five lines.
-    const text = tail(["--limit", "5"])
-    const json = tail(["--json", "--no-emits", "--agent", "talker", "--limit", "3"])
+    const text = tail(ns, ["--limit", "5"])
+    const json = tail(ns, ["--json", "--no-emits", "--agent", "talker", "--limit", "3"])
     const talker = defineAgent({
       name: "talker",
       turn: async (ctx) => {
