@@ -204,7 +204,7 @@ export const taskDataFromHash = (
 }
 
 /** The history entries a status hash points at (the history only grows, so its indexes stay valid). */
-export const pointedEntries = async (
+const pointedEntries = async (
   c: RedisConnection,
   log: string,
   h: Record<string, string>

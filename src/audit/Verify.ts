@@ -21,7 +21,7 @@ import type { TaskStatus } from "../../streams/TaskEvent.ts"
 import type { InvalidInput } from "../Errors.ts"
 import { TaskNotFound } from "../Errors.ts"
 import { validTaskId } from "../TaskClient.ts"
-import { pointedEntries, stateFromHash, TaskStore } from "../TaskStore.ts"
+import { stateFromHash, TaskStore } from "../TaskStore.ts"
 import { historyPages } from "./History.ts"
 import { masters } from "./Pipelines.ts"
 import {
@@ -98,14 +98,18 @@ const snapshot = (taskId: string) =>
     } satisfies Snapshot
   })
 
-/** The fold of the first `length` entries, or the first problem found in them. */
-const foldPrefix = (taskId: string, length: number) =>
+/**
+ * The fold of the first `length` entries, or the first problem found in them; with the entries at the
+ * positions `keep` (the hash's pointers), as stored JSON, so their payload and output need no second read.
+ */
+const foldPrefix = (taskId: string, length: number, keep: ReadonlyArray<number | undefined>) =>
   historyPages(taskId, { to: length }).pipe(
     Stream.runFold(
-      () => ({ p: emptyProjection, problem: undefined as Divergence | undefined }),
+      () => ({ p: emptyProjection, problem: undefined as Divergence | undefined, kept: new Map<number, string>() }),
       (acc, page) => {
         let { p, problem } = acc
         for (const e of page) {
+          if (keep.includes(p.length)) acc.kept.set(p.length, JSON.stringify(e))
           if (problem === undefined && e.version !== p.length + 1 && e.event._tag !== "TaskHeartbeat") {
             problem = { field: "history", live: `entry ${p.length} has version ${e.version}`, expected: p.length + 1 }
           }
@@ -114,11 +118,12 @@ const foldPrefix = (taskId: string, length: number) =>
           }
           p = project(p, e)
         }
-        return { p, problem }
+        return { p, problem, kept: acc.kept }
       }
     ),
     Effect.catchTag("CorruptEntry", (e: CorruptEntry) =>
       Effect.succeed({
+        kept: new Map<number, string>(),
         p: emptyProjection,
         problem: { field: "history", live: `corrupt entry: ${e.message.slice(0, 200)}`, expected: "decodable envelopes" }
       }))
@@ -159,19 +164,18 @@ const indexDivergences = (snap: Snapshot, p: Projection): ReadonlyArray<Divergen
 /** Verifies one task; also returns the fold, for `rebuild --fix`. */
 const inspect = (taskId: string) =>
   Effect.gen(function*() {
-    const store = yield* TaskStore
-    const redis = yield* RedisClient
     const snap = yield* snapshot(taskId)
     const present = Object.keys(snap.hash).length > 0
     if (!present && snap.length === 0) {
       const indexed = allStatuses.filter((s) => snap.scores[s] !== null)
       if (indexed.length === 0) return yield* new TaskNotFound({ taskId })
     }
-    const { p, problem } = yield* foldPrefix(taskId, snap.length)
-    const pointed = present
-      ? yield* redis.use("verify pointers", (c) => pointedEntries(c, taskKeys(store.keyspace, taskId).log, snap.hash))
-      : {}
-    const live = present ? stateFromHash(snap.hash, { ...snap, ...pointed }) : undefined
+    const at = (field: "payloadAt" | "outputAt") => snap.hash[field] === undefined ? undefined : Number(snap.hash[field])
+    const { p, problem, kept } = yield* foldPrefix(taskId, snap.length, [at("payloadAt"), at("outputAt")])
+    const entryAt = (i: number | undefined) => i === undefined ? null : kept.get(i) ?? null
+    const live = present
+      ? stateFromHash(snap.hash, { ...snap, payloadEntry: entryAt(at("payloadAt")), outputEntry: entryAt(at("outputAt")) })
+      : undefined
     const divergences = [
       ...(problem !== undefined ? [problem] : []),
       ...(problem === undefined ? compareStates(live, p.state) : []),
