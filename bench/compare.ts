@@ -24,7 +24,7 @@ const bull = (r: RawRun, id: string): SideResult | undefined => {
   return sides.length === 0 ? undefined : sides.reduce((a, b) => (b.rate > a.rate ? b : a))
 }
 const scripts = (s: SideResult | undefined) =>
-  s === undefined ? NaN : ((s.stats.evalsha?.calls ?? 0) + (s.stats.eval?.calls ?? 0)) / s.jobs
+  s === undefined ? NaN : ((s.stats.evalsha?.calls ?? 0) + (s.stats.eval?.calls ?? 0) + (s.stats.fcall?.calls ?? 0)) / s.jobs
 const n = (x: number | undefined, digits = 0) =>
   x === undefined || !Number.isFinite(x) ? "–" : x.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
 const pair = (a: number | undefined, b: number | undefined, digits = 0) => `${n(a, digits)} → ${n(b, digits)}`

@@ -198,7 +198,7 @@ export const markdownBlock = (results: ReadonlyArray<ScenarioResult>, meta: Repo
   for (const s of results) {
     for (const side of s.sides) {
       const p = perJob(side.stats, side.jobs)
-      const top = p.rows.filter((r) => r.cmd !== "evalsha" && r.cmd !== "eval").slice(0, 5)
+      const top = p.rows.filter((r) => !["evalsha", "eval", "fcall"].includes(r.cmd)).slice(0, 5)
         .map((r) => `${r.cmd} ${r.callsPerJob.toFixed(2)}`).join(", ")
       const cpu = (k: string) => (side.values[k] === undefined ? "–" : f0(side.values[k]!))
       statRows.push([short(s.title), side.label, cpu("clientCpuUsPerJob"), cpu("redisCpuUsPerJob"), p.scriptCallsPerJob.toFixed(2), p.scriptUsecPerJob.toFixed(1), top])

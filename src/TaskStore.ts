@@ -11,7 +11,7 @@ import { outstanding, type Rejection, type TaskCommand, type TaskState } from ".
 import { type BatchEnvelope, decodeBatchEnvelope } from "../streams/BatchEvent.ts"
 import { batchKeys, type Keyspace, namespaceKeys, partitionKeys, partitionOf, partitionPrefix, taskKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
-import { type FusedCommit, fusedCommits, installScripts, parseReply, type ScriptedConnection, type ScriptName } from "../streams/Scripts.ts"
+import { type FusedCommit, fusedCommits, installScripts, parseReply, type ScriptName, type Scripts } from "../streams/Scripts.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
 import {
   decodeEnvelope,
@@ -242,6 +242,13 @@ const toRejection = (reason: string, status: TaskStatus | "", lease: number, pen
 }
 
 /** The script, and its arguments after the three task keys and (prefix, id, now), for a command. */
+/**
+ * The client API's commands, usually sent one at a time: written at once rather than auto-pipelined (which
+ * only adds a tick to a lone command; it pays off for the workers' commits and claims, which many turn
+ * slots issue together).
+ */
+const directCommands: ReadonlySet<TaskCommand["_tag"]> = new Set(["Enqueue", "Cancel", "Steer", "DeliverResult"])
+
 const scriptCall = (
   command: TaskCommand,
   delivery: Delivery | undefined,
@@ -359,14 +366,16 @@ export class TaskStore extends Context.Service<TaskStore, {
    * outbox, unless it changed since. True when removed.
    */
   readonly settled: (taskId: string, version: number | undefined) => Effect.Effect<boolean, RedisError>
-  readonly conn: ScriptedConnection
+  readonly conn: RedisConnection
+  readonly scripts: Scripts
 }>()("factorial/TaskStore") {
   static readonly layer = (keyspace: Keyspace) =>
     Layer.effect(
       TaskStore,
       Effect.gen(function*() {
         const redis = yield* RedisClient
-        const conn = yield* redis.use("script load", installScripts)
+        const conn = redis.conn
+        const scripts = yield* redis.use("function load", installScripts)
         const control = namespaceKeys(keyspace).control
 
         const argsOf = (
@@ -399,7 +408,7 @@ export class TaskStore extends Context.Service<TaskStore, {
             Effect.tryPromise({
               try: () => {
                 const [name, args] = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
-                return conn[`fx_${name}`](...args)
+                return scripts.call(name, args, directCommands.has(command._tag))
               },
               catch: (cause) => toRedisError(command._tag, cause)
             }),
@@ -425,20 +434,21 @@ export class TaskStore extends Context.Service<TaskStore, {
               })
               const results = new Array<Accepted | TaskRejected>(commands.length)
               await Promise.all([...groups.values()].map(async (indexes) => {
-                const pipeline = conn.pipeline() as unknown as Record<string, (...a: ReadonlyArray<unknown>) => void> & {
-                  exec: () => Promise<Array<[Error | null, unknown]> | null>
-                }
-                for (const i of indexes) {
+                const pipeline = conn.pipeline()
+                const calls = indexes.map((i) => {
                   const { command, delivery } = commands[i]!
-                  const [name, args] = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
-                  pipeline[`fx_${name}`]!(...args)
-                }
+                  const call = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
+                  scripts.queue(pipeline, ...call)
+                  return call
+                })
                 const replies = (await pipeline.exec()) ?? []
-                replies.forEach(([err, raw], j) => {
-                  if (err) throw err
+                await Promise.all(replies.map(async ([err, reply], j) => {
+                  // A function missing (the server lost the library) did not run: loaded again and sent alone.
+                  const raw = err && scripts.isMissing(err) ? await scripts.call(...calls[j]!) : reply
+                  if (err && raw === reply) throw err
                   const i = indexes[j]!
                   results[i] = outcome(commands[i]!.command, raw)
-                })
+                }))
               }))
               return results
             },
@@ -472,7 +482,7 @@ export class TaskStore extends Context.Service<TaskStore, {
               partitionOf(keyspace, after!.command.taskId) === request.partition
             ) {
               try {
-                const [committed, claimed] = (await conn[`fx_${commit[0] as FusedCommit}_next`](...commit[1], ...claimArgs)) as [
+                const [committed, claimed] = (await scripts.call(`${commit[0] as FusedCommit}_next`, [...commit[1], ...claimArgs])) as [
                   unknown,
                   ReadonlyArray<unknown>
                 ]
@@ -486,11 +496,11 @@ export class TaskStore extends Context.Service<TaskStore, {
             }
             // Otherwise the two calls issued together go out in one write (the shared connection is
             // auto-pipelined) and Redis runs them in that order: still one round trip.
-            const sent = commit === undefined ? undefined : conn[`fx_${commit[0]}`](...commit[1])
-            const claim = conn.fx_claimnext(
+            const sent = commit === undefined ? undefined : scripts.call(...commit)
+            const claim = scripts.call("claimnext", [
               p.queue(request.agent), p.queue(request.agent), p.events, partitionPrefix(keyspace, request.partition), "",
               Math.round(request.now), ...claimArgs
-            ) as Promise<ReadonlyArray<unknown>>
+            ]) as Promise<ReadonlyArray<unknown>>
             const [committed, claimed] = await Promise.allSettled([sent, claim])
             // A failed claim only means no next task this time (entries it may have read are recovered by
             // maintenance, like those of a claim whose reply was lost).
@@ -506,7 +516,7 @@ export class TaskStore extends Context.Service<TaskStore, {
           })
 
         /** The status hash and the side data, in one pipelined round trip (and one more for the pointed-at entries). */
-        const readTask = async (c: ScriptedConnection | RedisConnection, taskId: string) => {
+        const readTask = async (c: RedisConnection, taskId: string) => {
           const k = taskKeys(keyspace, taskId)
           const [[, h], [, steering], [, wait], [, results], [, children]] = (await c.pipeline()
             .hgetall(k.task)
@@ -541,7 +551,7 @@ export class TaskStore extends Context.Service<TaskStore, {
           Effect.tryPromise({
             try: () => {
               const k = taskKeys(keyspace, taskId)
-              return conn.fx_settled(k.task, k.log, k.events, k.prefix, taskId, 0, version === undefined ? "" : String(version))
+              return scripts.call("settled", [k.task, k.log, k.events, k.prefix, taskId, 0, version === undefined ? "" : String(version)])
             },
             catch: (cause) => toRedisError("settled", cause)
           }).pipe(Effect.map((raw) => parseReply(raw)._tag === "ok" && Number((raw as Array<unknown>)[1]) === 1))
@@ -573,11 +583,11 @@ export class TaskStore extends Context.Service<TaskStore, {
               const keys = [k.batch, k.log, k.tasks, k.ended, command.batchId, Math.round(command.now)]
               switch (command._tag) {
                 case "CreateBatch":
-                  return conn.fx_batch_create(...keys, command.agent, command.ownerId, JSON.stringify(command.taskIds), ...command.taskIds)
+                  return scripts.call("batch_create", [...keys, command.agent, command.ownerId, JSON.stringify(command.taskIds), ...command.taskIds])
                 case "BatchTaskFinished":
-                  return conn.fx_batch_task_finished(...keys, command.taskId, command.status, options?.retentionSeconds ?? 0)
+                  return scripts.call("batch_task_finished", [...keys, command.taskId, command.status, options?.retentionSeconds ?? 0])
                 case "CancelBatch":
-                  return conn.fx_batch_cancel(...keys)
+                  return scripts.call("batch_cancel", keys)
               }
             },
             catch: (cause) => toRedisError(command._tag, cause)
@@ -644,7 +654,8 @@ export class TaskStore extends Context.Service<TaskStore, {
           executeBatch,
           getBatchState,
           getBatchHistory,
-          conn
+          conn,
+          scripts
         })
       })
     )

@@ -29,19 +29,17 @@ export interface RedisOptions {
 }
 
 /**
- * Commands the shared connection writes at once rather than auto-pipelined: the client API's (enqueue,
- * cancel, steer, deliver, and the task reads), usually made one at a time. Auto-pipelining a lone command
- * only adds a tick; it pays off for the workers' commits and claims, which many turn slots issue together.
+ * Commands the shared connection writes at once rather than auto-pipelined: the task reads, usually made one
+ * at a time (a lone command only waits a tick in the auto-pipeline). The client API's task functions are
+ * written at once too (`Scripts.call`'s `direct`).
  *
  * Also every script called with its key count first (`fx_metrics_apply`): on a Cluster, ioredis puts an
  * auto-pipelined command in the batch of the master serving its first argument's slot — for these the
  * count, not a key — so it would join another master's batch, and that whole batch (other slots' commits
  * and claims with it) fails with "All keys in the pipeline should belong to the same slots allocation group".
+ * (FCALL is not one of them: ioredis knows where its keys are.)
  */
-const notAutoPipelined = [
-  "fx_enqueue", "fx_cancel", "fx_steer", "fx_deliver", "hgetall", "hget", "hmget", "lindex", "lrange", "llen",
-  "fx_metrics_apply"
-]
+const notAutoPipelined = ["hgetall", "hget", "hmget", "lindex", "lrange", "llen", "fx_metrics_apply"]
 
 const autoPipelining = (on: boolean) => ({ enableAutoPipelining: on, autoPipeliningIgnoredCommands: notAutoPipelined })
 

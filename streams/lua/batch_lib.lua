@@ -1,5 +1,6 @@
 --[[
-  batch_lib: helpers included at the top of every batch script (Scripts.ts prepends this file).
+  batch_lib: helpers of every batch script (Scripts.ts puts this file before the batch scripts' functions,
+  each of which starts with `begin_batch(KEYS, ARGV)`).
 
   Conventions shared by the batch scripts (a batch's keys are in the partition of its id, ADR 0008):
     KEYS[1] batch hash   KEYS[2] batch log (list of envelope JSON)
@@ -8,8 +9,12 @@
   Every script returns { "ok", ... } or { "rejected", reason, detail }.
   The rules mirror projections/BatchDecider.ts; test/streams/BatchStore.model.test.ts proves they agree.
 ]]
-local B, BLOG, BTASKS, BENDED = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local BATCH_ID, NOW = ARGV[1], ARGV[2]
+local B, BLOG, BTASKS, BENDED, BATCH_ID, NOW -- set by begin_batch at the start of every call
+
+local function begin_batch(keys, argv)
+  B, BLOG, BTASKS, BENDED = keys[1], keys[2], keys[3], keys[4]
+  BATCH_ID, NOW = argv[1], argv[2]
+end
 
 -- The batch hash as a table, or nil.
 local function load_batch()

@@ -1,5 +1,6 @@
 --[[
-  lib: helpers included at the top of every task script (Scripts.ts prepends this file).
+  lib: helpers of every task script (Scripts.ts puts this file at the top of the library, each script in a
+  function after it that starts with `begin(KEYS, ARGV)`).
 
   Conventions shared by every task script:
     KEYS[1] task hash      KEYS[2] task history (list)      KEYS[3] partition event log (stream)
@@ -9,12 +10,13 @@
   result id a result rejection is about; "<reason>:<id>" for InvalidWait).
   The rules mirror projections/TaskDecider.ts; the model-based test proves they agree.
 ]]
-local H, LOG, EVENTS = KEYS[1], KEYS[2], KEYS[3]
-local PREFIX, TASK_ID, NOW = ARGV[1], ARGV[2], ARGV[3]
-local STEERING = H .. ':steering'
--- The current wait's items (list of item JSON), the results received for it or early (hash id -> result
--- JSON), the children the task spawned (hash id -> {"agent", "end"?}).
-local WAIT, RESULTS, CHILDREN = H .. ':wait', H .. ':results', H .. ':children'
+-- The call's task and partition, set by `begin` at the start of every call (Scripts.ts puts each script in a
+-- function of a Redis Function library: this file runs once, when the library loads).
+-- STEERING: its steering messages; WAIT: the current wait's items (list of item JSON); RESULTS: the results
+-- received for it or early (hash id -> result JSON); CHILDREN: the children the task spawned (hash id ->
+-- {"agent", "end"?}).
+local H, LOG, EVENTS, PREFIX, TASK_ID, NOW
+local STEERING, WAIT, RESULTS, CHILDREN
 
 -- Points the helpers at another task of this partition, for a script that acts on the tasks it reads from
 -- a queue (claimnext): a task's keys follow from its id and carry the partition's hash tag, so its slot.
@@ -22,6 +24,12 @@ local function use_task(id)
   TASK_ID = id
   H = PREFIX .. ':task:' .. id
   LOG = H .. ':log'
+  STEERING, WAIT, RESULTS, CHILDREN = H .. ':steering', H .. ':wait', H .. ':results', H .. ':children'
+end
+
+local function begin(keys, argv)
+  H, LOG, EVENTS = keys[1], keys[2], keys[3]
+  PREFIX, TASK_ID, NOW = argv[1], argv[2], argv[3]
   STEERING, WAIT, RESULTS, CHILDREN = H .. ':steering', H .. ':wait', H .. ':results', H .. ':children'
 end
 

@@ -4,9 +4,11 @@
  * 1. connections dropped (CLIENT KILL of every normal and pub/sub client, several times mid-run): the
  *    workers reconnect by themselves and every task finishes;
  * 2. Redis itself killed (SIGKILL) and restarted mid-run with an append-only file fsynced on every write:
- *    the scripts are reloaded on the new connections (NOSCRIPT never surfaces), the workers resume, and
- *    no task's terminal transition is lost or duplicated.
- * In both, every task ends with exactly one terminal event and its history folds to its status hash.
+ *    the function library comes back with the data (Redis keeps it in the AOF), the workers resume, and
+ *    no task's terminal transition is lost or duplicated;
+ * 3. the function library dropped (FUNCTION FLUSH) mid-run, as a server restarted without persistence or
+ *    an operator would leave it: the first call to miss a function loads the library again and is sent again.
+ * In all three, every task ends with exactly one terminal event and its history folds to its status hash.
  */
 import { afterAll, describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
@@ -116,6 +118,39 @@ describe("Redis outages", () => {
     console.log(`[redis-restart] ${summary(v)}; restarts=${restarts}; ${Date.now() - t0} ms; worker warnings: ${warningKinds(workers) || "none"}`)
     expectAllCompletedOnce(v, ids.length)
     expect(workers.every((w) => w.alive())).toBe(true)
-    expect(warnings(workers).filter((l) => l.includes("NOSCRIPT") || l.includes("ERROR"))).toEqual([])
+    expect(warnings(workers).filter((l) => l.includes("Function not found") || l.includes("ERROR"))).toEqual([])
   }, 180_000)
+
+  it("function library dropped mid-run (FUNCTION FLUSH): the calls load it again and every task finishes once", async () => {
+    const redis = await startPrivateRedis()
+    const namespace = "faults-flush"
+    const client = new Orchestrator({ redisUrl: redis.url, namespace })
+    clients.push(client)
+    const ids = await enqueueMix(client, "flush")
+    const workers = await startWorkers(redis.url, namespace, 2)
+    const admin = new Redis(redis.url)
+    let flushes = 0
+    try {
+      for (const fraction of [0.2, 0.5]) {
+        await waitFor(() => doneCount(client, ids), (n) => n >= fraction * TASKS, 60_000, `progress before flush ${flushes + 1}`)
+        await admin.call("FUNCTION", "FLUSH")
+        flushes++
+      }
+      // The client's own calls meet a missing library too: one at a time (written at once) and pipelined.
+      await admin.call("FUNCTION", "FLUSH")
+      const lone = await client.enqueueTask(faultAgent, faultAgent.createTask({ id: "flush-lone", ownerId: "faults", payload: { turns: 1, done: 0, workMs: 1 } }))
+      await admin.call("FUNCTION", "FLUSH")
+      const many = await client.enqueueTasks(faultAgent, ["flush-many-0", "flush-many-1"].map((id) =>
+        faultAgent.createTask({ id, ownerId: "faults", payload: { turns: 1, done: 0, workMs: 1 } })))
+      expect(many.filter((r) => r.error !== undefined)).toEqual([])
+      ids.push(lone, "flush-many-0", "flush-many-1")
+    } finally {
+      admin.disconnect()
+    }
+    await waitAllTerminal(client, ids, 60_000)
+    const v = verify(await readTasks(client, ids))
+    console.log(`[function-flush] ${summary(v)}; flushes=${flushes + 2}; worker warnings: ${warningKinds(workers) || "none"}`)
+    expectAllCompletedOnce(v, ids.length)
+    expect(warnings(workers).filter((l) => l.includes("Function not found") || l.includes("ERROR"))).toEqual([])
+  }, 120_000)
 })

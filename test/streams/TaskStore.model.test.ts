@@ -18,8 +18,7 @@ import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import type { Rejection, State, TaskCommand, TaskState } from "../../projections/TaskDecider.ts"
 import { fold } from "../../projections/TaskDecider.ts"
 import { type Keyspace, taskKeys } from "../../streams/Keys.ts"
-import { RedisClient } from "../../streams/RedisClient.ts"
-import type { ScriptedConnection } from "../../streams/Scripts.ts"
+import { RedisClient, type RedisConnection } from "../../streams/RedisClient.ts"
 import type { RedisError } from "../../streams/StreamError.ts"
 import { decodeEnvelope, type Envelope, isTerminal, type TaskEvent, TaskStatus } from "../../streams/TaskEvent.ts"
 import type { TaskRejected } from "../../src/Errors.ts"
@@ -144,7 +143,7 @@ class Harness {
   /** Per partition: the last partition-log id already compared. */
   private readonly seen = new Map<number, string>()
 
-  readonly conn: ScriptedConnection
+  readonly conn: RedisConnection
   readonly ks: Keyspace
   readonly store: TaskStore["Service"]
   private readonly runtime: ManagedRuntime.ManagedRuntime<TaskStore, unknown>
