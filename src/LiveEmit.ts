@@ -87,7 +87,7 @@ const noDrops = (): Record<EmitDropReason, number> => ({
 })
 
 export const makeEmitPublisher = (options: {
-  /** The shared command connection (auto-pipelined: a burst of emits goes out in one write). */
+  /** The shared command connection. */
   readonly conn: RedisConnection
   readonly keyspace: Keyspace
   readonly limits?: Partial<EmitLimits> | undefined

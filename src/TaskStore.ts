@@ -242,13 +242,6 @@ const toRejection = (reason: string, status: TaskStatus | "", lease: number, pen
 }
 
 /** The script, and its arguments after the three task keys and (prefix, id, now), for a command. */
-/**
- * The client API's commands, usually sent one at a time: written at once rather than auto-pipelined (which
- * only adds a tick to a lone command; it pays off for the workers' commits and claims, which many turn
- * slots issue together).
- */
-const directCommands: ReadonlySet<TaskCommand["_tag"]> = new Set(["Enqueue", "Cancel", "Steer", "DeliverResult"])
-
 const scriptCall = (
   command: TaskCommand,
   delivery: Delivery | undefined,
@@ -408,7 +401,7 @@ export class TaskStore extends Context.Service<TaskStore, {
             Effect.tryPromise({
               try: () => {
                 const [name, args] = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
-                return scripts.call(name, args, directCommands.has(command._tag))
+                return scripts.call(name, args)
               },
               catch: (cause) => toRedisError(command._tag, cause)
             }),
@@ -494,8 +487,8 @@ export class TaskStore extends Context.Service<TaskStore, {
                 return { outcome: error, claims: [], claimError: error }
               }
             }
-            // Otherwise the two calls issued together go out in one write (the shared connection is
-            // auto-pipelined) and Redis runs them in that order: still one round trip.
+            // Otherwise the two calls are written back to back on the shared connection and Redis runs them
+            // in that order: still one round trip.
             const sent = commit === undefined ? undefined : scripts.call(...commit)
             const claim = scripts.call("claimnext", [
               p.queue(request.agent), p.queue(request.agent), p.events, partitionPrefix(keyspace, request.partition), "",

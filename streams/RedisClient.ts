@@ -1,8 +1,9 @@
 /**
  * The Redis connection: the only module that imports ioredis. A standalone server (URL or host/port/db)
- * or a Cluster (seed nodes). The command connection is shared and auto-pipelined (commands issued in the
- * same tick, e.g. by many turn slots committing at once, go out in one write); blocking reads take a dedicated
- * connection from `dedicated()`, released with `disconnect()` so an interrupted `XREADGROUP BLOCK`
+ * or a Cluster (seed nodes). The command connection is shared; it is not auto-pipelined: commands issued
+ * while a write is in flight already leave together (Node's socket queues them into one writev), and
+ * ioredis' auto-pipelining cost more client CPU than it saved (bench: worker concurrency 100 ran about a
+ * third faster without it; ADR 0011). Blocking reads take a dedicated connection from `dedicated()`, released with `disconnect()` so an interrupted `XREADGROUP BLOCK`
  * never holds up shutdown. Connecting fails fast with a `RedisError` when Redis is unreachable.
  */
 import { Context, Effect, Layer } from "effect"
@@ -28,21 +29,6 @@ export interface RedisOptions {
   readonly connectionName?: string | undefined
 }
 
-/**
- * Commands the shared connection writes at once rather than auto-pipelined: the task reads, usually made one
- * at a time (a lone command only waits a tick in the auto-pipeline). The client API's task functions are
- * written at once too (`Scripts.call`'s `direct`).
- *
- * Also every script called with its key count first (`fx_metrics_apply`): on a Cluster, ioredis puts an
- * auto-pipelined command in the batch of the master serving its first argument's slot — for these the
- * count, not a key — so it would join another master's batch, and that whole batch (other slots' commits
- * and claims with it) fails with "All keys in the pipeline should belong to the same slots allocation group".
- * (FCALL is not one of them: ioredis knows where its keys are.)
- */
-const notAutoPipelined = ["hgetall", "hget", "hmget", "lindex", "lrange", "llen", "fx_metrics_apply"]
-
-const autoPipelining = (on: boolean) => ({ enableAutoPipelining: on, autoPipeliningIgnoredCommands: notAutoPipelined })
-
 const baseOptions = (o: RedisOptions) => ({
   lazyConnect: true,
   connectTimeout: o.connectTimeoutMs ?? 5_000,
@@ -54,17 +40,16 @@ const baseOptions = (o: RedisOptions) => ({
   ...(o.connectionName !== undefined ? { connectionName: o.connectionName } : {})
 })
 
-/** Builds (without connecting) a client for the options; `pipelined` for the shared command connection. */
-export const makeConnection = (o: RedisOptions, pipelined = false): RedisConnection => {
+/** Builds (without connecting) a client for the options. */
+export const makeConnection = (o: RedisOptions): RedisConnection => {
   if (o.clusterNodes !== undefined && o.clusterNodes.length > 0) {
     return new Cluster(o.clusterNodes.map((n): ClusterNode => ({ host: n.host, port: n.port })), {
-      ...autoPipelining(pipelined),
       lazyConnect: true,
       enableReadyCheck: true,
       redisOptions: { ...baseOptions(o), ...(o.password !== undefined ? { password: o.password } : {}) }
     })
   }
-  const common = { ...baseOptions(o), ...autoPipelining(pipelined), ...(o.password !== undefined ? { password: o.password } : {}) }
+  const common = { ...baseOptions(o), ...(o.password !== undefined ? { password: o.password } : {}) }
   if (o.url !== undefined) return new Redis(o.url, common)
   return new Redis({ ...common, host: o.host ?? "127.0.0.1", port: o.port ?? 6379, db: o.db ?? 0 })
 }
@@ -106,15 +91,15 @@ export class RedisClient extends Context.Service<RedisClient, {
     Layer.effect(
       RedisClient,
       Effect.gen(function*() {
-        const open = (name: string, pipelined = false) =>
+        const open = (name: string) =>
           Effect.acquireRelease(
             Effect.tryPromise({
-              try: () => connect(makeConnection(options, pipelined), name),
+              try: () => connect(makeConnection(options), name),
               catch: (cause) => toRedisError(name, cause)
             }),
             (conn) => Effect.sync(() => conn.disconnect())
           )
-        const conn = yield* open("connect", true)
+        const conn = yield* open("connect")
         return RedisClient.of({
           conn,
           options,

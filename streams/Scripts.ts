@@ -16,7 +16,7 @@
 import { createHash } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
-import { Cluster, Command } from "ioredis"
+import { Cluster } from "ioredis"
 import type { ChainableCommander } from "ioredis"
 import type { TaskStatus } from "./TaskEvent.ts"
 import type { RedisConnection } from "./RedisClient.ts"
@@ -102,12 +102,8 @@ const isMissing = (e: unknown) => e instanceof Error && e.message.includes("Func
 
 /** The task and batch functions on a connection. */
 export interface Scripts {
-  /**
-   * Calls a function with its keys then its arguments. On the shared connection the call joins the tick's
-   * auto-pipeline (many turn slots committing at once go out in one write); `direct` writes it at once, for
-   * a lone client call (enqueue, cancel, steer, deliver), where the auto-pipeline would only add a tick.
-   */
-  readonly call: (name: FunctionName, args: ReadonlyArray<string | number>, direct?: boolean) => Promise<unknown>
+  /** Calls a function with its keys then its arguments. */
+  readonly call: (name: FunctionName, args: ReadonlyArray<string | number>) => Promise<unknown>
   /** Adds a call to an explicit pipeline; a reply that is a missing-function error is retried with `call`. */
   readonly queue: (pipeline: ChainableCommander, name: FunctionName, args: ReadonlyArray<string | number>) => void
   /** Whether a pipelined reply's error says the function is missing (then `call` it again). */
@@ -128,17 +124,11 @@ export const installScripts = async (conn: RedisConnection): Promise<Scripts> =>
     reloading ??= load(conn).finally(() => (reloading = undefined))
     return reloading
   }
-  const send = (name: FunctionName, args: ReadonlyArray<string | number>, direct: boolean): Promise<unknown> => {
-    const fcallArgs = [functionName(name), keyCount(name), ...args]
-    return direct
-      ? conn.sendCommand(new Command("fcall", fcallArgs, { replyEncoding: "utf8" })) as Promise<unknown>
-      : conn.fcall(...(fcallArgs as [string, number, ...Array<string | number>]))
-  }
   return {
-    call: async (name, args, direct = false) => {
+    call: async (name, args) => {
       for (let attempt = 1;; attempt++) {
         try {
-          return await send(name, args, direct)
+          return await conn.fcall(functionName(name), keyCount(name), ...args)
         } catch (e) {
           // Missing again right after a reload means it was dropped again meanwhile: a few tries, then the error.
           if (!isMissing(e) || attempt === 3) throw e
