@@ -8,7 +8,7 @@
  * `BaseAgent` is the plain-function agent; the LLM `Agent` (src/agent/) extends it with the same shape.
  */
 import { createHash, randomBytes, randomUUID } from "node:crypto"
-import { Effect, Schema } from "effect"
+import { Effect, Result, Schema } from "effect"
 import { AgentName, type WaitResult } from "../streams/TaskEvent.ts"
 import { InvalidInput } from "./Errors.ts"
 
@@ -147,24 +147,23 @@ export class BaseAgent<P = unknown> {
     }
   }
 
-  /** The payload codec's encoder and decoder, built once (building one costs more than using it). */
-  private encoder: ((payload: unknown) => Effect.Effect<unknown, Schema.SchemaError>) | undefined
-  private decoder: ((stored: unknown) => Effect.Effect<P, Schema.SchemaError>) | undefined
+  /**
+   * The payload codec's encoder and decoder, built once (building one costs more than using it). They run
+   * synchronously (a payload schema needs no services): no fiber step per payload on the hot paths.
+   */
+  private encoder: ((payload: unknown) => Result.Result<unknown, Schema.SchemaError>) | undefined
+  private decoder: ((stored: unknown) => Result.Result<P, Schema.SchemaError>) | undefined
 
   /** Encodes a payload to its stored JSON form, or fails with a clear message. */
-  encodePayload(payload: P): Effect.Effect<unknown, InvalidInput> {
-    this.encoder ??= Schema.encodeUnknownEffect(this.payloadSchema) as (payload: unknown) => Effect.Effect<unknown, Schema.SchemaError>
-    return this.encoder(payload).pipe(
-      Effect.mapError((e) => new InvalidInput({ message: `invalid payload for agent ${this.name}: ${e.message}` }))
-    )
+  encodePayload(payload: P): Result.Result<unknown, InvalidInput> {
+    this.encoder ??= Schema.encodeUnknownResult(this.payloadSchema) as (payload: unknown) => Result.Result<unknown, Schema.SchemaError>
+    return Result.mapError(this.encoder(payload), (e) => new InvalidInput({ message: `invalid payload for agent ${this.name}: ${e.message}` }))
   }
 
   /** Decodes a stored payload before a turn. */
-  decodePayload(stored: unknown): Effect.Effect<P, InvalidInput> {
-    this.decoder ??= Schema.decodeUnknownEffect(this.payloadSchema) as (stored: unknown) => Effect.Effect<P, Schema.SchemaError>
-    return this.decoder(stored).pipe(
-      Effect.mapError((e) => new InvalidInput({ message: `stored payload of agent ${this.name} is invalid: ${e.message}` }))
-    )
+  decodePayload(stored: unknown): Result.Result<P, InvalidInput> {
+    this.decoder ??= Schema.decodeUnknownResult(this.payloadSchema) as (stored: unknown) => Result.Result<P, Schema.SchemaError>
+    return Result.mapError(this.decoder(stored), (e) => new InvalidInput({ message: `stored payload of agent ${this.name} is invalid: ${e.message}` }))
   }
 }
 

@@ -4,7 +4,7 @@
  * nothing (the scripts check before they write). Time comes from `Clock`.
  */
 import { createHash, randomUUID } from "node:crypto"
-import { Clock, Context, Effect, Layer, Schema } from "effect"
+import { Clock, Context, Effect, Layer, Result, Schema } from "effect"
 import { batchCounts, type BatchState } from "../projections/BatchDecider.ts"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
 import type { BatchEnvelope } from "../streams/BatchEvent.ts"
@@ -26,9 +26,13 @@ import { settle } from "./FollowUp.ts"
 import { type TaskData, TaskStore } from "./TaskStore.ts"
 
 const decodeTaskId = Schema.decodeUnknownEffect(TaskId)
+const checkTaskId = Schema.decodeUnknownResult(TaskId)
 const OwnerId = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(256))
 const decodeOwnerId = Schema.decodeUnknownEffect(OwnerId)
+const checkOwnerId = Schema.decodeUnknownResult(OwnerId)
 const SteeringMessages = Schema.Array(Schema.Json).check(Schema.isMinLength(1), Schema.isMaxLength(100))
+
+type EnqueueCommand = Extract<TaskCommand, { readonly _tag: "Enqueue" }>
 
 /** Rejections only a worker's or maintenance's command can get: at the client they are defects. */
 const workerRejections = ["StaleLease", "NotDue", "InvalidSteeringCount", "InvalidWait"] as const
@@ -171,40 +175,48 @@ export class TaskClient extends Context.Service<TaskClient, {
       Effect.gen(function*() {
         const store = yield* TaskStore
 
-        const prepare = Effect.fnUntraced(function*<P>(agent: BaseAgent<P>, task: Task<P>, options?: EnqueueOptions) {
+        /** A task's enqueue command, validated; synchronous (no fiber steps per task, which bulk enqueues feel). */
+        const prepare = <P>(
+          agent: BaseAgent<P>,
+          task: Task<P>,
+          options: EnqueueOptions | undefined,
+          now: number
+        ): Result.Result<{ readonly command: EnqueueCommand; readonly idempotent: boolean }, InvalidInput> => {
+          const invalid = (message: string) => Result.fail(new InvalidInput({ message }))
           const key = options?.idempotencyKey ?? task.idempotencyKey
-          if (key !== undefined && (key.length === 0 || key.length > 512)) {
-            return yield* new InvalidInput({ message: "an idempotency key is 1-512 characters" })
+          if (key !== undefined && (key.length === 0 || key.length > 512)) return invalid("an idempotency key is 1-512 characters")
+          let taskId: string
+          if (key !== undefined) taskId = idempotentTaskId(agent.name, key)
+          else {
+            const id = checkTaskId(task.id)
+            if (Result.isFailure(id)) return invalid(`invalid task id: ${id.failure.message}`)
+            taskId = id.success
           }
-          const taskId = key !== undefined ? idempotentTaskId(agent.name, key) : yield* validTaskId(task.id)
-          if (task.agent !== agent.name) {
-            return yield* new InvalidInput({ message: `task ${taskId} belongs to agent ${task.agent}, not ${agent.name}` })
-          }
-          const ownerId = yield* decodeOwnerId(task.ownerId).pipe(
-            Effect.mapError((e) => new InvalidInput({ message: `invalid owner id: ${e.message}` }))
-          )
-          const payload = yield* agent.encodePayload(task.payload)
+          if (task.agent !== agent.name) return invalid(`task ${taskId} belongs to agent ${task.agent}, not ${agent.name}`)
+          const ownerId = checkOwnerId(task.ownerId)
+          if (Result.isFailure(ownerId)) return invalid(`invalid owner id: ${ownerId.failure.message}`)
+          const payload = agent.encodePayload(task.payload)
+          if (Result.isFailure(payload)) return Result.fail(payload.failure)
           const maxRetries = options?.maxRetries ?? defaults.maxRetries(agent.name)
-          if (!Number.isInteger(maxRetries) || maxRetries < 0) {
-            return yield* new InvalidInput({ message: `maxRetries must be a non-negative integer, got ${maxRetries}` })
-          }
-          const now = yield* Clock.currentTimeMillis
-          return {
-            command: { _tag: "Enqueue" as const, taskId, agent: agent.name, ownerId, payload, maxRetries, now },
+          if (!Number.isInteger(maxRetries) || maxRetries < 0) return invalid(`maxRetries must be a non-negative integer, got ${maxRetries}`)
+          return Result.succeed({
+            command: { _tag: "Enqueue", taskId, agent: agent.name, ownerId: ownerId.success, payload: payload.success, maxRetries, now },
             idempotent: key !== undefined
-          }
-        })
+          })
+        }
 
         const enqueue = <P>(agent: BaseAgent<P>, task: Task<P>, options?: EnqueueOptions) =>
-          Effect.gen(function*() {
-            const { command, idempotent } = yield* prepare(agent, task, options)
-            yield* store.execute(command).pipe(
+          Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<string, InvalidInput | RedisError | TaskAlreadyExists> => {
+            const prepared = prepare(agent, task, options, now)
+            if (Result.isFailure(prepared)) return Effect.fail(prepared.failure)
+            const { command, idempotent } = prepared.success
+            return store.execute(command).pipe(
               Effect.catchTag("TaskAlreadyExists", (e) =>
                 // With an idempotency key, "already exists" is the answer: the first task's id.
                 idempotent ? Effect.void : Effect.fail(e)),
-              Effect.catchTag([...workerRejections, ...resultRejections, "TaskNotFound", "TaskAlreadyFinished"], (e) => Effect.die(e))
+              Effect.catchTag([...workerRejections, ...resultRejections, "TaskNotFound", "TaskAlreadyFinished"], (e) => Effect.die(e)),
+              Effect.as(command.taskId)
             )
-            return command.taskId
           })
 
         const enqueueMany = <P>(
@@ -215,7 +227,8 @@ export class TaskClient extends Context.Service<TaskClient, {
           Effect.gen(function*() {
             // Idempotency keys of a batch are per task (Task.idempotencyKey), never one for the whole batch.
             const perTask = options?.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }
-            const prepared = yield* Effect.forEach(tasks, (task) => Effect.result(prepare(agent, task, perTask)))
+            const now = yield* Clock.currentTimeMillis
+            const prepared = tasks.map((task) => prepare(agent, task, perTask, now))
             const valid = prepared.flatMap((r) => r._tag === "Success" ? [{ command: r.success.command }] : [])
             const outcomes = yield* store.executeMany(valid)
             let next = 0
@@ -239,11 +252,11 @@ export class TaskClient extends Context.Service<TaskClient, {
               Effect.mapError((e) => new InvalidInput({ message: `invalid owner id: ${e.message}` }))
             )
             const perTask = options.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }
+            const now = yield* Clock.currentTimeMillis
             // The whole batch is refused if one task is invalid: a batch's tasks are known before it exists.
-            const prepared = yield* Effect.forEach(tasks, (task) => prepare(agent, task, perTask))
+            const prepared = yield* Effect.forEach(tasks, (task) => Effect.fromResult(prepare(agent, task, perTask, now)))
             const taskIds = prepared.map((p) => p.command.taskId)
             if (new Set(taskIds).size !== taskIds.length) return yield* new InvalidInput({ message: "a batch names a task twice" })
-            const now = yield* Clock.currentTimeMillis
             // The batch first (its task ids), then its tasks; a retry with the same batch id finishes the enqueues.
             yield* store.executeBatch({ _tag: "CreateBatch", batchId, agent: agent.name, ownerId, taskIds, now }).pipe(
               Effect.catchTag("BatchAlreadyExists", () => Effect.void),

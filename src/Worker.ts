@@ -222,7 +222,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
       Effect.gen(function*() {
         const at = yield* now
         const prepared = yield* Effect.forEach(specs, (spec) =>
-          Effect.map(spec.agent.encodePayload(spec.payload), (payload) => ({
+          Effect.map(Effect.fromResult(spec.agent.encodePayload(spec.payload)), (payload) => ({
             id: childTaskId(c.taskId, c.turns, spec.key === undefined ? `#${counter.n++}` : `k:${spec.key}`),
             agent: spec.agent.name,
             payload
@@ -291,19 +291,18 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
     })
 
     /** The verdict of a turn that returned: its payload encoded (a payload that does not encode fails the task). */
-    const outcomeVerdict = (outcome: TurnOutcome<unknown>): Effect.Effect<Verdict> => {
-      if (outcome._tag === "Done" && outcome.payload === undefined) return Effect.succeed({ _tag: "Outcome", outcome })
-      return Effect.map(Effect.result(agent.encodePayload(outcome.payload)), (encoded): Verdict => {
-        if (encoded._tag === "Failure") return { _tag: "Failed", error: encoded.failure, retry: "fatal" }
-        return {
-          _tag: "Outcome",
-          outcome: outcome._tag === "Continue"
-            ? { _tag: "Continue", payload: encoded.success }
-            : outcome._tag === "Wait"
-            ? { _tag: "Wait", payload: encoded.success, pending: outcome.pending }
-            : { _tag: "Done", output: outcome.output, payload: encoded.success }
-        }
-      })
+    const outcomeVerdict = (outcome: TurnOutcome<unknown>): Verdict => {
+      if (outcome._tag === "Done" && outcome.payload === undefined) return { _tag: "Outcome", outcome }
+      const encoded = agent.encodePayload(outcome.payload)
+      if (encoded._tag === "Failure") return { _tag: "Failed", error: encoded.failure, retry: "fatal" }
+      return {
+        _tag: "Outcome",
+        outcome: outcome._tag === "Continue"
+          ? { _tag: "Continue", payload: encoded.success }
+          : outcome._tag === "Wait"
+          ? { _tag: "Wait", payload: encoded.success, pending: outcome.pending }
+          : { _tag: "Done", output: outcome.output, payload: encoded.success }
+      }
     }
 
     /**
@@ -313,7 +312,8 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
      * as an Effect runs raced against the stop signal under a timeout.
      */
     const runTurn = (c: Claimed, stop: StopSignal): Effect.Effect<Verdict> =>
-      Effect.flatMap(Effect.result(agent.decodePayload(c.payload)), (decoded): Effect.Effect<Verdict> => {
+      Effect.suspend((): Effect.Effect<Verdict> => {
+        const decoded = agent.decodePayload(c.payload)
         if (decoded._tag === "Failure") return Effect.succeed({ _tag: "Failed", error: decoded.failure, retry: "fatal" })
         if (stop.reason !== undefined) return Effect.succeed({ _tag: "Stopped", reason: stop.reason })
         const controller = new AbortController()
@@ -354,12 +354,12 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
             Effect.flatMap((exit): Effect.Effect<Verdict> => {
               if (Exit.isFailure(exit)) return Effect.succeed(failedVerdict(Cause.squash(exit.cause)))
               const v = exit.value
-              return typeof v === "string" ? Effect.succeed({ _tag: "Stopped", reason: v }) : outcomeVerdict(v)
+              return Effect.succeed(typeof v === "string" ? { _tag: "Stopped", reason: v } : outcomeVerdict(v))
             })
           )
         }
         const promise = started as Promise<TurnOutcome<unknown>>
-        return Effect.flatMap(
+        return Effect.map(
           Effect.callback<Settled>((resume) => {
             let done = false
             const settle = (s: Settled) => {
@@ -387,10 +387,10 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
               controller.abort(stop.reason ?? "shutdown")
             })
           }),
-          (settled): Effect.Effect<Verdict> =>
+          (settled): Verdict =>
             settled._tag === "Returned"
               ? outcomeVerdict(settled.outcome)
-              : Effect.succeed(settled._tag === "Threw" ? failedVerdict(settled.error) : { _tag: "Stopped", reason: settled.reason })
+              : settled._tag === "Threw" ? failedVerdict(settled.error) : { _tag: "Stopped", reason: settled.reason }
         )
       })
 

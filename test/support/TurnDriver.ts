@@ -52,9 +52,9 @@ export const runTurn = <P>(agent: BaseAgent<P>, ctx: TurnContext<P>): Effect.Eff
 
 /** The payload as the worker stores and reloads it. */
 export const storeAndLoad = <P>(agent: BaseAgent<P>, payload: P): Effect.Effect<P, unknown> =>
-  agent.encodePayload(payload).pipe(
+  Effect.fromResult(agent.encodePayload(payload)).pipe(
     Effect.map((encoded) => JSON.parse(JSON.stringify(encoded)) as unknown),
-    Effect.flatMap((stored) => agent.decodePayload(stored))
+    Effect.flatMap((stored) => Effect.fromResult(agent.decodePayload(stored)))
   )
 
 export interface Run<P> {
