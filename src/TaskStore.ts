@@ -147,6 +147,10 @@ export const stateFromHash = (h: Record<string, string>, side: Partial<TaskSideD
   ...(h.deadline !== undefined ? { deadline: Number(h.deadline) } : {})
 })
 
+/** The claimed task's state from a claim's reply (claim.lua): the hash as one JSON object, then the side data. */
+export const claimedState = (values: ReadonlyArray<unknown>): TaskState =>
+  stateFromHash(JSON.parse(String(values[0])) as Record<string, string>, sideDataFromReply(values.slice(1)))
+
 /**
  * The side data from a claim reply: steering, wait, results and children as flat lists, then the pointed-at
  * history entries ([payload entry, output entry], false for none).

@@ -37,7 +37,7 @@ import { AgentWorkerConfig } from "./Config.ts"
 import { ControlChannel } from "./ControlChannel.ts"
 import { InvalidInput } from "./Errors.ts"
 import { settle } from "./FollowUp.ts"
-import { type Accepted, flatToRecord, sideDataFromReply, stateFromHash, TaskStore, type Delivery } from "./TaskStore.ts"
+import { type Accepted, claimedState, flatToRecord, TaskStore, type Delivery } from "./TaskStore.ts"
 
 export const makeWorkerId = (): string => `${hostname()}-${process.pid}-${randomUUID().slice(0, 6)}`
 
@@ -110,7 +110,7 @@ const resultsOf = (state: TaskState): ReadonlyArray<DeliveredResult> =>
 
 /** A claim's reply (see claim.lua) as the worker's view of the task. */
 const claimedOf = (accepted: Accepted, delivery: Delivery, partition: number): Claimed => {
-  const state = stateFromHash(flatToRecord(accepted.values[0] as ReadonlyArray<string>), sideDataFromReply(accepted.values.slice(1)))
+  const state = claimedState(accepted.values)
   return {
     taskId: state.taskId,
     ownerId: state.ownerId,

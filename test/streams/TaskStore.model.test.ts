@@ -22,7 +22,7 @@ import { RedisClient, type RedisConnection } from "../../streams/RedisClient.ts"
 import type { RedisError } from "../../streams/StreamError.ts"
 import { decodeEnvelope, type Envelope, isTerminal, type TaskEvent, TaskStatus } from "../../streams/TaskEvent.ts"
 import type { TaskRejected } from "../../src/Errors.ts"
-import { type Accepted, type Delivery, flatToRecord, sideDataFromReply, stateFromHash, TaskStore } from "../../src/TaskStore.ts"
+import { type Accepted, claimedState, type Delivery, flatToRecord, stateFromHash, TaskStore } from "../../src/TaskStore.ts"
 import { freshKeyspace, keysMatching, redisLayer } from "../support/TestRedis.ts"
 import {
   advance,
@@ -258,8 +258,7 @@ class Harness {
     switch (command._tag) {
       case "Claim": {
         // Claim and load in one round trip: the worker runs from exactly this state.
-        const [flat] = values as [ReadonlyArray<string>]
-        assert.deepStrictEqual(stateFromHash(flatToRecord(flat), sideDataFromReply(values.slice(1))), after, "the claimed task")
+        assert.deepStrictEqual(claimedState(values), after, "the claimed task")
         break
       }
       case "Wait":
