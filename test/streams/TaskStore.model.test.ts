@@ -46,7 +46,11 @@ const RUNS = Number(process.env.MODEL_RUNS ?? 60)
 const STEPS = Number(process.env.MODEL_STEPS ?? 60)
 const QUEUE_RUNS = Number(process.env.MODEL_QUEUE_RUNS ?? Math.ceil((RUNS * 2) / 3))
 const WAIT_RUNS = Number(process.env.MODEL_WAIT_RUNS ?? RUNS * 2)
-const SEED = process.env.MODEL_SEED === undefined ? {} : { seed: Number(process.env.MODEL_SEED) }
+// Replays a failure: MODEL_SEED=<seed> (and MODEL_PATH=<path> for the shrunk counterexample) from fast-check's report.
+const SEED = process.env.MODEL_SEED === undefined ? {} : {
+  seed: Number(process.env.MODEL_SEED),
+  ...(process.env.MODEL_PATH !== undefined ? { path: process.env.MODEL_PATH, endOnFailure: true } : {})
+}
 const TASKS = 3
 const PARTITIONS = 2
 
@@ -648,15 +652,20 @@ describe("TaskStore against the decider", () => {
     const claimedOks = after === undefined ? oks : oks.slice(1)
     return {
       committed: after === undefined ? undefined : oks[0],
-      claimed: claims.map((c, i) => ({ ok: claimedOks[i]!, entryId: c.delivery.entryId, held: { worker: request.worker, taskId: c.command.taskId, lease: c.command.lease + 1, delivery: c.delivery } }))
+      claimed: claims.map((c, i) => ({ ok: claimedOks[i]!, entry: entryName(h.queueKey(request.partition, request.agent), c.delivery.entryId), held: { worker: request.worker, taskId: c.command.taskId, lease: c.command.lease + 1, delivery: c.delivery } }))
     }
   }
+  /**
+   * A queue entry by queue and id: stream ids are unique only within a stream (two queues written in the
+   * same millisecond both get `<ms>-0`), so finished entries are told apart by their queue too.
+   */
+  const entryName = (queue: string, id: string) => `${queue} ${id}`
   /** Books what a `claimNext` claimed: live claims are held, stale entries finished. */
   const book = (held: Array<Held>, finished: Set<string>, claimed: Awaited<ReturnType<typeof claimNext>>["claimed"]) => {
     for (const c of claimed) {
       count(stats.situations, c.ok ? "claim of a live entry" : "claim of a stale entry")
       if (c.ok) held.push(c.held)
-      else finished.add(c.entryId)
+      else finished.add(c.entry)
     }
   }
 
@@ -691,7 +700,7 @@ describe("TaskStore against the decider", () => {
         assert.notInclude(pending, mine[0]!.id)
       }
       for (const e of entries) {
-        assert.isFalse(finished.has(e.id), `finished entry ${e.id} left in ${key}`)
+        assert.isFalse(finished.has(entryName(key, e.id)), `finished entry ${e.id} left in ${key}`)
         if (!pending.includes(e.id)) assert.isTrue(compareIds(e.id, lastDelivered) > 0, `delivered entry ${e.id} left`)
       }
     })
@@ -749,7 +758,7 @@ describe("TaskStore against the decider", () => {
                 if (entry === undefined) break
                 const c = await claim(h, agent, worker, entry, now)
                 count(stats.situations, c === undefined ? "claim of a stale entry" : "claim of a live entry")
-                if (c === undefined) finished.add(entry.id)
+                if (c === undefined) finished.add(entryName(h.queueKey(step.partition, agent), entry.id))
                 else held.push(c)
                 break
               }
@@ -825,7 +834,7 @@ describe("TaskStore against the decider", () => {
                 }
                 // Any accepted command but a heartbeat ends the delivery (acked and deleted).
                 if (ok && step.action !== "Heartbeat") {
-                  finished.add(c.delivery.entryId)
+                  finished.add(entryName(queue, c.delivery.entryId))
                   held.splice(held.indexOf(c), 1)
                 }
                 break
@@ -838,7 +847,7 @@ describe("TaskStore against the decider", () => {
                 await h.conn.call("XCLAIM", h.queueKey(c.taskId, c.delivery.agent), c.delivery.agent, "maintenance", 0, c.delivery.entryId, "JUSTID")
                 const [ok] = await leased(c, (lease) => ({ _tag: "Recover", taskId: c.taskId, lease, now }))
                 count(stats.situations, ok ? "recovery" : "recovery of a stale claim")
-                finished.add(c.delivery.entryId)
+                finished.add(entryName(h.queueKey(c.taskId, c.delivery.agent), c.delivery.entryId))
                 break
               }
               case "Cancel":
@@ -868,7 +877,7 @@ describe("TaskStore against the decider", () => {
             for (const agent of agents) {
               for (let entry = await poll(h, p, agent, "drain"); entry !== undefined; entry = await poll(h, p, agent, "drain")) {
                 const c = await claim(h, agent, "drain", entry, now)
-                if (c === undefined) finished.add(entry.id)
+                if (c === undefined) finished.add(entryName(h.queueKey(p, agent), entry.id))
                 else held.push(c)
               }
             }
