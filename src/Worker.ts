@@ -550,9 +550,16 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           catch: (cause) => toRedisError("xreadgroup", cause)
         }).pipe(Effect.onError(() => slots.release(free)))
         const entries = reply?.[0]?.[1] ?? []
-        const claimed = yield* claimAll(partition, entries).pipe(Effect.onError(() => slots.release(free)))
-        if (free > claimed.length) yield* slots.release(free - claimed.length)
-        for (const c of claimed) yield* FiberSet.run(turns, runSlot(c))
+        // Entries read are claimed and their turns started even when the pool starts stopping meanwhile (those
+        // turns hand their tasks back at once): interrupted mid-claim, the lease taken in Redis would wait for
+        // recovery after the heartbeat timeout instead of being released by the graceful stop.
+        yield* Effect.uninterruptibleMask((restore) =>
+          Effect.gen(function*() {
+            const claimed = yield* claimAll(partition, entries).pipe(Effect.onError(() => slots.release(free)))
+            if (free > claimed.length) yield* slots.release(free - claimed.length)
+            for (const c of claimed) yield* FiberSet.run(turns, restore(runSlot(c)))
+          })
+        )
       }).pipe(
         Effect.catch((e) =>
           Effect.logWarning(`${agent.name} reader: ${e.message}; retrying`).pipe(
