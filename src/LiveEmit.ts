@@ -13,7 +13,7 @@
  */
 import { Schema } from "effect"
 import { namespaceKeys, type Keyspace } from "../streams/Keys.ts"
-import { connect, makeConnection, type RedisConnection, type RedisOptions } from "../streams/RedisClient.ts"
+import { connect, makeConnection, orderedNode, type RedisConnection, type RedisOptions } from "../streams/RedisClient.ts"
 import { toRedisError } from "../streams/StreamError.ts"
 
 /** The type of an emitted event: 1-64 of letters, digits, '_', '.', ':', '/' or '-' (safe in lists and lines). */
@@ -160,7 +160,7 @@ export const makeEmitPublisher = (options: {
     }
     const message = `{"taskId":${JSON.stringify(taskId)},"agent":${JSON.stringify(agent)},"ownerId":${JSON.stringify(ownerId)},` +
       `"type":${JSON.stringify(type)},"at":${at},"data":${json}}`
-    ;(conn.publish(channel, message) as Promise<unknown>).catch((e: unknown) =>
+    ;(orderedNode(conn).publish(channel, message) as Promise<unknown>).catch((e: unknown) =>
       drop("publishFailed", () => `task ${taskId} (${agent}): ${e instanceof Error ? e.message : String(e)}`)
     )
   }

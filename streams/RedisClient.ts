@@ -54,6 +54,14 @@ export const makeConnection = (o: RedisOptions): RedisConnection => {
   return new Redis({ ...common, host: o.host ?? "127.0.0.1", port: o.port ?? 6379, db: o.db ?? 0 })
 }
 
+/**
+ * Where keyless commands that must keep their order go (PUBLISH): the connection itself, or on a Cluster
+ * its first master. ioredis sends a keyless command to any node of a Cluster, so two in a row could take
+ * different connections and arrive out of order (a Cluster forwards PUBLISH to every node anyway).
+ */
+export const orderedNode = (conn: RedisConnection): RedisConnection =>
+  conn instanceof Cluster ? (conn.nodes("master")[0] ?? conn) : conn
+
 /** Connects; the first failure is returned instead of ioredis' endless reconnect attempts. */
 export const connect = (conn: RedisConnection, op = "connect"): Promise<RedisConnection> =>
   new Promise((resolve, reject) => {
