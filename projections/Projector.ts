@@ -74,7 +74,11 @@ export class TimelineRangeInvalid extends Schema.TaggedError<TimelineRangeInvali
 export type ProjectorError = RedisError | CorruptEntry | ProjectionConflict
 
 export interface ProjectorOptions extends MetricsOptions {
-  /** Entries read per XREADGROUP and folded per commit (default 500). */
+  /**
+   * Entries read per XREADGROUP and folded per commit (default 100). Folding a batch holds the event loop (and
+   * its commit holds Redis) for a moment; small batches keep that moment short next to the process's turns
+   * (bench, one worker slot: p99 start→complete 2.6–3.2 ms with 500, 1.4–1.5 ms with 100, the same rate).
+   */
   readonly batchSize?: number
   /** BLOCK of the follow loop's reads, in ms (default 2000); bounds how long an interrupt can wait. */
   readonly blockMs?: number
@@ -152,7 +156,7 @@ export interface StoredBucket {
 /** The most buckets one timeline query reads (per partition). */
 export const MAX_TIMELINE_BUCKETS = 10_000
 
-const DEFAULTS = { batchSize: 500, blockMs: 2_000, orphanIdleMs: 60_000, pollIntervalMs: 200 }
+const DEFAULTS = { batchSize: 100, blockMs: 2_000, orphanIdleMs: 60_000, pollIntervalMs: 200 }
 const MAX_STALE_COMMITS = 50
 /** Buckets per commit when a rebuild writes its result. */
 const REBUILD_CHUNK = 200
