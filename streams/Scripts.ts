@@ -113,7 +113,15 @@ export interface Scripts {
 /** Loads the library on every master now. */
 const load = async (conn: RedisConnection): Promise<void> => {
   const masters = conn instanceof Cluster ? conn.nodes("master") : [conn]
-  await Promise.all(masters.map((node) => node.call("FUNCTION", "LOAD", "REPLACE", librarySource)))
+  await Promise.all(masters.map((node) =>
+    node.call("FUNCTION", "LOAD", "REPLACE", librarySource).catch((e: unknown) => {
+      // Redis before 7.0 has no Functions: say what is needed rather than "unknown command".
+      if (e instanceof Error && /unknown command/i.test(e.message)) {
+        throw new Error(`factorial-ts needs Redis 7.0 or later (Redis Functions): ${e.message}`)
+      }
+      throw e
+    })
+  ))
 }
 
 /** Loads the library on every master and returns the connection's functions. */
