@@ -13,8 +13,10 @@
  *   consumer with no registration (a process of a version that does not register) falls back to the old
  *   rule: live if idle for at most `liveWithinMs`.
  *
- * Invariant relied on: a queue stream holds only undelivered and pending entries (a finished delivery is
- * acked and XDELed in the same script), so undelivered = XLEN − pending. The counts are a snapshot read
+ * Waiting entries are the group's `lag` (XINFO GROUPS, Redis 7.0: entries added but not yet delivered). A
+ * queue keeps finished deliveries acked until maintenance trims it, so XLEN counts those too; only where
+ * Redis cannot tell the lag (a stream with entries deleted after the last delivered one, as older versions
+ * left) XLEN − pending stands in for it, counting not yet trimmed ones as waiting. The counts are a snapshot read
  * partition by partition, not one atomic view; a cancelled task's stale entry counts as waiting until a
  * worker skips it.
  */
@@ -102,7 +104,8 @@ const fields = (flat: ReadonlyArray<unknown>): Record<string, unknown> => {
 
 interface PartitionQueue {
   readonly agent: string
-  readonly length: number
+  /** Entries not yet delivered to the agent's group. */
+  readonly waiting: number
   readonly pending: number
   readonly lastDelivered: string | undefined
   readonly consumers: ReadonlyArray<{ readonly name: string; readonly pending: number; readonly idle: number }>
@@ -145,7 +148,13 @@ export class Gauges extends Context.Service<Gauges, {
                 : (groups as Array<Array<unknown>>).map(fields).find((g) => g.name === agent)
               return {
                 agent,
-                length: lenErr ? 0 : Number(len),
+                waiting: lenErr
+                  ? 0
+                  : group === undefined
+                  ? Number(len) // no group yet: nothing delivered
+                  : typeof group.lag === "number"
+                  ? group.lag
+                  : Math.max(0, Number(len) - Number(group.pending)),
                 pending: group === undefined ? 0 : Number(group.pending),
                 lastDelivered: group === undefined ? undefined : String(group["last-delivered-id"]),
                 consumers: consumersErr ? [] : (consumers as Array<Array<unknown>>).map(fields).map((f) => ({
@@ -213,7 +222,7 @@ export class Gauges extends Context.Service<Gauges, {
               indexedStatuses.forEach((s, i) => tasksByStatus[s] += part.counts[i]!)
               part.queues.forEach((q, i) => {
                 const a = byAgent.get(q.agent) ?? { waiting: 0, inFlight: 0, oldest: undefined, workers: new Map() }
-                a.waiting += Math.max(0, q.length - q.pending)
+                a.waiting += q.waiting
                 a.inFlight += q.pending
                 const o = part.oldest[i]
                 if (o !== undefined && (a.oldest === undefined || o < a.oldest)) a.oldest = o

@@ -225,6 +225,7 @@ export const maintainOnce = (options: MaintenanceOptions, pass: { readonly sweep
       }
 
       yield* trimEventLog(redis.conn, keys.events, now - config.eventLogRetention * 1000, options.projectorGroup)
+      for (const agent of options.agents) yield* trimQueue(redis.conn, keys.queue(agent.name), agent.name)
     }
 
     // Expiry backlog: every status of every partition had one batch above; while some still had a full batch
@@ -367,6 +368,21 @@ const createWorkerConsumers = (options: MaintenanceOptions) =>
       })))
   })
 
+/**
+ * The oldest entry of `stream` that `group` may still need: its oldest pending entry, else its last delivered
+ * one (entries after it are undelivered); undefined without the group. Everything before it was delivered and
+ * acked, so trimming to it (XTRIM MINID) is safe even as readers go on: new deliveries and claims only touch
+ * entries at or after it.
+ */
+const deliveredFloor = async (conn: RedisConnection, stream: string, group: string): Promise<string | undefined> => {
+  const groups = (await conn.xinfo("GROUPS", stream).catch(() => [])) as Array<Array<unknown>>
+  const info = groups.map(flatToRecord).find((g) => g.name === group)
+  if (info === undefined) return undefined
+  const pending = (await conn.xpending(stream, group)) as [number, string | null, string | null, unknown]
+  const lastDelivered = info["last-delivered-id"] ?? "0-0"
+  return pending[1] !== null && compareIds(pending[1], lastDelivered) < 0 ? pending[1] : lastDelivered
+}
+
 /** Trims a partition log to entries newer than `cutoffMs`, keeping everything the projector still needs. */
 const trimEventLog = (
   conn: RedisConnection,
@@ -376,16 +392,19 @@ const trimEventLog = (
 ) =>
   Effect.promise(async () => {
     let minId = `${Math.max(0, Math.floor(cutoffMs))}-0`
-    if (projectorGroup !== undefined) {
-      const groups = (await conn.xinfo("GROUPS", events).catch(() => [])) as Array<Array<unknown>>
-      const group = groups.map(flatToRecord).find((g) => g.name === projectorGroup)
-      if (group !== undefined) {
-        const pending = (await conn.xpending(events, projectorGroup)) as [number, string | null, string | null, unknown]
-        const floor = [group["last-delivered-id"] ?? "0-0", pending[1] ?? undefined].filter((x) => x !== undefined)
-        for (const id of floor) if (compareIds(id!, minId) < 0) minId = id!
-      }
-    }
+    const floor = projectorGroup === undefined ? undefined : await deliveredFloor(conn, events, projectorGroup)
+    if (floor !== undefined && compareIds(floor, minId) < 0) minId = floor
     await conn.xtrim(events, "MINID", "~", minId)
+  }).pipe(Effect.catchDefect(() => Effect.void))
+
+/**
+ * Trims an agent's queue to its oldest pending or undelivered entry: finished deliveries are acked, not
+ * deleted, by the scripts (lib.lua `ack`), and go here in bulk.
+ */
+export const trimQueue = (conn: RedisConnection, queue: string, group: string) =>
+  Effect.promise(async () => {
+    const floor = await deliveredFloor(conn, queue, group)
+    if (floor !== undefined) await conn.xtrim(queue, "MINID", floor)
   }).pipe(Effect.catchDefect(() => Effect.void))
 
 const compareIds = (a: string, b: string): number => {

@@ -113,13 +113,10 @@ local function requeue(t)
   redis.call('HSET', H, 'entry', queue_entry(t))
 end
 
--- Finishes a delivery: acknowledged and removed, so the queue holds only live entries.
+-- Finishes a delivery: acknowledged. The entry stays in the stream until maintenance trims the queue up to
+-- its oldest pending or undelivered entry (XTRIM MINID): an XDEL per entry cost ~5 µs of Redis per turn.
 local function ack(agent, entry_id)
-  if entry_id ~= '' then
-    local q = queue_key(agent)
-    redis.call('XACK', q, agent, entry_id)
-    redis.call('XDEL', q, entry_id)
-  end
+  if entry_id ~= '' then redis.call('XACK', queue_key(agent), agent, entry_id) end
 end
 
 -- The history entries the task's hash points at (payload, output), for replies that hand its state out.

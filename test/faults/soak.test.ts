@@ -16,6 +16,8 @@ import { afterAll, describe, expect, it } from "vitest"
 import { randomUUID } from "node:crypto"
 import { Redis } from "ioredis"
 import { partitionKeys } from "../../streams/Keys.ts"
+import { Effect } from "effect"
+import { trimQueue } from "../../src/Maintenance.ts"
 import {
   cleanupAll,
   deleteNamespace,
@@ -122,7 +124,9 @@ describe(`soak: ${TASKS} tasks, ${PROCS} worker processes, random SIGKILLs`, () 
 
     const v = verify(await readTasks(client, ids))
     const turnsRun = v.claims
-    // No queue entry left behind once everything is finished.
+    // No queue entry left behind once everything is finished: none waiting or pending, and maintenance's trim
+    // leaves at most the last delivered one (acked deliveries stay until it runs).
+    await Effect.runPromise(trimQueue(admin, keys.queue("fault"), "fault"))
     const [queueLength, pending] = await Promise.all([
       admin.xlen(keys.queue("fault")),
       admin.xpending(keys.queue("fault"), "fault") as Promise<[number, ...Array<unknown>]>
@@ -136,7 +140,7 @@ describe(`soak: ${TASKS} tasks, ${PROCS} worker processes, random SIGKILLs`, () 
     )
     expect(done).toBe(TASKS)
     expectAllCompletedOnce(v, TASKS)
-    expect(queueLength).toBe(0)
+    expect(queueLength).toBeLessThanOrEqual(1)
     expect(pending[0]).toBe(0)
   }, 120_000 + TASKS * 80)
 })

@@ -44,6 +44,7 @@ describe("Gauges", () => {
 
       // Worker w1 takes one alpha entry from every partition that has one, and claims it.
       let taken = 0
+      const claimed: Array<{ taskId: string; entryId: string; lease: number }> = []
       for (const p of allPartitions(ks)) {
         const queue = partitionKeys(ks, p).queue("alpha")
         const entries = yield* redis.use("test worker read", async (c) => {
@@ -59,6 +60,7 @@ describe("Gauges", () => {
             { _tag: "Claim", taskId, lease: Number(fields[3]), worker: "w1", now: Date.now() },
             { entryId, agent: "alpha" }
           )
+          claimed.push({ taskId, entryId, lease: Number(fields[3]) + 1 })
           taken++
         }
       }
@@ -72,6 +74,16 @@ describe("Gauges", () => {
       assert.deepStrictEqual(alpha.liveWorkers.map((w) => [w.name, w.pending]), [["w1", taken]])
       assert.strictEqual(after.liveWorkers, 1)
       if (alpha.waiting > 0) assert.isTrue(alpha.oldestWaitingAgeMs! >= 0)
+      // Finished deliveries are acked and stay in the stream until maintenance trims it: neither in flight
+      // nor waiting.
+      for (const c of claimed) {
+        yield* store.execute(
+          { _tag: "Complete", taskId: c.taskId, lease: c.lease, output: null, steeringApplied: 0, now: Date.now() },
+          { entryId: c.entryId, agent: "alpha" }
+        )
+      }
+      const done = (yield* gauges.read()).queues.find((q) => q.agent === "alpha")!
+      assert.deepStrictEqual([done.waiting, done.inFlight], [5 - taken, 0])
       // With a zero idle allowance nobody counts as live once a moment has passed.
       yield* Effect.sleep("20 millis")
       assert.strictEqual((yield* gauges.read({ liveWithinMs: 5 })).liveWorkers, 0)

@@ -23,6 +23,7 @@ import type { RedisError } from "../../streams/StreamError.ts"
 import { decodeEnvelope, type Envelope, isTerminal, type TaskEvent, TaskStatus } from "../../streams/TaskEvent.ts"
 import type { TaskRejected } from "../../src/Errors.ts"
 import { type Accepted, claimedState, type Delivery, flatToRecord, stateFromHash, TaskStore } from "../../src/TaskStore.ts"
+import { trimQueue } from "../../src/Maintenance.ts"
 import { freshKeyspace, keysMatching, redisLayer } from "../support/TestRedis.ts"
 import {
   advance,
@@ -671,8 +672,9 @@ describe("TaskStore against the decider", () => {
 
   /**
    * The queue invariant, per queue stream: every queued task has exactly one entry naming its current
-   * lease; the entries pending in the group are exactly the deliveries of live claims; every other
-   * entry has never been delivered; and no finished delivery's entry is left.
+   * lease; the entries pending in the group are exactly the deliveries of live claims; every other entry is
+   * either undelivered or a finished delivery (acked, kept until maintenance trims the queue), and no
+   * finished delivery is pending.
    */
   const checkQueues = async (h: Harness, held: ReadonlyArray<Held>, finished: ReadonlySet<string>) => {
     const queues = Array.from({ length: PARTITIONS }, (_, p) => agents.map((agent) => ({ agent, key: h.queueKey(p, agent) }))).flat()
@@ -700,8 +702,9 @@ describe("TaskStore against the decider", () => {
         assert.notInclude(pending, mine[0]!.id)
       }
       for (const e of entries) {
-        assert.isFalse(finished.has(entryName(key, e.id)), `finished entry ${e.id} left in ${key}`)
-        if (!pending.includes(e.id)) assert.isTrue(compareIds(e.id, lastDelivered) > 0, `delivered entry ${e.id} left`)
+        const done = finished.has(entryName(key, e.id))
+        if (pending.includes(e.id)) assert.isFalse(done, `finished entry ${e.id} still pending in ${key}`)
+        else if (compareIds(e.id, lastDelivered) <= 0) assert.isTrue(done, `delivered entry ${e.id} of ${key} neither pending nor finished`)
       }
     })
   }
@@ -884,12 +887,27 @@ describe("TaskStore against the decider", () => {
           }
           await checkQueues(h, held, finished)
           for (const [taskId, s] of h.model) assert.notStrictEqual(s.status, "queued", `${taskId} left queued`)
-          let entries = 0
+          // Maintenance trims each queue to its oldest pending entry (none: its last delivered one): the acked
+          // entries before it go, every live delivery stays.
+          let pendingLeft = 0
           for (let p = 0; p < PARTITIONS; p++) {
-            for (const agent of agents) entries += Number(await h.conn.call("XLEN", h.queueKey(p, agent)))
+            for (const agent of agents) {
+              const key = h.queueKey(p, agent)
+              await run(trimQueue(h.conn, key, agent))
+              const [rawEntries, rawPending, [group]] = await Promise.all([
+                h.conn.call("XRANGE", key, "-", "+") as Promise<Array<Entry>>,
+                h.conn.call("XPENDING", key, agent, "-", "+", 1000) as Promise<Array<[string]>>,
+                h.conn.call("XINFO", "GROUPS", key) as Promise<Array<Array<string>>>
+              ])
+              const pending = rawPending.map((e) => e[0])
+              const floor = pending[0] ?? group![group!.indexOf("last-delivered-id") + 1]!
+              for (const [id] of rawEntries) assert.isAtLeast(compareIds(id, floor), 0, `entry ${id} before ${floor} left in ${key} after trimming`)
+              pendingLeft += pending.length
+            }
           }
+          await checkQueues(h, held, finished)
           const processing = [...h.model.values()].filter((s) => s.status === "processing").length
-          assert.strictEqual(entries, processing, "queue entries left after the drain = live claims")
+          assert.strictEqual(pendingLeft, processing, "pending queue entries after the drain = live claims")
           for (const s of h.model.values()) assert.isTrue(isTerminal(s.status) || s.status !== "queued")
         })
       ),
