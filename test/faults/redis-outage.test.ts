@@ -67,14 +67,20 @@ const warningKinds = (workers: ReadonlyArray<WorkerProcess>) => {
   return [...kinds].map(([k, n]) => `${n}× ${k}`).join("; ")
 }
 
+/** A private Redis (with an AOF when asked), a client of namespace `faults-<label>` with the tasks enqueued, and `n` worker processes. */
+const scenario = async (label: string, n: number, options: { readonly aof?: boolean } = {}) => {
+  const redis = await startPrivateRedis(options)
+  const namespace = `faults-${label}`
+  const client = new Orchestrator({ redisUrl: redis.url, namespace })
+  clients.push(client)
+  const ids = await enqueueMix(client, label)
+  const workers = await startWorkers(redis.url, namespace, n)
+  return { redis, client, ids, workers }
+}
+
 describe("Redis outages", () => {
   it("connections dropped mid-run: workers reconnect by themselves and every task finishes once", async () => {
-    const redis = await startPrivateRedis()
-    const namespace = "faults-drop"
-    const client = new Orchestrator({ redisUrl: redis.url, namespace })
-    clients.push(client)
-    const ids = await enqueueMix(client, "drop")
-    const workers = await startWorkers(redis.url, namespace, 3)
+    const { redis, client, ids, workers } = await scenario("drop", 3)
     const admin = new Redis(redis.url)
     const t0 = Date.now()
     let drops = 0
@@ -98,12 +104,7 @@ describe("Redis outages", () => {
   }, 120_000)
 
   it("Redis killed and restarted with AOF mid-run: no terminal transition lost or duplicated", async () => {
-    const redis = await startPrivateRedis({ aof: true })
-    const namespace = "faults-restart"
-    const client = new Orchestrator({ redisUrl: redis.url, namespace })
-    clients.push(client)
-    const ids = await enqueueMix(client, "restart")
-    const workers = await startWorkers(redis.url, namespace, 3)
+    const { redis, client, ids, workers } = await scenario("restart", 3, { aof: true })
     const t0 = Date.now()
     let restarts = 0
     for (const fraction of [0.25, 0.6]) {
@@ -122,12 +123,7 @@ describe("Redis outages", () => {
   }, 180_000)
 
   it("function library dropped mid-run (FUNCTION FLUSH): the calls load it again and every task finishes once", async () => {
-    const redis = await startPrivateRedis()
-    const namespace = "faults-flush"
-    const client = new Orchestrator({ redisUrl: redis.url, namespace })
-    clients.push(client)
-    const ids = await enqueueMix(client, "flush")
-    const workers = await startWorkers(redis.url, namespace, 2)
+    const { redis, client, ids, workers } = await scenario("flush", 2)
     const admin = new Redis(redis.url)
     let flushes = 0
     try {
