@@ -70,22 +70,21 @@ const readLua = (name: string): string => readFileSync(`${luaDir}${name}.lua`, "
 const template = (() => {
   const fn = (name: string, begin: string, body: string) =>
     `redis.register_function('fx_@_${name}', function(KEYS, ARGV)\n${begin}(KEYS, ARGV)\n${body}\nend)\n`
-  const own = (name: string) => readLua(name)
   return [
     "#!lua name=factorial_@\n",
     readLua("lib"),
-    ...scriptNames.map((name) => fn(name, "begin", own(name))),
+    ...scriptNames.map((name) => fn(name, "begin", readLua(name))),
     ...fusedCommits.map((name) =>
       fn(
         `${name}_next`,
         "begin",
-        `local function commit()\n${own(name)}\nend\nlocal committed = commit()\n` +
-          `local function claim_next()\n${own("claimnext")}\nend\nreturn { committed, claim_next() }`
+        `local function commit()\n${readLua(name)}\nend\nlocal committed = commit()\n` +
+          `local function claim_next()\n${readLua("claimnext")}\nend\nreturn { committed, claim_next() }`
       )
     ),
     "do\n",
     readLua("batch_lib"),
-    ...batchScriptNames.map((name) => fn(name, "begin_batch", own(name))),
+    ...batchScriptNames.map((name) => fn(name, "begin_batch", readLua(name))),
     "end\n"
   ].join("\n")
 })()
@@ -104,7 +103,7 @@ const isMissing = (e: unknown) => e instanceof Error && e.message.includes("Func
 export interface Scripts {
   /** Calls a function with its keys then its arguments. */
   readonly call: (name: FunctionName, args: ReadonlyArray<string | number>) => Promise<unknown>
-  /** Adds a call to an explicit pipeline; a reply that is a missing-function error is retried with `call`. */
+  /** Adds a call to an explicit pipeline (a reply that `isMissing` says so is then sent again with `call`). */
   readonly queue: (pipeline: ChainableCommander, name: FunctionName, args: ReadonlyArray<string | number>) => void
   /** Whether a pipelined reply's error says the function is missing (then `call` it again). */
   readonly isMissing: (error: unknown) => boolean
