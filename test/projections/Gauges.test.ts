@@ -12,6 +12,23 @@ import { allPartitions, namespaceKeys, partitionKeys } from "../../streams/Keys.
 import { RedisClient } from "../../streams/RedisClient.ts"
 import { freshKeyspace, storeLayer } from "../support/TestRedis.ts"
 
+/** Enqueues `alpha` tasks of agent alpha, then `beta` of agent beta, ids `<prefix>-<i>`, one ms apart. */
+const enqueue = (store: TaskStore["Service"], prefix: string, alpha: number, beta: number) =>
+  Effect.gen(function*() {
+    const now = Date.now()
+    for (let i = 0; i < alpha + beta; i++) {
+      yield* store.execute({
+        _tag: "Enqueue",
+        taskId: `${prefix}-${i}`,
+        agent: i < alpha ? "alpha" : "beta",
+        ownerId: "o",
+        payload: null,
+        maxRetries: 0,
+        now: now + i
+      })
+    }
+  })
+
 describe("Gauges", () => {
   it.live("reads status counts, queues and live workers", () => {
     const ks = freshKeyspace(2)
@@ -24,18 +41,7 @@ describe("Gauges", () => {
       assert.strictEqual(empty.queues.length, 0)
       assert.strictEqual(empty.tasksByStatus.queued, 0)
 
-      const now = Date.now()
-      for (let i = 0; i < 7; i++) {
-        yield* store.execute({
-          _tag: "Enqueue",
-          taskId: `g-${i}`,
-          agent: i < 5 ? "alpha" : "beta",
-          ownerId: "o",
-          payload: null,
-          maxRetries: 0,
-          now: now + i
-        })
-      }
+      yield* enqueue(store, "g", 5, 2)
       const before = yield* gauges.read()
       assert.strictEqual(before.tasksByStatus.queued, 7)
       assert.deepStrictEqual(before.queues.map((q) => [q.agent, q.waiting, q.inFlight]), [["alpha", 5, 0], ["beta", 2, 0]])
@@ -98,17 +104,7 @@ describe("Gauges", () => {
       const gauges = yield* Gauges
       const registry = namespaceKeys(ks).consumers
       const now = Date.now()
-      for (let i = 0; i < 6; i++) {
-        yield* store.execute({
-          _tag: "Enqueue",
-          taskId: `r-${i}`,
-          agent: i < 3 ? "alpha" : "beta",
-          ownerId: "o",
-          payload: null,
-          maxRetries: 0,
-          now: now + i
-        })
-      }
+      yield* enqueue(store, "r", 3, 3)
       // Consumers in every partition's group, as workers leave them (none reads anything here, so their
       // idle time only grows, as a live worker's does on Redis 7.0 while its queue is empty).
       const consumers = { alpha: ["idle-live", "stopped", "old", "maintenance-idle-live"], beta: ["stopped", "old"] }
