@@ -431,21 +431,15 @@ export class TaskStore extends Context.Service<TaskStore, {
               })
               const results = new Array<Accepted | TaskRejected>(commands.length)
               await Promise.all([...groups.values()].map(async (indexes) => {
-                const pipeline = conn.pipeline()
-                const calls = indexes.map((i) => {
+                const replies = await scripts.callMany(indexes.map((i) => {
                   const { command, delivery } = commands[i]!
-                  const call = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
-                  scripts.queue(pipeline, ...call)
-                  return call
-                })
-                const replies = (await pipeline.exec()) ?? []
-                await Promise.all(replies.map(async ([err, reply], j) => {
-                  // A function missing (the server lost the library) did not run: loaded again and sent alone.
-                  const raw = err && scripts.isMissing(err) ? await scripts.call(...calls[j]!) : reply
-                  if (err && raw === reply) throw err
-                  const i = indexes[j]!
-                  results[i] = outcome(commands[i]!.command, raw)
+                  return argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
                 }))
+                replies.forEach(({ error, reply }, j) => {
+                  if (error) throw error
+                  const i = indexes[j]!
+                  results[i] = outcome(commands[i]!.command, reply)
+                })
               }))
               return results
             },

@@ -17,7 +17,6 @@ import { createHash } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { Cluster } from "ioredis"
-import type { ChainableCommander } from "ioredis"
 import type { TaskStatus } from "./TaskEvent.ts"
 import type { RedisConnection } from "./RedisClient.ts"
 
@@ -103,10 +102,13 @@ const isMissing = (e: unknown) => e instanceof Error && e.message.includes("Func
 export interface Scripts {
   /** Calls a function with its keys then its arguments. */
   readonly call: (name: FunctionName, args: ReadonlyArray<string | number>) => Promise<unknown>
-  /** Adds a call to an explicit pipeline (a reply that `isMissing` says so is then sent again with `call`). */
-  readonly queue: (pipeline: ChainableCommander, name: FunctionName, args: ReadonlyArray<string | number>) => void
-  /** Whether a pipelined reply's error says the function is missing (then `call` it again). */
-  readonly isMissing: (error: unknown) => boolean
+  /**
+   * Calls several functions in one pipeline (keys of one slot on a Cluster); each reply, or its error, in
+   * order. A call that found its function missing is sent again alone, as `call` does.
+   */
+  readonly callMany: (
+    calls: ReadonlyArray<readonly [FunctionName, ReadonlyArray<string | number>]>
+  ) => Promise<ReadonlyArray<{ readonly error: Error | null; readonly reply: unknown }>>
 }
 
 /** Loads the library on every master now. */
@@ -131,22 +133,27 @@ export const installScripts = async (conn: RedisConnection): Promise<Scripts> =>
     reloading ??= load(conn).finally(() => (reloading = undefined))
     return reloading
   }
-  return {
-    call: async (name, args) => {
-      for (let attempt = 1;; attempt++) {
-        try {
-          return await conn.fcall(functionName(name), keyCount(name), ...args)
-        } catch (e) {
-          // Missing again right after a reload means it was dropped again meanwhile: a few tries, then the error.
-          if (!isMissing(e) || attempt === 3) throw e
-          await reload()
-        }
+  const call: Scripts["call"] = async (name, args) => {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await conn.fcall(functionName(name), keyCount(name), ...args)
+      } catch (e) {
+        // Missing again right after a reload means it was dropped again meanwhile: a few tries, then the error.
+        if (!isMissing(e) || attempt === 3) throw e
+        await reload()
       }
-    },
-    queue: (pipeline, name, args) => {
-      pipeline.fcall(functionName(name), keyCount(name), ...args)
-    },
-    isMissing
+    }
+  }
+  return {
+    call,
+    callMany: async (calls) => {
+      const pipeline = conn.pipeline()
+      for (const [name, args] of calls) pipeline.fcall(functionName(name), keyCount(name), ...args)
+      const replies = (await pipeline.exec()) ?? []
+      return Promise.all(replies.map(async ([error, reply], i) =>
+        isMissing(error) ? call(...calls[i]!).then((r) => ({ error: null, reply: r }), (e: Error) => ({ error: e, reply: null })) : { error, reply }
+      ))
+    }
   }
 }
 
