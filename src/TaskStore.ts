@@ -147,9 +147,17 @@ export const stateFromHash = (h: Record<string, string>, side: Partial<TaskSideD
   ...(h.deadline !== undefined ? { deadline: Number(h.deadline) } : {})
 })
 
-/** The claimed task's state from a claim's reply (claim.lua): the hash as one JSON object, then the side data. */
-export const claimedState = (values: ReadonlyArray<unknown>): TaskState =>
-  stateFromHash(JSON.parse(String(values[0])) as Record<string, string>, sideDataFromReply(values.slice(1)))
+/** A task view's values (lib.lua `task_view`: a claim's or `read`'s reply): the hash, then the side data. */
+const viewOf = (values: ReadonlyArray<unknown>) => ({
+  h: JSON.parse(String(values[0])) as Record<string, string>,
+  side: sideDataFromReply(values.slice(1))
+})
+
+/** The claimed task's state from a claim's reply (claim.lua). */
+export const claimedState = (values: ReadonlyArray<unknown>): TaskState => {
+  const { h, side } = viewOf(values)
+  return stateFromHash(h, side)
+}
 
 /**
  * The side data from a claim reply: steering, wait, results and children as flat lists, then the pointed-at
@@ -205,19 +213,6 @@ export const taskDataFromHash = (
     ...(s.deadline !== undefined ? { deadline: s.deadline } : {}),
     ...(children.length > 0 ? { children: children.map(([id, c]) => ({ id, ...c })) } : {})
   }
-}
-
-/** The history entries a status hash points at (the history only grows, so its indexes stay valid). */
-const pointedEntries = async (
-  c: RedisConnection,
-  log: string,
-  h: Record<string, string>
-): Promise<Pick<TaskSideData, "payloadEntry" | "outputEntry">> => {
-  const [payloadEntry, outputEntry] = await Promise.all([
-    h.payloadAt === undefined ? null : c.lindex(log, Number(h.payloadAt)),
-    h.outputAt === undefined ? null : c.lindex(log, Number(h.outputAt))
-  ])
-  return { payloadEntry, outputEntry }
 }
 
 const toRejection = (reason: string, status: TaskStatus | "", lease: number, pending: number, detail: string): Rejection => {
@@ -506,35 +501,22 @@ export class TaskStore extends Context.Service<TaskStore, {
             }
           })
 
-        /** The status hash and the side data, in one pipelined round trip (and one more for the pointed-at entries). */
-        const readTask = async (c: RedisConnection, taskId: string) => {
+        /** The status hash, the side data and the history entries the hash points at, in one call (`read.lua`). */
+        const readTask = async (taskId: string) => {
           const k = taskKeys(keyspace, taskId)
-          const [[, h], [, steering], [, wait], [, results], [, children]] = (await c.pipeline()
-            .hgetall(k.task)
-            .lrange(k.steering, 0, -1)
-            .lrange(k.wait, 0, -1)
-            .hgetall(k.results)
-            .hgetall(k.children)
-            .exec()) as [
-              [unknown, Record<string, string>],
-              [unknown, Array<string>],
-              [unknown, Array<string>],
-              [unknown, Record<string, string>],
-              [unknown, Record<string, string>]
-            ]
-          if (Object.keys(h).length === 0) return undefined
-          return { h, side: { steering, wait, results, children, ...(await pointedEntries(c, k.log, h)) } }
+          const values = parseReply(await scripts.call("read", [k.task, k.log, k.events, k.prefix, taskId, 0]))
+          return values._tag === "ok" && values.values.length > 0 ? viewOf(values.values) : undefined
         }
 
         const getState = (taskId: string) =>
-          redis.use("getState", async (c) => {
-            const read = await readTask(c, taskId)
+          redis.use("getState", async () => {
+            const read = await readTask(taskId)
             return read === undefined ? undefined : stateFromHash(read.h, read.side)
           })
 
         const getTask = (taskId: string) =>
-          redis.use("getTask", async (c) => {
-            const read = await readTask(c, taskId)
+          redis.use("getTask", async () => {
+            const read = await readTask(taskId)
             return read === undefined ? undefined : taskDataFromHash(read.h, read.side.steering.length, read.side)
           })
 

@@ -1,7 +1,7 @@
 /**
  * The Lua that writes task and batch transitions, as one Redis Function library: one `.lua` file per
  * transition in `streams/lua/`, each the body of a function registered after `lib.lua` (the batch scripts
- * after `batch_lib.lua`). The helpers are defined once, when the library loads, not on every call as with
+ * after `batch_lib.lua`), plus `read` (a task's state for readers in one call). The helpers are defined once, when the library loads, not on every call as with
  * EVALSHA (about 3.5 µs a call on the bench machine); each function starts with `begin(KEYS, ARGV)`.
  *
  * The library and its functions are named with a hash of the source (`factorial_<v>`, `fx_<v>_<name>`), so
@@ -39,7 +39,8 @@ export const scriptNames = [
   "deliver",
   "child_finished",
   "timeout",
-  "settled"
+  "settled",
+  "read"
 ] as const
 export type ScriptName = typeof scriptNames[number]
 

@@ -220,14 +220,28 @@ local function finish_cancelled(t, entry_id)
   return { 'ok', 'TaskCancelled' }
 end
 
+-- The task as a reader gets it (a claim's reply, `read`): { "ok", hash, steering, wait, results, children,
+-- pointed entries }. The hash is the one `load_task` read with `written` (field/value list) over it, as one
+-- JSON object: a client decodes one string faster than ~40 reply elements (about 15 µs of client CPU less
+-- per claim on the bench machine).
+local function task_view(t, written)
+  local fields, flat = {}, t.flat
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  for i = 1, #written, 2 do fields[written[i]] = tostring(written[i + 1]) end
+  local hash = cjson.encode(fields)
+  if redis.call('EXISTS', STEERING, WAIT, RESULTS, CHILDREN) == 0 then
+    return { 'ok', hash, {}, {}, {}, {}, pointed_entries(t) }
+  end
+  return { 'ok', hash, redis.call('LRANGE', STEERING, 0, -1), redis.call('LRANGE', WAIT, 0, -1),
+    redis.call('HGETALL', RESULTS), redis.call('HGETALL', CHILDREN), pointed_entries(t) }
+end
+
 -- Claims the task (the current one) from a queue entry: starts a new lease (TaskClaimed). A stale entry (task
 -- gone, not queued, or queued again under a newer lease) is acked and skipped. A claim of the entry that
 -- started the live lease is the same claim run again (the client resent it after a lost reply): it is
 -- rejected too, but the entry stays pending, so the lease its worker never learnt about is recovered by
 -- maintenance after the heartbeat timeout instead of being lost.
--- Returns claim's reply: { "ok", hash, steering, wait, results, children, pointed entries } or a rejection. The
--- hash is the one read at the start with the fields the claim changed, as one JSON object: a client decodes
--- one string faster than ~40 reply elements (about 15 µs of client CPU less per claim on the bench machine).
+-- Returns claim's reply (a `task_view` of the claimed task) or a rejection.
 local function claim_entry(entry_lease, worker, entry_id, agent)
   local t = load_task()
   if t == nil then
@@ -242,13 +256,5 @@ local function claim_entry(entry_lease, worker, entry_id, agent)
   set_status(t, 'processing')
   local written = append(t, 'TaskClaimed', '"lease":' .. t.lease .. ',"worker":' .. json_string(worker), nil,
     { 'lease', t.lease, 'worker', worker, 'hb', NOW })
-  local fields, flat = {}, t.flat
-  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
-  for i = 1, #written, 2 do fields[written[i]] = tostring(written[i + 1]) end
-  local hash = cjson.encode(fields)
-  if redis.call('EXISTS', STEERING, WAIT, RESULTS, CHILDREN) == 0 then
-    return { 'ok', hash, {}, {}, {}, {}, pointed_entries(t) }
-  end
-  return { 'ok', hash, redis.call('LRANGE', STEERING, 0, -1), redis.call('LRANGE', WAIT, 0, -1),
-    redis.call('HGETALL', RESULTS), redis.call('HGETALL', CHILDREN), pointed_entries(t) }
+  return task_view(t, written)
 end
