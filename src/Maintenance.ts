@@ -375,10 +375,13 @@ const createWorkerConsumers = (options: MaintenanceOptions) =>
  * entries at or after it.
  */
 const deliveredFloor = async (conn: RedisConnection, stream: string, group: string): Promise<string | undefined> => {
-  const groups = (await conn.xinfo("GROUPS", stream).catch(() => [])) as Array<Array<unknown>>
+  // Both in one round trip; without the group (NOGROUP) there is nothing to keep or trim for it.
+  const [groups, pending] = (await Promise.all([
+    conn.xinfo("GROUPS", stream).catch(() => []),
+    conn.xpending(stream, group).catch(() => undefined)
+  ])) as [Array<Array<unknown>>, [number, string | null, string | null, unknown] | undefined]
   const info = groups.map(flatToRecord).find((g) => g.name === group)
-  if (info === undefined) return undefined
-  const pending = (await conn.xpending(stream, group)) as [number, string | null, string | null, unknown]
+  if (info === undefined || pending === undefined) return undefined
   const lastDelivered = info["last-delivered-id"] ?? "0-0"
   return pending[1] !== null && compareIds(pending[1], lastDelivered) < 0 ? pending[1] : lastDelivered
 }
