@@ -150,7 +150,7 @@ export const stateFromHash = (h: Record<string, string>, side: Partial<TaskSideD
 /** A task view's values (lib.lua `task_view`: a claim's or `read`'s reply): the hash, then the side data. */
 const viewOf = (values: ReadonlyArray<unknown>) => ({
   h: JSON.parse(String(values[0])) as Record<string, string>,
-  side: sideDataFromReply(values.slice(1))
+  side: sideDataFromReply(values)
 })
 
 /** The claimed task's state from a claim's reply (claim.lua). */
@@ -160,20 +160,18 @@ export const claimedState = (values: ReadonlyArray<unknown>): TaskState => {
 }
 
 /**
- * The side data from a claim reply: steering, wait, results and children as flat lists, then the pointed-at
- * history entries ([payload entry, output entry], false for none).
+ * The side data from a claim reply after "ok" (lib.lua's task_view): the hash, the pointed-at history entries
+ * (payload, output; null for none), then, only for a task with side data, steering, wait, results and children
+ * as flat lists.
  */
-export const sideDataFromReply = (values: ReadonlyArray<unknown>): TaskSideData => {
-  const [payloadEntry, outputEntry] = (values[4] ?? []) as ReadonlyArray<string | false | null>
-  return {
-    steering: (values[0] ?? []) as ReadonlyArray<string>,
-    wait: (values[1] ?? []) as ReadonlyArray<string>,
-    results: flatToRecord((values[2] ?? []) as ReadonlyArray<unknown>),
-    children: flatToRecord((values[3] ?? []) as ReadonlyArray<unknown>),
-    payloadEntry: payloadEntry || null,
-    outputEntry: outputEntry || null
-  }
-}
+export const sideDataFromReply = (values: ReadonlyArray<unknown>): TaskSideData => ({
+  steering: (values[3] ?? []) as ReadonlyArray<string>,
+  wait: (values[4] ?? []) as ReadonlyArray<string>,
+  results: flatToRecord((values[5] ?? []) as ReadonlyArray<unknown>),
+  children: flatToRecord((values[6] ?? []) as ReadonlyArray<unknown>),
+  payloadEntry: (values[1] as string | null) || null,
+  outputEntry: (values[2] as string | null) || null
+})
 
 export const flatToRecord = (flat: ReadonlyArray<unknown>): Record<string, string> => {
   const out: Record<string, string> = {}
@@ -441,18 +439,23 @@ export class TaskStore extends Context.Service<TaskStore, {
             catch: (cause) => toRedisError("pipeline", cause)
           })
 
-        /** The claims of a `claimnext` reply: entry id, task id, entry lease and claim reply per entry read. */
-        const claimsOf = (request: ClaimRequest, raw: ReadonlyArray<unknown>): Array<ClaimedEntry> => {
+        /**
+         * The claims of a `claimnext` reply (from `start`): entry id, task id, entry lease, then the length and
+         * the elements of the claim's reply, per entry read.
+         */
+        const claimsOf = (request: ClaimRequest, raw: ReadonlyArray<unknown>, start = 1): Array<ClaimedEntry> => {
           const claims: Array<ClaimedEntry> = []
-          for (let i = 1; i + 3 < raw.length; i += 4) {
+          for (let i = start; i + 3 < raw.length;) {
             const taskId = String(raw[i + 1])
             const lease = Number(raw[i + 2])
+            const n = Number(raw[i + 3])
             claims.push({
               entryId: String(raw[i]),
               taskId,
               lease,
-              outcome: outcome({ _tag: "Claim", taskId, lease, worker: request.worker, now: request.now }, raw[i + 3])
+              outcome: outcome({ _tag: "Claim", taskId, lease, worker: request.worker, now: request.now }, raw.slice(i + 4, i + 4 + n))
             })
+            i += 4 + n
           }
           return claims
         }
@@ -468,11 +471,10 @@ export class TaskStore extends Context.Service<TaskStore, {
               partitionOf(keyspace, after!.command.taskId) === request.partition
             ) {
               try {
-                const [committed, claimed] = (await scripts.call(`${commit[0] as FusedCommit}_next`, [...commit[1], ...claimArgs])) as [
-                  unknown,
-                  ReadonlyArray<unknown>
-                ]
-                return { outcome: outcome(after!.command, committed), claims: claimsOf(request, claimed) }
+                // { n, <the commit's reply: n elements>, <claimnext's reply> } (Scripts.ts)
+                const raw = (await scripts.call(`${commit[0] as FusedCommit}_next`, [...commit[1], ...claimArgs])) as ReadonlyArray<unknown>
+                const n = Number(raw[0])
+                return { outcome: outcome(after!.command, raw.slice(1, 1 + n)), claims: claimsOf(request, raw, 2 + n) }
               } catch (cause) {
                 // Not known whether it ran: the commit is reported failed (the caller sends it again, rejected
                 // if it was applied) and entries it may have claimed are recovered by maintenance.

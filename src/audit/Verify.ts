@@ -161,6 +161,16 @@ const indexDivergences = (snap: Snapshot, p: Projection): ReadonlyArray<Divergen
   return out
 }
 
+/**
+ * A task with side data (steering, wait, results, children) must carry the `sideKeys` mark in its hash: the
+ * scripts read side keys only of marked tasks (streams/lua/lib.lua's mark_side), so unmarked data is unseen.
+ */
+const sideMarkDivergences = (snap: Snapshot): ReadonlyArray<Divergence> => {
+  const hasSide = snap.steering.length > 0 || snap.wait.length > 0 || Object.keys(snap.results).length > 0 ||
+    Object.keys(snap.children).length > 0
+  return hasSide && snap.hash.sideKeys !== "1" ? [{ field: "sideKeys", live: snap.hash.sideKeys ?? null, expected: "1" }] : []
+}
+
 /** Verifies one task; also returns the fold, for `rebuild --fix`. */
 const inspect = (taskId: string) =>
   Effect.gen(function*() {
@@ -181,6 +191,7 @@ const inspect = (taskId: string) =>
       ...(problem === undefined ? compareStates(live, p.state) : []),
       ...(problem === undefined && present ? pointerDivergences(snap.hash, p) : []),
       ...(problem === undefined ? indexDivergences(snap, p) : []),
+      ...(present ? sideMarkDivergences(snap) : []),
       ...(p.state === undefined
         ? allStatuses.filter((s) => snap.scores[s] !== null).map((s): Divergence => ({
           field: "index",

@@ -17,9 +17,10 @@ if not valid_applied(applied, pending) then return rejected('InvalidSteeringCoun
 if applied > 0 then redis.call('LTRIM', STEERING, applied, -1) end
 consume_wait(t)
 t.turns = t.turns + 1
+local turns = int(t.turns)
 clear_worker(t)
 set_status(t, 'queued')
-append(t, 'TurnCompleted', '"lease":' .. t.lease .. ',"turn":' .. t.turns .. ',"payload":' .. payload ..
-  ',"steeringApplied":' .. applied, { 'payloadAt' }, { 'turns', t.turns, 'entry', queue_entry(t) })
+append(t, 'TurnCompleted', '"lease":' .. int(t.lease) .. ',"turn":' .. turns .. ',"payload":' .. payload ..
+  ',"steeringApplied":' .. int(applied), { 'payloadAt' }, { 'turns', turns, 'entry', queue_entry(t) })
 ack(t.agent, entry_id)
 return { 'ok', 'TurnCompleted' }

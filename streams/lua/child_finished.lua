@@ -13,12 +13,14 @@ local id, status, output, err = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local t = load_task()
 if t == nil then return rejected('TaskNotFound', nil) end
 if TERMINAL[t.status] then return rejected('TaskAlreadyFinished', t) end
+side_keys()
 local child = redis.call('HGET', CHILDREN, id)
 if not child then return rejected('ResultNotPending', t, 0, id) end
 local ref = cjson.decode(child)
 if ref['end'] ~= nil then return rejected('ResultAlreadyReceived', t, 0, id) end
 
 local agent = cjson.encode(ref.agent)
+mark_side(t)
 redis.call('HSET', CHILDREN, id, '{"agent":' .. agent .. ',"end":"' .. status .. '"}')
 local fields = '"agent":' .. agent .. ',"status":"' .. status .. '"' ..
   (output ~= '' and (',"output":' .. output) or '') .. (err ~= '' and (',"error":' .. err) or '')

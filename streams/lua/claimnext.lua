@@ -10,7 +10,8 @@
   ARGV[4] worker id   ARGV[5] agent (queue and consumer group)   ARGV[6] how many entries to read at most
   (read as the last three arguments: Scripts.ts also runs this file after a commit script, in one call,
   with the commit's arguments first)
-  Returns { "ok", entry id, task id, entry lease, <claim's reply>, entry id, … } for each entry read
+  Returns { "ok", entry id, task id, entry lease, n, <claim's reply: n elements>, entry id, … } for each
+  entry read (flat: see lib.lua's task_view)
 ]]
 local worker, agent, count = ARGV[#ARGV - 2], ARGV[#ARGV - 1], tonumber(ARGV[#ARGV])
 local out = { 'ok' }
@@ -23,9 +24,12 @@ for _, entry in ipairs(reply[1][2]) do
     if fields[i] == 't' then id = fields[i + 1] elseif fields[i] == 'l' then entry_lease = tonumber(fields[i + 1]) end
   end
   use_task(id)
-  out[#out + 1] = entry_id
-  out[#out + 1] = id
-  out[#out + 1] = entry_lease
-  out[#out + 1] = claim_entry(entry_lease, worker, entry_id, agent)
+  local claimed = claim_entry(entry_lease, worker, entry_id, agent)
+  local n = #out
+  out[n + 1] = entry_id
+  out[n + 2] = id
+  out[n + 3] = entry_lease
+  out[n + 4] = #claimed
+  append_all(out, claimed)
 end
 return out

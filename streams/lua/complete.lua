@@ -22,7 +22,7 @@ if payload ~= nil and payload ~= '' then
 end
 clear_worker(t)
 set_status(t, 'completed')
-append(t, 'TaskCompleted', '"lease":' .. t.lease .. ',"output":' .. output .. payload_field .. ',"steeringApplied":' .. applied ..
-  ',"steeringUnapplied":' .. (pending - applied), points)
+append(t, 'TaskCompleted', '"lease":' .. int(t.lease) .. ',"output":' .. output .. payload_field .. ',"steeringApplied":' ..
+  int(applied) .. ',"steeringUnapplied":' .. (pending == applied and '0' or int(pending - applied)), points)
 ack(t.agent, entry_id)
 return { 'ok', 'TaskCompleted' }

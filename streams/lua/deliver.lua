@@ -21,6 +21,7 @@ if item == nil then return rejected('ResultNotPending', t, 0, id) end
 if token ~= '' and item.token ~= token then return rejected('InvalidResultToken', t, 0, id) end
 if redis.call('HEXISTS', RESULTS, id) == 1 then return rejected('ResultAlreadyReceived', t, 0, id) end
 
+mark_side(t)
 redis.call('HSET', RESULTS, id, '{"kind":"result","result":' .. result .. '}')
 local open = outstanding(items)
 local resumed = #open == 0

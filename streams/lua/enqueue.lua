@@ -13,8 +13,8 @@ if redis.call('EXISTS', H, LOG) > 0 then -- rare: load it for the rejection (an 
 end
 
 -- The hash is created by append's HSET, with the event's version, time, status and payload index.
-local fields = { 'id', TASK_ID, 'agent', agent, 'ownerId', owner, 'lease', 0, 'retries', 0, 'maxRetries', max_retries,
-  'turns', 0, 'cancel', 0, 'createdAt', NOW }
+local fields = { 'id', TASK_ID, 'agent', agent, 'ownerId', owner, 'lease', '0', 'retries', '0', 'maxRetries', max_retries,
+  'turns', '0', 'cancel', '0', 'createdAt', NOW }
 local data = '"payload":' .. payload .. ',"maxRetries":' .. max_retries
 if parent ~= '' then
   fields[#fields + 1] = 'parent'

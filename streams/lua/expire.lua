@@ -13,6 +13,7 @@ if t == nil then return rejected('TaskNotFound', nil) end
 if not TERMINAL[t.status] or t.status == 'expired' then return rejected('NotDue', t) end
 set_status(t, 'expired')
 append(t, 'TaskExpired', '"lease":' .. t.lease)
+side_keys()
 redis.call('DEL', H, STEERING, WAIT, RESULTS, CHILDREN)
 if history_ttl > 0 then redis.call('EXPIRE', LOG, history_ttl) end
 return { 'ok', 'TaskExpired' }

@@ -3,10 +3,9 @@
   claiming. Writes nothing.
   KEYS[1..3] task hash, history, partition log (not touched)
   ARGV[1..3] prefix, task id, now (unused)
-  Returns { "ok", <task hash as a JSON object>, <steering messages>, <wait items>, <results as a flat list>,
-  <children as a flat list>, { <history entry holding the payload>, <… the output> (false: none) } }, or
-  { "ok" } when the task has no hash (never existed, or its hot data expired)
+  Returns what claim does (see claim.lua), or { "ok" } when the task has no hash (never existed, or its hot
+  data expired)
 ]]
 local t = load_task()
 if t == nil or t.flat == nil then return { 'ok' } end
-return task_view(t, {})
+return task_view(t, {}, {})

@@ -9,6 +9,7 @@
 ]]
 local t, rejection = require_lease(ARGV[4])
 if t == nil then return rejection end
+mark_side(t)
 local fresh = {}
 for i = 5, #ARGV - 1, 2 do
   local id, agent = ARGV[i], ARGV[i + 1]

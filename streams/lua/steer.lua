@@ -10,6 +10,7 @@ local channel, messages = ARGV[4], ARGV[5]
 local t = load_task()
 if t == nil then return rejected('TaskNotFound', nil) end
 if TERMINAL[t.status] then return rejected('TaskAlreadyFinished', t) end
+mark_side(t)
 local pending = redis.call('LLEN', STEERING)
 for i = 6, #ARGV do pending = redis.call('RPUSH', STEERING, ARGV[i]) end
 append(t, 'TaskSteered', '"messages":' .. messages)

@@ -24,6 +24,7 @@ for _, item in ipairs(outstanding(items)) do
   end
 end
 if #due == 0 then return rejected('NotDue', t) end
+mark_side(t)
 
 for _, item in ipairs(due) do
   local child = item.kind == 'child' and redis.call('HGET', CHILDREN, item.id)

@@ -14,6 +14,7 @@ local lease, entry_id, payload, applied, pending_json = ARGV[4], ARGV[5], ARGV[6
 local t, rejection = require_lease(lease)
 if t == nil then return rejection end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
+side_keys()
 local pending = redis.call('LLEN', STEERING)
 if not valid_applied(applied, pending) then return rejected('InvalidSteeringCount', t, pending) end
 
@@ -39,6 +40,7 @@ for i = 9, #ARGV do
   items[#items + 1] = item
 end
 
+mark_side(t)
 if applied > 0 then redis.call('LTRIM', STEERING, applied, -1) end
 consume_wait(t)
 for _, item in ipairs(items) do redis.call('RPUSH', WAIT, item.raw) end

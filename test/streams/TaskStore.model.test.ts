@@ -295,7 +295,7 @@ class Harness {
 
   private async readTask(taskId: string) {
     const k = taskKeys(this.ks, taskId)
-    const [hash, history, status, indexed, delayed, deadline, outbox, pointers] = await Promise.all([
+    const [hash, history, status, indexed, delayed, deadline, outbox, pointers, sideKeys, sideMark] = await Promise.all([
       run(this.store.getState(taskId)),
       run(this.store.getHistory(taskId)),
       run(this.store.getStatus(taskId)),
@@ -303,7 +303,9 @@ class Harness {
       this.conn.call("ZSCORE", k.delayed, taskId),
       this.conn.call("ZSCORE", k.waits, taskId),
       this.conn.call("ZSCORE", k.outbox, taskId),
-      this.conn.hmget(k.task, "payloadAt", "outputAt")
+      this.conn.hmget(k.task, "payloadAt", "outputAt"),
+      this.conn.exists(k.steering, k.wait, k.results, k.children),
+      this.conn.hget(k.task, "sideKeys")
     ])
     const listedIn = TaskStatus.literals.filter((_, i) => indexed[i] !== null)
     const score = (x: unknown) => x === null ? undefined : Number(x)
@@ -316,13 +318,17 @@ class Harness {
       delayed: score(delayed),
       deadline: score(deadline),
       inOutbox: outbox !== null,
-      pointers: pointers.map(score)
+      pointers: pointers.map(score),
+      sideKeys,
+      sideMark
     }
   }
 
   /** The stored task equals the model, and its status hash equals the fold of its stored history. */
   private compareTask(
-    { taskId, hash, history, status, listedIn, delayed, deadline, inOutbox, pointers }: Awaited<ReturnType<Harness["readTask"]>>
+    { taskId, hash, history, status, listedIn, delayed, deadline, inOutbox, pointers, sideKeys, sideMark }: Awaited<
+      ReturnType<Harness["readTask"]>
+    >
   ): void {
     const want: State = this.model.get(taskId)
     // The hash points at the last history entries that carry the payload and the output.
@@ -334,6 +340,8 @@ class Harness {
       ], `payloadAt/outputAt of ${taskId}`)
     }
     assert.deepStrictEqual(fold(history), want, `fold of the history of ${taskId}`)
+    // The scripts read side keys only of a task marked as having them (lib.lua's mark_side).
+    if (sideKeys > 0) assert.strictEqual(sideMark, "1", `sideKeys mark of ${taskId}, which has side keys`)
     assert.strictEqual(status, want?.status, `status of ${taskId}`)
     if (want?.status === "expired") assert.isUndefined(hash, `hot data of expired ${taskId}`)
     else assert.deepStrictEqual(hash, want, `status hash of ${taskId}`)

@@ -71,6 +71,8 @@ for j = steer_from, steer_from + nsteer - 1 do redis.call('RPUSH', STEERING, ARG
 for j = wait_from, wait_from + nwait - 1 do redis.call('RPUSH', WAIT, ARGV[j]) end
 for j = results_from, results_from + 2 * nresults - 1, 2 do redis.call('HSET', RESULTS, ARGV[j], ARGV[j + 1]) end
 for j = children_from, children_from + 2 * nchildren - 1, 2 do redis.call('HSET', CHILDREN, ARGV[j], ARGV[j + 1]) end
+-- The task scripts read side keys only of a task with this mark (streams/lua/lib.lua's mark_side).
+if nsteer + nwait + nresults + nchildren > 0 then redis.call('HSET', H, 'sideKeys', '1') end
 if deadline ~= '' then redis.call('ZADD', PREFIX .. ':waits', deadline, TASK_ID) end
 redis.call('ZADD', PREFIX .. ':idx:' .. status, score, TASK_ID)
 if status == 'backoff' and retry_at ~= '' then redis.call('ZADD', PREFIX .. ':delayed', retry_at, TASK_ID) end
