@@ -2,7 +2,8 @@
  * A private Redis for one harness run: `redis-server` on a free loopback port with persistence off
  * (`--save "" --appendonly no`), started as a child process and killed by its pid at the end (also on
  * SIGINT/SIGTERM and on an uncaught error). The shared server on 6379 is never touched. `args` adds
- * options (the cluster bench starts its masters through here with `--cluster-enabled yes`).
+ * options (the cluster bench starts its masters through here with `--cluster-enabled yes`); `wrap` runs the
+ * server under another program (the hot-path bench: `valgrind --tool=callgrind …`).
  */
 import { spawn, type ChildProcess } from "node:child_process"
 import { createServer } from "node:net"
@@ -43,16 +44,19 @@ export const freePort = async (): Promise<number> => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 export const startRedis = async (
-  options: { readonly binary?: string; readonly port?: number; readonly args?: ReadonlyArray<string> } = {}
+  options: {
+    readonly binary?: string
+    readonly port?: number
+    readonly args?: ReadonlyArray<string>
+    readonly wrap?: ReadonlyArray<string>
+  } = {}
 ): Promise<PrivateRedis> => {
   const binary = options.binary ?? "redis-server"
   const port = options.port ?? await freePort()
-  const child: ChildProcess = spawn(
-    binary,
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
-      "--loglevel", "warning", ...(options.args ?? [])],
-    { stdio: ["ignore", "ignore", "inherit"] }
-  )
+  const argv = [binary, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+    "--daemonize", "no", "--loglevel", "warning", ...(options.args ?? [])]
+  const [program, ...rest] = [...(options.wrap ?? []), ...argv]
+  const child: ChildProcess = spawn(program!, rest, { stdio: ["ignore", "ignore", "inherit"] })
   const pid = child.pid
   if (pid === undefined) throw new Error(`could not start ${binary}`)
   const kill = () => {
@@ -77,7 +81,7 @@ export const startRedis = async (
       await admin.ping()
       break
     } catch (e) {
-      if (i > 100) {
+      if (i > 400) {
         kill()
         throw new Error(`private redis on port ${port} did not answer: ${String(e)}`)
       }

@@ -1,0 +1,122 @@
+/**
+ * `npm run bench:hot-path`: what the task transitions cost Redis itself, without the worker, the agent or a
+ * second system around them. On a private Redis it enqueues N tasks (pipelines of 200, as `enqueueTasks`),
+ * then drains them with S slots the way a worker's slots do (each `Complete` fused with the next claim,
+ * `TaskStore.claimNext`), and prints per task and phase: function calls, their server time (INFO
+ * commandstats), the server's CPU time and the commands run inside the functions.
+ *
+ *   node bench/hot-path.ts [--tasks=N] [--slots=S] [--redis-server=<path>] [--callgrind]
+ *
+ * With `--callgrind` the server runs under `valgrind --tool=callgrind` and each phase also reports the
+ * instructions it executed per task: unlike times, a count that repeats exactly for the same binary and
+ * inputs whatever else the machine does, so a change to the Lua shows its effect in one run. For a profile
+ * by function (`callgrind_annotate`), build Redis from source with symbols and pass it as `--redis-server`;
+ * the dumps are left in bench/results/callgrind/. Keep N small under valgrind (2,000–5,000): it runs the
+ * server about 50× slower.
+ */
+import { execFileSync } from "node:child_process"
+import { mkdirSync, readdirSync, readFileSync } from "node:fs"
+import { Effect, Layer, ManagedRuntime } from "effect"
+import type { TaskCommand } from "../projections/TaskDecider.ts"
+import { type ClaimedEntry, TaskStore } from "../src/TaskStore.ts"
+import { RedisClient } from "../streams/RedisClient.ts"
+import { readStats, resetStats, type CommandStats } from "./commandstats.ts"
+import { makePayload } from "./payload.ts"
+import { redisCpuSeconds, startRedis } from "./redis-server.ts"
+
+const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
+const tasks = Number(arg("tasks") ?? 20000)
+const slots = Number(arg("slots") ?? 100)
+const callgrind = process.argv.includes("--callgrind")
+if (!Number.isInteger(tasks) || tasks < 1 || !Number.isInteger(slots) || slots < 1) {
+  throw new Error("--tasks and --slots must be positive integers")
+}
+
+const dumps = new URL("./results/callgrind/", import.meta.url).pathname
+if (callgrind) mkdirSync(dumps, { recursive: true })
+const redis = await startRedis({
+  ...(arg("redis-server") !== undefined ? { binary: arg("redis-server")! } : {}),
+  ...(callgrind
+    ? { wrap: ["valgrind", "--tool=callgrind", "--instr-atstart=no", `--callgrind-out-file=${dumps}redis.%p.out`] }
+    : {})
+})
+const control = (...args: ReadonlyArray<string>) => execFileSync("callgrind_control", [...args, String(redis.pid)], { stdio: "ignore" })
+/** Instructions counted so far in this run's dumps (each `-d` writes the counts since the previous one). */
+const dumpedInstructions = (): number =>
+  readdirSync(dumps).filter((f) => f.startsWith(`redis.${redis.pid}.out`)).reduce((sum, f) => {
+    const totals = /^totals: (\d+)/m.exec(readFileSync(`${dumps}${f}`, "utf8"))
+    return sum + Number(totals?.[1] ?? 0)
+  }, 0)
+
+const keyspace = { namespace: "hot-path", partitions: 1 }
+const runtime = ManagedRuntime.make(TaskStore.layer(keyspace).pipe(Layer.provide(RedisClient.layer({ url: redis.url }))))
+const store = await runtime.runPromise(Effect.gen(function*() {
+  return yield* TaskStore
+}))
+const agent = "noop"
+await store.conn.xgroup("CREATE", `{${keyspace.namespace}:0}:queue:${agent}`, agent, "0", "MKSTREAM")
+
+interface Phase {
+  readonly name: string
+  readonly tasks: number
+  readonly stats: CommandStats
+  readonly cpuUs: number
+  readonly instructions?: number
+}
+
+/** Runs `body` as a measured phase: command statistics, server CPU and (under callgrind) instructions. */
+const measure = async (name: string, n: number, body: () => Promise<void>): Promise<Phase> => {
+  await resetStats(redis.admin)
+  const before = await redisCpuSeconds(redis.admin)
+  const dumped = callgrind ? dumpedInstructions() : 0
+  if (callgrind) control("-z"), control("-i", "on")
+  await body()
+  if (callgrind) control("-i", "off"), control("-d")
+  const stats = await readStats(redis.admin)
+  const cpuUs = ((await redisCpuSeconds(redis.admin)) - before) * 1e6
+  return { name, tasks: n, stats, cpuUs, ...(callgrind ? { instructions: dumpedInstructions() - dumped } : {}) }
+}
+
+const ids = Array.from({ length: tasks }, (_, i) => `hp-${i}`)
+const enqueue = await measure("enqueue (pipelines of 200)", tasks, async () => {
+  for (let i = 0; i < tasks; i += 200) {
+    const commands = ids.slice(i, i + 200).map((taskId, j): { command: TaskCommand } => ({
+      command: { _tag: "Enqueue", taskId, agent, ownerId: "bench", payload: makePayload(i + j), maxRetries: 3, now: Date.now() }
+    }))
+    await runtime.runPromise(store.executeMany(commands))
+  }
+})
+
+const worker = "hot-path-worker"
+const request = (count: number) => ({ agent, partition: 0, worker, count, now: Date.now() })
+let completed = 0
+/** Completes a claimed task and claims the slot's next one in the same call; returns it, if any. */
+const completeAndClaim = async ({ entryId, taskId, lease }: ClaimedEntry): Promise<ClaimedEntry | undefined> => {
+  const command: TaskCommand = {
+    _tag: "Complete", taskId, lease: lease + 1, output: { done: true }, steeringApplied: 0, now: Date.now()
+  }
+  const r = await runtime.runPromise(store.claimNext(request(1), { command, delivery: { entryId, agent } }))
+  if (r.outcome === undefined || !("values" in r.outcome)) throw new Error(`Complete of ${taskId}: ${JSON.stringify(r.outcome)}`)
+  completed++
+  return r.claims.find((c) => "values" in c.outcome)
+}
+const drain = await measure(`drain (${slots} slots: Complete fused with the next claim)`, tasks, async () => {
+  const first = await runtime.runPromise(store.claimNext(request(slots)))
+  await Promise.all(first.claims.map(async (claimed) => {
+    for (let next: ClaimedEntry | undefined = claimed; next !== undefined;) next = await completeAndClaim(next)
+  }))
+})
+if (completed !== tasks) throw new Error(`drained ${completed} of ${tasks} tasks`)
+
+const scripts = new Set(["fcall", "evalsha", "eval"])
+for (const p of [enqueue, drain]) {
+  const per = (x: number) => (x / p.tasks).toFixed(x / p.tasks < 10 ? 2 : 1)
+  const fn = Object.entries(p.stats).filter(([c]) => scripts.has(c)).reduce((a, [, s]) => ({ calls: a.calls + s.calls, usec: a.usec + s.usec }), { calls: 0, usec: 0 })
+  const inner = Object.entries(p.stats).filter(([c]) => !scripts.has(c)).sort((a, b) => b[1].calls - a[1].calls)
+  console.log(`\n${p.name}: ${p.tasks} tasks`)
+  console.log(`  function calls per task ${per(fn.calls)}, their server time ${per(fn.usec)} µs per task; server CPU ${per(p.cpuUs)} µs per task`)
+  if (p.instructions !== undefined) console.log(`  instructions per task (callgrind): ${Math.round(p.instructions / p.tasks).toLocaleString("en-US")}`)
+  console.log(`  commands per task: ${inner.map(([c, s]) => `${c} ${per(s.calls)}`).join(", ")}`)
+}
+await runtime.dispose()
+await redis.stop()
