@@ -11,7 +11,16 @@ import { outstanding, type Rejection, type TaskCommand, type TaskState } from ".
 import { type BatchEnvelope, decodeBatchEnvelope } from "../streams/BatchEvent.ts"
 import { batchKeys, type Keyspace, namespaceKeys, partitionKeys, partitionOf, partitionPrefix, taskKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
-import { type FusedCommit, fusedCommits, installScripts, parseReply, type ScriptName, type Scripts } from "../streams/Scripts.ts"
+import {
+  COMMITS_NEXT,
+  type FusedCommit,
+  fusedCommits,
+  installScripts,
+  parseReply,
+  type ScriptName,
+  type Scripts,
+  TASK_SCRIPT_KEYS
+} from "../streams/Scripts.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
 import {
   decodeEnvelope,
@@ -112,6 +121,26 @@ export interface ClaimedEntry {
 export interface Accepted {
   readonly values: ReadonlyArray<unknown>
 }
+
+/** What `claimNext` answers. */
+export interface ClaimNextResult {
+  /** The commit's outcome (a RedisError if it could not be sent or answered: it may have been applied). */
+  readonly outcome: Accepted | TaskRejected | RedisError | undefined
+  readonly claims: ReadonlyArray<ClaimedEntry>
+  /** Why the claim failed (then `claims` is empty). */
+  readonly claimError?: RedisError
+}
+
+/** A fused commit waiting to be sent with the others of its partition, agent and worker (`claimNext`). */
+interface FusedCall {
+  readonly request: ClaimRequest
+  readonly after: { readonly command: TaskCommand; readonly delivery?: Delivery }
+  readonly commit: readonly [FusedCommit, ReadonlyArray<string | number>]
+  readonly resolve: (result: ClaimNextResult) => void
+}
+
+/** Commits in one `commits_next` call at most: Redis runs a call to its end before anything else. */
+const MAX_COMMITS_PER_CALL = 50
 
 const json = (value: unknown): string => JSON.stringify(value ?? null)
 
@@ -323,18 +352,13 @@ export class TaskStore extends Context.Service<TaskStore, {
    * Reads up to `count` new entries of the agent's queue in one partition and claims each (TaskClaimed), in
    * one script. With `after` (a command of a task in that partition), that command runs first, in the same
    * round trip — fused with the claim in one script call for the usual commits (Scripts.ts `fusedCommits`):
-   * a worker commits its turn and takes its next task at once.
+   * a worker commits its turn and takes its next task at once. Fused commits of one partition, agent and
+   * worker made in the same turn of the event loop go in one call (`commits_next`), each with its own outcome.
    */
   readonly claimNext: (
     request: ClaimRequest,
     after?: { readonly command: TaskCommand; readonly delivery?: Delivery }
-  ) => Effect.Effect<{
-    /** The commit's outcome (a RedisError if it could not be sent or answered: it may have been applied). */
-    readonly outcome: Accepted | TaskRejected | RedisError | undefined
-    readonly claims: ReadonlyArray<ClaimedEntry>
-    /** Why the claim failed (then `claims` is empty). */
-    readonly claimError?: RedisError
-  }>
+  ) => Effect.Effect<ClaimNextResult>
   readonly getTask: (taskId: string) => Effect.Effect<TaskData | undefined, RedisError>
   /** The status hash and steering list as the decider's state (for verification). */
   readonly getState: (taskId: string) => Effect.Effect<TaskState | undefined, RedisError>
@@ -460,27 +484,78 @@ export class TaskStore extends Context.Service<TaskStore, {
           return claims
         }
 
+        /**
+         * Fused commits (a commit and the claim of the slot's next task) wait here for the end of the event
+         * loop's turn, by partition, agent and worker: the slots of a busy pool finish their turns together
+         * (their claims came back in one reply), and their commits then go to Redis as one `commits_next` call
+         * instead of one call each (Scripts.ts). A lone commit goes as `<commit>_next`, as before.
+         */
+        const gathering = new Map<string, Array<FusedCall>>()
+        const sendFused = async (calls: ReadonlyArray<FusedCall>): Promise<void> => {
+          const first = calls[0]!
+          const { request } = first
+          const claimArgs = [request.worker, request.agent, calls.reduce((n, c) => n + c.request.count, 0)] as const
+          try {
+            // Either way the reply is flat: per commit `n, <its reply: n elements>`, then claimnext's (Scripts.ts).
+            let raw: ReadonlyArray<unknown>
+            if (calls.length === 1) {
+              raw = (await scripts.call(`${first.commit[0]}_next`, [...first.commit[1], ...claimArgs])) as ReadonlyArray<unknown>
+            } else {
+              const keys = calls.flatMap((c) => c.commit[1].slice(0, TASK_SCRIPT_KEYS))
+              const args = calls.flatMap((c) => [c.commit[0], c.commit[1].length - TASK_SCRIPT_KEYS, ...c.commit[1].slice(TASK_SCRIPT_KEYS)])
+              const prefix = partitionPrefix(keyspace, request.partition)
+              raw = (await scripts.call(COMMITS_NEXT, [...keys, calls.length, ...args, prefix, "", Math.round(request.now), ...claimArgs], keys.length)) as ReadonlyArray<unknown>
+            }
+            // The claims go to the callers in order, as many as each asked for.
+            let at = 0
+            const outcomes = calls.map((c) => {
+              const n = Number(raw[at])
+              const o = outcome(c.after.command, raw.slice(at + 1, at + 1 + n))
+              at += 1 + n
+              return o
+            })
+            const claims = claimsOf(request, raw, at + 1)
+            let next = 0
+            calls.forEach((c, i) => {
+              c.resolve({ outcome: outcomes[i]!, claims: claims.slice(next, next + c.request.count) })
+              next += c.request.count
+            })
+          } catch (cause) {
+            // Not known whether it ran: each commit is reported failed (the caller sends it again, rejected if it
+            // was applied) and entries it may have claimed are recovered by maintenance.
+            for (const c of calls) {
+              const error = toRedisError(c.after.command._tag, cause)
+              c.resolve({ outcome: error, claims: [], claimError: error })
+            }
+          }
+        }
+        const flushFused = (key: string) => {
+          const calls = gathering.get(key) ?? []
+          gathering.delete(key)
+          for (let i = 0; i < calls.length; i += MAX_COMMITS_PER_CALL) void sendFused(calls.slice(i, i + MAX_COMMITS_PER_CALL))
+        }
+
         const claimNext = (request: ClaimRequest, after?: { readonly command: TaskCommand; readonly delivery?: Delivery }) =>
           Effect.promise(async () => {
             const p = partitionKeys(keyspace, request.partition)
             const claimArgs = [request.worker, request.agent, request.count] as const
             const commit = after === undefined ? undefined : argsOf(after.command, after.delivery, 0)
-            // The usual case: the commit and the claim fused in one script call (see Scripts.ts).
+            // The usual case: the commit and the claim fused in one script call (see Scripts.ts), gathered with
+            // the other slots' commits of this turn of the event loop.
             if (
               commit !== undefined && (fusedCommits as ReadonlyArray<string>).includes(commit[0]) &&
               partitionOf(keyspace, after!.command.taskId) === request.partition
             ) {
-              try {
-                // { n, <the commit's reply: n elements>, <claimnext's reply> } (Scripts.ts)
-                const raw = (await scripts.call(`${commit[0] as FusedCommit}_next`, [...commit[1], ...claimArgs])) as ReadonlyArray<unknown>
-                const n = Number(raw[0])
-                return { outcome: outcome(after!.command, raw.slice(1, 1 + n)), claims: claimsOf(request, raw, 2 + n) }
-              } catch (cause) {
-                // Not known whether it ran: the commit is reported failed (the caller sends it again, rejected
-                // if it was applied) and entries it may have claimed are recovered by maintenance.
-                const error = toRedisError(after!.command._tag, cause)
-                return { outcome: error, claims: [], claimError: error }
+              const key = `${request.partition}\u0000${request.agent}\u0000${request.worker}`
+              let calls = gathering.get(key)
+              if (calls === undefined) {
+                gathering.set(key, calls = [])
+                setImmediate(flushFused, key)
               }
+              const gathered = calls
+              return new Promise<ClaimNextResult>((resolve) =>
+                gathered.push({ request, after: after!, commit: commit as [FusedCommit, ReadonlyArray<string | number>], resolve })
+              )
             }
             // Otherwise the two calls are written back to back on the shared connection and Redis runs them
             // in that order: still one round trip.

@@ -54,11 +54,22 @@ export type ScriptName = typeof scriptNames[number]
 export const fusedCommits = ["checkpoint", "complete", "fail", "release"] as const
 export type FusedCommit = typeof fusedCommits[number]
 
+/**
+ * Several fused commits of one partition and the claim of as many next tasks, in one call (`commits_next`):
+ * the commits a worker's slots made in one turn of the event loop (TaskStore.claimNext gathers them). Keys:
+ * each commit's three, in order. Arguments: the number of commits; for each, its name, its argument count and
+ * its arguments (prefix, task id, now, …); then `claimnext`'s six (prefix, "", now, worker, agent, count).
+ * The reply is flat: for each commit `n, <its reply: n elements>`, then `claimnext`'s reply. One call instead
+ * of one per slot: the call's own cost (its arguments, the function's lookup, the round trip) and the queue
+ * read (XREADGROUP seeks its position in the stream node) are paid once for all of them.
+ */
+export const COMMITS_NEXT = "commits_next"
+
 /** The batch scripts (after batch_lib.lua), each with the batch's four keys. */
 export const batchScriptNames = ["batch_create", "batch_task_finished", "batch_cancel"] as const
 export type BatchScriptName = typeof batchScriptNames[number]
 
-export type FunctionName = ScriptName | `${FusedCommit}_next` | BatchScriptName
+export type FunctionName = ScriptName | `${FusedCommit}_next` | typeof COMMITS_NEXT | BatchScriptName
 
 /** Every task script takes the same three keys: task hash, task history, partition log. */
 export const TASK_SCRIPT_KEYS = 3
@@ -67,22 +78,38 @@ export const BATCH_SCRIPT_KEYS = 4
 const luaDir = fileURLToPath(new URL("./lua/", import.meta.url))
 const readLua = (name: string): string => readFileSync(`${luaDir}${name}.lua`, "utf8")
 
-/** The library's source with `@` for the version in its names; the version is a hash of this text. */
+/**
+ * The library's source with `@` for the version in its names; the version is a hash of this text. Each task
+ * transition is a function `T[name](KEYS, ARGV)` of the library, registered under its name; the fused commits
+ * and `commits_next` call them.
+ */
 const template = (() => {
   const fn = (name: string, begin: string, body: string) =>
     `redis.register_function('fx_@_${name}', function(KEYS, ARGV)\n${begin}(KEYS, ARGV)\n${body}\nend)\n`
+  const register = (name: string, fn: string) => `redis.register_function('fx_@_${name}', ${fn})\n`
   return [
     "#!lua name=factorial_@\n",
     readLua("lib"),
-    ...scriptNames.map((name) => fn(name, "begin", readLua(name))),
+    "local T = {}\n",
+    ...scriptNames.map((name) => `T['${name}'] = function(KEYS, ARGV)\nbegin(KEYS, ARGV)\n${readLua(name)}\nend\n`),
+    ...scriptNames.map((name) => register(name, `T['${name}']`)),
+    // A commit, then claimnext with the same keys and arguments (it reads its own three from the end).
     ...fusedCommits.map((name) =>
-      fn(
+      register(
         `${name}_next`,
-        "begin",
-        `local function commit()\n${readLua(name)}\nend\nlocal committed = commit()\n` +
-          `local function claim_next()\n${readLua("claimnext")}\nend\nlocal out = { #committed }\n` +
-          `append_all(out, committed)\nappend_all(out, claim_next())\nreturn out`
+        `function(KEYS, ARGV)\nlocal committed = T['${name}'](KEYS, ARGV)\nlocal out = { #committed }\n` +
+          `append_all(out, committed)\nappend_all(out, T['claimnext'](KEYS, ARGV))\nreturn out\nend`
       )
+    ),
+    register(
+      COMMITS_NEXT,
+      `function(KEYS, ARGV)\nlocal fused = { ${fusedCommits.map((c) => `${c} = true`).join(", ")} }\n` +
+        `local out, k, a = {}, 0, 2\nfor _ = 1, tonumber(ARGV[1]) do\n` +
+        `  local name, n = ARGV[a], tonumber(ARGV[a + 1])\n` +
+        `  if not fused[name] then return redis.error_reply('commits_next: not a fused commit: ' .. tostring(name)) end\n` +
+        `  local committed = T[name]({ KEYS[k + 1], KEYS[k + 2], KEYS[k + 3] }, { unpack(ARGV, a + 2, a + 1 + n) })\n` +
+        `  out[#out + 1] = #committed\n  append_all(out, committed)\n  k, a = k + 3, a + 2 + n\nend\n` +
+        `append_all(out, T['claimnext']({ KEYS[k - 2], KEYS[k - 1], KEYS[k] }, { unpack(ARGV, a, a + 5) }))\nreturn out\nend`
     ),
     "do\n",
     readLua("batch_lib"),
@@ -103,8 +130,8 @@ const isMissing = (e: unknown) => e instanceof Error && e.message.includes("Func
 
 /** The task and batch functions on a connection. */
 export interface Scripts {
-  /** Calls a function with its keys then its arguments. */
-  readonly call: (name: FunctionName, args: ReadonlyArray<string | number>) => Promise<unknown>
+  /** Calls a function with its keys then its arguments (`keys`: how many; by default the function's fixed count). */
+  readonly call: (name: FunctionName, args: ReadonlyArray<string | number>, keys?: number) => Promise<unknown>
   /**
    * Calls several functions in one pipeline (keys of one slot on a Cluster); each reply, or its error, in
    * order. A call that found its function missing is sent again alone, as `call` does.
@@ -136,10 +163,10 @@ export const installScripts = async (conn: RedisConnection): Promise<Scripts> =>
     reloading ??= load(conn).finally(() => (reloading = undefined))
     return reloading
   }
-  const call: Scripts["call"] = async (name, args) => {
+  const call: Scripts["call"] = async (name, args, keys = keyCount(name)) => {
     for (let attempt = 1;; attempt++) {
       try {
-        return await conn.fcall(functionName(name), keyCount(name), ...args)
+        return await conn.fcall(functionName(name), keys, ...args)
       } catch (e) {
         // Missing again right after a reload means it was dropped again meanwhile: a few tries, then the error.
         if (!isMissing(e) || attempt === 3) throw e

@@ -22,7 +22,7 @@ import { RedisClient, type RedisConnection } from "../../streams/RedisClient.ts"
 import type { RedisError } from "../../streams/StreamError.ts"
 import { decodeEnvelope, type Envelope, isTerminal, type TaskEvent, TaskStatus } from "../../streams/TaskEvent.ts"
 import type { TaskRejected } from "../../src/Errors.ts"
-import { type Accepted, claimedState, type Delivery, flatToRecord, stateFromHash, TaskStore } from "../../src/TaskStore.ts"
+import { type Accepted, type ClaimedEntry, claimedState, type Delivery, flatToRecord, stateFromHash, TaskStore } from "../../src/TaskStore.ts"
 import { trimQueue } from "../../src/Maintenance.ts"
 import { freshKeyspace, keysMatching, redisLayer } from "../support/TestRedis.ts"
 import {
@@ -540,6 +540,11 @@ describe("TaskStore against the decider", () => {
     readonly delivery: Delivery
   }
 
+  type QueueAction = "Heartbeat" | FusedAction | "Wait"
+  /** The worker commands a slot sends fused with its next claim (Scripts.ts `fusedCommits`). */
+  const fusedActions = ["CompleteTurn", "Complete", "Retry", "Backoff", "Fatal", "Release", "AcknowledgeCancel"] as const
+  type FusedAction = typeof fusedActions[number]
+
   type QueueStep =
     | { readonly op: "Enqueue"; readonly task: number; readonly agent: number; readonly maxRetries: number }
     /** `count` 0: XREADGROUP then Claim (the reader's way); 1-2: `claimnext` reading up to that many entries. */
@@ -549,10 +554,19 @@ describe("TaskStore against the decider", () => {
       /** Which held claim acts: a live one, unless `zombie` (then any, most likely a zombie). */
       readonly pick: number
       readonly zombie: boolean
-      readonly action: "Heartbeat" | "CompleteTurn" | "Complete" | "Retry" | "Backoff" | "Fatal" | "Release" | "AcknowledgeCancel" | "Wait"
+      readonly action: QueueAction
       readonly applied: AppliedPick
       /** 1-2: the command is sent with a `claimnext` of up to that many entries behind it (a slot taking its next task). */
       readonly thenClaim: number
+    }
+    /**
+     * Slots of one worker, agent and partition commit together, each taking its next task: their fused commits
+     * go in one call (TaskStore gathers them; `commits_next`), run in order, then the claims.
+     */
+    | {
+      readonly op: "ActTogether"
+      readonly pick: number
+      readonly acts: ReadonlyArray<{ readonly pick: number; readonly action: FusedAction; readonly applied: AppliedPick }>
     }
     /** A deferred result for a task that waits (Act "Wait" waits for `r0`, or `r0` and `r1`). */
     | { readonly op: "Deliver"; readonly task: number; readonly id: number }
@@ -596,6 +610,21 @@ describe("TaskStore against the decider", () => {
         ),
         applied: fc.constantFrom("all" as const, "none" as const, "tooMany" as const),
         thenClaim: fc.constantFrom(0, 0, 1, 2)
+      })
+    },
+    {
+      weight: 3,
+      arbitrary: fc.record({
+        op: fc.constant("ActTogether" as const),
+        pick: fc.nat(),
+        acts: fc.array(
+          fc.record({
+            pick: fc.nat(),
+            action: fc.constantFrom(...fusedActions),
+            applied: fc.constantFrom("all" as const, "none" as const, "tooMany" as const)
+          }),
+          { minLength: 2, maxLength: 4 }
+        )
       })
     },
     { weight: 4, arbitrary: fc.record({ op: fc.constant("Deliver" as const), task, id: fc.nat(1) }) },
@@ -740,6 +769,47 @@ describe("TaskStore against the decider", () => {
             return choices.length === 0 ? undefined : choices[pick % choices.length]!
           }
           const leased = (c: Held, make: (lease: number) => TaskCommand) => h.step([() => ({ command: make(c.lease), delivery: c.delivery })])
+          /** The command a held claim's worker sends (`applied`: how many pending steering messages it says it applied). */
+          const commandFor = (action: QueueAction, appliedPick: AppliedPick, c: Held, variant: number) => {
+            const taskId = c.taskId
+            const steering = h.model.get(taskId)?.steering.length ?? 0
+            const applied = appliedPick === "all" ? steering : appliedPick === "none" ? 0 : steering + 1
+            return (lease: number): TaskCommand => {
+              switch (action) {
+                case "Heartbeat":
+                  return { _tag: "Heartbeat", taskId, lease, worker: c.worker, now }
+                case "CompleteTurn":
+                  return { _tag: "CompleteTurn", taskId, lease, payload: { turn: now }, steeringApplied: applied, now }
+                case "Complete":
+                  return { _tag: "Complete", taskId, lease, output: { at: now }, steeringApplied: applied, now }
+                case "Retry":
+                case "Backoff":
+                case "Fatal":
+                  return {
+                    _tag: "Fail",
+                    taskId,
+                    lease,
+                    error: { message: `attempt ${lease}`, kind: action },
+                    retry: action === "Retry" ? "retry" : action === "Backoff" ? "backoff" : "fatal",
+                    retryAt: now + 700,
+                    now
+                  }
+                case "Release":
+                case "AcknowledgeCancel":
+                  return { _tag: action, taskId, lease, now }
+                case "Wait":
+                  return {
+                    _tag: "Wait",
+                    taskId,
+                    lease,
+                    payload: { waited: now },
+                    steeringApplied: applied,
+                    pending: [{ id: "r0", kind: "result" }, ...(variant % 2 === 0 ? [{ id: "r1", kind: "result" as const }] : [])],
+                    now
+                  }
+              }
+            }
+          }
 
           for (const { dt, step } of plan) {
             now += dt
@@ -777,43 +847,7 @@ describe("TaskStore against the decider", () => {
                 const c = pick(step)
                 if (c === undefined) break
                 const taskId = c.taskId
-                const steering = h.model.get(taskId)?.steering.length ?? 0
-                const applied = step.applied === "all" ? steering : step.applied === "none" ? 0 : steering + 1
-                const make = (lease: number): TaskCommand => {
-                  switch (step.action) {
-                    case "Heartbeat":
-                      return { _tag: "Heartbeat", taskId, lease, worker: c.worker, now }
-                    case "CompleteTurn":
-                      return { _tag: "CompleteTurn", taskId, lease, payload: { turn: now }, steeringApplied: applied, now }
-                    case "Complete":
-                      return { _tag: "Complete", taskId, lease, output: { at: now }, steeringApplied: applied, now }
-                    case "Retry":
-                    case "Backoff":
-                    case "Fatal":
-                      return {
-                        _tag: "Fail",
-                        taskId,
-                        lease,
-                        error: { message: `attempt ${lease}`, kind: step.action },
-                        retry: step.action === "Retry" ? "retry" : step.action === "Backoff" ? "backoff" : "fatal",
-                        retryAt: now + 700,
-                        now
-                      }
-                    case "Release":
-                    case "AcknowledgeCancel":
-                      return { _tag: step.action, taskId, lease, now }
-                    case "Wait":
-                      return {
-                        _tag: "Wait",
-                        taskId,
-                        lease,
-                        payload: { waited: now },
-                        steeringApplied: applied,
-                        pending: [{ id: "r0", kind: "result" }, ...(step.pick % 2 === 0 ? [{ id: "r1", kind: "result" as const }] : [])],
-                        now
-                      }
-                  }
-                }
+                const make = commandFor(step.action, step.applied, c, step.pick)
                 const live = isLive(c)
                 const queue = h.queueKey(taskId, c.delivery.agent)
                 // As if the worker had been quiet for an hour: a heartbeat must make its entry fresh again.
@@ -848,6 +882,80 @@ describe("TaskStore against the decider", () => {
                   finished.add(entryName(queue, c.delivery.entryId))
                   held.splice(held.indexOf(c), 1)
                 }
+                break
+              }
+              case "ActTogether": {
+                // Several held claims (a live one first) act at once, each taking its next task: TaskStore gathers
+                // the fused commits by partition, agent and worker, and sends each group in one call, the groups in
+                // the order they formed. Redis runs a group's commits in order, then its claims.
+                // Claims of one worker, agent and partition ("kin") are preferred, so that groups of several form.
+                const kin = (a: Held, b: Held) =>
+                  a !== b && a.worker === b.worker && a.delivery.agent === b.delivery.agent &&
+                  taskKeys(h.ks, a.taskId).partition === taskKeys(h.ks, b.taskId).partition
+                const withKin = held.filter((c) => held.some((d) => kin(c, d)))
+                const first = withKin.length > 0 ? withKin[step.pick % withKin.length]! : pick({ pick: step.pick, zombie: false })
+                if (first === undefined) break
+                const chosen = [first]
+                for (const act of step.acts.slice(1)) {
+                  const rest = held.filter((c) => !chosen.includes(c))
+                  const preferred = rest.filter((c) => kin(first, c))
+                  const from = preferred.length > 0 ? preferred : rest
+                  if (from.length > 0) chosen.push(from[act.pick % from.length]!)
+                }
+                const acting = chosen.map((c, i) => {
+                  const partition = taskKeys(h.ks, c.taskId).partition
+                  return {
+                    c,
+                    group: `${partition} ${c.delivery.agent} ${c.worker}`,
+                    request: { agent: c.delivery.agent, worker: c.worker, partition, count: 1, now },
+                    after: {
+                      command: commandFor(step.acts[i]!.action, step.acts[i]!.applied, c, step.acts[i]!.pick)(c.lease),
+                      delivery: c.delivery
+                    }
+                  }
+                })
+                const results = await Promise.all(acting.map((a) => run(h.store.claimNext(a.request, a.after))))
+                for (const r of results) assert.isUndefined(r.claimError, "gathered claimnext failed")
+                const groups = [...new Set(acting.map((a) => a.group))]
+                const items: Array<Item> = []
+                const outcomes: Array<Accepted | TaskRejected | RedisError> = []
+                const booked: Array<{ kind: "commit"; c: Held } | { kind: "claim"; e: ClaimedEntry; partition: number; agent: string; worker: string }> = []
+                for (const g of groups) {
+                  const members = acting.map((a, i) => ({ ...a, result: results[i]! })).filter((a) => a.group === g)
+                  for (const m of members) {
+                    items.push(m.after)
+                    outcomes.push(m.result.outcome!)
+                    booked.push({ kind: "commit", c: m.c })
+                  }
+                  for (const m of members) {
+                    for (const e of m.result.claims) {
+                      items.push({
+                        command: { _tag: "Claim", taskId: e.taskId, lease: e.lease, worker: m.request.worker, now },
+                        delivery: { entryId: e.entryId, agent: m.request.agent }
+                      })
+                      outcomes.push(e.outcome)
+                      booked.push({ kind: "claim", e, partition: m.request.partition, agent: m.request.agent, worker: m.request.worker })
+                    }
+                  }
+                  count(stats.situations, `${members.length} commits gathered in one call`)
+                }
+                const oks = await h.step(
+                  items.map((item) => () => item),
+                  async () => outcomes.map((o) => "values" in o ? Result.succeed(o) : Result.fail(o))
+                )
+                booked.forEach((b, i) => {
+                  if (b.kind === "commit") {
+                    if (!oks[i]) return
+                    finished.add(entryName(h.queueKey(b.c.taskId, b.c.delivery.agent), b.c.delivery.entryId))
+                    held.splice(held.indexOf(b.c), 1)
+                    return
+                  }
+                  book(held, finished, [{
+                    ok: oks[i]!,
+                    entry: entryName(h.queueKey(b.partition, b.agent), b.e.entryId),
+                    held: { worker: b.worker, taskId: b.e.taskId, lease: b.e.lease + 1, delivery: { entryId: b.e.entryId, agent: b.agent } }
+                  }])
+                })
                 break
               }
               case "Recover": {
