@@ -141,6 +141,11 @@ interface FusedCall {
 
 /** Commits in one `commits_next` call at most: Redis runs a call to its end before anything else. */
 const MAX_COMMITS_PER_CALL = 50
+/**
+ * Fused calls of one partition, agent and worker in flight at most, by default: a commit made while this many
+ * are waiting for Redis waits too, and goes with the others made meanwhile when one returns (ADR 0013).
+ */
+export const FUSED_CALLS_IN_FLIGHT = 4
 
 const json = (value: unknown): string => JSON.stringify(value ?? null)
 
@@ -383,7 +388,8 @@ export class TaskStore extends Context.Service<TaskStore, {
   readonly conn: RedisConnection
   readonly scripts: Scripts
 }>()("factorial/TaskStore") {
-  static readonly layer = (keyspace: Keyspace) =>
+  /** `fusedCallsInFlight`: see FUSED_CALLS_IN_FLIGHT (the model test sets 1, so that gathered calls form at once). */
+  static readonly layer = (keyspace: Keyspace, options: { readonly fusedCallsInFlight?: number } = {}) =>
     Layer.effect(
       TaskStore,
       Effect.gen(function*() {
@@ -485,12 +491,14 @@ export class TaskStore extends Context.Service<TaskStore, {
         }
 
         /**
-         * Fused commits (a commit and the claim of the slot's next task) wait here for the end of the event
-         * loop's turn, by partition, agent and worker: the slots of a busy pool finish their turns together
-         * (their claims came back in one reply), and their commits then go to Redis as one `commits_next` call
-         * instead of one call each (Scripts.ts). A lone commit goes as `<commit>_next`, as before.
+         * Fused commits (a commit and the claim of the slot's next task), by partition, agent and worker: each
+         * goes to Redis at once while fewer than `callsInFlight` calls of its group are waiting for their
+         * replies; otherwise it waits, and the commits that waited go together, as one `commits_next` call
+         * (Scripts.ts), when a call returns. So commits are gathered only when Redis is behind, where one call
+         * for many saves it most; a lone commit goes as `<commit>_next`, as before (ADR 0013).
          */
-        const gathering = new Map<string, Array<FusedCall>>()
+        const callsInFlight = options.fusedCallsInFlight ?? FUSED_CALLS_IN_FLIGHT
+        const gathering = new Map<string, { readonly waiting: Array<FusedCall>; inFlight: number }>()
         const sendFused = async (calls: ReadonlyArray<FusedCall>): Promise<void> => {
           const first = calls[0]!
           const { request } = first
@@ -529,10 +537,16 @@ export class TaskStore extends Context.Service<TaskStore, {
             }
           }
         }
-        const flushFused = (key: string) => {
-          const calls = gathering.get(key) ?? []
-          gathering.delete(key)
-          for (let i = 0; i < calls.length; i += MAX_COMMITS_PER_CALL) void sendFused(calls.slice(i, i + MAX_COMMITS_PER_CALL))
+        /** Sends what waits in the group, one call per MAX_COMMITS_PER_CALL commits, while calls may be in flight. */
+        const sendWaiting = (key: string, group: { readonly waiting: Array<FusedCall>; inFlight: number }) => {
+          while (group.waiting.length > 0 && group.inFlight < callsInFlight) {
+            group.inFlight++
+            void sendFused(group.waiting.splice(0, MAX_COMMITS_PER_CALL)).finally(() => {
+              group.inFlight--
+              if (group.waiting.length > 0) sendWaiting(key, group)
+              else if (group.inFlight === 0) gathering.delete(key)
+            })
+          }
         }
 
         const claimNext = (request: ClaimRequest, after?: { readonly command: TaskCommand; readonly delivery?: Delivery }) =>
@@ -540,22 +554,21 @@ export class TaskStore extends Context.Service<TaskStore, {
             const p = partitionKeys(keyspace, request.partition)
             const claimArgs = [request.worker, request.agent, request.count] as const
             const commit = after === undefined ? undefined : argsOf(after.command, after.delivery, 0)
-            // The usual case: the commit and the claim fused in one script call (see Scripts.ts), gathered with
-            // the other slots' commits of this turn of the event loop.
+            // The usual case: the commit and the claim fused in one script call (see Scripts.ts), with the other
+            // commits of its group that waited, if Redis is behind.
             if (
               commit !== undefined && (fusedCommits as ReadonlyArray<string>).includes(commit[0]) &&
               partitionOf(keyspace, after!.command.taskId) === request.partition
             ) {
               const key = `${request.partition}\u0000${request.agent}\u0000${request.worker}`
-              let calls = gathering.get(key)
-              if (calls === undefined) {
-                gathering.set(key, calls = [])
-                setImmediate(flushFused, key)
-              }
-              const gathered = calls
-              return new Promise<ClaimNextResult>((resolve) =>
-                gathered.push({ request, after: after!, commit: commit as [FusedCommit, ReadonlyArray<string | number>], resolve })
+              let group = gathering.get(key)
+              if (group === undefined) gathering.set(key, group = { waiting: [], inFlight: 0 })
+              const gathered = group
+              const result = new Promise<ClaimNextResult>((resolve) =>
+                gathered.waiting.push({ request, after: after!, commit: commit as [FusedCommit, ReadonlyArray<string | number>], resolve })
               )
+              sendWaiting(key, group)
+              return result
             }
             // Otherwise the two calls are written back to back on the shared connection and Redis runs them
             // in that order: still one round trip.

@@ -56,7 +56,7 @@ export type FusedCommit = typeof fusedCommits[number]
 
 /**
  * Several fused commits of one partition and the claim of as many next tasks, in one call (`commits_next`):
- * the commits a worker's slots made in one turn of the event loop (TaskStore.claimNext gathers them). Keys:
+ * the commits a worker's slots made while Redis was behind (TaskStore.claimNext gathers them). Keys:
  * each commit's three, in order. Arguments: the number of commits; for each, its name, its argument count and
  * its arguments (prefix, task id, now, …); then `claimnext`'s six (prefix, "", now, worker, agent, count).
  * The reply is flat: for each commit `n, <its reply: n elements>`, then `claimnext`'s reply. One call instead

@@ -167,7 +167,8 @@ class Harness {
   /** A store on a fresh namespace, over the Redis connection all runs share. */
   static async open(redis: RedisClient["Service"]): Promise<Harness> {
     const ks = freshKeyspace(PARTITIONS)
-    const runtime = ManagedRuntime.make(TaskStore.layer(ks).pipe(Layer.provide(Layer.succeed(RedisClient, redis))))
+    // One fused call in flight per group: commits made meanwhile are gathered (ActTogether).
+    const runtime = ManagedRuntime.make(TaskStore.layer(ks, { fusedCallsInFlight: 1 }).pipe(Layer.provide(Layer.succeed(RedisClient, redis))))
     const store = await runtime.runPromise(Effect.gen(function*() {
       return yield* TaskStore
     }))
@@ -751,6 +752,127 @@ describe("TaskStore against the decider", () => {
     return am !== bm ? (am > bm ? 1 : -1) : as === bs ? 0 : as > bs ? 1 : -1
   }
 
+    /** The command a held claim's worker sends (`applied`: how many pending steering messages it says it applied). */
+    const commandFor = (h: Harness, action: QueueAction, appliedPick: AppliedPick, c: Held, variant: number, now: number) => {
+      const taskId = c.taskId
+      const steering = h.model.get(taskId)?.steering.length ?? 0
+      const applied = appliedPick === "all" ? steering : appliedPick === "none" ? 0 : steering + 1
+      return (lease: number): TaskCommand => {
+        switch (action) {
+          case "Heartbeat":
+            return { _tag: "Heartbeat", taskId, lease, worker: c.worker, now }
+          case "CompleteTurn":
+            return { _tag: "CompleteTurn", taskId, lease, payload: { turn: now }, steeringApplied: applied, now }
+          case "Complete":
+            return { _tag: "Complete", taskId, lease, output: { at: now }, steeringApplied: applied, now }
+          case "Retry":
+          case "Backoff":
+          case "Fatal":
+            return {
+              _tag: "Fail",
+              taskId,
+              lease,
+              error: { message: `attempt ${lease}`, kind: action },
+              retry: action === "Retry" ? "retry" : action === "Backoff" ? "backoff" : "fatal",
+              retryAt: now + 700,
+              now
+            }
+          case "Release":
+          case "AcknowledgeCancel":
+            return { _tag: action, taskId, lease, now }
+          case "Wait":
+            return {
+              _tag: "Wait",
+              taskId,
+              lease,
+              payload: { waited: now },
+              steeringApplied: applied,
+              pending: [{ id: "r0", kind: "result" }, ...(variant % 2 === 0 ? [{ id: "r1", kind: "result" as const }] : [])],
+              now
+            }
+        }
+      }
+    }
+
+
+  /** Held claims of one agent and partition: kin, whose commits a worker's slots may gather. */
+  const kinOf = (h: Harness) => (a: Held, b: Held) =>
+    a !== b && a.delivery.agent === b.delivery.agent && taskKeys(h.ks, a.taskId).partition === taskKeys(h.ks, b.taskId).partition
+
+  /**
+   * `chosen` held claims act at once, each fused with the claim of its next task. Kin of the first are sent by
+   * the first's worker (as slots of its pool; commits do not check the worker), the others by their own.
+   * TaskStore groups fused commits by partition, agent and worker; with one call in flight per group (this
+   * harness's store), a group's first commit goes alone at once and the others wait for it, then go in one
+   * call (`commits_next`). Redis runs a call's commits in order, then its claims: the model applies them so.
+   */
+  const actTogether = async (
+    h: Harness,
+    held: Array<Held>,
+    finished: Set<string>,
+    chosen: ReadonlyArray<Held>,
+    acts: ReadonlyArray<{ readonly pick: number; readonly action: FusedAction; readonly applied: AppliedPick }>,
+    now: number
+  ) => {
+    const first = chosen[0]!
+    const kin = kinOf(h)
+    const acting = chosen.map((c, i) => {
+      const partition = taskKeys(h.ks, c.taskId).partition
+      const worker = kin(first, c) ? first.worker : c.worker
+      return {
+        c,
+        group: `${partition} ${c.delivery.agent} ${worker}`,
+        request: { agent: c.delivery.agent, worker, partition, count: 1, now },
+        after: { command: commandFor(h, acts[i]!.action, acts[i]!.applied, c, acts[i]!.pick, now)(c.lease), delivery: c.delivery }
+      }
+    })
+    const results = await Promise.all(acting.map((a) => run(h.store.claimNext(a.request, a.after))))
+    for (const r of results) assert.isUndefined(r.claimError, "gathered claimnext failed")
+    // The calls in the order Redis ran them: each group's first alone (groups in the order they formed), then
+    // each group's others together.
+    const members = acting.map((a, i) => ({ ...a, result: results[i]! }))
+    const groups = [...new Set(acting.map((a) => a.group))].map((g) => members.filter((m) => m.group === g))
+    const calls = [...groups.map((g) => g.slice(0, 1)), ...groups.map((g) => g.slice(1)).filter((g) => g.length > 0)]
+    const items: Array<Item> = []
+    const outcomes: Array<Accepted | TaskRejected | RedisError> = []
+    const booked: Array<{ kind: "commit"; c: Held } | { kind: "claim"; e: ClaimedEntry; partition: number; agent: string; worker: string }> = []
+    for (const call of calls) {
+      for (const m of call) {
+        items.push(m.after)
+        outcomes.push(m.result.outcome!)
+        booked.push({ kind: "commit", c: m.c })
+      }
+      for (const m of call) {
+        for (const e of m.result.claims) {
+          items.push({
+            command: { _tag: "Claim", taskId: e.taskId, lease: e.lease, worker: m.request.worker, now },
+            delivery: { entryId: e.entryId, agent: m.request.agent }
+          })
+          outcomes.push(e.outcome)
+          booked.push({ kind: "claim", e, partition: m.request.partition, agent: m.request.agent, worker: m.request.worker })
+        }
+      }
+      count(stats.situations, `${call.length} commits in one call`)
+    }
+    const oks = await h.step(
+      items.map((item) => () => item),
+      async () => outcomes.map((o) => "values" in o ? Result.succeed(o) : Result.fail(o))
+    )
+    booked.forEach((b, i) => {
+      if (b.kind === "commit") {
+        if (!oks[i]) return
+        finished.add(entryName(h.queueKey(b.c.taskId, b.c.delivery.agent), b.c.delivery.entryId))
+        held.splice(held.indexOf(b.c), 1)
+        return
+      }
+      book(held, finished, [{
+        ok: oks[i]!,
+        entry: entryName(h.queueKey(b.partition, b.agent), b.e.entryId),
+        held: { worker: b.worker, taskId: b.e.taskId, lease: b.e.lease + 1, delivery: { entryId: b.e.entryId, agent: b.agent } }
+      }])
+    })
+  }
+
   it("claims from real queue entries, with zombie workers and recovery: the queue holds one live entry per queued task", async () => {
     stats = allStats.queue
     await fc.assert(
@@ -769,48 +891,6 @@ describe("TaskStore against the decider", () => {
             return choices.length === 0 ? undefined : choices[pick % choices.length]!
           }
           const leased = (c: Held, make: (lease: number) => TaskCommand) => h.step([() => ({ command: make(c.lease), delivery: c.delivery })])
-          /** The command a held claim's worker sends (`applied`: how many pending steering messages it says it applied). */
-          const commandFor = (action: QueueAction, appliedPick: AppliedPick, c: Held, variant: number) => {
-            const taskId = c.taskId
-            const steering = h.model.get(taskId)?.steering.length ?? 0
-            const applied = appliedPick === "all" ? steering : appliedPick === "none" ? 0 : steering + 1
-            return (lease: number): TaskCommand => {
-              switch (action) {
-                case "Heartbeat":
-                  return { _tag: "Heartbeat", taskId, lease, worker: c.worker, now }
-                case "CompleteTurn":
-                  return { _tag: "CompleteTurn", taskId, lease, payload: { turn: now }, steeringApplied: applied, now }
-                case "Complete":
-                  return { _tag: "Complete", taskId, lease, output: { at: now }, steeringApplied: applied, now }
-                case "Retry":
-                case "Backoff":
-                case "Fatal":
-                  return {
-                    _tag: "Fail",
-                    taskId,
-                    lease,
-                    error: { message: `attempt ${lease}`, kind: action },
-                    retry: action === "Retry" ? "retry" : action === "Backoff" ? "backoff" : "fatal",
-                    retryAt: now + 700,
-                    now
-                  }
-                case "Release":
-                case "AcknowledgeCancel":
-                  return { _tag: action, taskId, lease, now }
-                case "Wait":
-                  return {
-                    _tag: "Wait",
-                    taskId,
-                    lease,
-                    payload: { waited: now },
-                    steeringApplied: applied,
-                    pending: [{ id: "r0", kind: "result" }, ...(variant % 2 === 0 ? [{ id: "r1", kind: "result" as const }] : [])],
-                    now
-                  }
-              }
-            }
-          }
-
           for (const { dt, step } of plan) {
             now += dt
             switch (step.op) {
@@ -847,7 +927,7 @@ describe("TaskStore against the decider", () => {
                 const c = pick(step)
                 if (c === undefined) break
                 const taskId = c.taskId
-                const make = commandFor(step.action, step.applied, c, step.pick)
+                const make = commandFor(h, step.action, step.applied, c, step.pick, now)
                 const live = isLive(c)
                 const queue = h.queueKey(taskId, c.delivery.agent)
                 // As if the worker had been quiet for an hour: a heartbeat must make its entry fresh again.
@@ -885,13 +965,8 @@ describe("TaskStore against the decider", () => {
                 break
               }
               case "ActTogether": {
-                // Several held claims (a live one first) act at once, each taking its next task: TaskStore gathers
-                // the fused commits by partition, agent and worker, and sends each group in one call, the groups in
-                // the order they formed. Redis runs a group's commits in order, then its claims.
-                // Claims of one worker, agent and partition ("kin") are preferred, so that groups of several form.
-                const kin = (a: Held, b: Held) =>
-                  a !== b && a.worker === b.worker && a.delivery.agent === b.delivery.agent &&
-                  taskKeys(h.ks, a.taskId).partition === taskKeys(h.ks, b.taskId).partition
+                // Several held claims (a live one first, then preferably its kin) act at once.
+                const kin = kinOf(h)
                 const withKin = held.filter((c) => held.some((d) => kin(c, d)))
                 const first = withKin.length > 0 ? withKin[step.pick % withKin.length]! : pick({ pick: step.pick, zombie: false })
                 if (first === undefined) break
@@ -902,60 +977,7 @@ describe("TaskStore against the decider", () => {
                   const from = preferred.length > 0 ? preferred : rest
                   if (from.length > 0) chosen.push(from[act.pick % from.length]!)
                 }
-                const acting = chosen.map((c, i) => {
-                  const partition = taskKeys(h.ks, c.taskId).partition
-                  return {
-                    c,
-                    group: `${partition} ${c.delivery.agent} ${c.worker}`,
-                    request: { agent: c.delivery.agent, worker: c.worker, partition, count: 1, now },
-                    after: {
-                      command: commandFor(step.acts[i]!.action, step.acts[i]!.applied, c, step.acts[i]!.pick)(c.lease),
-                      delivery: c.delivery
-                    }
-                  }
-                })
-                const results = await Promise.all(acting.map((a) => run(h.store.claimNext(a.request, a.after))))
-                for (const r of results) assert.isUndefined(r.claimError, "gathered claimnext failed")
-                const groups = [...new Set(acting.map((a) => a.group))]
-                const items: Array<Item> = []
-                const outcomes: Array<Accepted | TaskRejected | RedisError> = []
-                const booked: Array<{ kind: "commit"; c: Held } | { kind: "claim"; e: ClaimedEntry; partition: number; agent: string; worker: string }> = []
-                for (const g of groups) {
-                  const members = acting.map((a, i) => ({ ...a, result: results[i]! })).filter((a) => a.group === g)
-                  for (const m of members) {
-                    items.push(m.after)
-                    outcomes.push(m.result.outcome!)
-                    booked.push({ kind: "commit", c: m.c })
-                  }
-                  for (const m of members) {
-                    for (const e of m.result.claims) {
-                      items.push({
-                        command: { _tag: "Claim", taskId: e.taskId, lease: e.lease, worker: m.request.worker, now },
-                        delivery: { entryId: e.entryId, agent: m.request.agent }
-                      })
-                      outcomes.push(e.outcome)
-                      booked.push({ kind: "claim", e, partition: m.request.partition, agent: m.request.agent, worker: m.request.worker })
-                    }
-                  }
-                  count(stats.situations, `${members.length} commits gathered in one call`)
-                }
-                const oks = await h.step(
-                  items.map((item) => () => item),
-                  async () => outcomes.map((o) => "values" in o ? Result.succeed(o) : Result.fail(o))
-                )
-                booked.forEach((b, i) => {
-                  if (b.kind === "commit") {
-                    if (!oks[i]) return
-                    finished.add(entryName(h.queueKey(b.c.taskId, b.c.delivery.agent), b.c.delivery.entryId))
-                    held.splice(held.indexOf(b.c), 1)
-                    return
-                  }
-                  book(held, finished, [{
-                    ok: oks[i]!,
-                    entry: entryName(h.queueKey(b.partition, b.agent), b.e.entryId),
-                    held: { worker: b.worker, taskId: b.e.taskId, lease: b.e.lease + 1, delivery: { entryId: b.e.entryId, agent: b.agent } }
-                  }])
-                })
+                await actTogether(h, held, finished, chosen, step.acts, now)
                 break
               }
               case "Recover": {
@@ -1044,5 +1066,64 @@ describe("TaskStore against the decider", () => {
     ) {
       assert.isAbove(stats.situations.get(situation) ?? 0, 0, situation)
     }
+  }, 60_000)
+
+  /** Rounds of gathered commits: which held claims act (by index into those held), how, in what order. */
+  const gatherPlanArb = fc.record({
+    tasks: fc.integer({ min: 3, max: 8 }),
+    rounds: fc.array(
+      fc.record({
+        acts: fc.array(
+          fc.record({ pick: fc.nat(), action: fc.constantFrom(...fusedActions), applied: fc.constantFrom("all" as const, "none" as const, "tooMany" as const) }),
+          { minLength: 2, maxLength: 6 }
+        ),
+        steer: fc.option(fc.nat(), { nil: undefined })
+      }),
+      { minLength: 1, maxLength: 6 }
+    )
+  })
+
+  it("gathers fused commits of one pool into one call: each commit and claim as the decider has it, in Redis' order", async () => {
+    stats = allStats.queue
+    await fc.assert(
+      fc.asyncProperty(gatherPlanArb, ({ tasks, rounds }) =>
+        withHarness(async (h) => {
+          const agent = agents[0]
+          for (let p = 0; p < PARTITIONS; p++) {
+            for (const a of agents) await h.conn.call("XGROUP", "CREATE", h.queueKey(p, a), a, "0", "MKSTREAM")
+          }
+          // Tasks of partition 0, all claimed by one worker: its slots.
+          const ids: Array<string> = []
+          for (let i = 0; ids.length < tasks; i++) if (taskKeys(h.ks, `g-${i}`).partition === 0) ids.push(`g-${i}`)
+          let now = T0
+          for (const taskId of ids) {
+            await h.step([() => ({ command: { _tag: "Enqueue", taskId, agent, ownerId: "owner", payload: { taskId }, maxRetries: 1, now } })])
+          }
+          const held: Array<Held> = []
+          const finished = new Set<string>()
+          const { claimed } = await claimNext(h, { agent, worker: "w1", partition: 0, count: tasks, now })
+          book(held, finished, claimed)
+          for (const round of rounds) {
+            now += 10
+            if (round.steer !== undefined && held.length > 0) {
+              const taskId = held[round.steer % held.length]!.taskId
+              await h.step([() => ({ command: { _tag: "Steer", taskId, messages: ["faster"], now } })])
+            }
+            const chosen: Array<Held> = []
+            const acts = round.acts.filter((act) => {
+              const rest = held.filter((c) => !chosen.includes(c))
+              if (rest.length === 0) return false
+              chosen.push(rest[act.pick % rest.length]!)
+              return true
+            })
+            if (chosen.length > 0) await actTogether(h, held, finished, chosen, acts, now)
+            await checkQueues(h, held, finished)
+          }
+        })
+      ),
+      { numRuns: Math.ceil(QUEUE_RUNS / 2), ...SEED }
+    )
+    if (QUEUE_RUNS < 40) return
+    assert.isAbove(stats.situations.get("3 commits in one call") ?? 0, 0, "calls of several commits")
   }, 60_000)
 })
