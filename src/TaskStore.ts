@@ -357,8 +357,9 @@ export class TaskStore extends Context.Service<TaskStore, {
    * Reads up to `count` new entries of the agent's queue in one partition and claims each (TaskClaimed), in
    * one script. With `after` (a command of a task in that partition), that command runs first, in the same
    * round trip — fused with the claim in one script call for the usual commits (Scripts.ts `fusedCommits`):
-   * a worker commits its turn and takes its next task at once. Fused commits of one partition, agent and
-   * worker made in the same turn of the event loop go in one call (`commits_next`), each with its own outcome.
+   * a worker commits its turn and takes its next task at once. While Redis is behind (FUSED_CALLS_IN_FLIGHT of
+   * a partition, agent and worker's fused calls await replies), the commits made meanwhile wait and then go
+   * in one call (`commits_next`), each with its own outcome (ADR 0013).
    */
   readonly claimNext: (
     request: ClaimRequest,
