@@ -61,6 +61,7 @@ interface Phase {
   readonly tasks: number
   readonly stats: CommandStats
   readonly cpuUs: number
+  readonly seconds: number
   readonly instructions?: number
 }
 
@@ -70,11 +71,13 @@ const measure = async (name: string, n: number, body: () => Promise<void>): Prom
   const before = await redisCpuSeconds(redis.admin)
   const dumped = callgrind ? dumpedInstructions() : 0
   if (callgrind) control("-z"), control("-i", "on")
+  const started = performance.now()
   await body()
+  const seconds = (performance.now() - started) / 1000
   if (callgrind) control("-i", "off"), control("-d")
   const stats = await readStats(redis.admin)
   const cpuUs = ((await redisCpuSeconds(redis.admin)) - before) * 1e6
-  return { name, tasks: n, stats, cpuUs, ...(callgrind ? { instructions: dumpedInstructions() - dumped } : {}) }
+  return { name, tasks: n, stats, cpuUs, seconds, ...(callgrind ? { instructions: dumpedInstructions() - dumped } : {}) }
 }
 
 const ids = Array.from({ length: tasks }, (_, i) => `hp-${i}`)
@@ -113,7 +116,7 @@ for (const p of [enqueue, drain]) {
   const per = (x: number) => (x / p.tasks).toFixed(x / p.tasks < 10 ? 2 : 1)
   const fn = Object.entries(p.stats).filter(([c]) => scripts.has(c)).reduce((a, [, s]) => ({ calls: a.calls + s.calls, usec: a.usec + s.usec }), { calls: 0, usec: 0 })
   const inner = Object.entries(p.stats).filter(([c]) => !scripts.has(c)).sort((a, b) => b[1].calls - a[1].calls)
-  console.log(`\n${p.name}: ${p.tasks} tasks`)
+  console.log(`\n${p.name}: ${p.tasks} tasks in ${p.seconds.toFixed(2)} s (${Math.round(p.tasks / p.seconds).toLocaleString("en-US")} per second)`)
   console.log(`  function calls per task ${per(fn.calls)}, their server time ${per(fn.usec)} µs per task; server CPU ${per(p.cpuUs)} µs per task`)
   if (p.instructions !== undefined) console.log(`  instructions per task (callgrind): ${Math.round(p.instructions / p.tasks).toLocaleString("en-US")}`)
   console.log(`  commands per task: ${inner.map(([c, s]) => `${c} ${per(s.calls)}`).join(", ")}`)
