@@ -115,7 +115,8 @@ export interface Tool<C = any> {
   readonly definition: ChatCompletionFunctionTool
   /** Decodes the model's JSON arguments. */
   readonly decode: (json: string) => Effect.Effect<unknown, ToolArgumentsError>
-  readonly execute: (args: any, ctx: ToolContext<C>) => Returned<unknown>
+  /** Decodes the model's JSON arguments with the tool's Schema, then runs `execute` on what they decode to. */
+  readonly run: (json: string, ctx: ToolContext<C>) => Effect.Effect<unknown, unknown>
 }
 
 /** The model's arguments are not JSON or do not fit the tool's Schema (sent back to the model). */
@@ -180,12 +181,13 @@ export const tool = <A, C = any>(options: ToolOptions<A, C>): Tool<C> => {
     throw new InvalidConfig({ message: `the parameters of tool ${options.name} must be a Schema.Struct (an object)` })
   }
   const description = options.description ?? `Run ${options.name}`
+  const decode = decodeJsonArguments(codec)
   return {
     name: options.name,
     description,
     definition: { type: "function", function: { name: options.name, description, parameters: jsonSchema, strict } },
-    decode: decodeJsonArguments(codec),
-    execute: options.execute as Tool<C>["execute"]
+    decode,
+    run: (json, ctx) => Effect.flatMap(decode(json), (args) => fromReturned(() => options.execute(args, ctx)))
   }
 }
 
@@ -236,9 +238,7 @@ export const runToolCall = <C>(
             message: `unknown tool ${JSON.stringify(call.function.name)}; available: ${[...tools.keys()].join(", ")}`
           })
         )
-        : t.decode(call.function.arguments).pipe(
-          Effect.flatMap((args) => fromReturned(() => t.execute(args, { ...rest, toolCallId: call.id, resultId, resultToken })))
-        )
+        : t.run(call.function.arguments, { ...rest, toolCallId: call.id, resultId, resultToken })
     )
     const ms = (yield* Clock.currentTimeMillis) - start
     const base = { id: call.id, name: call.function.name, ms }
