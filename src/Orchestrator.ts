@@ -178,7 +178,8 @@ export const runRunners = (
     return { workerId }
   })
 
-type Services = TaskClient | TaskStore | RedisClient | ControlChannel | MetricsProjector | Gauges
+/** What an orchestrator's runtime provides to the effects it runs (`runEffect`). */
+export type Services = TaskClient | TaskStore | RedisClient | ControlChannel | MetricsProjector | Gauges
 
 /** Runs an effect, rejecting with the typed error itself (not a wrapper). */
 const runWith = <A, E>(runtime: ManagedRuntime.ManagedRuntime<Services, unknown>, effect: Effect.Effect<A, E, Services>) =>

@@ -6,7 +6,7 @@
  * `orchestrator.runEffect`, so both APIs behave alike and fail with the same typed errors.
  */
 import { Stream } from "effect"
-import type { Orchestrator } from "../Orchestrator.ts"
+import type { Orchestrator, Services } from "../Orchestrator.ts"
 import type { Envelope } from "../../streams/TaskEvent.ts"
 import {
   exportHistories,
@@ -36,7 +36,7 @@ export class Audit {
     this.orchestrator = orchestrator
   }
 
-  private iterate<A, E>(stream: Stream.Stream<A, E, any>): AsyncIterable<A> {
+  private iterate<A, E>(stream: Stream.Stream<A, E, Services>): AsyncIterable<A> {
     const orchestrator = this.orchestrator
     return {
       async *[Symbol.asyncIterator]() {
