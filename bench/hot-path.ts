@@ -19,6 +19,7 @@ import { mkdirSync, readdirSync, readFileSync } from "node:fs"
 import { Effect, Layer, ManagedRuntime } from "effect"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
 import { type ClaimedEntry, TaskStore } from "../src/TaskStore.ts"
+import { partitionKeys } from "../streams/Keys.ts"
 import { RedisClient } from "../streams/RedisClient.ts"
 import { readStats, resetStats, type CommandStats } from "./commandstats.ts"
 import { makePayload } from "./payload.ts"
@@ -54,7 +55,7 @@ const store = await runtime.runPromise(Effect.gen(function*() {
   return yield* TaskStore
 }))
 const agent = "noop"
-await store.conn.xgroup("CREATE", `{${keyspace.namespace}:0}:queue:${agent}`, agent, "0", "MKSTREAM")
+await store.conn.xgroup("CREATE", partitionKeys(keyspace, 0).queue(agent), agent, "0", "MKSTREAM")
 
 interface Phase {
   readonly name: string

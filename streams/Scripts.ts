@@ -91,6 +91,7 @@ const template = (() => {
     "#!lua name=factorial_@\n",
     readLua("lib"),
     "local T = {}\n",
+    `local FUSED = { ${fusedCommits.map((c) => `${c} = true`).join(", ")} }\n`,
     ...scriptNames.map((name) => `T['${name}'] = function(KEYS, ARGV)\nbegin(KEYS, ARGV)\n${readLua(name)}\nend\n`),
     ...scriptNames.map((name) => register(name, `T['${name}']`)),
     // A commit, then claimnext with the same keys and arguments (it reads its own three from the end).
@@ -103,10 +104,9 @@ const template = (() => {
     ),
     register(
       COMMITS_NEXT,
-      `function(KEYS, ARGV)\nlocal fused = { ${fusedCommits.map((c) => `${c} = true`).join(", ")} }\n` +
-        `local out, k, a = {}, 0, 2\nfor _ = 1, tonumber(ARGV[1]) do\n` +
+      `function(KEYS, ARGV)\nlocal out, k, a = {}, 0, 2\nfor _ = 1, tonumber(ARGV[1]) do\n` +
         `  local name, n = ARGV[a], tonumber(ARGV[a + 1])\n` +
-        `  if not fused[name] then return redis.error_reply('commits_next: not a fused commit: ' .. tostring(name)) end\n` +
+        `  if not FUSED[name] then return redis.error_reply('commits_next: not a fused commit: ' .. tostring(name)) end\n` +
         `  local committed = T[name]({ KEYS[k + 1], KEYS[k + 2], KEYS[k + 3] }, { unpack(ARGV, a + 2, a + 1 + n) })\n` +
         `  out[#out + 1] = #committed\n  append_all(out, committed)\n  k, a = k + 3, a + 2 + n\nend\n` +
         `append_all(out, T['claimnext']({ KEYS[k - 2], KEYS[k - 1], KEYS[k] }, { unpack(ARGV, a, a + 5) }))\nreturn out\nend`
