@@ -8,4 +8,4 @@
 ]]
 local t = load_task()
 if t == nil or t.flat == nil then return { 'ok' } end
-return task_view(t, {}, {})
+return task_view(t, {})
