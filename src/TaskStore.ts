@@ -552,8 +552,6 @@ export class TaskStore extends Context.Service<TaskStore, {
 
         const claimNext = (request: ClaimRequest, after?: { readonly command: TaskCommand; readonly delivery?: Delivery }) =>
           Effect.promise(async () => {
-            const p = partitionKeys(keyspace, request.partition)
-            const claimArgs = [request.worker, request.agent, request.count] as const
             const commit = after === undefined ? undefined : argsOf(after.command, after.delivery, 0)
             // The usual case: the commit and the claim fused in one script call (see Scripts.ts), with the other
             // commits of its group that waited, if Redis is behind.
@@ -573,10 +571,11 @@ export class TaskStore extends Context.Service<TaskStore, {
             }
             // Otherwise the two calls are written back to back on the shared connection and Redis runs them
             // in that order: still one round trip.
+            const p = partitionKeys(keyspace, request.partition)
             const sent = commit === undefined ? undefined : scripts.call(...commit)
             const claim = scripts.call("claimnext", [
               p.queue(request.agent), p.queue(request.agent), p.events, partitionPrefix(keyspace, request.partition), "",
-              Math.round(request.now), ...claimArgs
+              Math.round(request.now), request.worker, request.agent, request.count
             ]) as Promise<ReadonlyArray<unknown>>
             const [committed, claimed] = await Promise.allSettled([sent, claim])
             // A failed claim only means no next task this time (entries it may have read are recovered by
