@@ -198,7 +198,7 @@ export const claimedState = (values: ReadonlyArray<unknown>): TaskState => {
  * (payload, output; null for none), then, only for a task with side data, steering, wait, results and children
  * as flat lists.
  */
-export const sideDataFromReply = (values: ReadonlyArray<unknown>): TaskSideData => ({
+const sideDataFromReply = (values: ReadonlyArray<unknown>): TaskSideData => ({
   steering: (values[3] ?? []) as ReadonlyArray<string>,
   wait: (values[4] ?? []) as ReadonlyArray<string>,
   results: flatToRecord((values[5] ?? []) as ReadonlyArray<unknown>),
