@@ -139,11 +139,16 @@ interface FusedCall {
   readonly resolve: (result: ClaimNextResult) => void
 }
 
-/** Commits in one `commits_next` call at most: Redis runs a call to its end before anything else. */
-const MAX_COMMITS_PER_CALL = 50
 /**
- * Fused calls of one partition, agent and worker in flight at most, by default: a commit made while this many
- * are waiting for Redis waits too, and goes with the others made meanwhile when one returns (ADR 0013).
+ * Commits in one `commits_next` call at most; as many waiting go at once, however many calls are in flight.
+ * Bigger calls would cost Redis less per commit, but the pool would move in convoys: with 100 slots and calls
+ * of up to 50, Redis and the client each sat idle about a fifth of the time, waiting for the other (ADR 0013).
+ */
+export const MAX_COMMITS_PER_CALL = 10
+/**
+ * Fused calls of one partition, agent and worker that go at once, by default: a commit made while this many
+ * are waiting for Redis waits, and goes with the others made meanwhile when one returns or when
+ * MAX_COMMITS_PER_CALL of them wait (ADR 0013).
  */
 export const FUSED_CALLS_IN_FLIGHT = 4
 
@@ -389,8 +394,14 @@ export class TaskStore extends Context.Service<TaskStore, {
   readonly conn: RedisConnection
   readonly scripts: Scripts
 }>()("factorial/TaskStore") {
-  /** `fusedCallsInFlight`: see FUSED_CALLS_IN_FLIGHT (the model test sets 1, so that gathered calls form at once). */
-  static readonly layer = (keyspace: Keyspace, options: { readonly fusedCallsInFlight?: number } = {}) =>
+  /**
+   * `fusedCallsInFlight`, `maxCommitsPerCall`: see FUSED_CALLS_IN_FLIGHT and MAX_COMMITS_PER_CALL (the model test
+   * sets 1 and 3, so that gathered calls form at once and full ones go while others are in flight).
+   */
+  static readonly layer = (
+    keyspace: Keyspace,
+    options: { readonly fusedCallsInFlight?: number; readonly maxCommitsPerCall?: number } = {}
+  ) =>
     Layer.effect(
       TaskStore,
       Effect.gen(function*() {
@@ -495,10 +506,12 @@ export class TaskStore extends Context.Service<TaskStore, {
          * Fused commits (a commit and the claim of the slot's next task), by partition, agent and worker: each
          * goes to Redis at once while fewer than `callsInFlight` calls of its group are waiting for their
          * replies; otherwise it waits, and the commits that waited go together, as one `commits_next` call
-         * (Scripts.ts), when a call returns. So commits are gathered only when Redis is behind, where one call
-         * for many saves it most; a lone commit goes as `<commit>_next`, as before (ADR 0013).
+         * (Scripts.ts), when a call returns or MAX_COMMITS_PER_CALL of them wait. So commits are gathered only
+         * when Redis is behind, where one call for many saves it most, and Redis always has the next call
+         * queued; a lone commit goes as `<commit>_next`, as before (ADR 0013).
          */
         const callsInFlight = options.fusedCallsInFlight ?? FUSED_CALLS_IN_FLIGHT
+        const maxCommits = options.maxCommitsPerCall ?? MAX_COMMITS_PER_CALL
         const gathering = new Map<string, { readonly waiting: Array<FusedCall>; inFlight: number }>()
         const sendFused = async (calls: ReadonlyArray<FusedCall>): Promise<void> => {
           const first = calls[0]!
@@ -538,11 +551,16 @@ export class TaskStore extends Context.Service<TaskStore, {
             }
           }
         }
-        /** Sends what waits in the group, one call per MAX_COMMITS_PER_CALL commits, while calls may be in flight. */
+        /**
+         * Sends what waits in the group, one call per `maxCommits` commits: while fewer than `callsInFlight` calls
+         * are in flight, and full calls at once.
+         */
         const sendWaiting = (key: string, group: { readonly waiting: Array<FusedCall>; inFlight: number }) => {
-          while (group.waiting.length > 0 && group.inFlight < callsInFlight) {
+          while (
+            group.waiting.length > 0 && (group.inFlight < callsInFlight || group.waiting.length >= maxCommits)
+          ) {
             group.inFlight++
-            void sendFused(group.waiting.splice(0, MAX_COMMITS_PER_CALL)).finally(() => {
+            void sendFused(group.waiting.splice(0, maxCommits)).finally(() => {
               group.inFlight--
               if (group.waiting.length > 0) sendWaiting(key, group)
               else if (group.inFlight === 0) gathering.delete(key)

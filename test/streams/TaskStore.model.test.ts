@@ -54,6 +54,8 @@ const SEED = process.env.MODEL_SEED === undefined ? {} : {
 }
 const TASKS = 3
 const PARTITIONS = 2
+/** Commits per gathered call at most in the harness's store: rounds of up to 6 slots fill calls and leave rests. */
+const MAX_COMMITS = 3
 
 interface Stats {
   runs: number
@@ -168,7 +170,7 @@ class Harness {
   static async open(redis: RedisClient["Service"]): Promise<Harness> {
     const ks = freshKeyspace(PARTITIONS)
     // One fused call in flight per group: commits made meanwhile are gathered (ActTogether).
-    const runtime = ManagedRuntime.make(TaskStore.layer(ks, { fusedCallsInFlight: 1 }).pipe(Layer.provide(Layer.succeed(RedisClient, redis))))
+    const runtime = ManagedRuntime.make(TaskStore.layer(ks, { fusedCallsInFlight: 1, maxCommitsPerCall: MAX_COMMITS }).pipe(Layer.provide(Layer.succeed(RedisClient, redis))))
     const store = await runtime.runPromise(Effect.gen(function*() {
       return yield* TaskStore
     }))
@@ -802,9 +804,10 @@ describe("TaskStore against the decider", () => {
   /**
    * `chosen` held claims act at once, each fused with the claim of its next task. Kin of the first are sent by
    * the first's worker (as slots of its pool; commits do not check the worker), the others by their own.
-   * TaskStore groups fused commits by partition, agent and worker; with one call in flight per group (this
-   * harness's store), a group's first commit goes alone at once and the others wait for it, then go in one
-   * call (`commits_next`). Redis runs a call's commits in order, then its claims: the model applies them so.
+   * TaskStore groups fused commits by partition, agent and worker; with one call in flight per group and at
+   * most MAX_COMMITS commits per call (this harness's store), a group's first commit goes alone at once and the
+   * others wait: each MAX_COMMITS of them go at once as a full call (`commits_next`), the rest when the group's
+   * calls have all returned. Redis runs a call's commits in order, then its claims: the model applies them so.
    */
   const actTogether = async (
     h: Harness,
@@ -828,11 +831,24 @@ describe("TaskStore against the decider", () => {
     })
     const results = await Promise.all(acting.map((a) => run(h.store.claimNext(a.request, a.after))))
     for (const r of results) assert.isUndefined(r.claimError, "gathered claimnext failed")
-    // The calls in the order Redis ran them: each group's first alone (groups in the order they formed), then
-    // each group's others together.
+    // The calls in the order Redis ran them: in the order the slots acted, each group's first commit alone and
+    // each full call; then each group's rest, once the last call it had sent has returned.
     const members = acting.map((a, i) => ({ ...a, result: results[i]! }))
-    const groups = [...new Set(acting.map((a) => a.group))].map((g) => members.filter((m) => m.group === g))
-    const calls = [...groups.map((g) => g.slice(0, 1)), ...groups.map((g) => g.slice(1)).filter((g) => g.length > 0)]
+    const calls: Array<Array<(typeof members)[number]>> = []
+    const waiting = new Map<string, Array<(typeof members)[number]>>()
+    for (const m of members) {
+      const w = waiting.get(m.group)
+      if (w === undefined) {
+        waiting.set(m.group, [])
+        calls.push([m])
+      } else if (w.push(m) === MAX_COMMITS) {
+        calls.push(w.splice(0))
+        count(stats.situations, "a full call sent while another was in flight")
+      }
+    }
+    const lastCall = (group: string) => calls.findLastIndex((call) => call[0]!.group === group)
+    const rests = [...waiting].filter(([, w]) => w.length > 0).sort(([a], [b]) => lastCall(a) - lastCall(b))
+    for (const [, w] of rests) calls.push(w)
     const items: Array<Item> = []
     const outcomes: Array<Accepted | TaskRejected | RedisError> = []
     const booked: Array<{ kind: "commit"; c: Held } | { kind: "claim"; e: ClaimedEntry; partition: number; agent: string; worker: string }> = []
@@ -1125,5 +1141,6 @@ describe("TaskStore against the decider", () => {
     )
     if (QUEUE_RUNS < 40) return
     assert.isAbove(stats.situations.get("3 commits in one call") ?? 0, 0, "calls of several commits")
+    assert.isAbove(stats.situations.get("a full call sent while another was in flight") ?? 0, 0, "full calls")
   }, 60_000)
 })
