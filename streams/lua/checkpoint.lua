@@ -8,7 +8,7 @@
   Returns { "ok", event tag } | rejected TaskNotFound / StaleLease / InvalidSteeringCount
 ]]
 local lease, entry_id, payload, applied = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-local t, rejection = require_lease(lease)
+local t, rejection = require_lease(lease, 'turns')
 if t == nil then return rejection end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
 local pending = load_side(t)

@@ -8,12 +8,13 @@
   Returns { "ok", decision } | rejected TaskNotFound / StaleLease
 ]]
 local lease, entry_id, err, retry, retry_at = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local t, rejection = require_lease(lease)
+local t, rejection = require_lease(lease, 'retries', 'maxRetries')
 if t == nil then return rejection end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
 
 local decision = retry
-if retry == 'fatal' or t.retries >= t.maxRetries then decision = 'failed' end
+t.retries = tonumber(t.retries)
+if retry == 'fatal' or t.retries >= tonumber(t.maxRetries) then decision = 'failed' end
 if decision ~= 'failed' then t.retries = t.retries + 1 end
 redis.call('HSET', H, 'error', err, 'retries', t.retries)
 clear_worker(t)

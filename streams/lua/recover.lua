@@ -10,7 +10,7 @@
   Returns { "ok", decision } | rejected TaskNotFound / StaleLease
 ]]
 local lease, entry_id, agent = ARGV[4], ARGV[5], ARGV[6]
-local t, rejection = require_lease(lease)
+local t, rejection = require_lease(lease, 'retries', 'maxRetries')
 if t == nil then
   local current = load_task()
   if current ~= nil and current.status == 'queued' and current.lease == tonumber(lease) - 1 then
@@ -21,7 +21,8 @@ if t == nil then
 end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
 clear_worker(t)
-if t.retries >= t.maxRetries then
+t.retries = tonumber(t.retries)
+if t.retries >= tonumber(t.maxRetries) then
   finish(t)
   redis.call('HSET', H, 'error', '{"message":"worker lost its lease","kind":"recovered"}')
   set_status(t, 'failed')

@@ -11,7 +11,7 @@
         | rejected TaskNotFound / StaleLease / InvalidSteeringCount / InvalidWait ("<reason>:<id>")
 ]]
 local lease, entry_id, payload, applied, pending_json = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
-local t, rejection = require_lease(lease)
+local t, rejection = require_lease(lease, 'turns')
 if t == nil then return rejection end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
 side_keys()
