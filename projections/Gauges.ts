@@ -1,7 +1,8 @@
 /**
  * Live gauges: the numbers that describe *now* rather than a period, read straight from the structures
  * the task scripts already keep, without scanning tasks:
- * - tasks per status: ZCARD of each partition's `idx:<status>` (expired tasks have no index: not counted);
+ * - tasks per status: ZCOUNT (-inf +inf of each partition's `idx:<status>` (all but its anchor, streams/Keys.ts;
+ *   expired tasks have no index: not counted);
  * - per agent (from each partition's `agents` set): queue depth, deliveries in flight and the oldest
  *   waiting entry, from XLEN, XINFO GROUPS and one XRANGE of `queue:<agent>` (group named after the agent);
  * - workers: the consumers of those groups (XINFO CONSUMERS; a worker is a consumer, named by its worker
@@ -125,7 +126,7 @@ export class Gauges extends Context.Service<Gauges, {
           redis.use("gauges", async (c) => {
             const k = partitionKeys(keyspace, p)
             const first = c.pipeline()
-            for (const s of indexedStatuses) first.zcard(k.index(s))
+            for (const s of indexedStatuses) first.zcount(k.index(s), "(-inf", "+inf")
             first.smembers(k.agents)
             const r1 = (await first.exec()) ?? []
             const counts = indexedStatuses.map((_, i) => Number(r1[i]?.[1] ?? 0))

@@ -14,7 +14,7 @@
  * page can hold fewer than `limit` tasks (even none) and still have a `nextCursor`.
  */
 import { Effect } from "effect"
-import { allPartitions, type Keyspace, partitionKeys, taskKeys } from "../streams/Keys.ts"
+import { allPartitions, INDEX_ANCHOR, type Keyspace, partitionKeys, taskKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import type { RedisError } from "../streams/StreamError.ts"
 import type { TaskStatus } from "../streams/TaskEvent.ts"
@@ -133,7 +133,10 @@ export const readTaskPage = (
           query.limit + 1
         )
         const out: Array<{ score: number; id: string }> = []
-        for (let i = 0; i + 1 < flat.length; i += 2) out.push({ id: flat[i]!, score: Number(flat[i + 1]) })
+        // The anchor (score -inf) comes last, if at all: nothing follows it, so leaving it out keeps `more` exact.
+        for (let i = 0; i + 1 < flat.length; i += 2) {
+          if (flat[i] !== INDEX_ANCHOR) out.push({ id: flat[i]!, score: Number(flat[i + 1]) })
+        }
         return out
       }))
       return perPartition.flat().sort(newestFirst)

@@ -143,7 +143,7 @@ export const maintainOnce = (options: MaintenanceOptions, pass: { readonly sweep
       Effect.gen(function*() {
         const cutoff = now - config.taskTtl.ttlOf(status) * 1000
         const old = yield* redis.use("zrangebyscore", (c) =>
-          c.zrangebyscore(index, "-inf", cutoff, "LIMIT", 0, config.maxCleanupBatch)
+          c.zrangebyscore(index, "(-inf", cutoff, "LIMIT", 0, config.maxCleanupBatch) // not the anchor (-inf)
         )
         const n = accepted(
           yield* store.executeMany(old.map((taskId): { command: TaskCommand } => ({ command: { _tag: "Expire", taskId, now } })), {

@@ -43,7 +43,10 @@ export const partitionKeys = (ks: Keyspace, p: number) => {
      * cancelling its children); removed by the step (src/FollowUp.ts), swept by maintenance.
      */
     outbox: `${pre}:outbox`,
-    /** Sorted set per status: task id → time it entered that status. */
+    /**
+     * Sorted set per status: task id → time it entered that status, and INDEX_ANCHOR (score -inf), which
+     * readers skip.
+     */
     index: (status: string) => `${pre}:idx:${status}`,
     /** Set of agent names that have queues in this partition. */
     agents: `${pre}:agents`,
@@ -53,6 +56,16 @@ export const partitionKeys = (ks: Keyspace, p: number) => {
     metrics: (bucketSeconds: number, set: string = "live") => metricsKeys(pre, bucketSeconds, set)
   }
 }
+
+/**
+ * A member every status index holds, scored -inf: each script that adds a task to an index adds it too, in the
+ * same ZADD (ADR 0014). Redis keeps a sorted set of at most 128 members, each at most 64 bytes, as a listpack,
+ * where an insert walks every entry: 30,000+ instructions per task for the ~100 tasks a pool has in
+ * `processing`. A member longer than 64 bytes keeps the set a skiplist (O(log n)), also across restarts. It
+ * cannot be a task id (TaskId starts with a letter or digit), sorts last newest-first, lies outside every time
+ * window, and readers skip it. The Lua scripts get it in place of `@INDEX_ANCHOR@`.
+ */
+export const INDEX_ANCHOR = "#anchor: keeps this index a skiplist, not a listpack (factorial ADR 0014) #################"
 
 /** Version of the metrics projection's meaning: bump it when the fold changes, so a rebuild starts fresh keys. */
 export const METRICS_VERSION = 1

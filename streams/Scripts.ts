@@ -17,6 +17,7 @@ import { createHash } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { Cluster } from "ioredis"
+import { INDEX_ANCHOR } from "./Keys.ts"
 import type { TaskStatus } from "./TaskEvent.ts"
 import type { RedisConnection } from "./RedisClient.ts"
 
@@ -89,7 +90,7 @@ const template = (() => {
   const register = (name: string, fn: string) => `redis.register_function('fx_@_${name}', ${fn})\n`
   return [
     "#!lua name=factorial_@\n",
-    readLua("lib"),
+    readLua("lib").replace("@INDEX_ANCHOR@", INDEX_ANCHOR),
     "local T = {}\n",
     `local FUSED = { ${fusedCommits.map((c) => `${c} = true`).join(", ")} }\n`,
     ...scriptNames.map((name) => `T['${name}'] = function(KEYS, ARGV)\nbegin(KEYS, ARGV)\n${readLua(name)}\nend\n`),

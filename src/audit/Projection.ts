@@ -12,7 +12,7 @@
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { evolve, type State, type TaskState } from "../../projections/TaskDecider.ts"
-import { type Keyspace, taskKeys } from "../../streams/Keys.ts"
+import { INDEX_ANCHOR, type Keyspace, taskKeys } from "../../streams/Keys.ts"
 import type { RedisConnection } from "../../streams/RedisClient.ts"
 import { masters } from "./Pipelines.ts"
 import { type Envelope, TaskStatus as TaskStatusSchema } from "../../streams/TaskEvent.ts"
@@ -189,6 +189,7 @@ export const compareStates = (live: TaskState | undefined, expected: State): Rea
 // The projection-writing script
 
 const lua = readFileSync(fileURLToPath(new URL("./lua/project.lua", import.meta.url)), "utf8")
+  .replace("@INDEX_ANCHOR@", INDEX_ANCHOR)
 const COMMAND = "fxaudit_project"
 const defined = new WeakSet<object>()
 

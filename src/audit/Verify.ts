@@ -13,7 +13,7 @@
  * O(keys in the database)), because the histories are the source of truth when indexes are wrong.
  */
 import { Effect, Option, Stream } from "effect"
-import { allPartitions, partitionKeys, partitionPrefix, taskKeys } from "../../streams/Keys.ts"
+import { allPartitions, INDEX_ANCHOR, partitionKeys, partitionPrefix, taskKeys } from "../../streams/Keys.ts"
 import type { Redis } from "ioredis"
 import { RedisClient, type RedisConnection } from "../../streams/RedisClient.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../../streams/StreamError.ts"
@@ -247,8 +247,8 @@ export interface VerifyAllReport {
   readonly results: ReadonlyArray<VerifyResult>
 }
 
-/** Members of a sorted set, by ZSCAN (a member present throughout is seen at least once). */
-const zscanMembers = (key: string, count: number) =>
+/** Task ids in a status index, by ZSCAN (one present throughout is seen at least once); not its anchor. */
+const indexMembers = (key: string, count: number) =>
   Stream.unwrap(Effect.gen(function*() {
     const redis = yield* RedisClient
     return Stream.paginate({ cursor: "0", started: false }, (cur: { cursor: string; started: boolean }) =>
@@ -258,7 +258,7 @@ const zscanMembers = (key: string, count: number) =>
           redis.use("zscan", (c) => c.zscan(key, cur.cursor, "COUNT", count)),
           ([next, flat]) =>
             [
-              flat.filter((_, i) => i % 2 === 0),
+              flat.filter((m, i) => i % 2 === 0 && m !== INDEX_ANCHOR),
               next === "0" ? Option.none() : Option.some({ cursor: next, started: true })
             ] as const
         ))
@@ -321,7 +321,7 @@ export const verifyAll = (
     for (const partition of allPartitions(ks)) {
       // `expired` has no index; scanning it anyway reports a stray entry if one was ever written.
       for (const status of allStatuses) {
-        yield* zscanMembers(partitionKeys(ks, partition).index(status), options.scanCount ?? 500).pipe(
+        yield* indexMembers(partitionKeys(ks, partition).index(status), options.scanCount ?? 500).pipe(
           Stream.mapEffect(
             (taskId) =>
               inspect(taskId).pipe(

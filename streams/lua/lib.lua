@@ -42,6 +42,8 @@ local function begin(keys, argv)
 end
 
 local TERMINAL = { completed = true, failed = true, cancelled = true, expired = true }
+-- Added with every task a status index gets, so the index stays a skiplist (streams/Keys.ts INDEX_ANCHOR).
+local INDEX_ANCHOR = '@INDEX_ANCHOR@'
 
 -- The task's hash as a table, or nil if there is no task. An expired task has no hash, but its history
 -- ends with TaskExpired: it loads as { status = 'expired', lease = <its last lease> }. Lease and version are
@@ -114,7 +116,7 @@ end
 local function set_status(t, status)
   redis.call('ZREM', PREFIX .. ':idx:' .. t.status, TASK_ID)
   if status ~= 'expired' then
-    redis.call('ZADD', PREFIX .. ':idx:' .. status, NOW, TASK_ID)
+    redis.call('ZADD', PREFIX .. ':idx:' .. status, '-inf', INDEX_ANCHOR, NOW, TASK_ID)
   end
   t.status = status
 end

@@ -74,7 +74,8 @@ for j = children_from, children_from + 2 * nchildren - 1, 2 do redis.call('HSET'
 -- The task scripts read side keys only of a task with this mark (streams/lua/lib.lua's mark_side).
 if nsteer + nwait + nresults + nchildren > 0 then redis.call('HSET', H, 'sideKeys', '1') end
 if deadline ~= '' then redis.call('ZADD', PREFIX .. ':waits', deadline, TASK_ID) end
-redis.call('ZADD', PREFIX .. ':idx:' .. status, score, TASK_ID)
+-- With the index's anchor, as the task scripts add it (streams/Keys.ts INDEX_ANCHOR).
+redis.call('ZADD', PREFIX .. ':idx:' .. status, '-inf', '@INDEX_ANCHOR@', score, TASK_ID)
 if status == 'backoff' and retry_at ~= '' then redis.call('ZADD', PREFIX .. ':delayed', retry_at, TASK_ID) end
 redis.call('SADD', PREFIX .. ':agents', agent)
 return { 'ok' }
