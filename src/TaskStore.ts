@@ -532,9 +532,12 @@ export class TaskStore extends Context.Service<TaskStore, {
             let at = 0
             const outcomes = calls.map((c) => {
               const n = Number(raw[at])
-              const o = outcome(c.after.command, raw.slice(at + 1, at + 1 + n))
+              const part = raw.slice(at + 1, at + 1 + n)
               at += 1 + n
-              return o
+              // A commit of a gathered call that raised an error (Scripts.ts `commits_next`): failed alone.
+              return part[0] === "error"
+                ? toRedisError(c.after.command._tag, new Error(String(part[1])))
+                : outcome(c.after.command, part)
             })
             const claims = claimsOf(request, raw, at + 1)
             let next = 0

@@ -60,7 +60,8 @@ export type FusedCommit = typeof fusedCommits[number]
  * the commits a worker's slots made while Redis was behind (TaskStore.claimNext gathers them). Keys:
  * each commit's three, in order. Arguments: the number of commits; for each, its name, its argument count and
  * its arguments (prefix, task id, now, …); then `claimnext`'s six (prefix, "", now, worker, agent, count).
- * The reply is flat: for each commit `n, <its reply: n elements>`, then `claimnext`'s reply. One call instead
+ * The reply is flat: for each commit `n, <its reply: n elements>` (`{ "error", message }` for a commit that
+ * raised an error: the others still run), then `claimnext`'s reply. One call instead
  * of one per slot: the call's own cost (its arguments, the function's lookup, the round trip) and the queue
  * read (XREADGROUP seeks its position in the stream node) are paid once for all of them.
  */
@@ -108,7 +109,10 @@ const template = (() => {
       `function(KEYS, ARGV)\nlocal out, k, a = {}, 0, 2\nfor _ = 1, tonumber(ARGV[1]) do\n` +
         `  local name, n = ARGV[a], tonumber(ARGV[a + 1])\n` +
         `  if not FUSED[name] then return redis.error_reply('commits_next: not a fused commit: ' .. tostring(name)) end\n` +
-        `  local committed = T[name]({ KEYS[k + 1], KEYS[k + 2], KEYS[k + 3] }, { unpack(ARGV, a + 2, a + 1 + n) })\n` +
+        // A commit that raises an error (a command refused, a corrupt key) is reported as that commit's
+        // { "error", message } and the others go on, as if each had been its own call (ADR 0013).
+        `  local ran, committed = pcall(T[name], { KEYS[k + 1], KEYS[k + 2], KEYS[k + 3] }, { unpack(ARGV, a + 2, a + 1 + n) })\n` +
+        `  if not ran then committed = { 'error', type(committed) == 'table' and tostring(committed.err) or tostring(committed) } end\n` +
         `  out[#out + 1] = #committed\n  append_all(out, committed)\n  k, a = k + 3, a + 2 + n\nend\n` +
         `append_all(out, T['claimnext']({ KEYS[k - 2], KEYS[k - 1], KEYS[k] }, { unpack(ARGV, a, a + 5) }))\nreturn out\nend`
     ),
