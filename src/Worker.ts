@@ -205,8 +205,20 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         })
       )
 
-    const notApplied = (command: TaskCommand, e: { readonly message: string }) =>
-      Effect.logWarning(`${command._tag} of task ${command.taskId} not applied: ${e.message}`)
+    /**
+     * Logs a commit that was not applied. A resend of a commit whose first send was applied (its reply lost to a
+     * dropped connection) is rejected as stale with the task in the very status that commit leaves under its own
+     * lease; where no other transition can leave that (Complete: completed, Wait: waiting — a recovery fails,
+     * requeues or cancels), it is reported as applied, not as a warning.
+     */
+    const notApplied = (command: TaskCommand, e: { readonly _tag?: string; readonly message: string }) => {
+      const stale = e as { readonly _tag?: string; readonly currentLease?: number; readonly status?: string }
+      const appliedStatus = command._tag === "Complete" ? "completed" : command._tag === "Wait" ? "waiting" : undefined
+      return stale._tag === "StaleLease" && "lease" in command && stale.currentLease === command.lease &&
+          stale.status === appliedStatus
+        ? Effect.logDebug(`${command._tag} of task ${command.taskId} was applied by an earlier send (its reply was lost)`)
+        : Effect.logWarning(`${command._tag} of task ${command.taskId} not applied: ${e.message}`)
+    }
 
     /** Sends a worker command; a rejection is only logged. */
     const commit = (command: TaskCommand, delivery: Delivery) =>
