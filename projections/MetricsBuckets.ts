@@ -202,17 +202,31 @@ export const foldEnvelopes = (
   for (const [id, b] of start.buckets) buckets.set(id, { ...b })
   const open = new Map(start.open)
 
+  const bucketOf = (agent: string, start: number): Record<string, number> => {
+    const id = bucketId(agent, start)
+    let b = buckets.get(id)
+    if (b === undefined) {
+      b = {}
+      buckets.set(id, b)
+    }
+    return b
+  }
+  // The agent's and the all-agents bucket of the last event: consecutive events nearly always share them, and
+  // an event adds up to 7 fields to both (the projector folds every partition-log entry).
+  let lastAgent: string | undefined
+  let lastStart = 0
+  let own: Record<string, number> = {}
+  let all: Record<string, number> = {}
   const add = (agent: string, at: number, field: string, n: number) => {
     const s = bucketStart(options.bucketSeconds, at)
-    for (const a of [agent, ALL_AGENTS]) {
-      const id = bucketId(a, s)
-      let b = buckets.get(id)
-      if (b === undefined) {
-        b = {}
-        buckets.set(id, b)
-      }
-      b[field] = (b[field] ?? 0) + n
+    if (agent !== lastAgent || s !== lastStart) {
+      own = bucketOf(agent, s)
+      all = bucketOf(ALL_AGENTS, s)
+      lastAgent = agent
+      lastStart = s
     }
+    own[field] = (own[field] ?? 0) + n
+    all[field] = (all[field] ?? 0) + n
   }
   const count = (agent: string, at: number, counter: CounterName) => add(agent, at, counter, 1)
   const sample = (agent: string, at: number, name: LatencyName, ms: number) => {
