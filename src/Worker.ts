@@ -20,7 +20,7 @@ import { Cause, Effect, Exit, Fiber, FiberSet, Random, Result, Schedule, Semapho
 import type { TaskCommand, TaskState } from "../projections/TaskDecider.ts"
 import { partitionKeys, allPartitions } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
-import { toRedisError } from "../streams/StreamError.ts"
+import { type RedisError, toRedisError } from "../streams/StreamError.ts"
 import { TaskId, type WaitItem } from "../streams/TaskEvent.ts"
 import {
   type BaseAgent,
@@ -35,7 +35,7 @@ import {
 import { backoffDelayMs, classifyFailure, errorKind, errorMessage, FatalAgentError, type RetryDecision, TurnTimeout } from "./AgentErrors.ts"
 import { AgentWorkerConfig } from "./Config.ts"
 import { ControlChannel } from "./ControlChannel.ts"
-import { InvalidInput } from "./Errors.ts"
+import { InvalidInput, type TaskRejected } from "./Errors.ts"
 import { settle } from "./FollowUp.ts"
 import { type Accepted, claimedState, flatToRecord, TaskStore, type Delivery } from "./TaskStore.ts"
 
@@ -211,11 +211,9 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
      * lease; where no other transition can leave that (Complete: completed, Wait: waiting — a recovery fails,
      * requeues or cancels), it is reported as applied, not as a warning.
      */
-    const notApplied = (command: TaskCommand, e: { readonly _tag?: string; readonly message: string }) => {
-      const stale = e as { readonly _tag?: string; readonly currentLease?: number; readonly status?: string }
+    const notApplied = (command: TaskCommand, e: TaskRejected | RedisError) => {
       const appliedStatus = command._tag === "Complete" ? "completed" : command._tag === "Wait" ? "waiting" : undefined
-      return stale._tag === "StaleLease" && "lease" in command && stale.currentLease === command.lease &&
-          stale.status === appliedStatus
+      return e._tag === "StaleLease" && e.currentLease === e.lease && e.status === appliedStatus
         ? Effect.logDebug(`${command._tag} of task ${command.taskId} was applied by an earlier send (its reply was lost)`)
         : Effect.logWarning(`${command._tag} of task ${command.taskId} not applied: ${e.message}`)
     }

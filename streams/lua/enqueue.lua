@@ -30,6 +30,6 @@ local t = { agent = agent, ownerId = owner, version = 0, lease = 0, status = 'qu
 fields[#fields + 1] = 'entry'
 fields[#fields + 1] = queue_entry(t)
 append(t, 'TaskEnqueued', data, { 'payloadAt' }, fields)
-redis.call('ZADD', PREFIX .. ':idx:queued', '-inf', INDEX_ANCHOR, NOW, TASK_ID)
+index_add('queued')
 redis.call('SADD', PREFIX .. ':agents', agent)
 return { 'ok', t.version }

@@ -10,9 +10,8 @@ local lease, worker, entry_id, agent = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local t, rejection = require_lease(lease)
 if t == nil then return rejection end
 redis.call('HSET', H, 'hb', NOW)
-redis.call('XADD', EVENTS, '*', 'e', '{"version":' .. t.version .. ',"at":' .. NOW .. ',"taskId":"' ..
-  TASK_ID .. '","agent":"' .. t.agent .. '","ownerId":' .. json_string(t.ownerId) ..
-  ',"event":{"_tag":"TaskHeartbeat","lease":' .. t.lease .. ',"worker":' .. json_string(worker) .. '}}')
+redis.call('XADD', EVENTS, '*', 'e', '{' .. envelope(t, int(t.version), 'TaskHeartbeat', '"lease":' .. int(t.lease) ..
+  ',"worker":' .. json_string(worker)))
 if entry_id ~= '' then
   redis.call('XCLAIM', queue_key(agent), agent, worker, 0, entry_id, 'JUSTID')
 end

@@ -91,12 +91,18 @@ end
 -- event (its index in the history): the hash keeps 'payloadAt' / 'outputAt' instead of copies of the payload
 -- and output, which keeps it small enough for Redis' compact (listpack) encoding. Histories are append-only
 -- (and expire whole), so an index stays valid.
+-- The envelope of an event of the current task, as JSON without its opening brace (the history's entry puts
+-- the log entry's id first). `version` is text; `data` the event's fields after its tag ('' for none).
+local function envelope(t, version, tag, data)
+  return '"version":' .. version .. ',"at":' .. NOW .. ',"taskId":"' .. TASK_ID .. '","agent":"' .. t.agent ..
+    '","ownerId":' .. json_string(t.ownerId) .. ',"event":{"_tag":"' .. tag .. '"' .. (data == '' and '' or ',') ..
+    data .. '}}'
+end
+
 local function append(t, tag, data, points, extra)
   t.version = t.version + 1
   local version = int(t.version)
-  local body = '"version":' .. version .. ',"at":' .. NOW .. ',"taskId":"' .. TASK_ID .. '","agent":"' .. t.agent ..
-    '","ownerId":' .. json_string(t.ownerId) ..
-    ',"event":{"_tag":"' .. tag .. '"' .. (data == '' and '' or ',') .. data .. '}}'
+  local body = envelope(t, version, tag, data)
   local id = redis.call('XADD', EVENTS, '*', 'e', '{' .. body)
   local n = redis.call('RPUSH', LOG, '{"id":"' .. id .. '",' .. body)
   local fields = { 'version', version, 'updatedAt', NOW, 'status', t.status }
@@ -112,12 +118,15 @@ local function append(t, tag, data, points, extra)
   return fields
 end
 
+-- Adds the current task to the index of `status`, entered now, with the index's anchor.
+local function index_add(status)
+  redis.call('ZADD', PREFIX .. ':idx:' .. status, '-inf', INDEX_ANCHOR, NOW, TASK_ID)
+end
+
 -- Moves the task between status indexes; the hash gets the new status with the append that follows.
 local function set_status(t, status)
   redis.call('ZREM', PREFIX .. ':idx:' .. t.status, TASK_ID)
-  if status ~= 'expired' then
-    redis.call('ZADD', PREFIX .. ':idx:' .. status, '-inf', INDEX_ANCHOR, NOW, TASK_ID)
-  end
+  if status ~= 'expired' then index_add(status) end
   t.status = status
 end
 
