@@ -24,11 +24,16 @@ export const benchAgent = (handler: () => TurnHandler) =>
     }
   })
 
-/** The job index of a partition-log entry if it is the task's completion, else undefined. */
+const COMPLETED_OUTPUT = /"_tag":"TaskCompleted".*"output":\{"i":(\d+)/
+
+/**
+ * The job index of a partition-log entry if it is the task's completion, else undefined: read from the entry's
+ * text, as BullMQ's side reads only its event's name and return value (parsing our whole envelope cost ~4 µs per
+ * job of the harness's CPU, on the measured path with one slot).
+ */
 export const completedIndex = (fields: ReadonlyArray<string>): number | undefined => {
-  const e = fields[1]
-  if (e === undefined || !e.includes('"_tag":"TaskCompleted"')) return undefined
-  return (JSON.parse(e) as { event: { output: { i: number } } }).event.output.i
+  const m = COMPLETED_OUTPUT.exec(fields[1] ?? "")
+  return m === null ? undefined : Number(m[1])
 }
 
 /** One run on an orchestrator opened with `options` (its namespace is the run's queue). */
