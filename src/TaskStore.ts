@@ -186,31 +186,49 @@ export const stateFromHash = (h: Record<string, string>, side: Partial<TaskSideD
   ...(h.deadline !== undefined ? { deadline: Number(h.deadline) } : {})
 })
 
-/** A task view's values (lib.lua `task_view`: a claim's or `read`'s reply): the hash, then the side data. */
+/** A `read` reply's values (read.lua): the hash (one JSON object), then the side data. */
 const viewOf = (values: ReadonlyArray<unknown>) => ({
   h: JSON.parse(String(values[0])) as Record<string, string>,
-  side: sideDataFromReply(values)
+  side: {
+    ...sideLists(values, 3),
+    payloadEntry: (values[1] as string | null) || null,
+    outputEntry: (values[2] as string | null) || null
+  }
 })
 
-/** The claimed task's state from a claim's reply (claim.lua). */
-export const claimedState = (values: ReadonlyArray<unknown>): TaskState => {
-  const { h, side } = viewOf(values)
-  return stateFromHash(h, side)
-}
+/** A task's side data in a reply from `at` on (lib.lua's side_view): steering, wait, results and children as flat lists. */
+const sideLists = (values: ReadonlyArray<unknown>, at: number) => ({
+  steering: (values[at] ?? []) as ReadonlyArray<string>,
+  wait: (values[at + 1] ?? []) as ReadonlyArray<string>,
+  results: flatToRecord((values[at + 2] ?? []) as ReadonlyArray<unknown>),
+  children: flatToRecord((values[at + 3] ?? []) as ReadonlyArray<unknown>)
+})
+
+/** What a worker runs a claimed task's turn from: the claimed task's state as the claim leaves it, in part. */
+export type ClaimedTask =
+  & Pick<TaskState, "ownerId" | "lease" | "turns" | "retries" | "payload" | "steering" | "wait" | "results" | "children">
+  & Pick<TaskState, "parentId" | "batchId">
 
 /**
- * The side data from a claim reply after "ok" (lib.lua's task_view): the hash, the pointed-at history entries
- * (payload, output; null for none), then, only for a task with side data, steering, wait, results and children
- * as flat lists.
+ * A claim's reply values (lib.lua's claim_view): owner, lease, turns, retries, parent and batch (null: none),
+ * the history entry holding the payload, then the side data.
  */
-const sideDataFromReply = (values: ReadonlyArray<unknown>): TaskSideData => ({
-  steering: (values[3] ?? []) as ReadonlyArray<string>,
-  wait: (values[4] ?? []) as ReadonlyArray<string>,
-  results: flatToRecord((values[5] ?? []) as ReadonlyArray<unknown>),
-  children: flatToRecord((values[6] ?? []) as ReadonlyArray<unknown>),
-  payloadEntry: (values[1] as string | null) || null,
-  outputEntry: (values[2] as string | null) || null
-})
+export const claimedTask = (values: ReadonlyArray<unknown>): ClaimedTask => {
+  const side = sideLists(values, 7)
+  return {
+    ownerId: String(values[0]),
+    lease: Number(values[1]),
+    turns: Number(values[2]),
+    retries: Number(values[3]),
+    ...(values[4] ? { parentId: String(values[4]) } : {}),
+    ...(values[5] ? { batchId: String(values[5]) } : {}),
+    payload: eventField(values[6] as string | null, "payload"),
+    steering: side.steering.map((m) => JSON.parse(m)),
+    wait: side.wait.map((item) => JSON.parse(item) as WaitItem),
+    results: parseValues<WaitResult>(side.results),
+    children: parseValues<TaskState["children"][string]>(side.children)
+  }
+}
 
 export const flatToRecord = (flat: ReadonlyArray<unknown>): Record<string, string> => {
   const out: Record<string, string> = {}

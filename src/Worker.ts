@@ -37,7 +37,7 @@ import { AgentWorkerConfig } from "./Config.ts"
 import { ControlChannel } from "./ControlChannel.ts"
 import { InvalidInput, type TaskRejected } from "./Errors.ts"
 import { settle } from "./FollowUp.ts"
-import { type Accepted, claimedState, flatToRecord, TaskStore, type Delivery } from "./TaskStore.ts"
+import { type Accepted, type ClaimedTask, claimedTask, flatToRecord, TaskStore, type Delivery } from "./TaskStore.ts"
 
 export const makeWorkerId = (): string => `${hostname()}-${process.pid}-${randomUUID().slice(0, 6)}`
 
@@ -102,17 +102,17 @@ interface Claimed {
 }
 
 /** The results of the wait a claimed task resumes from, in the wait's order. */
-const resultsOf = (state: TaskState): ReadonlyArray<DeliveredResult> =>
-  state.wait.flatMap((item) => {
-    const result = state.results[item.id]
+const resultsOf = (task: ClaimedTask): ReadonlyArray<DeliveredResult> =>
+  task.wait.flatMap((item) => {
+    const result = task.results[item.id]
     return result === undefined ? [] : [{ id: item.id, ...result }]
   })
 
 /** A claim's reply (see claim.lua) as the worker's view of the task. */
-const claimedOf = (accepted: Accepted, delivery: Delivery, partition: number): Claimed => {
-  const state = claimedState(accepted.values)
+const claimedOf = (taskId: string, accepted: Accepted, delivery: Delivery, partition: number): Claimed => {
+  const state = claimedTask(accepted.values)
   return {
-    taskId: state.taskId,
+    taskId,
     ownerId: state.ownerId,
     lease: state.lease,
     payload: state.payload,
@@ -417,7 +417,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         }),
         ({ outcome, claims }) => {
           const [next] = claims.flatMap((e) =>
-            "values" in e.outcome ? [claimedOf(e.outcome, { entryId: e.entryId, agent: agent.name }, c.partition)] : []
+            "values" in e.outcome ? [claimedOf(e.taskId, e.outcome, { entryId: e.entryId, agent: agent.name }, c.partition)] : []
           )
           const settled: Effect.Effect<void> = outcome === undefined || "values" in outcome
             ? Effect.void
@@ -542,7 +542,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         })
         const outcomes = yield* store.executeMany(commands)
         return outcomes.flatMap((o, i): ReadonlyArray<Claimed> =>
-          "values" in o ? [claimedOf(o, commands[i]!.delivery, partition)] : []
+          "values" in o ? [claimedOf(commands[i]!.command.taskId, o, commands[i]!.delivery, partition)] : []
         )
       })
 

@@ -49,7 +49,7 @@ export type ScriptName = typeof scriptNames[number]
  * The commits a worker sends with its next claim, each also registered fused with `claimnext` (`<commit>_next`):
  * the commit runs as a function, then the claim, in one call and one atomic step. The commit's arguments come
  * first and `claimnext`'s three (worker, agent, count) last; the reply is flat, `{ n, <commit's reply: n
- * elements>, <claimnext's reply> }` (each table in a reply costs Redis a dozen lookups: lib.lua's task_view).
+ * elements>, <claimnext's reply> }` (each table in a reply costs Redis a dozen lookups: lib.lua's claim_view).
  * One call per turn instead of two: each call costs the Lua around the commands (argument tables, the reply).
  */
 export const fusedCommits = ["checkpoint", "complete", "fail", "release"] as const

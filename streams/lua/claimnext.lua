@@ -11,7 +11,7 @@
   (read as the last three arguments: Scripts.ts also runs this file after a commit script, in one call,
   with the commit's arguments first)
   Returns { "ok", entry id, task id, entry lease, n, <claim's reply: n elements>, entry id, … } for each
-  entry read (flat: see lib.lua's task_view)
+  entry read (flat: see lib.lua's claim_view)
 ]]
 local worker, agent, count = ARGV[#ARGV - 2], ARGV[#ARGV - 1], tonumber(ARGV[#ARGV])
 local out = { 'ok' }
