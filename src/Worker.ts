@@ -17,7 +17,7 @@
 import { hostname } from "node:os"
 import { randomUUID } from "node:crypto"
 import { Cause, Effect, Exit, Fiber, FiberSet, Random, Result, Schedule, Semaphore, Schema } from "effect"
-import type { TaskCommand, TaskState } from "../projections/TaskDecider.ts"
+import type { TaskCommand } from "../projections/TaskDecider.ts"
 import { partitionKeys, allPartitions } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { type RedisError, toRedisError } from "../streams/StreamError.ts"
