@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from "node:fs"
 import { loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import { bullmq, bullmqMoveToWait } from "./bullmq.ts"
-import { readStats, resetStats, type CommandStats } from "./commandstats.ts"
+import { perJob, readStats, resetStats, type CommandStats } from "./commandstats.ts"
 import { writeBlock } from "./docs-block.ts"
 import { describeMachine } from "./machine.ts"
 import { ours } from "./ours.ts"
@@ -132,7 +132,9 @@ const main = async () => {
           const main = out.m.latency[scenario.mainLatency]
           console.log(`  rep ${r + 1} ${sys.label.padEnd(20)} ${Math.round(out.m.rate).toString().padStart(7)} ${scenario.rateUnit}` +
             (main === undefined ? "" : `  ${scenario.mainLatency} p50 ${main.p50.toFixed(2)} p99 ${main.p99.toFixed(2)} ms`) +
-            (out.m.values.bytesPerTask === undefined ? "" : `  ${Math.round(out.m.values.bytesPerTask)} B/task`))
+            (out.m.values.bytesPerTask === undefined ? "" : `  ${Math.round(out.m.values.bytesPerTask)} B/task`) +
+            `  CPU µs/job client ${Math.round(out.m.values.clientCpuUsPerJob ?? 0)} redis ${Math.round(out.m.values.redisCpuUsPerJob ?? 0)}` +
+            `, script calls/job ${perJob(out.stats, out.m.jobs).scriptCallsPerJob.toFixed(2)}`)
         }
       }
       const sides: Array<SideResult> = systems.map((sys) => {
