@@ -419,17 +419,17 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           const [next] = claims.flatMap((e) =>
             "values" in e.outcome ? [claimedOf(e.taskId, e.outcome, { entryId: e.entryId, agent: agent.name }, c.partition)] : []
           )
-          const settled: Effect.Effect<void> = outcome === undefined || "values" in outcome
-            ? Effect.void
-            : outcome._tag === "RedisError" && outcome.isRetryable
-            ? commit(command, c.delivery) // sent again: if it was applied after all, the resend is rejected (logged)
-            : notApplied(command, outcome)
-          return Effect.as(settled, next)
+          if (outcome === undefined || "values" in outcome) return Effect.succeed(next)
+          return Effect.as(
+            outcome._tag === "RedisError" && outcome.isRetryable
+              ? commit(command, c.delivery) // sent again: if it was applied after all, the resend is rejected (logged)
+              : notApplied(command, outcome),
+            next
+          )
         }
       )
     }
 
-    /** Ends a turn with its one command; returns the slot's next task when one was claimed with it. */
     /** Ends a turn that waits (Wait): its items checked, then sent alone (a waiting task frees its slot). */
     const finishWait = (c: Claimed, outcome: Extract<TurnOutcome<unknown>, { _tag: "Wait" }>, at: number) =>
       Effect.gen(function*() {
@@ -512,16 +512,16 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
             unwatch()
             if (running.get(c.taskId) === entry) running.delete(c.taskId)
           })),
-          Effect.flatMap((verdict) => finish(c, verdict, claimNext)),
-          Effect.tap(() =>
+          Effect.flatMap((verdict) => {
+            const ended = finish(c, verdict, claimNext)
             // A task with a parent or children may have ended: tell the parent, cancel the children (or the sweep will).
-            c.parentId !== undefined || c.batchId !== undefined || c.children.size > 0
-              ? settle(c.taskId).pipe(
+            if (c.parentId === undefined && c.batchId === undefined && c.children.size === 0) return ended
+            return Effect.tap(ended, () =>
+              settle(c.taskId).pipe(
                 Effect.provideService(TaskStore, store),
                 Effect.catch((e) => Effect.logWarning(`follow-up of task ${c.taskId} deferred to maintenance: ${e.message}`))
-              )
-              : Effect.void
-          ),
+              ))
+          }),
           Effect.catchCause((cause) => Effect.as(Effect.logError(`turn of task ${c.taskId} crashed`, cause), undefined))
         )
       })
