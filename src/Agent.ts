@@ -117,6 +117,25 @@ export interface AgentOptions<P> {
 
 const decodeName = Schema.decodeUnknownSync(AgentName)
 
+/**
+ * An agent with its payload type erased: how the runtime holds agents of different payload types side by side
+ * (a worker pool, the orchestrator's registry, the HTTP app). Sound because a payload only crosses it through
+ * the agent's own codec: `createTask` and `encodePayload` take a payload that enqueue validates against the
+ * payload schema at run time, and `runTurn` only ever gets a payload its `decodePayload` produced. Every
+ * `BaseAgent<P>` is one (its methods take `P`; TypeScript compares method parameters both ways).
+ */
+export interface RunnableAgent {
+  readonly name: string
+  readonly description: string
+  createTask(options: { readonly ownerId: string; readonly payload: unknown; readonly id?: string }): Task<unknown>
+  encodePayload(payload: unknown): Result.Result<unknown, InvalidInput>
+  decodePayload(stored: unknown): Result.Result<unknown, InvalidInput>
+  runTurn(ctx: TurnContext<unknown>): ReturnType<TurnFunction<unknown>>
+}
+
+/** What enqueueing a task needs of its agent: its name (the queue) and its payload codec. */
+export type EnqueueTarget<P> = Pick<BaseAgent<P>, "name" | "encodePayload">
+
 export class BaseAgent<P = unknown> {
   readonly name: string
   readonly description: string

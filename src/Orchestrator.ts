@@ -16,7 +16,7 @@ import { namespaceKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
 import { RedisClient, type RedisOptions } from "../streams/RedisClient.ts"
 import type { RedisError } from "../streams/StreamError.ts"
 import type { Envelope, TaskStatus } from "../streams/TaskEvent.ts"
-import type { BaseAgent, Task } from "./Agent.ts"
+import type { EnqueueTarget, RunnableAgent, Task } from "./Agent.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig, MetricsTimelineConfig, ObservabilityConfig } from "./Config.ts"
 import { ControlChannel } from "./ControlChannel.ts"
 import { InvalidConfig } from "./Errors.ts"
@@ -56,13 +56,13 @@ export interface OrchestratorOptions {
 }
 
 export interface RunnerRegistration {
-  readonly agent: BaseAgent<any>
+  readonly agent: RunnableAgent
   readonly agentWorkerConfig?: AgentWorkerConfig
   readonly maintenanceWorkerConfig?: MaintenanceWorkerConfig
 }
 
 interface Runner {
-  readonly agent: BaseAgent<any>
+  readonly agent: RunnableAgent
   readonly workerConfig: AgentWorkerConfig
   readonly maintenanceConfig: MaintenanceWorkerConfig
 }
@@ -215,7 +215,7 @@ export class Orchestrator {
     return this
   }
 
-  get agents(): ReadonlyArray<BaseAgent<any>> {
+  get agents(): ReadonlyArray<RunnableAgent> {
     return [...this.runners.values()].map((r) => r.agent)
   }
 
@@ -322,12 +322,12 @@ export class Orchestrator {
     return this.server?.url
   }
 
-  enqueueTask<P>(agent: BaseAgent<P>, task: Task<P>, options?: EnqueueOptions): Promise<string> {
+  enqueueTask<P>(agent: EnqueueTarget<P>, task: Task<P>, options?: EnqueueOptions): Promise<string> {
     return this.withClient((c) => c.enqueue(agent, task, options))
   }
 
   /** Enqueues many tasks in one round trip; each result says whether that task was enqueued. */
-  enqueueTasks<P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options?: Omit<EnqueueOptions, "idempotencyKey">) {
+  enqueueTasks<P>(agent: EnqueueTarget<P>, tasks: ReadonlyArray<Task<P>>, options?: Omit<EnqueueOptions, "idempotencyKey">) {
     return this.withClient((c) => c.enqueueMany(agent, tasks, options))
   }
 
@@ -336,7 +336,7 @@ export class Orchestrator {
    * recorded with its task ids first, then the tasks. Its progress, completion and cancellation are events of
    * the batch (`getBatchHistory`); `getBatch` reads its progress.
    */
-  enqueueBatch<P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options?: BatchOptions) {
+  enqueueBatch<P>(agent: EnqueueTarget<P>, tasks: ReadonlyArray<Task<P>>, options?: BatchOptions) {
     return this.withClient((c) => c.enqueueBatch(agent, tasks, options))
   }
 

@@ -10,7 +10,7 @@ import type { TaskCommand } from "../projections/TaskDecider.ts"
 import type { BatchEnvelope } from "../streams/BatchEvent.ts"
 import type { CorruptEntry, RedisError } from "../streams/StreamError.ts"
 import { type Envelope, TaskId, type TaskStatus } from "../streams/TaskEvent.ts"
-import type { BaseAgent, Task } from "./Agent.ts"
+import type { EnqueueTarget, Task } from "./Agent.ts"
 import {
   type BatchAlreadyFinished,
   BatchNotFound,
@@ -109,13 +109,13 @@ export const idempotentTaskId = (agent: string, key: string): string =>
 
 export class TaskClient extends Context.Service<TaskClient, {
   readonly enqueue: <P>(
-    agent: BaseAgent<P>,
+    agent: EnqueueTarget<P>,
     task: Task<P>,
     options?: EnqueueOptions
   ) => Effect.Effect<string, InvalidInput | TaskAlreadyExists | RedisError>
   /** Enqueues many tasks in one round trip; each succeeds or fails on its own. */
   readonly enqueueMany: <P>(
-    agent: BaseAgent<P>,
+    agent: EnqueueTarget<P>,
     tasks: ReadonlyArray<Task<P>>,
     options?: Omit<EnqueueOptions, "idempotencyKey">
   ) => Effect.Effect<ReadonlyArray<{ readonly id: string; readonly error?: TaskAlreadyExists | InvalidInput }>, RedisError>
@@ -125,7 +125,7 @@ export class TaskClient extends Context.Service<TaskClient, {
    * batch. With `batchId`, a repeated call finishes an interrupted one (tasks that exist are no error).
    */
   readonly enqueueBatch: <P>(
-    agent: BaseAgent<P>,
+    agent: EnqueueTarget<P>,
     tasks: ReadonlyArray<Task<P>>,
     options?: BatchOptions
   ) => Effect.Effect<
@@ -177,7 +177,7 @@ export class TaskClient extends Context.Service<TaskClient, {
 
         /** A task's enqueue command, validated; synchronous (no fiber steps per task, which bulk enqueues feel). */
         const prepare = <P>(
-          agent: BaseAgent<P>,
+          agent: EnqueueTarget<P>,
           task: Task<P>,
           options: EnqueueOptions | undefined,
           now: number
@@ -205,7 +205,7 @@ export class TaskClient extends Context.Service<TaskClient, {
           })
         }
 
-        const enqueue = <P>(agent: BaseAgent<P>, task: Task<P>, options?: EnqueueOptions) =>
+        const enqueue = <P>(agent: EnqueueTarget<P>, task: Task<P>, options?: EnqueueOptions) =>
           Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<string, InvalidInput | RedisError | TaskAlreadyExists> => {
             const prepared = prepare(agent, task, options, now)
             if (Result.isFailure(prepared)) return Effect.fail(prepared.failure)
@@ -220,7 +220,7 @@ export class TaskClient extends Context.Service<TaskClient, {
           })
 
         const enqueueMany = <P>(
-          agent: BaseAgent<P>,
+          agent: EnqueueTarget<P>,
           tasks: ReadonlyArray<Task<P>>,
           options?: Omit<EnqueueOptions, "idempotencyKey">
         ) =>
@@ -240,7 +240,7 @@ export class TaskClient extends Context.Service<TaskClient, {
             })
           })
 
-        const enqueueBatch = <P>(agent: BaseAgent<P>, tasks: ReadonlyArray<Task<P>>, options: BatchOptions = {}) =>
+        const enqueueBatch = <P>(agent: EnqueueTarget<P>, tasks: ReadonlyArray<Task<P>>, options: BatchOptions = {}) =>
           Effect.gen(function*() {
             if (tasks.length === 0 || tasks.length > 10_000) {
               return yield* new InvalidInput({ message: `a batch has 1-10000 tasks, got ${tasks.length}` })

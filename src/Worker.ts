@@ -23,11 +23,11 @@ import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { type RedisError, toRedisError } from "../streams/StreamError.ts"
 import { TaskId, type WaitItem } from "../streams/TaskEvent.ts"
 import {
-  type BaseAgent,
   type ChildSpec,
   childTaskId,
   type DeliveredResult,
   newResultToken,
+  type RunnableAgent,
   type TurnContext,
   type TurnOutcome,
   type WaitSpec
@@ -151,7 +151,7 @@ const waitItems = (c: Claimed, pending: ReadonlyArray<WaitSpec | string>, now: n
 }
 
 export interface WorkerPoolOptions {
-  readonly agent: BaseAgent<any>
+  readonly agent: RunnableAgent
   readonly config: AgentWorkerConfig
   readonly workerId: string
   /** Told when a task goes into backoff or starts waiting with a deadline, so local maintenance acts on time. */

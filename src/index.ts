@@ -3,7 +3,7 @@
  * and, for Effect users, the services and layers they compose.
  */
 export { BaseAgent, childTaskId, Continue, defineAgent, Done, Wait } from "./Agent.ts"
-export type { AgentOptions, ChildSpec, DeliveredResult, Task, TurnContext, TurnFunction, TurnOutcome, WaitSpec } from "./Agent.ts"
+export type { AgentOptions, ChildSpec, DeliveredResult, EnqueueTarget, RunnableAgent, Task, TurnContext, TurnFunction, TurnOutcome, WaitSpec } from "./Agent.ts"
 export { backoffDelayMs, classifyFailure, FatalAgentError, TransientAgentError, TurnTimeout } from "./AgentErrors.ts"
 export {
   AgentWorkerConfig,

@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Socket } from "node:net"
 import Fastify, { type FastifyInstance } from "fastify"
 import { Effect, type Exit } from "effect"
-import type { BaseAgent } from "../Agent.ts"
+import type { RunnableAgent } from "../Agent.ts"
 import type { ObservabilityConfig } from "../Config.ts"
 import type { TaskClient } from "../TaskClient.ts"
 import type { TaskStore } from "../TaskStore.ts"
@@ -32,7 +32,7 @@ export interface AppOptions {
   readonly run: RunExit
   readonly config: ObservabilityConfig
   /** Agents registered in this process (their payload schemas validate enqueues). */
-  readonly agents: () => ReadonlyArray<BaseAgent<any>>
+  readonly agents: () => ReadonlyArray<RunnableAgent>
   /** Largest accepted request body, in bytes. */
   readonly bodyLimit?: number
   /** Server-Sent Events: heartbeat interval and the most streams open at once. */
