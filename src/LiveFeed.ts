@@ -182,6 +182,9 @@ async function* liveItems(
           replies = (reply ?? []).map(([key, entries]) => [streams.indexOf(key), entries])
         } else {
           for (let p = 0; p < streams.length; p++) {
+            // Not one command after an abort: a Cluster connection closed by `onAbort` keeps a command sent
+            // then in its offline queue for good, and the feed's end would wait on it.
+            if (closed || aborted()) break
             const reply = (await c.xread("COUNT", 200, "STREAMS", streams[p]!, last[p]!)) as XReadReply
             if (reply?.[0] !== undefined) replies.push([p, reply[0][1]])
           }
