@@ -5,7 +5,7 @@
  * `TaskStore.claimNext`), and prints per task and phase: function calls, their server time (INFO
  * commandstats), the server's CPU time and the commands run inside the functions.
  *
- *   node bench/hot-path.ts [--tasks=N] [--slots=S] [--redis-server=<path>] [--callgrind]
+ *   node bench/hot-path.ts [--tasks=N] [--slots=S] [--redis-server=<path>] [--callgrind] [--side=bullmq]
  *
  * With `--callgrind` the server runs under `valgrind --tool=callgrind` and each phase also reports the
  * instructions it executed per task: unlike times, a count that repeats exactly for the same binary and
@@ -13,7 +13,12 @@
  * by function (`callgrind_annotate`), build Redis from source with symbols and pass it as `--redis-server`;
  * the dumps are left in bench/results/callgrind/. Keep N small under valgrind (2,000–5,000): it runs the
  * server about 50× slower.
+ *
+ * `--side=bullmq` counts BullMQ instead, the same way: `addBulk` of 200 jobs per call, then a `Worker` with
+ * `concurrency` S and a no-op processor draining them (its background commands included: it is what BullMQ
+ * costs Redis per job), so the two systems' instructions per job compare exactly.
  */
+import { Queue, Worker } from "bullmq"
 import { execFileSync } from "node:child_process"
 import { mkdirSync, readdirSync, readFileSync } from "node:fs"
 import { Effect, Layer, ManagedRuntime } from "effect"
@@ -29,6 +34,8 @@ const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`
 const tasks = Number(arg("tasks") ?? 20000)
 const slots = Number(arg("slots") ?? 100)
 const callgrind = process.argv.includes("--callgrind")
+const side = arg("side") ?? "ours"
+if (side !== "ours" && side !== "bullmq") throw new Error("--side must be ours or bullmq")
 if (!Number.isInteger(tasks) || tasks < 1 || !Number.isInteger(slots) || slots < 1) {
   throw new Error("--tasks and --slots must be positive integers")
 }
@@ -48,14 +55,6 @@ const dumpedInstructions = (): number =>
     const totals = /^totals: (\d+)/m.exec(readFileSync(`${dumps}${f}`, "utf8"))
     return sum + Number(totals?.[1] ?? 0)
   }, 0)
-
-const keyspace = { namespace: "hot-path", partitions: 1 }
-const runtime = ManagedRuntime.make(TaskStore.layer(keyspace).pipe(Layer.provide(RedisClient.layer({ url: redis.url }))))
-const store = await runtime.runPromise(Effect.gen(function*() {
-  return yield* TaskStore
-}))
-const agent = "noop"
-await store.conn.xgroup("CREATE", partitionKeys(keyspace, 0).queue(agent), agent, "0", "MKSTREAM")
 
 interface Phase {
   readonly name: string
@@ -81,39 +80,79 @@ const measure = async (name: string, n: number, body: () => Promise<void>): Prom
   return { name, tasks: n, stats, cpuUs, seconds, ...(callgrind ? { instructions: dumpedInstructions() - dumped } : {}) }
 }
 
-const ids = Array.from({ length: tasks }, (_, i) => `hp-${i}`)
-const enqueue = await measure("enqueue (pipelines of 200)", tasks, async () => {
-  for (let i = 0; i < tasks; i += 200) {
-    const commands = ids.slice(i, i + 200).map((taskId, j): { command: TaskCommand } => ({
-      command: { _tag: "Enqueue", taskId, agent, ownerId: "bench", payload: makePayload(i + j), maxRetries: 3, now: Date.now() }
-    }))
-    await runtime.runPromise(store.executeMany(commands))
-  }
-})
-
-const worker = "hot-path-worker"
-const request = (count: number) => ({ agent, partition: 0, worker, count, now: Date.now() })
-let completed = 0
-/** Completes a claimed task and claims the slot's next one in the same call; returns it, if any. */
-const completeAndClaim = async ({ entryId, taskId, lease }: ClaimedEntry): Promise<ClaimedEntry | undefined> => {
-  const command: TaskCommand = {
-    _tag: "Complete", taskId, lease: lease + 1, output: { done: true }, steeringApplied: 0, now: Date.now()
-  }
-  const r = await runtime.runPromise(store.claimNext(request(1), { command, delivery: { entryId, agent } }))
-  if (r.outcome === undefined || !("values" in r.outcome)) throw new Error(`Complete of ${taskId}: ${JSON.stringify(r.outcome)}`)
-  completed++
-  return r.claims.find((c) => "values" in c.outcome)
-}
-const drain = await measure(`drain (${slots} slots: Complete fused with the next claim)`, tasks, async () => {
-  const first = await runtime.runPromise(store.claimNext(request(slots)))
-  await Promise.all(first.claims.map(async (claimed) => {
-    for (let next: ClaimedEntry | undefined = claimed; next !== undefined;) next = await completeAndClaim(next)
+/** Our side: enqueues through `TaskStore.executeMany`, then drains with slots that fuse each Complete with the next claim. */
+const runOurs = async (): Promise<ReadonlyArray<Phase>> => {
+  const keyspace = { namespace: "hot-path", partitions: 1 }
+  const runtime = ManagedRuntime.make(TaskStore.layer(keyspace).pipe(Layer.provide(RedisClient.layer({ url: redis.url }))))
+  const store = await runtime.runPromise(Effect.gen(function*() {
+    return yield* TaskStore
   }))
-})
-if (completed !== tasks) throw new Error(`drained ${completed} of ${tasks} tasks`)
+  const agent = "noop"
+  await store.conn.xgroup("CREATE", partitionKeys(keyspace, 0).queue(agent), agent, "0", "MKSTREAM")
+
+  const ids = Array.from({ length: tasks }, (_, i) => `hp-${i}`)
+  const enqueued = await measure("enqueue (pipelines of 200)", tasks, async () => {
+    for (let i = 0; i < tasks; i += 200) {
+      const commands = ids.slice(i, i + 200).map((taskId, j): { command: TaskCommand } => ({
+        command: { _tag: "Enqueue", taskId, agent, ownerId: "bench", payload: makePayload(i + j), maxRetries: 3, now: Date.now() }
+      }))
+      await runtime.runPromise(store.executeMany(commands))
+    }
+  })
+
+  const worker = "hot-path-worker"
+  const request = (count: number) => ({ agent, partition: 0, worker, count, now: Date.now() })
+  let completed = 0
+  /** Completes a claimed task and claims the slot's next one in the same call; returns it, if any. */
+  const completeAndClaim = async ({ entryId, taskId, lease }: ClaimedEntry): Promise<ClaimedEntry | undefined> => {
+    const command: TaskCommand = {
+      _tag: "Complete", taskId, lease: lease + 1, output: { done: true }, steeringApplied: 0, now: Date.now()
+    }
+    const r = await runtime.runPromise(store.claimNext(request(1), { command, delivery: { entryId, agent } }))
+    if (r.outcome === undefined || !("values" in r.outcome)) throw new Error(`Complete of ${taskId}: ${JSON.stringify(r.outcome)}`)
+    completed++
+    return r.claims.find((c) => "values" in c.outcome)
+  }
+  const drained = await measure(`drain (${slots} slots: Complete fused with the next claim)`, tasks, async () => {
+    const first = await runtime.runPromise(store.claimNext(request(slots)))
+    await Promise.all(first.claims.map(async (claimed) => {
+      for (let next: ClaimedEntry | undefined = claimed; next !== undefined;) next = await completeAndClaim(next)
+    }))
+  })
+  if (completed !== tasks) throw new Error(`drained ${completed} of ${tasks} tasks`)
+  await runtime.dispose()
+  return [enqueued, drained]
+}
+
+/** BullMQ's side: `addBulk` of 200 jobs per call, then a Worker with `slots` concurrency and a no-op processor. */
+const runBullmq = async (): Promise<ReadonlyArray<Phase>> => {
+  const connection = { host: "127.0.0.1", port: redis.port }
+  const queue = new Queue("hot-path", { connection })
+  await queue.waitUntilReady()
+  const enqueued = await measure("enqueue (addBulk of 200)", tasks, async () => {
+    for (let i = 0; i < tasks; i += 200) {
+      await queue.addBulk(Array.from({ length: Math.min(200, tasks - i) }, (_, j) => ({ name: "noop", data: makePayload(i + j) })))
+    }
+  })
+  let done = 0
+  let worker: Worker | undefined
+  const drained = await measure(`drain (${slots} slots: a Worker with concurrency ${slots}, no-op processor)`, tasks, () =>
+    new Promise<void>((resolve, reject) => {
+      worker = new Worker("hot-path", async () => ({ done: true }), { connection, concurrency: slots })
+      worker.on("completed", () => {
+        if (++done === tasks) resolve()
+      })
+      worker.on("failed", (_job, e) => reject(e))
+    }))
+  await worker?.close()
+  await queue.close()
+  return [enqueued, drained]
+}
+
+const phases = side === "ours" ? await runOurs() : await runBullmq()
 
 const scripts = new Set(["fcall", "evalsha", "eval"])
-for (const p of [enqueue, drain]) {
+for (const p of phases) {
   const per = (x: number) => (x / p.tasks).toFixed(x / p.tasks < 10 ? 2 : 1)
   const fn = Object.entries(p.stats).filter(([c]) => scripts.has(c)).reduce((a, [, s]) => ({ calls: a.calls + s.calls, usec: a.usec + s.usec }), { calls: 0, usec: 0 })
   const inner = Object.entries(p.stats).filter(([c]) => !scripts.has(c)).sort((a, b) => b[1].calls - a[1].calls)
@@ -122,5 +161,4 @@ for (const p of [enqueue, drain]) {
   if (p.instructions !== undefined) console.log(`  instructions per task (callgrind): ${Math.round(p.instructions / p.tasks).toLocaleString("en-US")}`)
   console.log(`  commands per task: ${inner.map(([c, s]) => `${c} ${per(s.calls)}`).join(", ")}`)
 }
-await runtime.dispose()
 await redis.stop()
