@@ -164,19 +164,21 @@ local function clear_worker(t)
 end
 
 -- Returns the live task under `lease`, or nil and the rejection.
--- Reads only the fields every lease holder's commit uses (HMGET: ten values, no field names, into a table the
+-- Reads only the fields every lease holder's commit uses (HMGET: nine values, no field names, into a table the
 -- constructor sizes at once), not the whole hash: about 25,000 fewer instructions per commit than load_task.
 -- A script that needs more names them (`...`: 'turns', 'retries', 'maxRetries'): each field HMGET looks up
 -- walks the hash's listpack, ~1,500 instructions.
 local function require_lease(lease, ...)
   local v = redis.call('HMGET', H, 'status', 'lease', 'version', 'cancel', 'agent', 'ownerId', 'parent', 'batch',
-    'deadline', 'sideKeys', ...)
+    'sideKeys', ...)
   local t
   if v[1] then
     t = { status = v[1], lease = tonumber(v[2]), version = tonumber(v[3]), cancel = v[4], agent = v[5], ownerId = v[6],
-      parent = v[7] or nil, batch = v[8] or nil, deadline = v[9] or nil, sideKeys = v[10] or nil }
-    if not v[10] then t.side = 0 end
-    for i = 1, select('#', ...) do t[select(i, ...)] = v[10 + i] end
+      parent = v[7] or nil, batch = v[8] or nil, sideKeys = v[9] or nil }
+    for i = 1, select('#', ...) do t[select(i, ...)] = v[9 + i] end
+    -- A deadline needs wait items, which need the side-keys mark (mark_side comes first): most tasks skip
+    -- looking it up, a walk of the whole hash when it is absent.
+    if not v[9] then t.side = 0 else t.deadline = redis.call('HGET', H, 'deadline') or nil end
   else
     t = load_task() -- none, or expired (see load_task)
   end
