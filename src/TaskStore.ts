@@ -205,30 +205,36 @@ const sideLists = (values: ReadonlyArray<unknown>, at: number) => ({
 })
 
 /** What a worker runs a claimed task's turn from: the claimed task's state as the claim leaves it, in part. */
-export type ClaimedTask =
-  & Pick<TaskState, "ownerId" | "lease" | "turns" | "retries" | "payload" | "steering" | "wait" | "results" | "children">
-  & Pick<TaskState, "parentId" | "batchId">
+export type ClaimedTask = Pick<
+  TaskState,
+  "ownerId" | "lease" | "turns" | "retries" | "payload" | "steering" | "wait" | "results" | "children"
+>
 
 /**
- * A claim's reply values (lib.lua's claim_view): owner, lease, turns, retries, parent and batch (null: none),
- * the history entry holding the payload, then the side data.
+ * A claim's reply values (lib.lua's claim_view): owner, lease, turns, retries, the history entry holding the
+ * payload, then the side data.
  */
 export const claimedTask = (values: ReadonlyArray<unknown>): ClaimedTask => {
-  const side = sideLists(values, 7)
+  const side = sideLists(values, 5)
   return {
     ownerId: String(values[0]),
     lease: Number(values[1]),
     turns: Number(values[2]),
     retries: Number(values[3]),
-    ...(values[4] ? { parentId: String(values[4]) } : {}),
-    ...(values[5] ? { batchId: String(values[5]) } : {}),
-    payload: eventField(values[6] as string | null, "payload"),
+    payload: eventField(values[4] as string | null, "payload"),
     steering: side.steering.map((m) => JSON.parse(m)),
     wait: side.wait.map((item) => JSON.parse(item) as WaitItem),
     results: parseValues<WaitResult>(side.results),
     children: parseValues<TaskState["children"][string]>(side.children)
   }
 }
+
+/**
+ * Whether a commit's reply says the task ended and went to the outbox (lib.lua's follow_up_due): its parent or
+ * batch must hear of its end, or its children follow it, so the worker runs the follow-up step at once.
+ */
+export const followUpDue = (values: ReadonlyArray<unknown>): boolean =>
+  (values[0] === "TaskCompleted" || values[0] === "TaskCancelled" || values[0] === "failed") && Number(values[1]) === 1
 
 export const flatToRecord = (flat: ReadonlyArray<unknown>): Record<string, string> => {
   const out: Record<string, string> = {}

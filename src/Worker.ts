@@ -11,8 +11,9 @@
  * A turn ends in exactly one command under its lease: CompleteTurn, Wait, Complete, Fail, AcknowledgeCancel
  * (cancelled) or Release (shutdown). A lost lease (heartbeat rejected) interrupts the turn and commits
  * nothing; a zombie's late commit is rejected by the scripts anyway. A turn may spawn child tasks before
- * it ends (SpawnChildren under its lease, then the children's enqueues). After the commit of a task that has
- * a parent or children, the worker runs the follow-up step (src/FollowUp.ts).
+ * it ends (SpawnChildren under its lease, then the children's enqueues). When the commit's reply says it ended
+ * the task with a follow-up step due (a parent, batch or children to tell), the worker runs the step
+ * (src/FollowUp.ts).
  */
 import { hostname } from "node:os"
 import { randomUUID } from "node:crypto"
@@ -37,7 +38,7 @@ import { AgentWorkerConfig } from "./Config.ts"
 import { ControlChannel } from "./ControlChannel.ts"
 import { InvalidInput, type TaskRejected } from "./Errors.ts"
 import { settle } from "./FollowUp.ts"
-import { type Accepted, type ClaimedTask, claimedTask, flatToRecord, TaskStore, type Delivery } from "./TaskStore.ts"
+import { type Accepted, type ClaimedTask, claimedTask, flatToRecord, followUpDue, TaskStore, type Delivery } from "./TaskStore.ts"
 
 export const makeWorkerId = (): string => `${hostname()}-${process.pid}-${randomUUID().slice(0, 6)}`
 
@@ -93,8 +94,6 @@ interface Claimed {
   readonly delivery: Delivery
   /** The partition whose queue the task came from (the slot's next claim reads the same queue). */
   readonly partition: number
-  readonly parentId: string | undefined
-  readonly batchId: string | undefined
   /** The children the task had spawned when claimed, and those this turn spawns. */
   readonly children: Set<string>
   /** What arrived for the wait this turn resumes from (in the wait's order). */
@@ -121,8 +120,6 @@ const claimedOf = (taskId: string, accepted: Accepted, delivery: Delivery, parti
     steering: state.steering,
     delivery,
     partition,
-    parentId: state.parentId,
-    batchId: state.batchId,
     children: new Set(Object.keys(state.children)),
     results: resultsOf(state)
   }
@@ -196,13 +193,20 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
     const nowMs = () => clock.currentTimeMillisUnsafe()
     const now = Effect.sync(nowMs)
 
+    /** The tasks whose commit just ended them with a follow-up step due (lib.lua's follow_up_due). */
+    const followUps = new Set<string>()
+    const noteFollowUp = (taskId: string, accepted: Accepted) => {
+      if (followUpDue(accepted.values)) followUps.add(taskId)
+    }
+
     /** Sends a worker command; a connection problem is retried a few times. */
     const send = (command: TaskCommand, delivery?: Delivery) =>
       store.execute(command, delivery).pipe(
         Effect.retry({
           while: (e) => e._tag === "RedisError" && e.isRetryable,
           schedule: Schedule.exponential("100 millis").pipe(Schedule.upTo({ times: 8 }))
-        })
+        }),
+        Effect.tap((accepted) => Effect.sync(() => noteFollowUp(command.taskId, accepted)))
       )
 
     /**
@@ -419,7 +423,11 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           const [next] = claims.flatMap((e) =>
             "values" in e.outcome ? [claimedOf(e.taskId, e.outcome, { entryId: e.entryId, agent: agent.name }, c.partition)] : []
           )
-          if (outcome === undefined || "values" in outcome) return Effect.succeed(next)
+          if (outcome === undefined) return Effect.succeed(next)
+          if ("values" in outcome) {
+            noteFollowUp(command.taskId, outcome)
+            return Effect.succeed(next)
+          }
           return Effect.as(
             outcome._tag === "RedisError" && outcome.isRetryable
               ? commit(command, c.delivery) // sent again: if it was applied after all, the resend is rejected (logged)
@@ -512,16 +520,17 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
             unwatch()
             if (running.get(c.taskId) === entry) running.delete(c.taskId)
           })),
-          Effect.flatMap((verdict) => {
-            const ended = finish(c, verdict, claimNext)
-            // A task with a parent or children may have ended: tell the parent, cancel the children (or the sweep will).
-            if (c.parentId === undefined && c.batchId === undefined && c.children.size === 0) return ended
-            return Effect.tap(ended, () =>
-              settle(c.taskId).pipe(
+          Effect.flatMap((verdict) => finish(c, verdict, claimNext)),
+          // The commit ended the task with a follow-up step due: tell its parent and batch, cancel its children,
+          // now (the outbox has it too, so a step that fails here is maintenance's).
+          Effect.tap(() =>
+            followUps.delete(c.taskId)
+              ? settle(c.taskId).pipe(
                 Effect.provideService(TaskStore, store),
                 Effect.catch((e) => Effect.logWarning(`follow-up of task ${c.taskId} deferred to maintenance: ${e.message}`))
-              ))
-          }),
+              )
+              : Effect.void
+          ),
           Effect.catchCause((cause) => Effect.as(Effect.logError(`turn of task ${c.taskId} crashed`, cause), undefined))
         )
       })

@@ -5,7 +5,7 @@
   KEYS[1..3] task hash, history, partition log
   ARGV[1..3] prefix, task id, now
   ARGV[4] lease   ARGV[5] queue entry id   ARGV[6] payload (JSON)   ARGV[7] steering messages applied
-  Returns { "ok", event tag } | rejected TaskNotFound / StaleLease / InvalidSteeringCount
+  Returns { "ok", event tag } (a requested cancel: { "ok", "TaskCancelled", follow-up due }) | rejected TaskNotFound / StaleLease / InvalidSteeringCount
 ]]
 local lease, entry_id, payload, applied = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local t, rejection = require_lease(lease, 'turns')

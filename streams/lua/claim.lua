@@ -5,8 +5,8 @@
   ARGV[1..3] prefix, task id, now
   ARGV[4] the lease named by the queue entry   ARGV[5] worker id   ARGV[6] queue entry id
   ARGV[7] agent (queue and consumer group)
-  Returns { "ok", owner id, lease, turns, retries, parent id, batch id (false: none), <history entry holding
-  the payload>, [<steering messages>, <wait items>, <results as a flat list>, <children as a flat list>] (only
-  for a task with side data) } (lib.lua's claim_view) | rejected TaskNotFound / StaleLease
+  Returns { "ok", owner id, lease, turns, retries, <history entry holding the payload>, [<steering messages>,
+  <wait items>, <results as a flat list>, <children as a flat list>] (only for a task with side data) }
+  (lib.lua's claim_view) | rejected TaskNotFound / StaleLease
 ]]
 return claim_entry(tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7])

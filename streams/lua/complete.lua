@@ -5,7 +5,7 @@
   ARGV[1..3] prefix, task id, now
   ARGV[4] lease   ARGV[5] queue entry id   ARGV[6] output (JSON)   ARGV[7] steering messages applied
   ARGV[8] the final turn's payload (JSON), or "" when the agent gave none
-  Returns { "ok", event tag } | rejected TaskNotFound / StaleLease / InvalidSteeringCount
+  Returns { "ok", event tag, follow-up due (1: the task went to the outbox) } | rejected TaskNotFound / StaleLease / InvalidSteeringCount
 ]]
 local lease, entry_id, output, applied, payload = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 local t, rejection = require_lease(lease)
@@ -25,4 +25,4 @@ set_status(t, 'completed')
 append(t, 'TaskCompleted', '"lease":' .. int(t.lease) .. ',"output":' .. output .. payload_field .. ',"steeringApplied":' ..
   int(applied) .. ',"steeringUnapplied":' .. (pending == applied and '0' or int(pending - applied)), points)
 ack(t.agent, entry_id)
-return { 'ok', 'TaskCompleted' }
+return { 'ok', 'TaskCompleted', follow_up_due(t) }

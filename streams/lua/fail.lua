@@ -5,7 +5,7 @@
   ARGV[1..3] prefix, task id, now
   ARGV[4] lease   ARGV[5] queue entry id   ARGV[6] error (JSON {message, kind})
   ARGV[7] "fatal" | "retry" | "backoff"   ARGV[8] retry time (ms, for backoff)
-  Returns { "ok", decision } | rejected TaskNotFound / StaleLease
+  Returns { "ok", decision, follow-up due (1: the task failed and went to the outbox) } | rejected TaskNotFound / StaleLease
 ]]
 local lease, entry_id, err, retry, retry_at = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local t, rejection = require_lease(lease, 'retries', 'maxRetries')
@@ -33,4 +33,4 @@ else
 end
 append(t, 'TaskFailed', data)
 ack(t.agent, entry_id)
-return { 'ok', decision }
+return { 'ok', decision, follow_up_due(t) }

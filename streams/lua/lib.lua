@@ -264,7 +264,9 @@ local function consume_wait(t)
 end
 
 -- A task that ends drops its pending steering, wait, results and deadline, and goes to the outbox when others
--- must hear of its end (its parent or batch) or follow it (its children): see src/FollowUp.ts.
+-- must hear of its end (its parent or batch) or follow it (its children): see src/FollowUp.ts. Sets
+-- t.follow_up then, which the scripts that end a task for its worker report (`follow_up_due`), so the worker
+-- runs the step at once only for the tasks that need one.
 local function finish(t)
   if t.side ~= 0 then
     side_keys()
@@ -276,8 +278,12 @@ local function finish(t)
   end
   if t.parent ~= nil or t.batch ~= nil or (t.side ~= 0 and redis.call('EXISTS', CHILDREN) == 1) then
     redis.call('ZADD', PREFIX .. ':outbox', NOW, TASK_ID)
+    t.follow_up = true
   end
 end
+
+-- 1 when the task just went to the outbox (finish), else 0: the last element of a reply that ends a task.
+local function follow_up_due(t) return t.follow_up and 1 or 0 end
 
 -- Ends a processing task as cancelled (a cancel was requested while it ran).
 local function finish_cancelled(t, entry_id)
@@ -286,7 +292,7 @@ local function finish_cancelled(t, entry_id)
   set_status(t, 'cancelled')
   append(t, 'TaskCancelled', '"lease":' .. t.lease)
   ack(t.agent, entry_id)
-  return { 'ok', 'TaskCancelled' }
+  return { 'ok', 'TaskCancelled', follow_up_due(t) }
 end
 
 -- Adds the task's side data to a view (`out`: claim_view, read.lua), if it has any: its steering messages, wait
@@ -304,26 +310,26 @@ local function side_view(t, out)
 end
 
 -- The task as a claim reads it: the fields claim_entry checks and writes (status, lease, version, agent, owner,
--- entry) and those its worker runs the turn from (turns, retries, parent, batch, payload), by one HMGET into a
--- table the constructor sizes at once. Not the whole hash: HGETALL, a table of all its fields and the JSON of
+-- entry) and those its worker runs the turn from (turns, retries, payload), by one HMGET into a table the
+-- constructor sizes at once. Not parent and batch: absent in most hashes, each would walk all of it, and the
+-- worker learns whether a follow-up is due from the commit that ends the task (follow_up_due). Not the whole hash: HGETALL, a table of all its fields and the JSON of
 -- them (what read.lua replies) were about a tenth of a claim's instructions. No hash: load_task (none, or
 -- expired).
 local function load_for_claim()
   local v = redis.call('HMGET', H, 'status', 'lease', 'version', 'agent', 'ownerId', 'entry', 'payloadAt', 'turns',
-    'retries', 'parent', 'batch', 'sideKeys')
+    'retries', 'sideKeys')
   if not v[1] then return load_task() end
   local t = { status = v[1], lease = tonumber(v[2]), version = tonumber(v[3]), agent = v[4], ownerId = v[5],
-    entry = v[6] or nil, payloadAt = v[7] or nil, turns = v[8], retries = v[9], parent = v[10] or nil,
-    batch = v[11] or nil, sideKeys = v[12] or nil }
-  if not v[12] then t.side = 0 end
+    entry = v[6] or nil, payloadAt = v[7] or nil, turns = v[8], retries = v[9], sideKeys = v[10] or nil }
+  if not v[10] then t.side = 0 end
   return t
 end
 
 -- What the worker of a claimed task runs its turn from (claim's reply): "ok", owner, lease, turns, retries,
--- parent and batch (false: none), the history entry holding the payload, then its side data (side_view).
--- Flat: each table in a function's reply costs Redis a dozen lookups.
+-- the history entry holding the payload, then its side data (side_view). Flat: each table in a function's
+-- reply costs Redis a dozen lookups.
 local function claim_view(t)
-  return side_view(t, { 'ok', t.ownerId, int(t.lease), t.turns, t.retries, t.parent or false, t.batch or false,
+  return side_view(t, { 'ok', t.ownerId, int(t.lease), t.turns, t.retries,
     t.payloadAt and redis.call('LINDEX', LOG, t.payloadAt) or false })
 end
 

@@ -7,7 +7,7 @@
   KEYS[1..3] task hash, history, partition log
   ARGV[1..3] prefix, task id, now
   ARGV[4] lease the entry's claim started   ARGV[5] queue entry id   ARGV[6] agent
-  Returns { "ok", decision } | rejected TaskNotFound / StaleLease
+  Returns { "ok", decision } ({ "ok", "TaskCancelled", follow-up due } for a requested cancel) | rejected TaskNotFound / StaleLease
 ]]
 local lease, entry_id, agent = ARGV[4], ARGV[5], ARGV[6]
 local t, rejection = require_lease(lease, 'retries', 'maxRetries')

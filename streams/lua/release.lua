@@ -5,7 +5,7 @@
   KEYS[1..3] task hash, history, partition log
   ARGV[1..3] prefix, task id, now
   ARGV[4] lease   ARGV[5] queue entry id   ARGV[6] "release" | "cancel"
-  Returns { "ok", event tag } | rejected TaskNotFound / StaleLease / NotDue (cancel not requested)
+  Returns { "ok", event tag } (a requested cancel: { "ok", "TaskCancelled", follow-up due }) | rejected TaskNotFound / StaleLease / NotDue (cancel not requested)
 ]]
 local lease, entry_id, mode = ARGV[4], ARGV[5], ARGV[6]
 local t, rejection = require_lease(lease)

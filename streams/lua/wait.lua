@@ -7,7 +7,7 @@
   ARGV[1..3] prefix, task id, now
   ARGV[4] lease   ARGV[5] queue entry id   ARGV[6] payload (JSON)   ARGV[7] steering messages applied
   ARGV[8] the items as one JSON array   ARGV[9..] each item (JSON {id, kind, token?, timeoutAt?, onTimeout?})
-  Returns { "ok", "TaskWaiting", resumed (0|1) } | { "ok", "TaskCancelled" }
+  Returns { "ok", "TaskWaiting", resumed (0|1) } | { "ok", "TaskCancelled", follow-up due (0|1) }
         | rejected TaskNotFound / StaleLease / InvalidSteeringCount / InvalidWait ("<reason>:<id>")
 ]]
 local lease, entry_id, payload, applied, pending_json = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]

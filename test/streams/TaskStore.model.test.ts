@@ -22,7 +22,16 @@ import { RedisClient, type RedisConnection } from "../../streams/RedisClient.ts"
 import type { RedisError } from "../../streams/StreamError.ts"
 import { decodeEnvelope, type Envelope, isTerminal, type TaskEvent, TaskStatus } from "../../streams/TaskEvent.ts"
 import type { TaskRejected } from "../../src/Errors.ts"
-import { type Accepted, type ClaimedEntry, claimedTask, type Delivery, flatToRecord, stateFromHash, TaskStore } from "../../src/TaskStore.ts"
+import {
+  type Accepted,
+  type ClaimedEntry,
+  claimedTask,
+  type Delivery,
+  flatToRecord,
+  followUpDue,
+  stateFromHash,
+  TaskStore
+} from "../../src/TaskStore.ts"
 import { trimQueue } from "../../src/Maintenance.ts"
 import { freshKeyspace, keysMatching, redisLayer } from "../support/TestRedis.ts"
 import {
@@ -108,6 +117,9 @@ const run: Run = (effect) => Effect.runPromise(effect)
 const strip = ({ id: _id, ...rest }: Envelope): Recorded => rest
 
 /** Whether a follow-up step is due for the task: it ended with a parent, batch or children, or children timed out. */
+/** The worker commands whose reply says whether the task they ended needs its follow-up step. */
+const endingCommits = new Set<TaskCommand["_tag"]>(["Complete", "Fail", "CompleteTurn", "Wait", "Release", "AcknowledgeCancel"])
+
 const mustFollowUp = (s: TaskState): boolean =>
   (isTerminal(s.status) && (s.parentId !== undefined || s.batchId !== undefined || Object.keys(s.children).length > 0)) ||
   Object.values(s.children).some((c) => c.end === "timedOut")
@@ -263,25 +275,18 @@ class Harness {
   /** What a worker or client reads from an accepted command's reply agrees with the model. */
   private checkReply(command: TaskCommand, values: ReadonlyArray<unknown>, after: TaskState, events: ReadonlyArray<TaskEvent>): void {
     const resumed = (es: ReadonlyArray<TaskEvent>) => es.some((e) => "resumed" in e && e.resumed)
+    // A worker's commit that ends the task says whether it went to the outbox: its worker then runs the
+    // follow-up step at once (the claim does not read parent and batch for that).
+    if (endingCommits.has(command._tag) && isTerminal(after.status)) {
+      assert.strictEqual(followUpDue(values), mustFollowUp(after), `follow-up due in the reply to ${command._tag}`)
+    }
     switch (command._tag) {
       case "Claim": {
         // Claim and load in one round trip: the worker runs from exactly this state.
-        const { ownerId, lease, turns, retries, payload, steering, wait, results, children, parentId, batchId } = after
+        const { ownerId, lease, turns, retries, payload, steering, wait, results, children } = after
         assert.deepStrictEqual(
           claimedTask(values),
-          {
-            ownerId,
-            lease,
-            turns,
-            retries,
-            payload,
-            steering,
-            wait,
-            results,
-            children,
-            ...(parentId !== undefined ? { parentId } : {}),
-            ...(batchId !== undefined ? { batchId } : {})
-          },
+          { ownerId, lease, turns, retries, payload, steering, wait, results, children },
           "the claimed task"
         )
         break
