@@ -160,6 +160,40 @@ const load = async (conn: RedisConnection): Promise<void> => {
   ))
 }
 
+const LIBRARY_NAME = /^factorial_[0-9a-f]{12}$/
+
+/** The name of a library in a FUNCTION LIST reply entry (a flat key/value list, or a map under RESP3). */
+const libraryName = (entry: unknown): string =>
+  Array.isArray(entry) ? String(entry[entry.indexOf("library_name") + 1]) : String((entry as { library_name?: unknown }).library_name)
+
+/**
+ * The libraries of other releases of factorial-ts on the server (on any master of a Cluster): each release
+ * loads its own and never deletes another's, since processes of two releases share a Redis during a rolling
+ * upgrade. Deleting one a running process still uses is harmless: its next call loads it again.
+ */
+export const otherReleasesLibraries = async (conn: RedisConnection): Promise<ReadonlyArray<string>> => {
+  const names = new Set<string>()
+  for (const node of conn instanceof Cluster ? conn.nodes("master") : [conn]) {
+    const list = (await node.call("FUNCTION", "LIST", "LIBRARYNAME", "factorial_*")) as ReadonlyArray<unknown>
+    for (const entry of list) {
+      const name = libraryName(entry)
+      if (LIBRARY_NAME.test(name) && name !== `factorial_${libraryVersion}`) names.add(name)
+    }
+  }
+  return [...names].sort()
+}
+
+/** Deletes libraries on every master that has them. */
+export const deleteLibraries = async (conn: RedisConnection, names: ReadonlyArray<string>): Promise<void> => {
+  for (const node of conn instanceof Cluster ? conn.nodes("master") : [conn]) {
+    for (const name of names) {
+      await node.call("FUNCTION", "DELETE", name).catch((e: unknown) => {
+        if (!/library not found/i.test(String(e))) throw e
+      })
+    }
+  }
+}
+
 /** Loads the library on every master and returns the connection's functions. */
 export const installScripts = async (conn: RedisConnection): Promise<Scripts> => {
   await load(conn)

@@ -14,6 +14,7 @@ import { pathToFileURL } from "node:url"
 import { Clock, Effect, Schema, Stream } from "effect"
 import { type Keyspace, partitionOf } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
+import { deleteLibraries, libraryVersion, otherReleasesLibraries } from "../../streams/Scripts.ts"
 import { RedisError, toRedisError } from "../../streams/StreamError.ts"
 import { cursorNow, type LiveItem, liveEvents } from "../LiveFeed.ts"
 import { makeEmitHub } from "../LiveEmit.ts"
@@ -538,6 +539,31 @@ const rebuildCommand: Command = {
 
 // ---------------------------------------------------------------------------------------------------
 
+const functionsCommand: Command = {
+  ...specs.functions,
+  run: (ctx) =>
+    run(
+      ctx,
+      withNamespace(ctx.globals, () =>
+        Effect.gen(function*() {
+          const redis = yield* RedisClient
+          const others = yield* redis.use("function list", otherReleasesLibraries)
+          const prune = ctx.flags.prune === true
+          if (prune && others.length > 0) yield* redis.use("function delete", (c) => deleteLibraries(c, others))
+          const current = `factorial_${libraryVersion}`
+          yield* out(
+            ctx,
+            isJson(ctx)
+              ? JSON.stringify({ current, others, deleted: prune ? others : [] }) + "\n"
+              : `this release: ${current}\n` + (others.length === 0
+                ? "no library of another release\n"
+                : `${prune ? "deleted" : "other releases (delete with --prune)"}: ${others.join(", ")}\n`)
+          )
+          return ExitCode.ok
+        }))
+    )
+}
+
 const demoCommand: Command = {
   ...specs.demo,
   run: async (ctx) => {
@@ -564,6 +590,7 @@ export const commands: ReadonlyArray<Command> = [
   importCommand,
   rebuildCommand,
   verifyCommand,
+  functionsCommand,
   demoCommand
 ]
 

@@ -247,6 +247,17 @@ export const rebuildSpec: CommandSpec = {
   ],
 }
 
+export const functionsSpec: CommandSpec = {
+  name: "functions",
+  summary: "List the Redis Function libraries of other factorial-ts releases; --prune deletes them",
+  description: "Each release loads its own library (factorial_<version>) on every master and never deletes\n" +
+    "another's, so processes of two releases can share a Redis during a rolling upgrade; old ones stay\n" +
+    "until deleted. Deleting one that a running process still uses is harmless: its next call loads it again.",
+  args: [],
+  flags: [{ name: "prune", kind: "boolean", description: "Delete them (on every master)" }, json],
+  examples: ["factorial-ts functions", "factorial-ts functions --prune"],
+}
+
 export const demoSpec: CommandSpec = {
   name: "demo",
   summary: "Run the demo (an agent that needs no API key, and the dashboard)",
@@ -267,6 +278,7 @@ export const specs = {
   import: importSpec,
   rebuild: rebuildSpec,
   verify: verifySpec,
+  functions: functionsSpec,
   demo: demoSpec
 }
 

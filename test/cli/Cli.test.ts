@@ -8,7 +8,9 @@ import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
+import { Redis } from "ioredis"
 import { taskKeys } from "../../streams/Keys.ts"
+import { libraryVersion } from "../../streams/Scripts.ts"
 import { defineAgent, Done } from "../../src/Agent.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
 import { freshKeyspace, redisUrl } from "../support/TestRedis.ts"
@@ -76,7 +78,7 @@ afterAll(async () => {
 
 describe("factorial-ts: arguments and help", { timeout: 240_000 }, () => {
   it("prints help for the program and every command", async () => {
-    const commands = ["run", "enqueue", "status", "history", "tail", "export", "import", "rebuild", "verify", "demo"]
+    const commands = ["run", "enqueue", "status", "history", "tail", "export", "import", "rebuild", "verify", "functions", "demo"]
     const [top, ...each] = await cliAll([["--help"], ...commands.map((c) => [c, "--help"])])
     expect(top!.code).toBe(0)
     for (const c of commands) expect(top!.stdout).toContain(`  ${c} `)
@@ -266,6 +268,37 @@ describe("factorial-ts: verify, rebuild, export, import", { timeout: 240_000 }, 
     const [agent, expired] = await cliAll([[...ns, "export", "--agent", "tools"], [...ns, "export", "--status", "expired"]])
     expect(agent.stdout.trimEnd().split("\n")).toHaveLength(2)
     expect(JSON.parse(expired.stdout).taskId).toBe(ids[6])
+  })
+})
+
+describe("factorial-ts: functions", { timeout: 240_000 }, () => {
+  it("lists the function libraries of other releases; --prune deletes them and keeps this release's", async () => {
+    // An older release's library, as FUNCTION LOAD leaves it (its own name and function names).
+    const old = `factorial_${"0".repeat(12)}`
+    const conn = new Redis(redisUrl)
+    const libraries = async () =>
+      ((await conn.call("FUNCTION", "LIST", "LIBRARYNAME", "factorial_*")) as Array<Array<unknown>>).map((l) => String(l[1]))
+    try {
+      await conn.call("FUNCTION", "LOAD", "REPLACE", `#!lua name=${old}\nredis.register_function('fx_000000000000_noop', function() return 1 end)`)
+      const listed = await cli(["functions", "--json"])
+      expect(listed.code, listed.stderr).toBe(0)
+      const report = JSON.parse(listed.stdout) as { current: string; others: Array<string>; deleted: Array<string> }
+      expect(report.current).toBe(`factorial_${libraryVersion}`)
+      expect(report.others).toContain(old)
+      expect(report.deleted).toEqual([])
+      expect(await libraries()).toContain(old)
+
+      const pruned = await cli(["functions", "--prune"])
+      expect(pruned.code, pruned.stderr).toBe(0)
+      expect(pruned.stdout).toContain(`deleted: `)
+      expect(pruned.stdout).toContain(old)
+      const left = await libraries()
+      expect(left).not.toContain(old)
+      expect(left).toContain(`factorial_${libraryVersion}`)
+      expect(left.filter((name) => name !== `factorial_${libraryVersion}`)).toEqual([])
+    } finally {
+      await conn.quit()
+    }
   })
 })
 
