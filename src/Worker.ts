@@ -109,19 +109,19 @@ const resultsOf = (task: ClaimedTask): ReadonlyArray<DeliveredResult> =>
 
 /** A claim's reply (see claim.lua) as the worker's view of the task. */
 const claimedOf = (taskId: string, accepted: Accepted, delivery: Delivery, partition: number): Claimed => {
-  const state = claimedTask(accepted.values)
+  const task = claimedTask(accepted.values)
   return {
     taskId,
-    ownerId: state.ownerId,
-    lease: state.lease,
-    payload: state.payload,
-    turns: state.turns,
-    retries: state.retries,
-    steering: state.steering,
+    ownerId: task.ownerId,
+    lease: task.lease,
+    payload: task.payload,
+    turns: task.turns,
+    retries: task.retries,
+    steering: task.steering,
     delivery,
     partition,
-    children: new Set(Object.keys(state.children)),
-    results: resultsOf(state)
+    children: new Set(Object.keys(task.children)),
+    results: resultsOf(task)
   }
 }
 
@@ -439,9 +439,13 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
     }
 
     /** Ends a turn that waits (Wait): its items checked, then sent alone (a waiting task frees its slot). */
-    const finishWait = (c: Claimed, outcome: Extract<TurnOutcome<unknown>, { _tag: "Wait" }>, at: number) =>
+    const finishWait = (
+      c: Claimed,
+      outcome: Extract<TurnOutcome<unknown>, { _tag: "Wait" }>,
+      base: { readonly taskId: string; readonly lease: number; readonly now: number }
+    ) =>
       Effect.gen(function*() {
-        const base = { taskId: c.taskId, lease: c.lease, now: at }
+        const at = base.now
         const failFatally = (error: { message: string; _tag: string }) =>
           commit({ _tag: "Fail", ...base, error: { message: error.message, kind: error._tag }, retry: "fatal", retryAt: at }, c.delivery)
         // A wait the agent got wrong fails the task (it would wait for what never comes).
@@ -471,7 +475,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           const outcome = verdict.outcome
           switch (outcome._tag) {
             case "Wait":
-              return Effect.as(finishWait(c, outcome, at), undefined)
+              return Effect.as(finishWait(c, outcome, base), undefined)
             case "Continue":
               return commitAndClaim(c, { _tag: "CompleteTurn", ...base, payload: outcome.payload, steeringApplied: c.steering.length }, claimNext)
             case "Done":
