@@ -14,6 +14,10 @@
  * the dumps are left in bench/results/callgrind/. Keep N small under valgrind (2,000–5,000): it runs the
  * server about 50× slower.
  *
+ * Our side then runs a third phase: the metrics projector (`MetricsProjector.catchUp`) folding the three events
+ * each task left in the partition log (enqueued, claimed, completed), as every orchestrator process does in
+ * the background; its costs are reported per task too (BullMQ keeps no such projection).
+ *
  * `--side=bullmq` counts BullMQ instead, the same way: `addBulk` of 200 jobs per call, then a `Worker` with
  * `concurrency` S and a no-op processor draining them (its background commands included: it is what BullMQ
  * costs Redis per job), so the two systems' instructions per job compare exactly.
@@ -23,6 +27,9 @@ import { execFileSync } from "node:child_process"
 import { mkdirSync, readdirSync, readFileSync } from "node:fs"
 import { Effect, Layer, ManagedRuntime } from "effect"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
+import { metricsOptionsFromTimeline } from "../projections/MetricsBuckets.ts"
+import { MetricsProjector } from "../projections/Projector.ts"
+import { MetricsTimelineConfig } from "../src/Config.ts"
 import { type ClaimedEntry, TaskStore } from "../src/TaskStore.ts"
 import { partitionKeys } from "../streams/Keys.ts"
 import { RedisClient } from "../streams/RedisClient.ts"
@@ -61,6 +68,8 @@ interface Phase {
   readonly tasks: number
   readonly stats: CommandStats
   readonly cpuUs: number
+  /** This process's CPU time (the client's: user + system). */
+  readonly clientCpuUs: number
   readonly seconds: number
   readonly instructions?: number
 }
@@ -72,12 +81,14 @@ const measure = async (name: string, n: number, body: () => Promise<void>): Prom
   const dumped = callgrind ? dumpedInstructions() : 0
   if (callgrind) control("-z"), control("-i", "on")
   const started = performance.now()
+  const clientBefore = process.cpuUsage()
   await body()
+  const clientCpu = process.cpuUsage(clientBefore)
   const seconds = (performance.now() - started) / 1000
   if (callgrind) control("-i", "off"), control("-d")
   const stats = await readStats(redis.admin)
   const cpuUs = ((await redisCpuSeconds(redis.admin)) - before) * 1e6
-  return { name, tasks: n, stats, cpuUs, seconds, ...(callgrind ? { instructions: dumpedInstructions() - dumped } : {}) }
+  return { name, tasks: n, stats, cpuUs, clientCpuUs: clientCpu.user + clientCpu.system, seconds, ...(callgrind ? { instructions: dumpedInstructions() - dumped } : {}) }
 }
 
 /** Our side: enqueues through `TaskStore.executeMany`, then drains with slots that fuse each Complete with the next claim. */
@@ -121,7 +132,22 @@ const runOurs = async (): Promise<ReadonlyArray<Phase>> => {
   })
   if (completed !== tasks) throw new Error(`drained ${completed} of ${tasks} tasks`)
   await runtime.dispose()
-  return [enqueued, drained]
+
+  const projection = ManagedRuntime.make(
+    MetricsProjector.layer(keyspace, metricsOptionsFromTimeline(new MetricsTimelineConfig())).pipe(
+      Layer.provide(RedisClient.layer({ url: redis.url }))
+    )
+  )
+  const projector = await projection.runPromise(Effect.gen(function*() {
+    return yield* MetricsProjector
+  }))
+  let applied = 0
+  const projected = await measure("metrics projection (catchUp: 3 log events per task)", tasks, async () => {
+    applied = await projection.runPromise(projector.catchUp())
+  })
+  if (applied !== 3 * tasks) throw new Error(`projected ${applied} of ${3 * tasks} events`)
+  await projection.dispose()
+  return [enqueued, drained, projected]
 }
 
 /** BullMQ's side: `addBulk` of 200 jobs per call, then a Worker with `slots` concurrency and a no-op processor. */
@@ -157,7 +183,7 @@ for (const p of phases) {
   const fn = Object.entries(p.stats).filter(([c]) => scripts.has(c)).reduce((a, [, s]) => ({ calls: a.calls + s.calls, usec: a.usec + s.usec }), { calls: 0, usec: 0 })
   const inner = Object.entries(p.stats).filter(([c]) => !scripts.has(c)).sort((a, b) => b[1].calls - a[1].calls)
   console.log(`\n${p.name}: ${p.tasks} tasks in ${p.seconds.toFixed(2)} s (${Math.round(p.tasks / p.seconds).toLocaleString("en-US")} per second)`)
-  console.log(`  function calls per task ${per(fn.calls)}, their server time ${per(fn.usec)} µs per task; server CPU ${per(p.cpuUs)} µs per task`)
+  console.log(`  function calls per task ${per(fn.calls)}, their server time ${per(fn.usec)} µs per task; server CPU ${per(p.cpuUs)} µs per task; client CPU ${per(p.clientCpuUs)} µs per task`)
   if (p.instructions !== undefined) console.log(`  instructions per task (callgrind): ${Math.round(p.instructions / p.tasks).toLocaleString("en-US")}`)
   console.log(`  commands per task: ${inner.map(([c, s]) => `${c} ${per(s.calls)}`).join(", ")}`)
 }
