@@ -10,7 +10,10 @@
  *   counted exactly once, however often the group redelivers it, and however the log is cut into batches;
  * - the fold always continues from the checkpoint: if the delivered batch does not start right after it
  *   (entries went to another consumer, or were delivered before a crash), the missing entries are read
- *   from the log itself, so the group only says *when* to look and never decides *what* is counted;
+ *   from the log itself, so the group only says *when* to look and never decides *what* is counted. The
+ *   commit script checks that the checkpoint is the one the batch was folded from and that the batch follows
+ *   it, so a batch costs four round trips (read, task memory, commit, ack) and the checkpoint is read only
+ *   when this projector does not know it yet or the script says it moved;
  * - XACK comes after the commit (a crash in between only causes a harmless redelivery);
  * - blocking reads use a dedicated connection with a finite BLOCK, and are interruptible.
  */
@@ -164,15 +167,16 @@ const REBUILD_CHUNK = 200
 // ---------------------------------------------------------------------------------------------------------
 // Stream ids and raw replies
 
-/** Compares two stream ids ("ms-seq"); "" is below every id. */
+/** Compares two stream ids ("ms-seq"); "" is below every id. Allocates nothing: the projector compares every entry it folds. */
 export const compareIds = (a: string, b: string): number => {
   if (a === b) return 0
   if (a === "") return -1
   if (b === "") return 1
-  const [am = "0", as = "0"] = a.split("-")
-  const [bm = "0", bs = "0"] = b.split("-")
-  const dm = Number(am) - Number(bm)
-  return dm !== 0 ? Math.sign(dm) : Math.sign(Number(as) - Number(bs))
+  const da = a.indexOf("-")
+  const db = b.indexOf("-")
+  const dm = Number(da < 0 ? a : a.slice(0, da)) - Number(db < 0 ? b : b.slice(0, db))
+  if (dm !== 0) return Math.sign(dm)
+  return Math.sign((da < 0 ? 0 : Number(a.slice(da + 1))) - (db < 0 ? 0 : Number(b.slice(db + 1))))
 }
 
 type RawEntry = [id: string, fields: Array<string> | null]
@@ -332,10 +336,20 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
     )
 
   /**
-   * Folds `batch` (the log entries right after `checkpoint`, in order) onto the stored memory of its tasks
-   * and commits it. `false` when the checkpoint moved meanwhile (nothing written).
+   * The checkpoint this projector last saw per partition (read, or written by its own commit). Folding starts
+   * from it without reading it again: the commit script refuses a batch when the stored checkpoint differs
+   * and answers with it, so a stale one costs a retry, never a wrong count.
    */
-  const commitBatch = (p: number, checkpoint: string, batch: ReadonlyArray<LogEntry>) =>
+  const seen = new Map<number, string>()
+  const lastCheckpoint = (p: number) =>
+    seen.has(p) ? Effect.succeed(seen.get(p)!) : Effect.tap(getCheckpoint(p), (c) => Effect.sync(() => seen.set(p, c)))
+
+  /**
+   * Folds `batch` (consecutive log entries; right after `checkpoint` unless `first` is set, see
+   * metrics_apply.lua) onto the stored memory of its tasks and commits it. Otherwise nothing is written:
+   * `stale` when the checkpoint moved meanwhile, `gap` when the batch does not follow it.
+   */
+  const commitBatch = (p: number, checkpoint: string, batch: ReadonlyArray<LogEntry>, first: string) =>
     Effect.gen(function*() {
       const keys = mk(p)
       const taskIds = [...new Set(batch.map((e) => e.taskId))]
@@ -360,11 +374,12 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
         const encoded = after === undefined ? "" : encodeOpenTask(after)
         return encoded === (before === undefined ? "" : encodeOpenTask(before)) ? [] : [id, encoded]
       })
-      const reply = yield* redis.use("metrics apply", () =>
+      const reply = (yield* redis.use("metrics apply", () =>
         applyScript(
-          2 + bucketKeys.length,
+          3 + bucketKeys.length,
           pk(p).checkpoints,
           keys.open,
+          pk(p).events,
           ...bucketKeys,
           keys.checkpointField,
           checkpoint,
@@ -372,9 +387,12 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
           metricsOptions.retentionSeconds,
           "add",
           JSON.stringify(increments),
-          JSON.stringify(memory)
-        ))
-      return (reply as Array<string>)[0] === "ok"
+          JSON.stringify(memory),
+          first
+        ))) as Array<string>
+      return reply[0] === "ok"
+        ? { _tag: "ok" as const }
+        : { _tag: reply[0] === "gap" ? "gap" as const : "stale" as const, current: reply[1] ?? "" }
     })
 
   /**
@@ -385,28 +403,30 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
     Effect.gen(function*() {
       let applied = 0
       let stale = 0
-      while (true) {
-        const checkpoint = yield* getCheckpoint(p)
-        if (compareIds(upTo, checkpoint) <= 0) return { applied, checkpoint }
-        const fresh = delivered.filter((e) => compareIds(e.id, checkpoint) > 0)
-        let batch: ReadonlyArray<LogEntry> = []
-        if (fresh.length > 0) {
-          // The fast path: the delivered entries are exactly the next ones after the checkpoint.
-          const next = yield* readLog(p, checkpoint, fresh[0]!.id, 1)
-          if (next.raw[0]?.[0] === fresh[0]!.id) batch = fresh
-        }
+      let checkpoint = yield* lastCheckpoint(p)
+      let fromGroup = delivered
+      while (compareIds(upTo, checkpoint) > 0) {
+        // The delivered entries past the checkpoint, if they follow it (the script checks); else the log's.
+        let batch: ReadonlyArray<LogEntry> = fromGroup.filter((e) => compareIds(e.id, checkpoint) > 0)
+        const first = batch.length > 0 ? batch[0]!.id : ""
         if (batch.length === 0) {
           batch = (yield* readLog(p, checkpoint, upTo, batchSize)).entries
           // Nothing left up to `upTo`: those entries were trimmed from the log before they were folded.
-          if (batch.length === 0) return { applied, checkpoint }
+          if (batch.length === 0) break
         }
-        if (yield* commitBatch(p, checkpoint, batch)) {
+        const result = yield* commitBatch(p, checkpoint, batch, first)
+        if (result._tag === "ok") {
           applied += batch.length
           stale = 0
-        } else if (++stale >= MAX_STALE_COMMITS) {
-          return yield* new ProjectionConflict({ partition: p, checkpoint })
+          checkpoint = batch[batch.length - 1]!.id
+        } else {
+          checkpoint = result.current
+          if (result._tag === "gap") fromGroup = []
+          else if (++stale >= MAX_STALE_COMMITS) return yield* new ProjectionConflict({ partition: p, checkpoint })
         }
+        seen.set(p, checkpoint)
       }
+      return { applied, checkpoint }
     })
 
   const apply = (p: number, entries: ReadonlyArray<LogEntry>) =>
@@ -431,7 +451,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
   /** Folds and acks entries the group delivered (raw, possibly with deleted ones). */
   const settle = (p: number, raw: ReadonlyArray<RawEntry>, consecutive: boolean) =>
     Effect.gen(function*() {
-      if (raw.length === 0) return { delivered: 0, applied: 0, checkpoint: yield* getCheckpoint(p) }
+      if (raw.length === 0) return { delivered: 0, applied: 0, checkpoint: yield* lastCheckpoint(p) }
       const entries = yield* decodeEntries(raw)
       const upTo = raw[raw.length - 1]![0]
       const result = yield* advance(p, consecutive ? entries : [], upTo)
@@ -669,9 +689,10 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
         const mode = !replace ? "add" : i === 0 && memory !== undefined ? "replace+memory" : "replace"
         const reply = yield* redis.use("metrics rebuild write", () =>
           applyScript(
-            2 + chunk.length,
+            3 + chunk.length,
             pk(p).checkpoints,
             keys.open,
+            pk(p).events,
             ...chunk.map(([id]) => {
               const { agent, startSeconds } = parseBucketId(id)
               return keys.bucket(agent, startSeconds)
@@ -682,7 +703,8 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
             metricsOptions.retentionSeconds,
             mode,
             JSON.stringify(chunk.map(([, b]) => Object.entries(b).flatMap(([f, n]) => [f, String(n)]))),
-            JSON.stringify(i === 0 ? memory ?? [] : [])
+            JSON.stringify(i === 0 ? memory ?? [] : []),
+            ""
           ))
         if ((reply as Array<string>)[0] !== "ok") return false
       }

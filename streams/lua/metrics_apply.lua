@@ -7,7 +7,13 @@
   batch was already committed, or another projector committed first), nothing is written and the caller
   reads again. So a redelivered batch is never counted twice.
 
-  KEYS[1] partition checkpoints hash   KEYS[2] open-task memory hash   KEYS[3..] bucket hashes
+  A batch the group delivered (not read from the log after the checkpoint) names its first log id, ARGV[8]:
+  it is folded only if it is the log's next entry after the checkpoint; otherwise nothing is written and the
+  reply says so ('gap': entries between went to another consumer, or were delivered before a crash), and the
+  caller reads them from the log. Checking here saves the caller a round trip per batch.
+
+  KEYS[1] partition checkpoints hash   KEYS[2] open-task memory hash   KEYS[3] partition event log
+  KEYS[4..] bucket hashes
   ARGV[1] checkpoint field             ARGV[2] expected checkpoint ("" when none yet)
   ARGV[3] new checkpoint ("" leaves it; a rebuild writes in several steps)
   ARGV[4] bucket TTL in seconds (0: none)
@@ -15,25 +21,32 @@
           hash too (a rebuild into the live set)
   ARGV[6] increments, JSON: one array per bucket key, [field, "n", field, "n", ...] (integers as strings)
   ARGV[7] memory, JSON: [task id, "queuedAt,claimedAt" or "" to forget, ...]
-  Returns { "ok" } | { "stale", current checkpoint }
+  ARGV[8] the batch's first log id, to check it follows the checkpoint ("" when the caller read the batch
+          from the log after the checkpoint itself)
+  Returns { "ok" } | { "stale", current checkpoint } | { "gap", current checkpoint }
 ]]
-local CHECKPOINTS, OPEN = KEYS[1], KEYS[2]
+local CHECKPOINTS, OPEN, EVENTS = KEYS[1], KEYS[2], KEYS[3]
+local BUCKETS = 3 -- KEYS[BUCKETS + i]: the bucket of increments[i]
 local field, expected, new_checkpoint = ARGV[1], ARGV[2], ARGV[3]
 local ttl, mode = tonumber(ARGV[4]), ARGV[5]
 
 local current = redis.call('HGET', CHECKPOINTS, field)
 if not current then current = '' end
 if current ~= expected then return { 'stale', current } end
+if ARGV[8] ~= '' then
+  local next = redis.call('XRANGE', EVENTS, expected == '' and '-' or '(' .. expected, '+', 'COUNT', 1)[1]
+  if next == nil or next[1] ~= ARGV[8] then return { 'gap', current } end
+end
 
 local increments = cjson.decode(ARGV[6])
 local memory = cjson.decode(ARGV[7])
 
 if mode == 'replace' or mode == 'replace+memory' then
-  for i = 1, #increments do redis.call('DEL', KEYS[2 + i]) end
+  for i = 1, #increments do redis.call('DEL', KEYS[BUCKETS + i]) end
 end
 if mode == 'replace+memory' then redis.call('DEL', OPEN) end
 for i = 1, #increments do
-  local key, pairs_ = KEYS[2 + i], increments[i]
+  local key, pairs_ = KEYS[BUCKETS + i], increments[i]
   for j = 1, #pairs_, 2 do
     redis.call('HINCRBY', key, pairs_[j], pairs_[j + 1])
   end
