@@ -186,6 +186,43 @@ describe("MetricsProjector", () => {
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
+  it.live("entries a consumer read (NOACK) but never committed are folded once the log goes quiet", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const redis = yield* RedisClient
+      const events = partitionKeys(ks, 0).events
+      yield* writeLog(ks, fc.sample(logArb(30, 15), { numRuns: 1, seed: 5 })[0]!)
+      yield* projector.catchUp()
+      const before = yield* liveState(0)
+
+      // New events, read the way a follow loop reads them (NOACK) by a consumer that dies before its commit:
+      // they are pending nowhere, and no later entry comes to reveal the gap.
+      yield* writeLog(ks, fc.sample(logArb(20, 10), { numRuns: 1, seed: 17 })[0]!.map((e) => ({ ...e, at: e.at + 10_000_000 })))
+      const taken = yield* redis.use("test xreadgroup", async (c) => {
+        const reply = (await c.call("XREADGROUP", "GROUP", PROJECTOR_GROUP, "crashed", "COUNT", 1000, "NOACK", "STREAMS", events, ">")) as
+          | Array<[string, Array<unknown>]>
+          | null
+        return reply?.[0]?.[1].length ?? 0
+      })
+      assert.isAbove(taken, 0)
+      const all = yield* readLog(ks, 0)
+      assert.deepEqual(canon(yield* liveState(0)), canon(before), "nothing committed the crashed consumer's entries")
+
+      // Another process's follow loop folds them: at its start, and after `orphanIdleMs` idle.
+      yield* Effect.gen(function*() {
+        const other = yield* MetricsProjector
+        const fiber = yield* Effect.forkChild(Effect.scoped(other.run))
+        const done = JSON.stringify(canon(fold(metrics, all)))
+        for (let i = 0; i < 40 && JSON.stringify(canon(yield* liveState(0))) !== done; i++) yield* Effect.sleep("50 millis")
+        yield* Fiber.interrupt(fiber)
+      }).pipe(Effect.provide(MetricsProjector.layer(ks, { ...metrics, consumer: "c4", orphanIdleMs: 0, blockMs: 100 }).pipe(Layer.provide(storeLayer(ks)))))
+      assertSameState(yield* liveState(0), fold(metrics, all))
+      const pending = (yield* redis.use("test xpending", (c) => c.xpending(events, PROJECTOR_GROUP))) as [number]
+      assert.strictEqual(pending[0], 0, "the follow loop's reads leave nothing pending")
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
   it.live("live buckets after real commands equal a rebuild from the log", () => {
     const ks = freshKeyspace(2)
     return Effect.gen(function*() {
