@@ -6,8 +6,9 @@
  *
  * Proves, for every task: exactly one terminal state (none lost, none completed twice: one
  * TaskCompleted in its history), its checkpoints in order with at most one turn repeated per lost
- * lease, and its history folds (projections/TaskDecider.ts) to the state in its status hash; and at the
- * end no queue entry is left behind. Prints the numbers (tasks, kills, recoveries, repeated turns,
+ * lease, and its history folds (projections/TaskDecider.ts) to the state in its status hash; at the
+ * end no queue entry is left behind; and the live metrics, which the killed processes' projectors committed
+ * batch by batch (a kill can fall between a batch's read and its commit), equal a rebuild from the log. Prints the numbers (tasks, kills, recoveries, repeated turns,
  * duplicates=0, lost=0, durations).
  *
  * CI size by default (1,000 tasks, 3 processes); `npm run soak` runs 10,000 tasks through 4 processes.
@@ -17,6 +18,7 @@ import { randomUUID } from "node:crypto"
 import { Redis } from "ioredis"
 import { partitionKeys } from "../../streams/Keys.ts"
 import { Effect } from "effect"
+import { MetricsProjector } from "../../projections/Projector.ts"
 import { trimQueue } from "../../src/Maintenance.ts"
 import {
   cleanupAll,
@@ -139,6 +141,15 @@ describe(`soak: ${TASKS} tasks, ${PROCS} worker processes, random SIGKILLs`, () 
         `(${Math.round((turnsPlanned / runMs) * 1000)} turns/s), total ${Date.now() - t0} ms; ` +
         `queue left: ${queueLength} entries, ${pending[0]} pending`
     )
+    // The metrics: folded up to the log's end by this process's projector, then compared with a fold of the log.
+    const metrics = await client.runEffect(Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      yield* projector.catchUp()
+      return yield* projector.verify
+    }))
+    console.log(`[soak] metrics: live buckets ${metrics.equal ? "equal" : "differ from"} the fold of the log (${metrics.differences.length} differences)`)
+    expect(metrics.differences).toEqual([])
+    expect(metrics.equal).toBe(true)
     expect(done).toBe(TASKS)
     expectAllCompletedOnce(v, TASKS)
     expect(queueLength).toBeLessThanOrEqual(1)
