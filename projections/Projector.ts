@@ -28,6 +28,7 @@ import { Context, Effect, Layer, Result, Schedule, Schema } from "effect"
 import type { Scope } from "effect"
 import { allPartitions, type Keyspace, partitionKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
+import { compareIds } from "../streams/StreamId.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
 import { decodeLogFacts, type LogFacts } from "../streams/TaskEvent.ts"
 import {
@@ -173,18 +174,6 @@ const REBUILD_CHUNK = 200
 
 // ---------------------------------------------------------------------------------------------------------
 // Stream ids and raw replies
-
-/** Compares two stream ids ("ms-seq"); "" is below every id. Allocates nothing: the projector compares every entry it folds. */
-export const compareIds = (a: string, b: string): number => {
-  if (a === b) return 0
-  if (a === "") return -1
-  if (b === "") return 1
-  const da = a.indexOf("-")
-  const db = b.indexOf("-")
-  const dm = Number(da < 0 ? a : a.slice(0, da)) - Number(db < 0 ? b : b.slice(0, db))
-  if (dm !== 0) return Math.sign(dm)
-  return Math.sign((da < 0 ? 0 : Number(a.slice(da + 1))) - (db < 0 ? 0 : Number(b.slice(db + 1))))
-}
 
 type RawEntry = [id: string, fields: Array<string> | null]
 

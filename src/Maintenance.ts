@@ -36,6 +36,7 @@ import { settle } from "./FollowUp.ts"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
 import { allPartitions, MAINTENANCE_CONSUMER_PREFIX, namespaceKeys, partitionKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
+import { compareIds } from "../streams/StreamId.ts"
 import { flatToRecord, TaskStore, type Delivery } from "./TaskStore.ts"
 import { ensureGroups } from "./Worker.ts"
 import type { MaintenanceWorkerConfig } from "./Config.ts"
@@ -409,12 +410,6 @@ export const trimQueue = (conn: RedisConnection, queue: string, group: string) =
     const floor = await deliveredFloor(conn, queue, group)
     if (floor !== undefined) await conn.xtrim(queue, "MINID", floor)
   }).pipe(Effect.catchDefect(() => Effect.void))
-
-const compareIds = (a: string, b: string): number => {
-  const [am, as] = a.split("-").map(Number) as [number, number]
-  const [bm, bs] = b.split("-").map(Number) as [number, number]
-  return am !== bm ? am - bm : as - bs
-}
 
 /**
  * Runs maintenance until interrupted. Returns `poke(at)`, which local workers call when they put a task
