@@ -55,6 +55,12 @@ export interface MaintenanceOptions {
   readonly projectorGroup?: string
   /** The consumer name this process's projector reads `projectorGroup` with, kept registered as live. */
   readonly projectorConsumer?: string
+  /**
+   * The projector's live checkpoint field in each partition's `checkpoints` hash: the log is never trimmed past
+   * it. The projector reads with NOACK, so an entry it read but never committed (a crash in between) is
+   * behind the group's last delivered id, and only the checkpoint still says it is needed.
+   */
+  readonly projectorCheckpointField?: string
 }
 
 export interface MaintenanceReport {
@@ -225,7 +231,7 @@ export const maintainOnce = (options: MaintenanceOptions, pass: { readonly sweep
         if (yield* expireBatch(index, status)) backlog.push({ index, status })
       }
 
-      yield* trimEventLog(redis.conn, keys.events, now - config.eventLogRetention * 1000, options.projectorGroup)
+      yield* trimEventLog(redis.conn, keys, now - config.eventLogRetention * 1000, options)
       for (const agent of options.agents) yield* trimQueue(redis.conn, keys.queue(agent.name), agent.name)
     }
 
@@ -387,18 +393,29 @@ const deliveredFloor = async (conn: RedisConnection, stream: string, group: stri
   return pending[1] !== null && compareIds(pending[1], lastDelivered) < 0 ? pending[1] : lastDelivered
 }
 
-/** Trims a partition log to entries newer than `cutoffMs`, keeping everything the projector still needs. */
-const trimEventLog = (
+/**
+ * Trims a partition log to entries newer than `cutoffMs`, keeping everything the projector still needs: what its
+ * group has not delivered, and what it has not committed (after its checkpoint). A projector that never
+ * committed in this partition sets no floor (the group's still does).
+ */
+export const trimEventLog = (
   conn: RedisConnection,
-  events: string,
+  keys: { readonly events: string; readonly checkpoints: string },
   cutoffMs: number,
-  projectorGroup: string | undefined
+  projector: Pick<MaintenanceOptions, "projectorGroup" | "projectorCheckpointField">
 ) =>
   Effect.promise(async () => {
     let minId = `${Math.max(0, Math.floor(cutoffMs))}-0`
-    const floor = projectorGroup === undefined ? undefined : await deliveredFloor(conn, events, projectorGroup)
-    if (floor !== undefined && compareIds(floor, minId) < 0) minId = floor
-    await conn.xtrim(events, "MINID", "~", minId)
+    const [delivered, applied] = await Promise.all([
+      projector.projectorGroup === undefined ? undefined : deliveredFloor(conn, keys.events, projector.projectorGroup),
+      projector.projectorCheckpointField === undefined
+        ? undefined
+        : conn.hget(keys.checkpoints, projector.projectorCheckpointField).then((c) => c ?? undefined)
+    ])
+    for (const floor of [delivered, applied]) {
+      if (floor !== undefined && compareIds(floor, minId) < 0) minId = floor
+    }
+    await conn.xtrim(keys.events, "MINID", "~", minId)
   }).pipe(Effect.catchDefect(() => Effect.void))
 
 /**

@@ -6,6 +6,8 @@
  *   not registered by a live process goes; a registered (live) one stays however long it has been idle (on
  *   Redis 7.0 an idle live worker's `idle` keeps growing), and one with pending entries stays until
  *   recovery has taken them.
+ * - the partition log is trimmed by age, never past what the projector's group has not delivered nor past
+ *   the projector's checkpoint (it reads with NOACK: what it read but never committed is pending nowhere).
  * Thresholds are tiny (heartbeat timeout 0.3 s, interval 0.2 s: consumers are dead after 2.5 s); nothing is
  * asserted about timing, the tests only wait until the threshold has passed.
  */
@@ -15,7 +17,7 @@ import { Effect, Layer } from "effect"
 import type { TaskCommand } from "../../projections/TaskDecider.ts"
 import { defineAgent, Done } from "../../src/Agent.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig, TaskTTLConfig } from "../../src/Config.ts"
-import { deadConsumerAfterMs, deleteIdleConsumers, maintainOnce } from "../../src/Maintenance.ts"
+import { deadConsumerAfterMs, deleteIdleConsumers, maintainOnce, trimEventLog } from "../../src/Maintenance.ts"
 import { TaskStore } from "../../src/TaskStore.ts"
 import { ensureGroups } from "../../src/Worker.ts"
 import { allPartitions, namespaceKeys, partitionKeys, partitionOf, PROJECTOR_GROUP, taskKeys } from "../../streams/Keys.ts"
@@ -62,6 +64,27 @@ const readOne = async (keyspace: Keyspace, p: number, agent: string, name: strin
 }
 
 describe("maintenance", () => {
+  it("trims the partition log by age, never past the projector's checkpoint", async () => {
+    const k = partitionKeys(freshKeyspace(), 0)
+    // 600 entries from 1970 (all past any retention), in stream nodes of 100.
+    const add = conn.pipeline()
+    for (let i = 1; i <= 600; i++) add.xadd(k.events, `${i}-0`, "e", "{}")
+    await add.exec()
+    // The projector's group delivered them all (NOACK: none pending); it committed up to 250-0, then crashed.
+    await conn.xgroup("CREATE", k.events, PROJECTOR_GROUP, "0")
+    await conn.call("XREADGROUP", "GROUP", PROJECTOR_GROUP, "crashed", "COUNT", 1000, "NOACK", "STREAMS", k.events, ">")
+    const field = "metrics:v1:live:60s"
+    await conn.hset(k.checkpoints, field, "250-0")
+    const first = async () => (await conn.xrange(k.events, "-", "+", "COUNT", 1))[0]![0]
+
+    await Effect.runPromise(trimEventLog(conn, k, Date.now(), { projectorGroup: PROJECTOR_GROUP, projectorCheckpointField: field }))
+    // Approximate trimming removes whole nodes: those before the checkpoint's go, the checkpoint's stays.
+    expect(await first()).toBe("201-0")
+    // The group alone would have let the uncommitted entries go.
+    await Effect.runPromise(trimEventLog(conn, k, Date.now(), { projectorGroup: PROJECTOR_GROUP }))
+    expect(Number((await first()).split("-")[0])).toBeGreaterThan(250)
+  })
+
   it("drains an expiry backlog bigger than maxCleanupBatch in one pass, keeping the TTLs", async () => {
     const keyspace = freshKeyspace()
     const batch = 10
