@@ -19,6 +19,9 @@
  *   of any consumer, or, when the log stays quiet, by the catch-up to its end that each follow loop runs at
  *   start and every `orphanIdleMs` while idle. Entries left pending by versions that acked (or read so by
  *   hand) are still adopted after `orphanIdleMs`, folded and acked;
+ * - one process at a time follows a partition's log: the holder of its lease, `{ns:p}:projector:lease`
+ *   (ADR 0015). The others stand by. Projectors racing over one log mostly redo each other's batches. The
+ *   lease only saves that work: correctness rests on the commit script;
  * - blocking reads use a dedicated connection with a finite BLOCK, and are interruptible.
  */
 import { readFileSync } from "node:fs"
@@ -97,6 +100,14 @@ export interface ProjectorOptions extends MetricsOptions {
    * metrics may be.
    */
   readonly pollIntervalMs?: number
+  /**
+   * Only the process holding a partition's projector lease (`{ns:p}:projector:lease`) follows its log; the
+   * others stand by and take over when it lapses: projectors racing over one log (every worker process runs
+   * one) mostly redo each other's batches. The holder renews it on every read; this is its time to live, in
+   * ms (default 10,000: how long a partition's metrics can stall after its projector's process dies). A
+   * standby checks every half of it. Correctness does not rest on it: the commit script's checkpoint check does.
+   */
+  readonly leaseMs?: number
   /** This process's consumer name in the group (default host-pid). */
   readonly consumer?: string
   /**
@@ -167,7 +178,18 @@ export interface StoredBucket {
 /** The most buckets one timeline query reads (per partition). */
 export const MAX_TIMELINE_BUCKETS = 10_000
 
-const DEFAULTS = { batchSize: 100, blockMs: 2_000, orphanIdleMs: 60_000, pollIntervalMs: 200 }
+const DEFAULTS = { batchSize: 100, blockMs: 2_000, orphanIdleMs: 60_000, pollIntervalMs: 200, leaseMs: 10_000 }
+
+/** Takes the lease KEYS[1] for ARGV[1] for ARGV[2] ms, or renews it if ARGV[1] holds it; 1 if held now, else 0. */
+const HOLD_LEASE = `
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`
+/** Gives the lease KEYS[1] up if ARGV[1] holds it. */
+const DROP_LEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0`
 const MAX_STALE_COMMITS = 50
 /** Buckets per commit when a rebuild writes its result. */
 const REBUILD_CHUNK = 200
@@ -309,6 +331,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
   const blockMs = options.blockMs ?? DEFAULTS.blockMs
   const pollIntervalMs = options.pollIntervalMs ?? DEFAULTS.pollIntervalMs
   const orphanIdleMs = options.orphanIdleMs ?? DEFAULTS.orphanIdleMs
+  const leaseMs = options.leaseMs ?? DEFAULTS.leaseMs
   const consumer = options.consumer ?? `${hostname()}-${process.pid}`
   const metricsOptions: MetricsOptions = {
     bucketSeconds: options.bucketSeconds,
@@ -543,14 +566,31 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       } while (cursor !== "0-0")
     })
 
-  const follow = (p: number) =>
+  /** Takes or renews this process's lease on partition `p`'s log; whether it holds it now. */
+  const holdLease = (p: number) =>
+    Effect.map(
+      redis.use("metrics lease", (c) => c.eval(HOLD_LEASE, 1, pk(p).projectorLease, consumer, leaseMs)),
+      (held) => Number(held) === 1
+    )
+
+  /** Follows partition `p`'s log while this process holds its lease; returns when the lease is lost. */
+  const lead = (p: number) =>
     Effect.gen(function*() {
+      yield* Effect.addFinalizer(() =>
+        Effect.ignore(redis.use("metrics lease", (c) => c.eval(DROP_LEASE, 1, pk(p).projectorLease, consumer)))
+      )
       const conn = yield* redis.dedicated(`projector:${p}`)
       yield* drainOwnPending(p)
       yield* adoptOrphans(p)
       yield* catchUpToEnd(p)
       let lastAdoption = Date.now()
+      // The lease is renewed a few times per time to live, not per read: under load a read comes every few ms.
+      let renewedAt = Date.now()
       while (true) {
+        if (Date.now() - renewedAt >= leaseMs / 4) {
+          if (!(yield* holdLease(p))) return
+          renewedAt = Date.now()
+        }
         const started = Date.now()
         const result = yield* poll(p, { conn, blockMs })
         const rest = pollIntervalMs - (Date.now() - started)
@@ -561,8 +601,15 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
           lastAdoption = Date.now()
         }
       }
+    }).pipe(Effect.scoped)
+
+  /** Stands by until this process holds partition `p`'s lease, leads while it does, and stands by again. */
+  const follow = (p: number) =>
+    Effect.gen(function*() {
+      if (yield* holdLease(p)) yield* lead(p)
+      else yield* Effect.sleep(Math.max(1, Math.round(leaseMs / 2)))
     }).pipe(
-      Effect.scoped,
+      Effect.forever,
       Effect.tapError((e) => Effect.logWarning(`metrics projector, partition ${p}: ${e.message}`)),
       Effect.retry({
         schedule: Schedule.spaced("1 second"),

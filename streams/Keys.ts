@@ -52,6 +52,8 @@ export const partitionKeys = (ks: Keyspace, p: number) => {
     agents: `${pre}:agents`,
     /** Hash: projector name → last applied partition-log id. */
     checkpoints: `${pre}:checkpoints`,
+    /** String: the consumer name of the process whose projector follows this partition's log (PX lease). */
+    projectorLease: `${pre}:projector:lease`,
     /** The metrics projection's keys for one bucket width, in the `live` set or a rebuild's own set. */
     metrics: (bucketSeconds: number, set: string = "live") => metricsKeys(pre, bucketSeconds, set)
   }

@@ -223,6 +223,45 @@ describe("MetricsProjector", () => {
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
+  it.live("one process at a time follows a partition's log; another takes over when it stops", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const redis = yield* RedisClient
+      const events = partitionKeys(ks, 0).events
+      const lease = partitionKeys(ks, 0).projectorLease
+      const follower = (consumer: string) =>
+        Effect.gen(function*() {
+          const projector = yield* MetricsProjector
+          return yield* Effect.forkChild(Effect.scoped(projector.run))
+        }).pipe(Effect.provide(MetricsProjector.layer(ks, { ...metrics, consumer, leaseMs: 400, blockMs: 50, pollIntervalMs: 20 }).pipe(Layer.provide(storeLayer(ks)))))
+      const groupConsumers = redis.use("test xinfo", async (c) => {
+        const reply = (await c.call("XINFO", "CONSUMERS", events, PROJECTOR_GROUP).catch(() => [])) as Array<Array<unknown>>
+        return reply.map((flat) => String(flat[1])).sort()
+      })
+      const caughtUp = Effect.gen(function*() {
+        const expected = JSON.stringify(canon(fold(metrics, yield* readLog(ks, 0))))
+        for (let i = 0; i < 100 && JSON.stringify(canon(yield* liveState(0))) !== expected; i++) yield* Effect.sleep("20 millis")
+        assertSameState(yield* liveState(0), fold(metrics, yield* readLog(ks, 0)))
+      })
+
+      const first = yield* follower("first")
+      yield* Effect.sleep("50 millis")
+      const second = yield* follower("second")
+      yield* writeLog(ks, fc.sample(logArb(40, 20), { numRuns: 1, seed: 21 })[0]!)
+      yield* caughtUp
+      assert.strictEqual(yield* redis.use("test get", (c) => c.get(lease)), "first")
+      assert.deepEqual(yield* groupConsumers, ["first"], "the standby never read the log")
+
+      // The holder stops (its lease is given up), and the standby leads from the checkpoint on.
+      yield* Fiber.interrupt(first)
+      yield* writeLog(ks, fc.sample(logArb(40, 20), { numRuns: 1, seed: 22 })[0]!.map((e) => ({ ...e, at: e.at + 10_000_000 })))
+      yield* caughtUp
+      assert.strictEqual(yield* redis.use("test get", (c) => c.get(lease)), "second")
+      yield* Fiber.interrupt(second)
+      assert.isNull(yield* redis.use("test get", (c) => c.get(lease)), "a clean stop gives the lease up")
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
   it.live("live buckets after real commands equal a rebuild from the log", () => {
     const ks = freshKeyspace(2)
     return Effect.gen(function*() {
