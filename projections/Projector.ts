@@ -15,9 +15,9 @@
  *   it, so a batch costs three round trips (read, task memory, commit) and the checkpoint is read only
  *   when this projector does not know it yet or the script says it moved;
  * - new entries are read with NOACK (no pending list to fill and ack: about a quarter of the projection's
- *   Redis CPU): what a consumer read but never committed (a crash in between) is folded by the next batch
- *   of any consumer, or, when the log stays quiet, by the catch-up to its end that each follow loop runs at
- *   start and every `orphanIdleMs` while idle. Entries left pending by versions that acked (or read so by
+ *   Redis CPU): what a projector read but never committed (a crash in between) is folded by the next
+ *   holder's first batch, which starts from the checkpoint, or, when the log stays quiet, by the catch-up to
+ *   its end that each holder runs at start and every `orphanIdleMs` while idle. Entries left pending by versions that acked (or read so by
  *   hand) are still adopted after `orphanIdleMs`, folded and acked;
  * - one process at a time follows a partition's log: the holder of its lease, `{ns:p}:projector:lease`
  *   (ADR 0015). The others stand by. Projectors racing over one log mostly redo each other's batches. The
@@ -103,9 +103,9 @@ export interface ProjectorOptions extends MetricsOptions {
   /**
    * Only the process holding a partition's projector lease (`{ns:p}:projector:lease`) follows its log; the
    * others stand by and take over when it lapses: projectors racing over one log (every worker process runs
-   * one) mostly redo each other's batches. The holder renews it on every read; this is its time to live, in
-   * ms (default 10,000: how long a partition's metrics can stall after its projector's process dies). A
-   * standby checks every half of it. Correctness does not rest on it: the commit script's checkpoint check does.
+   * one) mostly redo each other's batches. This is its time to live, in ms (default 10,000: how long a
+   * partition's metrics can stall after its projector's process dies); the holder renews it four times per
+   * time to live, a standby checks every half of it. Keep `blockMs` well below it. Correctness does not rest on it: the commit script's checkpoint check does.
    */
   readonly leaseMs?: number
   /** This process's consumer name in the group (default host-pid). */
@@ -580,6 +580,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
         Effect.ignore(redis.use("metrics lease", (c) => c.eval(DROP_LEASE, 1, pk(p).projectorLease, consumer)))
       )
       const conn = yield* redis.dedicated(`projector:${p}`)
+      seen.delete(p) // another holder may have moved it since this process last led
       yield* drainOwnPending(p)
       yield* adoptOrphans(p)
       yield* catchUpToEnd(p)
