@@ -14,9 +14,11 @@
  * the dumps are left in bench/results/callgrind/. Keep N small under valgrind (2,000–5,000): it runs the
  * server about 50× slower.
  *
- * Our side then runs a third phase: the metrics projector (`MetricsProjector.catchUp`) folding the three events
- * each task left in the partition log (enqueued, claimed, completed), as every orchestrator process does in
- * the background; its costs are reported per task too (BullMQ keeps no such projection).
+ * Our side then runs a third phase: the metrics projector's follow loop (`MetricsProjector.run`) folding the
+ * three events each task left in the partition log (enqueued, claimed, completed), as every orchestrator
+ * process does in the background, until its checkpoint reaches the log's end; its costs are reported per task
+ * too (BullMQ keeps no such projection). `--projectors=P` runs P of them at once, each on its own
+ * connections under its own consumer name, as P worker processes would (ADR 0015: one leads, the rest stand by).
  *
  * `--side=bullmq` counts BullMQ instead, the same way: `addBulk` of 200 jobs per call, then a `Worker` with
  * `concurrency` S and a no-op processor draining them (its background commands included: it is what BullMQ
@@ -42,9 +44,10 @@ const tasks = Number(arg("tasks") ?? 20000)
 const slots = Number(arg("slots") ?? 100)
 const callgrind = process.argv.includes("--callgrind")
 const side = arg("side") ?? "ours"
+const projectors = Number(arg("projectors") ?? 1)
 if (side !== "ours" && side !== "bullmq") throw new Error("--side must be ours or bullmq")
-if (!Number.isInteger(tasks) || tasks < 1 || !Number.isInteger(slots) || slots < 1) {
-  throw new Error("--tasks and --slots must be positive integers")
+if (![tasks, slots, projectors].every((n) => Number.isInteger(n) && n >= 1)) {
+  throw new Error("--tasks, --slots and --projectors must be positive integers")
 }
 
 const dumps = new URL("./results/callgrind/", import.meta.url).pathname
@@ -131,22 +134,27 @@ const runOurs = async (): Promise<ReadonlyArray<Phase>> => {
     }))
   })
   if (completed !== tasks) throw new Error(`drained ${completed} of ${tasks} tasks`)
-  await runtime.dispose()
 
-  const projection = ManagedRuntime.make(
-    MetricsProjector.layer(keyspace, metricsOptionsFromTimeline(new MetricsTimelineConfig())).pipe(
-      Layer.provide(RedisClient.layer({ url: redis.url }))
-    )
-  )
-  const projector = await projection.runPromise(Effect.gen(function*() {
-    return yield* MetricsProjector
-  }))
-  let applied = 0
-  const projected = await measure("metrics projection (catchUp: 3 log events per task)", tasks, async () => {
-    applied = await projection.runPromise(projector.catchUp())
+  const events = partitionKeys(keyspace, 0).events
+  const lastId = (await store.conn.xrevrange(events, "+", "-", "COUNT", 1))[0]![0]
+  const checkpoints = partitionKeys(keyspace, 0).checkpoints
+  const followers = Array.from({ length: projectors }, (_, i) =>
+    ManagedRuntime.make(
+      MetricsProjector.layer(keyspace, { ...metricsOptionsFromTimeline(new MetricsTimelineConfig()), consumer: `hot-path-${i}` }).pipe(
+        Layer.provide(RedisClient.layer({ url: redis.url }))
+      )
+    ))
+  const projected = await measure(`metrics projection (${projectors} follow loop${projectors === 1 ? "" : "s"}: 3 log events per task)`, tasks, async () => {
+    for (const follower of followers) {
+      follower.runFork(Effect.gen(function*() {
+        const projector = yield* MetricsProjector
+        return yield* Effect.scoped(projector.run)
+      }))
+    }
+    while ((await store.conn.hvals(checkpoints)).at(0) !== lastId) await new Promise((resolve) => setTimeout(resolve, 5))
   })
-  if (applied !== 3 * tasks) throw new Error(`projected ${applied} of ${3 * tasks} events`)
-  await projection.dispose()
+  await Promise.all(followers.map((f) => f.dispose()))
+  await runtime.dispose()
   return [enqueued, drained, projected]
 }
 
