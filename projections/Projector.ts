@@ -29,7 +29,7 @@ import { hostname } from "node:os"
 import { fileURLToPath } from "node:url"
 import { Context, Effect, Layer, Result, Schedule, Schema } from "effect"
 import type { Scope } from "effect"
-import { allPartitions, type Keyspace, partitionKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
+import { allPartitions, type Keyspace, MEMORY_ANCHOR, partitionKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { compareIds } from "../streams/StreamId.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
@@ -242,6 +242,7 @@ const openEquals = (a: OpenTask, b: OpenTask): boolean => a.queuedAt === b.queue
 // The commit script
 
 const applySource = readFileSync(fileURLToPath(new URL("../streams/lua/metrics_apply.lua", import.meta.url)), "utf8")
+  .replace("@MEMORY_ANCHOR@", MEMORY_ANCHOR)
 
 type ApplyCaller = (...args: ReadonlyArray<string | number>) => Promise<unknown>
 
@@ -676,7 +677,9 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
           if (Object.keys(h).length > 0) buckets.set(k.slice(prefix.length), recordOfNumbers(h))
         })
         const open = new Map<string, OpenTask>()
-        for (const [id, s] of Object.entries(values[1] as Record<string, string>)) open.set(id, decodeOpenTask(s))
+        for (const [id, s] of Object.entries(values[1] as Record<string, string>)) {
+          if (id !== MEMORY_ANCHOR) open.set(id, decodeOpenTask(s))
+        }
         return { checkpoint: (values[0] as string | null) ?? "", state: { buckets, open } } satisfies StoredState
       })
     })

@@ -69,6 +69,15 @@ export const partitionKeys = (ks: Keyspace, p: number) => {
  */
 export const INDEX_ANCHOR = "#anchor: keeps this index a skiplist, not a listpack (factorial ADR 0014) #################"
 
+/**
+ * A field every metrics memory hash (`…:open`, task id → "queuedAt,claimedAt") holds, written with every batch's
+ * memory: as with the status indexes (ADR 0014), a hash of at most 128 short fields is a listpack, where each
+ * lookup and write walks the entries, and the memory hovers around the number of tasks in flight. A field longer
+ * than 64 bytes keeps it a hashtable. It cannot be a task id (TaskId starts with a letter or digit); readers
+ * skip it. metrics_apply.lua gets it in place of `@MEMORY_ANCHOR@`.
+ */
+export const MEMORY_ANCHOR = "#anchor: keeps this hash a hashtable, not a listpack (factorial ADR 0014) ##################"
+
 /** Version of the metrics projection's meaning: bump it when the fold changes, so a rebuild starts fresh keys. */
 export const METRICS_VERSION = 1
 

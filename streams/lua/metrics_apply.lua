@@ -53,13 +53,18 @@ for i = 1, #increments do
   if ttl > 0 and #pairs_ > 0 then redis.call('EXPIRE', key, ttl) end
 end
 
+-- One HSET (with the anchor that keeps the hash a hashtable: streams/Keys.ts MEMORY_ANCHOR) and one HDEL.
+local set, forget = { '@MEMORY_ANCHOR@', '' }, {}
 for j = 1, #memory, 2 do
   if memory[j + 1] == '' then
-    redis.call('HDEL', OPEN, memory[j])
+    forget[#forget + 1] = memory[j]
   else
-    redis.call('HSET', OPEN, memory[j], memory[j + 1])
+    set[#set + 1] = memory[j]
+    set[#set + 1] = memory[j + 1]
   end
 end
+if #set > 2 then redis.call('HSET', OPEN, unpack(set)) end
+if #forget > 0 then redis.call('HDEL', OPEN, unpack(forget)) end
 
 if new_checkpoint ~= '' then redis.call('HSET', CHECKPOINTS, field, new_checkpoint) end
 return { 'ok' }

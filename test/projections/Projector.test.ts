@@ -262,6 +262,23 @@ describe("MetricsProjector", () => {
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
+  it.live("the task memory hash is a hashtable from its first write, and its anchor is no task", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const store = yield* TaskStore
+      const projector = yield* MetricsProjector
+      const redis = yield* RedisClient
+      yield* store.execute({ _tag: "Enqueue", taskId: "only", agent: "a", ownerId: "o", payload: 1, maxRetries: 0, now: Date.now() })
+      yield* projector.catchUp()
+      const open = partitionKeys(ks, 0).metrics(metrics.bucketSeconds).open
+      // A listpack would make every lookup and write walk the hash (MEMORY_ANCHOR, streams/Keys.ts).
+      assert.strictEqual(yield* redis.use("test object encoding", (c) => c.object("ENCODING", open)), "hashtable")
+      const state = yield* projector.readState(0)
+      assert.deepEqual([...state.state.open.keys()], ["only"])
+      assert.isTrue((yield* projector.verify).equal)
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
   it.live("live buckets after real commands equal a rebuild from the log", () => {
     const ks = freshKeyspace(2)
     return Effect.gen(function*() {
