@@ -264,6 +264,11 @@ export class MetricsProjector extends Context.Service<MetricsProjector, {
   readonly options: MetricsOptions
   /** This process's consumer name in the `projector` group (maintenance keeps it registered as live). */
   readonly consumer: string
+  /**
+   * The field of each partition's `checkpoints` hash holding the live checkpoint: the last log id the live
+   * buckets count (maintenance never trims the log past it).
+   */
+  readonly checkpointField: string
   /** Follows every partition's log until interrupted (one fiber and one dedicated connection each). */
   readonly run: Effect.Effect<never, ProjectorError, Scope.Scope>
   /**
@@ -926,6 +931,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
     keyspace,
     options: metricsOptions,
     consumer,
+    checkpointField: mk(0).checkpointField,
     run,
     poll,
     apply,

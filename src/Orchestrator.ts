@@ -12,7 +12,7 @@ import { Gauges } from "../projections/Gauges.ts"
 import { metricsOptionsFromTimeline } from "../projections/MetricsBuckets.ts"
 import { MetricsProjector } from "../projections/Projector.ts"
 import type { Keyspace } from "../streams/Keys.ts"
-import { metricsKeys, namespaceKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
+import { namespaceKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
 import { RedisClient, type RedisOptions } from "../streams/RedisClient.ts"
 import type { RedisError } from "../streams/StreamError.ts"
 import type { Envelope, TaskStatus } from "../streams/TaskEvent.ts"
@@ -148,7 +148,7 @@ export const runRunners = (
       workerId,
       projectorGroup: PROJECTOR_GROUP,
       projectorConsumer: projector.consumer,
-      projectorCheckpointField: metricsKeys("", projector.options.bucketSeconds, "live").checkpointField
+      projectorCheckpointField: projector.checkpointField
     })
     // Metrics: safe in every process (a commit is refused if another projector moved the checkpoint).
     yield* Effect.forkScoped(
