@@ -19,6 +19,7 @@ import type { Rejection, State, TaskCommand, TaskState } from "../../projections
 import { fold } from "../../projections/TaskDecider.ts"
 import { type Keyspace, taskKeys } from "../../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../../streams/RedisClient.ts"
+import { compareIds } from "../../streams/StreamId.ts"
 import type { RedisError } from "../../streams/StreamError.ts"
 import { decodeEnvelope, type Envelope, isTerminal, type TaskEvent, TaskStatus } from "../../streams/TaskEvent.ts"
 import type { TaskRejected } from "../../src/Errors.ts"
@@ -769,11 +770,6 @@ describe("TaskStore against the decider", () => {
         else if (compareIds(e.id, lastDelivered) <= 0) assert.isTrue(done, `delivered entry ${e.id} of ${key} neither pending nor finished`)
       }
     })
-  }
-  const compareIds = (a: string, b: string) => {
-    const [am, as] = a.split("-").map(BigInt) as [bigint, bigint]
-    const [bm, bs] = b.split("-").map(BigInt) as [bigint, bigint]
-    return am !== bm ? (am > bm ? 1 : -1) : as === bs ? 0 : as > bs ? 1 : -1
   }
 
     /** The command a held claim's worker sends (`applied`: how many pending steering messages it says it applied). */
