@@ -29,7 +29,14 @@ export const eventArb: fc.Arbitrary<TaskEvent> = fc.oneof(
   fc.constant<TaskEvent>({ _tag: "TaskReleased", lease: 1 }),
   fc.constantFrom("requeued", "failed").map((decision): TaskEvent => ({ _tag: "TaskRecovered", lease: 1, decision, retries: 1 })),
   fc.constant<TaskEvent>({ _tag: "TaskBackoffElapsed" }),
-  fc.constant<TaskEvent>({ _tag: "TaskExpired" })
+  fc.constant<TaskEvent>({ _tag: "TaskExpired" }),
+  fc.boolean().map((resumed): TaskEvent => ({
+    _tag: "TaskWaiting", lease: 1, turn: 1, payload: null, steeringApplied: 0, pending: [{ id: "r1", kind: "result" }], resumed
+  })),
+  fc.boolean().map((resumed): TaskEvent => ({ _tag: "ToolResultReceived", id: "r1", result: 1, resumed })),
+  fc.boolean().map((resumed): TaskEvent => ({ _tag: "ChildTaskFinished", childId: "c1", agent: "alpha", status: "completed", resumed })),
+  fc.constant<TaskEvent>({ _tag: "ChildTasksSpawned", lease: 1, children: [{ id: "c1", agent: "alpha" }] }),
+  fc.constantFrom("failed", "resumed", "waiting").map((decision): TaskEvent => ({ _tag: "TaskWaitTimedOut", ids: ["r1"], decision }))
 )
 
 export const TASK_IDS = ["task-a", "task-b", "task-c", "task-d", "task-e"] as const
@@ -39,7 +46,7 @@ export const BASE_AT = 1_700_000_000_000
 /** A log: events of a few tasks interleaved, times non-decreasing (steps up to ~3 minutes). */
 export const logArb = (maxLength = 60, minLength = 0): fc.Arbitrary<Array<Envelope>> =>
   fc.array(
-    fc.record({ task: fc.nat(TASK_IDS.length - 1), event: eventArb, dt: fc.oneof(fc.nat(2_000), fc.nat(200_000)) }),
+    fc.record({ task: fc.nat(TASK_IDS.length - 1), event: eventArb, dt: fc.oneof(fc.nat(4), fc.nat(2_000), fc.nat(200_000)) }),
     { minLength, maxLength, size: "max" }
   ).map((items) => {
     let at = BASE_AT
