@@ -20,13 +20,18 @@
  * too (BullMQ keeps no such projection). `--projectors=P` runs P of them at once, each on its own
  * connections under its own consumer name, as P worker processes would (ADR 0015: one leads, the rest stand by).
  *
+ * `--cpu-prof=<phase>` writes a V8 CPU profile of the client during the phase whose name starts with it
+ * (`enqueue`, `drain`, `metrics`) to bench/results/prof/, for `bench/profile-summary.ts`: unlike
+ * `node --cpu-prof`, it leaves out start-up and the other phases.
+ *
  * `--side=bullmq` counts BullMQ instead, the same way: `addBulk` of 200 jobs per call, then a `Worker` with
  * `concurrency` S and a no-op processor draining them (its background commands included: it is what BullMQ
  * costs Redis per job), so the two systems' instructions per job compare exactly.
  */
 import { Queue, Worker } from "bullmq"
 import { execFileSync } from "node:child_process"
-import { mkdirSync, readdirSync, readFileSync } from "node:fs"
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { Session } from "node:inspector/promises"
 import { Effect, Layer, ManagedRuntime } from "effect"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
 import { metricsOptionsFromTimeline } from "../projections/MetricsBuckets.ts"
@@ -45,6 +50,7 @@ const slots = Number(arg("slots") ?? 100)
 const callgrind = process.argv.includes("--callgrind")
 const side = arg("side") ?? "ours"
 const projectors = Number(arg("projectors") ?? 1)
+const profiledPhase = arg("cpu-prof")
 if (side !== "ours" && side !== "bullmq") throw new Error("--side must be ours or bullmq")
 if (![tasks, slots, projectors].every((n) => Number.isInteger(n) && n >= 1)) {
   throw new Error("--tasks, --slots and --projectors must be positive integers")
@@ -83,10 +89,21 @@ const measure = async (name: string, n: number, body: () => Promise<void>): Prom
   const before = await redisCpuSeconds(redis.admin)
   const dumped = callgrind ? dumpedInstructions() : 0
   if (callgrind) control("-z"), control("-i", "on")
+  const profiler = profiledPhase !== undefined && name.startsWith(profiledPhase) ? new Session() : undefined
+  if (profiler !== undefined) profiler.connect(), await profiler.post("Profiler.enable"), await profiler.post("Profiler.start")
   const started = performance.now()
   const clientBefore = process.cpuUsage()
   await body()
   const clientCpu = process.cpuUsage(clientBefore)
+  if (profiler !== undefined) {
+    const { profile } = await profiler.post("Profiler.stop")
+    const dir = new URL("./results/prof/", import.meta.url).pathname
+    mkdirSync(dir, { recursive: true })
+    const file = `${dir}hot-path-${profiledPhase}-${process.pid}.cpuprofile`
+    writeFileSync(file, JSON.stringify(profile))
+    profiler.disconnect()
+    console.log(`CPU profile of "${name}": ${file}`)
+  }
   const seconds = (performance.now() - started) / 1000
   if (callgrind) control("-i", "off"), control("-d")
   const stats = await readStats(redis.admin)
