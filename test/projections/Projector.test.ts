@@ -2,18 +2,19 @@
  * The metrics projector against a real Redis: any chunking of a log through the group gives the pure
  * fold; redelivery (same batch again, overlapping batches, a crash between commit and ack, entries held
  * by another consumer) changes nothing; after real commands through TaskStore the live buckets equal a
- * rebuild from the log; the follow loop picks up new events and stops promptly when interrupted.
+ * rebuild from the log; the follow loop picks up new events and stops promptly when interrupted; reading an
+ * envelope's opening gives the same fold as decoding it whole.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Layer } from "effect"
 import fc from "fast-check"
-import { fold, type MetricsState } from "../../projections/MetricsBuckets.ts"
-import { MetricsProjector, type ProjectorOptions } from "../../projections/Projector.ts"
+import { fold, foldEnvelopes, type MetricsState } from "../../projections/MetricsBuckets.ts"
+import { decodeEntryFacts, MetricsProjector, type ProjectorOptions } from "../../projections/Projector.ts"
 import type { TaskCommand } from "../../projections/TaskDecider.ts"
 import { TaskStore } from "../../src/TaskStore.ts"
 import { type Keyspace, partitionKeys, partitionOf, PROJECTOR_GROUP } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
-import { decodeEnvelope, type Envelope } from "../../streams/TaskEvent.ts"
+import { decodeEnvelope, decodeLogFacts, type Envelope, type LogFacts } from "../../streams/TaskEvent.ts"
 import { freshKeyspace, storeLayer } from "../support/TestRedis.ts"
 import { canon, chunk, logArb } from "./fixtures.ts"
 
@@ -78,6 +79,43 @@ describe("MetricsProjector", () => {
         { numRuns: 15 }
       )
     ))
+
+  it("reading the envelope's opening gives the same fold as decoding it whole", () =>
+    fc.assert(
+      fc.property(logArb(60), fc.array(fc.constantFrom("plain", "escaped owner", "keys reordered"), { maxLength: 60 }), (log, forms) => {
+        const decodeAll = (decode: (json: string) => ReturnType<typeof decodeLogFacts>) =>
+          log.map(({ id: _id, ...body }, i): LogFacts => {
+            const form = forms[i] ?? "plain"
+            const written = form === "escaped owner" ? { ...body, ownerId: `o"\\${i}` } : body
+            const { event, ...rest } = written
+            const r = decode(JSON.stringify(form === "keys reordered" ? { event, ...rest } : written))
+            if (r._tag === "Failure") throw new Error(r.failure.message)
+            return r.success
+          })
+        assertSameState(foldEnvelopes(metrics, decodeAll(decodeEntryFacts)), foldEnvelopes(metrics, decodeAll(decodeLogFacts)))
+      }),
+      { numRuns: 300 }
+    ))
+
+  it.live("entries the scripts write are read from their opening; a corrupt one is still refused", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const store = yield* TaskStore
+      const redis = yield* RedisClient
+      yield* store.execute({ _tag: "Enqueue", taskId: "open-1", agent: "alpha", ownerId: "o", payload: { big: "x".repeat(200) }, maxRetries: 1, now: 1_000 })
+      yield* store.execute({ _tag: "Claim", taskId: "open-1", lease: 0, worker: "w1", now: 2_000 })
+      const stored = yield* redis.use("test xrange", (c) => c.xrange(partitionKeys(ks, partitionOf(ks, "open-1")).events, "-", "+"))
+      const facts = stored.map(([, fields]) => decodeEntryFacts(fields[1]!))
+      // The full decoder keeps the claim's lease; read from the opening, a claim has its tag only.
+      assert.deepStrictEqual(facts.map((r) => r._tag === "Success" ? r.success : r.failure._tag), [
+        { at: 1_000, taskId: "open-1", agent: "alpha", event: { _tag: "TaskEnqueued" } },
+        { at: 2_000, taskId: "open-1", agent: "alpha", event: { _tag: "TaskClaimed" } }
+      ])
+      const cut = stored[1]![1][1]!.slice(0, 120)
+      assert.strictEqual(decodeEntryFacts(cut)._tag, "Failure", "a truncated envelope")
+      assert.strictEqual(decodeEntryFacts(stored[1]![1][1]!.replace("TaskClaimed", "TaskNoSuchEvent"))._tag, "Failure")
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
 
   it.live("redelivered and overlapping batches change nothing", () => {
     const ks = freshKeyspace()
