@@ -21,7 +21,8 @@
  *   hand) are still adopted after `orphanIdleMs`, folded and acked;
  * - one process at a time follows a partition's log: the holder of its lease, `{ns:p}:projector:lease`
  *   (ADR 0015). The others stand by. Projectors racing over one log mostly redo each other's batches. The
- *   lease only saves that work: correctness rests on the commit script;
+ *   lease only saves that work: correctness rests on the commit script. The leases are shared out: each
+ *   process leads at most ⌈partitions / live projectors⌉ (counted in `{ns}:projectors`);
  * - blocking reads use a dedicated connection with a finite BLOCK, and are interruptible.
  */
 import { readFileSync } from "node:fs"
@@ -29,7 +30,7 @@ import { hostname } from "node:os"
 import { fileURLToPath } from "node:url"
 import { Context, Effect, Layer, Result, Schedule, Schema } from "effect"
 import type { Scope } from "effect"
-import { allPartitions, type Keyspace, MEMORY_ANCHOR, partitionKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
+import { allPartitions, type Keyspace, MEMORY_ANCHOR, namespaceKeys, partitionKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { compareIds } from "../streams/StreamId.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
@@ -187,6 +188,17 @@ if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
 if holder then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
+`
+/**
+ * Vouches in KEYS[1] that projector ARGV[1] is alive for ARGV[2] ms more (Redis' clock), forgets the ones whose
+ * time ran out, and returns how many are alive.
+ */
+const ANNOUNCE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+return redis.call('ZCARD', KEYS[1])
 `
 /** Gives the lease KEYS[1] up if ARGV[1] holds it. */
 const DROP_LEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0`
@@ -604,11 +616,41 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       (held) => Number(held) === 1
     )
 
-  /** Follows partition `p`'s log while this process holds its lease; returns when the lease is lost. */
+  // Sharing the leases out: each process leads at most its share of the partitions, ⌈partitions / live
+  // projectors⌉, counting the live ones in `{ns}:projectors` (renewed every quarter of the lease's time to
+  // live). A process over its share gives up its highest partitions; the processes under it take them over.
+  const partitions = allPartitions(keyspace)
+  const projectorsKey = namespaceKeys(keyspace).projectors
+  /** The partitions this process leads now. */
+  const led = new Set<number>()
+  let liveProjectors = 1
+  const share = () => Math.ceil(partitions.length / Math.max(1, liveProjectors))
+  /** Whether partition `p`, led here, is beyond this process's share (its highest partitions go first). */
+  const beyondShare = (p: number) => led.size > share() && [...led].sort((a, b) => a - b).indexOf(p) >= share()
+  /** Counts this process among the live projectors and reads how many there are (on failure: as before). */
+  const announce = redis.use("metrics projectors", (c) => c.eval(ANNOUNCE, 1, projectorsKey, consumer, leaseMs)).pipe(
+    Effect.map((live) => {
+      liveProjectors = Number(live)
+    }),
+    Effect.catch((e) => Effect.logWarning(`metrics projector: ${e.message}; counting the projectors again next round`))
+  )
+  /** Keeps this process counted among the live projectors while it runs; removes it on a clean stop. */
+  const announceWhileRunning = Effect.gen(function*() {
+    yield* Effect.addFinalizer(() => Effect.ignore(redis.use("metrics projectors", (c) => c.zrem(projectorsKey, consumer))))
+    yield* announce
+    yield* Effect.forkScoped(
+      announce.pipe(Effect.delay(`${Math.max(1, Math.round(leaseMs / 4))} millis`), Effect.forever)
+    )
+  })
+
+  /** Follows partition `p`'s log while this process holds its lease and it is within its share; then returns. */
   const lead = (p: number) =>
     Effect.gen(function*() {
+      led.add(p)
       yield* Effect.addFinalizer(() =>
-        Effect.ignore(redis.use("metrics lease", (c) => c.eval(DROP_LEASE, 1, pk(p).projectorLease, consumer)))
+        Effect.sync(() => led.delete(p)).pipe(
+          Effect.andThen(Effect.ignore(redis.use("metrics lease", (c) => c.eval(DROP_LEASE, 1, pk(p).projectorLease, consumer))))
+        )
       )
       const conn = yield* redis.dedicated(`projector:${p}`)
       seen.delete(p) // another holder may have moved it since this process last led
@@ -620,7 +662,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       let renewedAt = Date.now()
       while (true) {
         if (Date.now() - renewedAt >= leaseMs / 4) {
-          if (!(yield* holdLease(p))) return
+          if (beyondShare(p) || !(yield* holdLease(p))) return
           renewedAt = Date.now()
         }
         const started = Date.now()
@@ -635,10 +677,13 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       }
     }).pipe(Effect.scoped)
 
-  /** Stands by until this process holds partition `p`'s lease, leads while it does, and stands by again. */
+  /**
+   * Stands by until this process holds partition `p`'s lease (taking it only while under its share), leads
+   * while it does, and stands by again.
+   */
   const follow = (p: number) =>
     Effect.gen(function*() {
-      if (yield* holdLease(p)) yield* lead(p)
+      if (led.size < share() && (yield* holdLease(p))) yield* lead(p)
       else yield* Effect.sleep(Math.max(1, Math.round(leaseMs / 2)))
     }).pipe(
       Effect.forever,
@@ -649,9 +694,9 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       })
     )
 
-  const run: Effect.Effect<never, ProjectorError, Scope.Scope> = Effect.flatMap(
-    Effect.forEach(allPartitions(keyspace), follow, { concurrency: "unbounded", discard: true }),
-    () => Effect.never
+  const run: Effect.Effect<never, ProjectorError, Scope.Scope> = Effect.andThen(
+    announceWhileRunning,
+    Effect.flatMap(Effect.forEach(partitions, follow, { concurrency: "unbounded", discard: true }), () => Effect.never)
   )
 
   const catchUp = (o?: { readonly count?: number }) =>

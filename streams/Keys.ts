@@ -162,6 +162,12 @@ export const namespaceKeys = (ks: Keyspace) => ({
    * with partition keys.
    */
   consumers: `{${ks.namespace}}:consumers`,
+  /**
+   * Sorted set: the consumer name of each process running a metrics projector → time (ms, Redis' clock) until
+   * which it vouches that it is alive; written and read by the projectors only, to share the partitions'
+   * projector leases out evenly (ADR 0015). One key, in its own slot.
+   */
+  projectors: `{${ks.namespace}}:projectors`,
   /** Pub/sub channel: cancel and steer notices for running workers. */
   control: `{${ks.namespace}}:control`,
   /**

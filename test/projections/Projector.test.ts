@@ -12,7 +12,7 @@ import { fold, foldEnvelopes, type MetricsState } from "../../projections/Metric
 import { decodeEntryFacts, MetricsProjector, type ProjectorOptions } from "../../projections/Projector.ts"
 import type { TaskCommand } from "../../projections/TaskDecider.ts"
 import { TaskStore } from "../../src/TaskStore.ts"
-import { type Keyspace, partitionKeys, partitionOf, PROJECTOR_GROUP } from "../../streams/Keys.ts"
+import { type Keyspace, namespaceKeys, partitionKeys, partitionOf, PROJECTOR_GROUP } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
 import { decodeEnvelope, decodeLogFacts, type Envelope, type LogFacts } from "../../streams/TaskEvent.ts"
 import { freshKeyspace, storeLayer } from "../support/TestRedis.ts"
@@ -297,6 +297,48 @@ describe("MetricsProjector", () => {
       assert.strictEqual(yield* redis.use("test get", (c) => c.get(lease)), "second")
       yield* Fiber.interrupt(second)
       assert.isNull(yield* redis.use("test get", (c) => c.get(lease)), "a clean stop gives the lease up")
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
+  it.live("the partitions' leases are shared out among the live processes, and taken back when one stops", () => {
+    const ks = freshKeyspace(4)
+    return Effect.gen(function*() {
+      const redis = yield* RedisClient
+      const follower = (consumer: string) =>
+        Effect.gen(function*() {
+          const projector = yield* MetricsProjector
+          return yield* Effect.forkChild(Effect.scoped(projector.run))
+        }).pipe(Effect.provide(MetricsProjector.layer(ks, { ...metrics, consumer, leaseMs: 400, blockMs: 50, pollIntervalMs: 20 }).pipe(Layer.provide(storeLayer(ks)))))
+      const holders = redis.use("test get", (c) => Promise.all([0, 1, 2, 3].map((p) => c.get(partitionKeys(ks, p).projectorLease))))
+      /** Waits (up to 5 s) until the holders, in partition order, satisfy `ok`; returns the last ones seen. */
+      const until = (ok: (h: ReadonlyArray<string | null>) => boolean) =>
+        Effect.gen(function*() {
+          let h = yield* holders
+          for (let i = 0; i < 250 && !ok(h); i++) h = yield* Effect.andThen(Effect.sleep("20 millis"), holders)
+          return h
+        })
+      const count = (h: ReadonlyArray<string | null>, who: string) => h.filter((x) => x === who).length
+
+      const first = yield* follower("first")
+      assert.deepEqual(yield* until((h) => count(h, "first") === 4), ["first", "first", "first", "first"], "alone, it leads every partition")
+      const second = yield* follower("second")
+      const shared = yield* until((h) => count(h, "first") === 2 && count(h, "second") === 2)
+      assert.deepEqual(shared, ["first", "first", "second", "second"], "two share them, the first giving up its highest")
+
+      // Events in every partition while the leases are shared: each partition's leader folds them.
+      const log = fc.sample(logArb(40, 40), { numRuns: 1, seed: 31 })[0]!.map((e, i) => ({ ...e, taskId: `spread-${i}` }))
+      yield* writeLog(ks, log)
+      for (let p = 0; p < 4; p++) {
+        const expected = JSON.stringify(canon(fold(metrics, yield* readLog(ks, p))))
+        for (let i = 0; i < 100 && JSON.stringify(canon(yield* liveState(p))) !== expected; i++) yield* Effect.sleep("20 millis")
+        assertSameState(yield* liveState(p), fold(metrics, yield* readLog(ks, p)), `partition ${p}`)
+      }
+
+      yield* Fiber.interrupt(second)
+      assert.strictEqual(count(yield* until((h) => count(h, "first") === 4), "first"), 4, "the one left takes them all back")
+      yield* Fiber.interrupt(first)
+      assert.deepEqual(yield* holders, [null, null, null, null])
+      assert.strictEqual(yield* redis.use("test zcard", (c) => c.zcard(namespaceKeys(ks).projectors)), 0, "a clean stop leaves the count")
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
