@@ -237,7 +237,8 @@ export class Orchestrator {
 
   /**
    * Starts the registered workers and maintenance; resolves when started. `run()` does the same and
-   * resolves only after `stop()` (or SIGINT/SIGTERM when `handleSignals` is true).
+   * resolves only after `stop()` (or SIGINT/SIGTERM when `handleSignals` is true). A `stop()` while it is
+   * starting wins: it resolves then, with everything stopped, instead of failing with the interruption.
    */
   async start(): Promise<void> {
     if (this.running !== undefined) return
@@ -245,13 +246,16 @@ export class Orchestrator {
     const scope = Scope.makeUnsafe()
     let resolve!: () => void
     const done = new Promise<void>((r) => (resolve = r))
-    this.running = { scope, done, resolve }
+    const running = { scope, done, resolve }
+    this.running = running
     try {
       await this.runEffect(
         Scope.provide(scope)(runRunners([...this.runners.values()], undefined, { emitLimits: this.options.emitLimits }))
       )
+      if (this.running !== running) return // stopped while starting
       await this.startServer()
     } catch (e) {
+      if (this.running !== running) return // stopped while starting: stop() closed the scope
       this.running = undefined
       await Effect.runPromise(Scope.close(scope, Exit.void))
       throw e
