@@ -28,15 +28,15 @@ import type { System } from "./system.ts"
 const sizes: Readonly<Record<string, Sizes>> = {
   small: {
     enqueueSingle: 500, enqueueBulk: 2500, workersC1: 400, workersC100: 1500, latencyRate: 200, latencySeconds: 2,
-    memory: 1000, multiTurnTasks: 150, multiTurnLone: 10
+    memory: 1000, multiTurnTasks: 150, multiTurnLone: 30
   },
   default: {
     enqueueSingle: 2000, enqueueBulk: 10000, workersC1: 1500, workersC100: 6000, latencyRate: 200, latencySeconds: 5,
-    memory: 3000, multiTurnTasks: 600, multiTurnLone: 20
+    memory: 3000, multiTurnTasks: 600, multiTurnLone: 100
   },
   large: {
     enqueueSingle: 8000, enqueueBulk: 50000, workersC1: 6000, workersC100: 30000, latencyRate: 200,
-    latencySeconds: 15, memory: 12000, multiTurnTasks: 2500, multiTurnLone: 50
+    latencySeconds: 15, memory: 12000, multiTurnTasks: 2500, multiTurnLone: 250
   }
 }
 
