@@ -62,28 +62,34 @@ export const makeConnection = (o: RedisOptions): RedisConnection => {
 export const orderedNode = (conn: RedisConnection): RedisConnection =>
   conn instanceof Cluster ? (conn.nodes("master")[0] ?? conn) : conn
 
-/** Connects; the first failure is returned instead of ioredis' endless reconnect attempts. */
+/**
+ * Connects; the first failure is returned instead of ioredis' endless reconnect attempts. Connected means
+ * `connect()` resolved or the connection said "ready", whichever comes first: ioredis' Cluster never settles
+ * `connect()` when its first ready check finds `cluster_state:fail` (a Cluster still converging), although it
+ * reconnects and becomes ready (test/faults/cluster-connect.test.ts).
+ */
 export const connect = (conn: RedisConnection, op = "connect"): Promise<RedisConnection> =>
   new Promise((resolve, reject) => {
     let settled = false
+    const onReady = () => {
+      if (settled) return
+      settled = true
+      conn.off("error", onError)
+      conn.off("ready", onReady)
+      // Later errors are retried by ioredis' reconnect; they must not crash the process.
+      conn.on("error", () => {})
+      resolve(conn)
+    }
     const onError = (err: unknown) => {
       if (settled) return
       settled = true
+      conn.off("ready", onReady)
       conn.disconnect()
       reject(toRedisError(op, err))
     }
     conn.once("error", onError)
-    conn.connect().then(
-      () => {
-        if (settled) return
-        settled = true
-        conn.off("error", onError)
-        // Later errors are retried by ioredis' reconnect; they must not crash the process.
-        conn.on("error", () => {})
-        resolve(conn)
-      },
-      onError
-    )
+    conn.once("ready", onReady)
+    conn.connect().then(onReady, onError)
   })
 
 export class RedisClient extends Context.Service<RedisClient, {
