@@ -31,8 +31,12 @@ for p in "${ports[@]}"; do
 done
 redis-cli --cluster create "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}" "127.0.0.1:${ports[2]}" \
   --cluster-replicas 0 --cluster-yes >/dev/null
-for _ in $(seq 100); do
-  redis-cli -p "${ports[0]}" cluster info | grep -q "cluster_state:ok" && break
-  sleep 0.1
+# Every node, not only the first: a client's first CLUSTER INFO may go to any of them, and a node that still
+# says cluster_state:fail right after the create makes it wait for a reconnect.
+for p in "${ports[@]}"; do
+  for _ in $(seq 100); do
+    redis-cli -p "$p" cluster info | grep -q "cluster_state:ok" && break
+    sleep 0.1
+  done
 done
 echo "127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
