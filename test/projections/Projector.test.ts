@@ -44,6 +44,13 @@ const readLog = (ks: Keyspace, p: number) =>
     return yield* Effect.forEach(raw, ([id, fields]) => decodeEnvelope(fields[1]!, id))
   })
 
+/** Forks the follow loop of another process's projector (its own connections and consumer name), with a short lease. */
+const follower = (ks: Keyspace, consumer: string) =>
+  Effect.gen(function*() {
+    const projector = yield* MetricsProjector
+    return yield* Effect.forkChild(Effect.scoped(projector.run))
+  }).pipe(Effect.provide(MetricsProjector.layer(ks, { ...metrics, consumer, leaseMs: 400, blockMs: 50, pollIntervalMs: 20 }).pipe(Layer.provide(storeLayer(ks)))))
+
 const liveState = (p: number) =>
   Effect.gen(function*() {
     const projector = yield* MetricsProjector
@@ -267,11 +274,6 @@ describe("MetricsProjector", () => {
       const redis = yield* RedisClient
       const events = partitionKeys(ks, 0).events
       const lease = partitionKeys(ks, 0).projectorLease
-      const follower = (consumer: string) =>
-        Effect.gen(function*() {
-          const projector = yield* MetricsProjector
-          return yield* Effect.forkChild(Effect.scoped(projector.run))
-        }).pipe(Effect.provide(MetricsProjector.layer(ks, { ...metrics, consumer, leaseMs: 400, blockMs: 50, pollIntervalMs: 20 }).pipe(Layer.provide(storeLayer(ks)))))
       const groupConsumers = redis.use("test xinfo", async (c) => {
         const reply = (await c.call("XINFO", "CONSUMERS", events, PROJECTOR_GROUP).catch(() => [])) as Array<Array<unknown>>
         return reply.map((flat) => String(flat[1])).sort()
@@ -282,9 +284,9 @@ describe("MetricsProjector", () => {
         assertSameState(yield* liveState(0), fold(metrics, yield* readLog(ks, 0)))
       })
 
-      const first = yield* follower("first")
+      const first = yield* follower(ks, "first")
       yield* Effect.sleep("50 millis")
-      const second = yield* follower("second")
+      const second = yield* follower(ks, "second")
       yield* writeLog(ks, fc.sample(logArb(40, 20), { numRuns: 1, seed: 21 })[0]!)
       yield* caughtUp
       assert.strictEqual(yield* redis.use("test get", (c) => c.get(lease)), "first")
@@ -304,11 +306,6 @@ describe("MetricsProjector", () => {
     const ks = freshKeyspace(4)
     return Effect.gen(function*() {
       const redis = yield* RedisClient
-      const follower = (consumer: string) =>
-        Effect.gen(function*() {
-          const projector = yield* MetricsProjector
-          return yield* Effect.forkChild(Effect.scoped(projector.run))
-        }).pipe(Effect.provide(MetricsProjector.layer(ks, { ...metrics, consumer, leaseMs: 400, blockMs: 50, pollIntervalMs: 20 }).pipe(Layer.provide(storeLayer(ks)))))
       const holders = redis.use("test get", (c) => Promise.all([0, 1, 2, 3].map((p) => c.get(partitionKeys(ks, p).projectorLease))))
       /** Waits (up to 5 s) until the holders, in partition order, satisfy `ok`; returns the last ones seen. */
       const until = (ok: (h: ReadonlyArray<string | null>) => boolean) =>
@@ -319,9 +316,9 @@ describe("MetricsProjector", () => {
         })
       const count = (h: ReadonlyArray<string | null>, who: string) => h.filter((x) => x === who).length
 
-      const first = yield* follower("first")
+      const first = yield* follower(ks, "first")
       assert.deepEqual(yield* until((h) => count(h, "first") === 4), ["first", "first", "first", "first"], "alone, it leads every partition")
-      const second = yield* follower("second")
+      const second = yield* follower(ks, "second")
       const shared = yield* until((h) => count(h, "first") === 2 && count(h, "second") === 2)
       assert.deepEqual(shared, ["first", "first", "second", "second"], "two share them, the first giving up its highest")
 
