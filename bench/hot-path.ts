@@ -119,7 +119,8 @@ const runOurs = async (): Promise<ReadonlyArray<Phase>> => {
     return yield* TaskStore
   }))
   const agent = "noop"
-  await store.conn.xgroup("CREATE", partitionKeys(keyspace, 0).queue(agent), agent, "0", "MKSTREAM")
+  const keys = partitionKeys(keyspace, 0)
+  await store.conn.xgroup("CREATE", keys.queue(agent), agent, "0", "MKSTREAM")
 
   const ids = Array.from({ length: tasks }, (_, i) => `hp-${i}`)
   const enqueued = await measure("enqueue (pipelines of 200)", tasks, async () => {
@@ -152,9 +153,7 @@ const runOurs = async (): Promise<ReadonlyArray<Phase>> => {
   })
   if (completed !== tasks) throw new Error(`drained ${completed} of ${tasks} tasks`)
 
-  const events = partitionKeys(keyspace, 0).events
-  const lastId = (await store.conn.xrevrange(events, "+", "-", "COUNT", 1))[0]![0]
-  const checkpoints = partitionKeys(keyspace, 0).checkpoints
+  const lastId = (await store.conn.xrevrange(keys.events, "+", "-", "COUNT", 1))[0]![0]
   const followers = Array.from({ length: projectors }, (_, i) =>
     ManagedRuntime.make(
       MetricsProjector.layer(keyspace, { ...metricsOptionsFromTimeline(new MetricsTimelineConfig()), consumer: `hot-path-${i}` }).pipe(
@@ -172,7 +171,7 @@ const runOurs = async (): Promise<ReadonlyArray<Phase>> => {
       }))
     }
     // Polled every 20 ms: its HGETs show in the phase's commands, about one per 100 tasks at most.
-    while ((await store.conn.hget(checkpoints, checkpointField)) !== lastId) await new Promise((resolve) => setTimeout(resolve, 20))
+    while ((await store.conn.hget(keys.checkpoints, checkpointField)) !== lastId) await new Promise((resolve) => setTimeout(resolve, 20))
   })
   await Promise.all(followers.map((f) => f.dispose()))
   await runtime.dispose()
