@@ -28,7 +28,7 @@
 import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { fileURLToPath } from "node:url"
-import { Context, Effect, Layer, Result, Schedule, Schema } from "effect"
+import { Clock, Context, Effect, Layer, Result, Schedule, Schema } from "effect"
 import type { Scope } from "effect"
 import { allPartitions, type Keyspace, MEMORY_ANCHOR, namespaceKeys, partitionKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
@@ -161,6 +161,17 @@ export interface RebuildReport {
   }>
 }
 
+/** Whether the live metrics keep up with the event logs (the dashboard's and `/metrics`' projection gauges). */
+export interface ProjectionStatus {
+  /** Processes counted in `{ns}:projectors` now (each runs a follow loop; 0: nobody projects). */
+  readonly liveProjectors: number
+  /**
+   * Age (ms, from its stream id) of the oldest log entry the live metrics do not count yet, over all
+   * partitions; null when they count every entry. It grows with the clock while nobody projects.
+   */
+  readonly oldestUnprojectedAgeMs: number | null
+}
+
 export interface TimelineQuery {
   /** One agent's buckets; all agents together when absent. */
   readonly agent?: string | undefined
@@ -199,6 +210,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 return redis.call('ZCARD', KEYS[1])
+`
+/** How many projectors in KEYS[1] still vouch they are alive, by Redis' clock (as ANNOUNCE counts them). */
+const LIVE_PROJECTORS = `
+local t = redis.call('TIME')
+return redis.call('ZCOUNT', KEYS[1], '(' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), '+inf')
 `
 /** Gives the lease KEYS[1] up if ARGV[1] holds it. */
 const DROP_LEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0`
@@ -352,6 +368,8 @@ export class MetricsProjector extends Context.Service<MetricsProjector, {
   readonly readBuckets: (
     query: TimelineQuery
   ) => Effect.Effect<ReadonlyArray<StoredBucket>, RedisError | TimelineRangeInvalid>
+  /** How many processes project, and how far the live metrics trail the logs. */
+  readonly status: Effect.Effect<ProjectionStatus, RedisError>
   /** The live buckets of the range, summed over partitions, with derived figures; empty buckets included. */
   readonly readTimeline: (
     query: TimelineQuery
@@ -997,6 +1015,25 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       (buckets) => buckets.map((b) => toTimelinePoint(bucketSeconds, b.agent, b.start, b.bucket))
     )
 
+  /** The first entry of partition `p`'s log after its live checkpoint: its time (ms), or undefined. */
+  const firstUnprojected = (p: number) =>
+    Effect.flatMap(getCheckpoint(p), (checkpoint) =>
+      redis.use("metrics status", async (c) => {
+        const [entry] = (await c.call("XRANGE", pk(p).events, checkpoint === "" ? "-" : `(${checkpoint}`, "+", "COUNT", 1)) as Array<RawEntry>
+        return entry === undefined ? undefined : Number(entry[0].split("-")[0])
+      }))
+
+  const status = Effect.gen(function*() {
+    const live = yield* redis.use("metrics status", (c) => c.eval(LIVE_PROJECTORS, 1, projectorsKey))
+    const firsts = yield* Effect.forEach(partitions, firstUnprojected, { concurrency: 8 })
+    const oldest = Math.min(...firsts.filter((t) => t !== undefined))
+    const now = yield* Clock.currentTimeMillis
+    return {
+      liveProjectors: Number(live),
+      oldestUnprojectedAgeMs: Number.isFinite(oldest) ? Math.max(0, now - oldest) : null
+    } satisfies ProjectionStatus
+  })
+
   return MetricsProjector.of({
     keyspace,
     options: metricsOptions,
@@ -1010,6 +1047,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
     rebuild,
     verify,
     readBuckets,
-    readTimeline
+    readTimeline,
+    status
   })
 })

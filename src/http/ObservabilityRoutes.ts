@@ -14,7 +14,7 @@ import {
   type QueueGauge
 } from "../../projections/Gauges.ts"
 import { ALL_AGENTS } from "../../projections/MetricsBuckets.ts"
-import { MetricsProjector } from "../../projections/Projector.ts"
+import { MetricsProjector, type ProjectionStatus } from "../../projections/Projector.ts"
 import { parseTaskCursor, readTaskPage } from "../../projections/TaskIndex.ts"
 import {
   mergePoints,
@@ -76,6 +76,16 @@ const warningsOf = (snapshot: GaugeSnapshot) =>
     message: `${q.waiting} task(s) of ${q.agent} are waiting and no worker of ${q.agent} is live`
   }))
 
+/** The metrics count no entry older than this (ms) for longer than this: the projection is stalled. */
+export const PROJECTION_STALLED_AFTER_MS = 60_000
+
+/** The projection's gauges as the API shows them, with the "the timeline is stale" verdict. */
+const projectionView = (status: ProjectionStatus) => ({
+  liveProjectors: status.liveProjectors,
+  oldestUnprojectedAgeMs: status.oldestUnprojectedAgeMs,
+  stalled: (status.oldestUnprojectedAgeMs ?? 0) > PROJECTION_STALLED_AFTER_MS
+})
+
 /** The stored buckets of a window for one agent (or all), with the range they cover. */
 const readWindow = (window: WindowName, agent: string | undefined) =>
   Effect.gen(function*() {
@@ -104,6 +114,7 @@ export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => 
         const { window = DEFAULT_WINDOW } = yield* decodeWindowQuery(request.query)
         const snapshot = yield* readGauges
         const totals = yield* totalsOf(window, undefined)
+        const projection = yield* MetricsProjector.use((p) => p.status)
         return {
           at: snapshot.at,
           window,
@@ -111,6 +122,7 @@ export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => 
           liveWorkers: snapshot.liveWorkers,
           queues: snapshot.queues.map(queueView),
           warnings: warningsOf(snapshot),
+          metricsProjection: projectionView(projection),
           totals
         }
       })

@@ -69,6 +69,7 @@ export const prometheusRoute = (options: AppOptions): FastifyPluginAsync => asyn
     const { bucketSeconds, retentionSeconds } = projector.options
     const now = yield* Clock.currentTimeMillis
     const snapshot = yield* gauges.read({ liveWithinMs: options.liveWithinMs ?? LIVE_WITHIN_MS })
+    const projection = yield* projector.status
     const agents = [...new Set([...snapshot.queues.map((q) => q.agent), ...options.agents().map((a) => a.name)])]
       .sort()
 
@@ -120,6 +121,18 @@ export const prometheusRoute = (options: AppOptions): FastifyPluginAsync => asyn
     out.push(family("factorial_live_workers_distinct", "gauge", "Distinct live workers over all agents.", [
       `factorial_live_workers_distinct ${snapshot.liveWorkers}`
     ]))
+    out.push(family(
+      "factorial_metrics_projectors",
+      "gauge",
+      "Processes keeping the metrics timeline current ({ns}:projectors; 0: nobody projects).",
+      [`factorial_metrics_projectors ${projection.liveProjectors}`]
+    ))
+    out.push(family(
+      "factorial_metrics_unprojected_age_seconds",
+      "gauge",
+      "Age of the oldest event-log entry the metrics do not count yet (0 when they count every entry); it grows while nobody projects.",
+      [`factorial_metrics_unprojected_age_seconds ${num((projection.oldestUnprojectedAgeMs ?? 0) / 1000)}`]
+    ))
     for (const c of counterNames) {
       const [name, help] = counterHelp[c]
       out.push(family(name, "counter", help, perAgent.map((a) => `${name}${labels({ agent: a.agent })} ${a.total[c] ?? 0}`)))

@@ -339,6 +339,38 @@ describe("MetricsProjector", () => {
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
+  it.live("status: the age of the oldest entry not counted yet, over the partitions, and who projects", () => {
+    const ks = freshKeyspace(2)
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const redis = yield* RedisClient
+      assert.deepEqual(yield* projector.status, { liveProjectors: 0, oldestUnprojectedAgeMs: null }, "empty logs: nothing to count")
+
+      // Entries 30 s and 10 s old in partition 1, none in partition 0: the oldest decides, whatever the partition.
+      const now = Date.now()
+      const log = fc.sample(logArb(2, 2), { numRuns: 1, seed: 7 })[0]!
+      yield* redis.use("test xadd", async (c) => {
+        const events = partitionKeys(ks, 1).events
+        for (const [i, ago] of [30_000, 10_000].entries()) {
+          const { id: _id, ...body } = { ...log[i]!, taskId: `p1-${i}` }
+          await c.xadd(events, `${now - ago}-0`, "e", JSON.stringify(body))
+        }
+      })
+      const before = yield* projector.status
+      assert.strictEqual(before.liveProjectors, 0)
+      assert.isTrue(before.oldestUnprojectedAgeMs! >= 30_000 && before.oldestUnprojectedAgeMs! < 40_000, `${before.oldestUnprojectedAgeMs}`)
+
+      // Once folded, nothing is behind; a running projector counts itself while it runs.
+      yield* projector.catchUp()
+      assert.strictEqual((yield* projector.status).oldestUnprojectedAgeMs, null)
+      const running = yield* follower(ks, "elsewhere")
+      for (let i = 0; i < 100 && (yield* projector.status).liveProjectors === 0; i++) yield* Effect.sleep("20 millis")
+      assert.strictEqual((yield* projector.status).liveProjectors, 1)
+      yield* Fiber.interrupt(running)
+      assert.strictEqual((yield* projector.status).liveProjectors, 0, "a clean stop leaves the count")
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
   it.live("the task memory hash is a hashtable from its first write, and its anchor is no task", () => {
     const ks = freshKeyspace()
     return Effect.gen(function*() {

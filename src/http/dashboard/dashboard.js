@@ -213,6 +213,15 @@ async function loadOverview() {
         `No live workers for agent “${q.agent}”: ${fmtInt(q.waiting)} task(s) waiting, the oldest for ${fmtDuration(q.oldestWaitingAgeMs)}.`
       )
     }
+    // The timeline is only as fresh as its projection: say when it is stale, and why if nobody projects.
+    const m = o.metricsProjection
+    if (m.stalled) {
+      showAlert(
+        "metrics-stalled",
+        `The metrics below miss the last ${fmtDuration(m.oldestUnprojectedAgeMs)} of events: ` +
+          (m.liveProjectors === 0 ? "no process projects them (projectMetrics is off everywhere, or none runs)." : "the projection is behind.")
+      )
+    } else clearAlert("metrics-stalled")
     renderStatusTabs()
   } catch (e) {
     report("overview", e)
