@@ -53,6 +53,14 @@ export interface OrchestratorOptions {
   readonly metricsConfig?: MetricsTimelineConfig
   /** Bounds on the events turns emit (`ctx.emit`): size and rate per task; see `EmitLimits` (ADR 0010). */
   readonly emitLimits?: Partial<EmitLimits>
+  /**
+   * Whether this process keeps the metrics timeline current (default true): it then runs a follow loop that
+   * leads its share of the partitions' logs (ADR 0015). Set false in worker processes when other processes
+   * project (the one serving the dashboard, say), so that the projection never shares the turns' event loop:
+   * in the bench, one slot ran 10-20 % faster without it (ADR 0016). With no process projecting, the metrics
+   * stall; the dashboard and `/metrics` show it (`factorial_metrics_unprojected_age_seconds`).
+   */
+  readonly projectMetrics?: boolean
 }
 
 export interface RunnerRegistration {
@@ -132,12 +140,13 @@ export const orchestratorLayer = (
 
 /**
  * Runs worker pools and maintenance for the runners until the scope closes (graceful stop). What turns emit
- * (`ctx.emit`) is published on the namespace's emit channel, within `emitLimits` (src/LiveEmit.ts).
+ * (`ctx.emit`) is published on the namespace's emit channel, within `emitLimits` (src/LiveEmit.ts). The
+ * metrics projector runs beside them unless `projectMetrics` is false.
  */
 export const runRunners = (
   runners: ReadonlyArray<Runner>,
   workerId = makeWorkerId(),
-  options: { readonly emitLimits?: Partial<EmitLimits> | undefined } = {}
+  options: { readonly emitLimits?: Partial<EmitLimits> | undefined; readonly projectMetrics?: boolean | undefined } = {}
 ) =>
   Effect.gen(function*() {
     const maintenanceConfig = runners[0]?.maintenanceConfig ?? new MaintenanceWorkerConfig()
@@ -151,9 +160,11 @@ export const runRunners = (
       projectorCheckpointField: projector.checkpointField
     })
     // Metrics: safe in every process (a commit is refused if another projector moved the checkpoint).
-    yield* Effect.forkScoped(
-      projector.run.pipe(Effect.catchCause((cause) => Effect.logError("metrics projector stopped", cause)))
-    )
+    if (options.projectMetrics !== false) {
+      yield* Effect.forkScoped(
+        projector.run.pipe(Effect.catchCause((cause) => Effect.logError("metrics projector stopped", cause)))
+      )
+    }
     const maxRetries = (agent: string) =>
       runners.find((r) => r.agent.name === agent)?.workerConfig.maxRetries ?? AgentWorkerConfig.defaults.maxRetries
     const redis = yield* RedisClient
@@ -250,7 +261,10 @@ export class Orchestrator {
     this.running = running
     try {
       await this.runEffect(
-        Scope.provide(scope)(runRunners([...this.runners.values()], undefined, { emitLimits: this.options.emitLimits }))
+        Scope.provide(scope)(runRunners([...this.runners.values()], undefined, {
+          emitLimits: this.options.emitLimits,
+          projectMetrics: this.options.projectMetrics
+        }))
       )
       if (this.running !== running) return // stopped while starting
       await this.startServer()

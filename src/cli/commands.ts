@@ -20,6 +20,9 @@ import { cursorNow, type LiveItem, liveEvents } from "../LiveFeed.ts"
 import { makeEmitHub } from "../LiveEmit.ts"
 import { AgentName, type Envelope, TaskEvent, type TaskEventTag, TaskStatus } from "../../streams/TaskEvent.ts"
 import { InvalidInput, TaskNotFound } from "../Errors.ts"
+import { MetricsTimelineConfig } from "../Config.ts"
+import { metricsOptionsFromTimeline } from "../../projections/MetricsBuckets.ts"
+import { MetricsProjector } from "../../projections/Projector.ts"
 import { validTaskId } from "../TaskClient.ts"
 import { TaskStore } from "../TaskStore.ts"
 import { countIndexed, exportHistories, importHistories } from "../audit/Export.ts"
@@ -504,6 +507,29 @@ const verifyCommand: Command = {
   }
 }
 
+const projectCommand: Command = {
+  ...specs.project,
+  run: (ctx) => {
+    const timeline = new MetricsTimelineConfig({
+      ...(typeof ctx.flags["bucket-size"] === "string" ? { bucketSize: ctx.flags["bucket-size"] as MetricsTimelineConfig["bucketSize"] } : {}),
+      ...(ctx.flags["timeline-duration"] !== undefined ? { timelineDuration: positiveInt(ctx.flags, "timeline-duration")! } : {}),
+      ...(ctx.flags["retention-multiplier"] !== undefined ? { retentionMultiplier: positiveInt(ctx.flags, "retention-multiplier")! } : {})
+    })
+    return run(
+      ctx,
+      withNamespace(ctx.globals, (ks: Keyspace) =>
+        Effect.gen(function*() {
+          const projector = yield* MetricsProjector
+          ctx.io.err.write(
+            `factorial-ts: projecting the metrics of ${ks.namespace} (${ks.partitions} partition${ks.partitions === 1 ? "" : "s"}, ` +
+              `buckets of one ${timeline.bucketSize.replace(/s$/, "")})\n`
+          )
+          return yield* Effect.scoped(projector.run)
+        }).pipe(Effect.provide(MetricsProjector.layer(ks, metricsOptionsFromTimeline(timeline)))))
+    )
+  }
+}
+
 const rebuildCommand: Command = {
   ...specs.rebuild,
   run: (ctx) => {
@@ -590,6 +616,7 @@ export const commands: ReadonlyArray<Command> = [
   importCommand,
   rebuildCommand,
   verifyCommand,
+  projectCommand,
   functionsCommand,
   demoCommand
 ]

@@ -247,6 +247,26 @@ export const rebuildSpec: CommandSpec = {
   ],
 }
 
+export const projectSpec: CommandSpec = {
+  name: "project",
+  summary: "Keep the metrics timeline current, until SIGINT/SIGTERM (for worker processes with projectMetrics off)",
+  description: "Follows the namespace's event logs and folds them into the metrics buckets, as every\n" +
+    "orchestrator does unless `projectMetrics: false`. Several of these (and orchestrators that project)\n" +
+    "share the partitions by lease. The timeline flags must match the orchestrators' MetricsTimelineConfig.",
+  args: [],
+  flags: [
+    {
+      name: "bucket-size",
+      kind: "string",
+      choices: ["seconds", "minutes", "hours", "days"],
+      description: "MetricsTimelineConfig.bucketSize (default minutes)"
+    },
+    { name: "timeline-duration", kind: "int", placeholder: "<seconds>", description: "MetricsTimelineConfig.timelineDuration (default 3600)" },
+    { name: "retention-multiplier", kind: "int", description: "MetricsTimelineConfig.retentionMultiplier (default 2)" }
+  ],
+  examples: ["factorial-ts --namespace prod project", "factorial-ts project --bucket-size hours --timeline-duration 86400"],
+}
+
 export const functionsSpec: CommandSpec = {
   name: "functions",
   summary: "List the Redis Function libraries of other factorial-ts releases; --prune deletes them",
@@ -278,6 +298,7 @@ export const specs = {
   import: importSpec,
   rebuild: rebuildSpec,
   verify: verifySpec,
+  project: projectSpec,
   functions: functionsSpec,
   demo: demoSpec
 }

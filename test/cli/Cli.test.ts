@@ -78,7 +78,7 @@ afterAll(async () => {
 
 describe("factorial-ts: arguments and help", { timeout: 240_000 }, () => {
   it("prints help for the program and every command", async () => {
-    const commands = ["run", "enqueue", "status", "history", "tail", "export", "import", "rebuild", "verify", "functions", "demo"]
+    const commands = ["run", "enqueue", "status", "history", "tail", "export", "import", "rebuild", "verify", "project", "functions", "demo"]
     const [top, ...each] = await cliAll([["--help"], ...commands.map((c) => [c, "--help"])])
     expect(top!.code).toBe(0)
     for (const c of commands) expect(top!.stdout).toContain(`  ${c} `)
@@ -97,6 +97,8 @@ describe("factorial-ts: arguments and help", { timeout: 240_000 }, () => {
       [["status", "--bogus", "x"], "unknown flag --bogus"],
       [["status"], "missing argument <task-id>"],
       [["status", "a", "b"], "unexpected argument"],
+      [["project", "--bucket-size", "weeks"], "--bucket-size"],
+      [["project", "--timeline-duration", "0"], "--timeline-duration must be at least 1"],
       [["enqueue", "--owner", "o", "--payload", "{}"], "missing --agent"],
       [["enqueue", "--agent", "a", "--owner", "o", "--payload", "{nope"], "--payload is not JSON"],
       [["enqueue", "--agent", "bad name", "--owner", "o", "--payload", "{}"], "--agent"],
@@ -360,6 +362,43 @@ describe("factorial-ts: tail and run", { timeout: 240_000 }, () => {
     expect(lines.filter((l) => / v\d+ Task/.test(l)).length).toBe(3)
     const envelopes = json.stdout().trimEnd().split("\n").map((l) => JSON.parse(l))
     expect(envelopes.map((e) => e.event._tag)).toEqual(["TaskEnqueued", "TaskClaimed", "TaskCompleted"])
+  })
+
+  it("project keeps the metrics of workers that do not project, until SIGTERM, then exits 0", async () => {
+    const ks = freshKeyspace()
+    const ns = ["--namespace", ks.namespace]
+    const echo = defineAgent<{ n: number }>({ name: "echo", turn: (ctx) => Promise.resolve(Done(ctx.payload.n)) })
+    const worker = new Orchestrator({ redisUrl, ...ks, projectMetrics: false })
+    worker.registerRunner({ agent: echo })
+    const app = worker.createObservabilityApp()
+    const overview = async () => (await app.inject({ method: "GET", url: "/observability/api/overview?window=1h" })).json()
+    const child = spawn("node", ["src/cli/main.ts", ...ns, "project"], { cwd: root, env })
+    let stderr = ""
+    const ready = new Promise<void>((r) => child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString()
+      if (stderr.includes("projecting")) r()
+    }))
+    const exited = new Promise<number | null>((r) => child.on("close", r))
+    try {
+      await worker.start()
+      await Promise.all([1, 2].map((n) => worker.enqueueTask(echo, echo.createTask({ ownerId: "o", payload: { n } }))))
+      await ready
+      expect(stderr).toContain(`projecting the metrics of ${ks.namespace} (1 partition, buckets of one minute)`)
+      let o = await overview()
+      for (let i = 0; i < 200 && !(o.totals.counters.completed === 2 && o.metricsProjection.oldestUnprojectedAgeMs === null); i++) {
+        await new Promise((r) => setTimeout(r, 50))
+        o = await overview()
+      }
+      expect(o.totals.counters).toMatchObject({ enqueued: 2, completed: 2 })
+      expect(o.metricsProjection).toEqual({ liveProjectors: 1, oldestUnprojectedAgeMs: null, stalled: false })
+      child.kill("SIGTERM")
+      expect(await exited).toBe(0)
+      expect((await overview()).metricsProjection.liveProjectors, "a clean stop leaves the count").toBe(0)
+    } finally {
+      child.kill("SIGKILL")
+      await app.close()
+      await worker.stop()
+    }
   })
 
   it("run <config-module> works tasks until SIGTERM, then exits 0", async () => {
