@@ -4,6 +4,11 @@
  * and docs/performance.svg) jobs/s, latency percentiles and the ratio ours/BullMQ.
  *
  *   node bench/run.ts [--size=small|default|large] [--reps=N] [--only=id,id] [--side=ours|bullmq] [--no-docs]
+ *                     [--no-projection]
+ *
+ * `--no-projection` runs our side with `projectMetrics: false` (a worker process that leaves the metrics to
+ * another process; here nobody projects them): what the in-process projection costs the turns. It never
+ * rewrites the docs, whose figures are the defaults'.
  *
  * Each measured run gets a fresh queue (namespace) on a FLUSHALLed server; one warm-up run per system
  * and scenario (a fifth of the size) is excluded; the report gives the median of the repetitions.
@@ -16,7 +21,7 @@ import { bullmq, bullmqMoveToWait } from "./bullmq.ts"
 import { perJob, readStats, resetStats, type CommandStats } from "./commandstats.ts"
 import { writeBlock } from "./docs-block.ts"
 import { describeMachine } from "./machine.ts"
-import { ours } from "./ours.ts"
+import { ours, oursNotProjecting } from "./ours.ts"
 import { payloadBytes } from "./payload.ts"
 import { renderSvg } from "./plot.ts"
 import { redisCpuSeconds, startRedis, type PrivateRedis } from "./redis-server.ts"
@@ -60,7 +65,8 @@ const parseArgs = (argv: ReadonlyArray<string>) => {
   if (!Number.isInteger(reps) || reps < 1) throw new Error("--reps must be a positive integer")
   const only = get("only")?.split(",")
   const side = get("side")
-  return { size, reps, only, side, docs: !argv.includes("--no-docs") }
+  const projection = !argv.includes("--no-projection")
+  return { size, reps, only, side, projection, docs: projection && !argv.includes("--no-docs") }
 }
 
 let runCounter = 0
@@ -119,7 +125,7 @@ const main = async () => {
   try {
     for (const scenario of scenarios) {
       if (args.only !== undefined && !args.only.includes(scenario.id)) continue
-      const systems = [ours, bullmq, ...(scenario.multiTurn === true ? [bullmqMoveToWait] : [])]
+      const systems = [args.projection ? ours : oursNotProjecting, bullmq, ...(scenario.multiTurn === true ? [bullmqMoveToWait] : [])]
         .filter((sys) => args.side === undefined || sys.side === args.side)
       console.log(`\n${scenario.title}`)
       for (const sys of systems) await runOnce(redis, scenario, sys, scale(s, 0.2)) // warm-up
