@@ -6,7 +6,8 @@
  * conversation from its payload, the "no live workers"
  * warning for an agent nobody works on, and steers and cancels a running task from its detail view (no page
  * error, no console error but the expected 401s). It ends with a
- * screenshot in test-output/dashboard.png.
+ * screenshot in test-output/dashboard.png. A second page, of a namespace whose only process runs with
+ * `projectMetrics: false`, warns that the metrics are stalled and that nobody projects them.
  *
  * Skipped when no chromium is found (CHROMIUM_PATH, default /usr/bin/chromium).
  */
@@ -19,9 +20,20 @@ import { Continue, defineAgent, Done } from "../../src/Agent.ts"
 import { FatalAgentError } from "../../src/AgentErrors.ts"
 import { AgentWorkerConfig, ObservabilityConfig } from "../../src/Config.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
-import { freshKeyspace, testRedisOptions } from "../support/TestRedis.ts"
+import { partitionKeys } from "../../streams/Keys.ts"
+import { freshKeyspace, rawClient, testRedisOptions } from "../support/TestRedis.ts"
 
 const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
+const browserArgs = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync"
+]
 const outputDir = resolve(import.meta.dirname, "../../test-output")
 const token = "e2e-dashboard-token-0123"
 
@@ -113,16 +125,7 @@ it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and steers 
     executablePath: chromiumPath,
     headless: true,
     viewport: { width: 1280, height: 900 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync"
-    ]
+    args: browserArgs
   })
   const page = context.pages()[0] ?? (await context.newPage())
   page.setDefaultTimeout(15_000)
@@ -208,4 +211,28 @@ it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and steers 
   await untilText(page, "#workers-table tbody tr td:nth-child(4)", "0") // the workers hold nothing now
   mkdirSync(outputDir, { recursive: true })
   await page.screenshot({ path: join(outputDir, "dashboard.png"), fullPage: true })
+})
+
+it.skipIf(!existsSync(chromiumPath))("warns when the metrics are stalled and nobody projects them", { timeout: 60_000 }, async () => {
+  const ks = freshKeyspace()
+  const worker = new Orchestrator({ ...testRedisOptions, ...ks, projectMetrics: false, observabilityConfig: new ObservabilityConfig({ port: 0 }) })
+  worker.registerRunner({ agent: writer })
+  // A log entry two minutes old that nobody folded (the gauge reads only its stream id).
+  const conn = rawClient()
+  await conn.xadd(partitionKeys(ks, 0).events, `${Date.now() - 120_000}-0`, "e", "{}")
+  conn.disconnect()
+  const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: browserArgs })
+  try {
+    await worker.start()
+    const page = await browser.newPage()
+    page.setDefaultTimeout(15_000)
+    await page.goto(`${worker.observabilityUrl!}/observability`)
+    await page.waitForSelector("#alerts [data-key=metrics-stalled]")
+    const text = await page.textContent("#alerts [data-key=metrics-stalled]")
+    expect(text).toMatch(/miss the last 2\.\d min of events/)
+    expect(text).toContain("no process projects them")
+  } finally {
+    await browser.close()
+    await worker.stop()
+  }
 })
