@@ -2,7 +2,8 @@
  * A soak under chaos with real processes: SOAK_TASKS multi-turn tasks (1–3 turns, 2–10 ms of work
  * each) run through SOAK_PROCS worker processes (SOAK_WORKERS turns at a time each) while a chaos loop
  * SIGKILLs a random running worker process every ~SOAK_KILL_EVERY_MS (default 0.7 s; only while
- * another one runs) and starts a fresh one in its place.
+ * another one runs) and starts a fresh one in its place. Every other process runs with `projectMetrics: false`,
+ * so the projection moves among the processes that project while they are killed.
  *
  * Proves, for every task: exactly one terminal state (none lost, none completed twice: one
  * TaskCompleted in its history), its checkpoints in order with at most one turn repeated per lost
@@ -68,7 +69,9 @@ describe(`soak: ${TASKS} tasks, ${PROCS} worker processes, random SIGKILLs`, () 
   it("every task reaches exactly one terminal state; histories fold to the status hashes", async () => {
     const t0 = Date.now()
     let serial = 0
-    const spawnOne = () => spawnWorker({ label: `P${serial++}`, redisUrl: sharedRedisUrl, namespace, env: timing })
+    // Every other process leaves the metrics to the others (`projectMetrics: false`), as a deployment may.
+    const envOf = (n: number) => ({ ...timing, PROJECT_METRICS: n % 2 === 0 ? 1 : 0 })
+    const spawnOne = () => spawnWorker({ label: `P${serial}`, redisUrl: sharedRedisUrl, namespace, env: envOf(serial++) })
     const procs: Array<WorkerProcess> = await Promise.all(Array.from({ length: PROCS }, spawnOne))
 
     const startedAt = Date.now()
@@ -89,7 +92,7 @@ describe(`soak: ${TASKS} tasks, ${PROCS} worker processes, random SIGKILLs`, () 
         process.kill(victim.pid, "SIGKILL")
         await victim.exited
         kills++
-        procs.push(await spawnWorker({ label: `P${serial++}`, redisUrl: sharedRedisUrl, namespace, env: timing, waitReady: false }))
+        procs.push(await spawnWorker({ label: `P${serial}`, redisUrl: sharedRedisUrl, namespace, env: envOf(serial++), waitReady: false }))
       }
     })()
 

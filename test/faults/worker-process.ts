@@ -13,7 +13,8 @@
  * the turn returns and its result is committed: the fencing test resumes it with SIGCONT later.
  *
  * Environment: REDIS_URL (or CLUSTER_NODES and PARTITIONS), FAULT_NS (namespace), LABEL, WORK_MS, WORKERS, BATCH, MAX_RETRIES, HB_INTERVAL,
- * HB_THRESHOLD, HB_GRACE, MAINT_INTERVAL, SHUTDOWN_TIMEOUT, TURN_TIMEOUT, LOG_TURNS, STOP_AT_TURN_END.
+ * HB_THRESHOLD, HB_GRACE, MAINT_INTERVAL, SHUTDOWN_TIMEOUT, TURN_TIMEOUT, LOG_TURNS, STOP_AT_TURN_END, PROJECT_METRICS
+ * ("0": `projectMetrics: false`).
  */
 import { Continue, defineAgent, Done } from "../../src/Agent.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig } from "../../src/Config.ts"
@@ -68,7 +69,8 @@ const clusterNodes = (env.CLUSTER_NODES ?? "").split(",").filter((s) => s !== ""
 const orchestrator = new Orchestrator({
   ...(clusterNodes.length > 0 ? { clusterNodes } : { redisUrl: env.REDIS_URL ?? "redis://127.0.0.1:6379" }),
   namespace: env.FAULT_NS ?? "faults",
-  partitions: num("PARTITIONS", 1)
+  partitions: num("PARTITIONS", 1),
+  projectMetrics: env.PROJECT_METRICS !== "0"
 })
 orchestrator.registerRunner({
   agent,
