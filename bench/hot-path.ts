@@ -6,6 +6,10 @@
  * commandstats), the server's CPU time and the commands run inside the functions.
  *
  *   node bench/hot-path.ts [--tasks=N] [--slots=S] [--redis-server=<path>] [--callgrind] [--side=bullmq]
+ *                          [--payload-bytes=B]
+ *
+ * `--payload-bytes=B` pads each task's payload to about B bytes of JSON (default: the bench's ~100), for
+ * both systems: LLM agents carry conversations of many KB.
  *
  * With `--callgrind` the server runs under `valgrind --tool=callgrind` and each phase also reports the
  * instructions it executed per task: unlike times, a count that repeats exactly for the same binary and
@@ -51,6 +55,9 @@ const callgrind = process.argv.includes("--callgrind")
 const side = arg("side") ?? "ours"
 const projectors = Number(arg("projectors") ?? 1)
 const profiledPhase = arg("cpu-prof")
+/** The payload of job `i`: the bench's, padded to `--payload-bytes` when given. */
+const padding = "y".repeat(Math.max(0, Number(arg("payload-bytes") ?? 0) - 110))
+const payloadOf = (i: number) => (padding === "" ? makePayload(i) : { ...makePayload(i), big: padding })
 if (side !== "ours" && side !== "bullmq") throw new Error("--side must be ours or bullmq")
 if (![tasks, slots, projectors].every((n) => Number.isInteger(n) && n >= 1)) {
   throw new Error("--tasks, --slots and --projectors must be positive integers")
@@ -126,7 +133,7 @@ const runOurs = async (): Promise<ReadonlyArray<Phase>> => {
   const enqueued = await measure("enqueue (pipelines of 200)", tasks, async () => {
     for (let i = 0; i < tasks; i += 200) {
       const commands = ids.slice(i, i + 200).map((taskId, j): { command: TaskCommand } => ({
-        command: { _tag: "Enqueue", taskId, agent, ownerId: "bench", payload: makePayload(i + j), maxRetries: 3, now: Date.now() }
+        command: { _tag: "Enqueue", taskId, agent, ownerId: "bench", payload: payloadOf(i + j), maxRetries: 3, now: Date.now() }
       }))
       await runtime.runPromise(store.executeMany(commands))
     }
@@ -185,7 +192,7 @@ const runBullmq = async (): Promise<ReadonlyArray<Phase>> => {
   await queue.waitUntilReady()
   const enqueued = await measure("enqueue (addBulk of 200)", tasks, async () => {
     for (let i = 0; i < tasks; i += 200) {
-      await queue.addBulk(Array.from({ length: Math.min(200, tasks - i) }, (_, j) => ({ name: "noop", data: makePayload(i + j) })))
+      await queue.addBulk(Array.from({ length: Math.min(200, tasks - i) }, (_, j) => ({ name: "noop", data: payloadOf(i + j) })))
     }
   })
   let done = 0
