@@ -20,7 +20,7 @@ t.turns = t.turns + 1
 local turns = int(t.turns)
 clear_worker(t)
 set_status(t, 'queued')
-append(t, 'TurnCompleted', '"lease":' .. int(t.lease) .. ',"turn":' .. turns .. ',"payload":' .. payload ..
-  ',"steeringApplied":' .. int(applied), { 'payloadAt' }, { 'turns', turns, 'entry', queue_entry(t) })
+append(t, 'TurnCompleted', pieces('"lease":' .. int(t.lease) .. ',"turn":' .. turns .. ',"payload":', payload,
+  ',"steeringApplied":' .. int(applied)), { 'payloadAt' }, { 'turns', turns, 'entry', queue_entry(t) })
 ack(t.agent, entry_id)
 return { 'ok', 'TurnCompleted' }

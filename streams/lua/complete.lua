@@ -15,14 +15,16 @@ local pending = load_side(t)
 if not valid_applied(applied, pending) then return rejected('InvalidSteeringCount', t, pending) end
 
 finish(t)
-local payload_field, points = '', { 'outputAt' }
+local payload_key, points = '', { 'outputAt' }
 if payload ~= nil and payload ~= '' then
-  payload_field = ',"payload":' .. payload
+  payload_key = ',"payload":'
   points[2] = 'payloadAt'
+else
+  payload = ''
 end
 clear_worker(t)
 set_status(t, 'completed')
-append(t, 'TaskCompleted', '"lease":' .. int(t.lease) .. ',"output":' .. output .. payload_field .. ',"steeringApplied":' ..
-  int(applied) .. ',"steeringUnapplied":' .. (pending == applied and '0' or int(pending - applied)), points)
+append(t, 'TaskCompleted', pieces('"lease":' .. int(t.lease) .. ',"output":', output, payload_key, payload, ',"steeringApplied":' ..
+  int(applied) .. ',"steeringUnapplied":' .. (pending == applied and '0' or int(pending - applied))), points)
 ack(t.agent, entry_id)
 return { 'ok', 'TaskCompleted', follow_up_due(t) }

@@ -15,21 +15,22 @@ end
 -- The hash is created by append's HSET, with the event's version, time, status and payload index.
 local fields = { 'id', TASK_ID, 'agent', agent, 'ownerId', owner, 'lease', '0', 'retries', '0', 'maxRetries', max_retries,
   'turns', '0', 'cancel', '0', 'createdAt', NOW }
-local data = '"payload":' .. payload .. ',"maxRetries":' .. max_retries
+-- The event's fields in pieces, so that the payload is copied into its two entries only (lib.lua, entry_text).
+local tail = ',"maxRetries":' .. max_retries
 if parent ~= '' then
   fields[#fields + 1] = 'parent'
   fields[#fields + 1] = parent
-  data = data .. ',"parentId":' .. cjson.encode(parent)
+  tail = tail .. ',"parentId":' .. cjson.encode(parent)
 end
 if batch ~= '' then
   fields[#fields + 1] = 'batch'
   fields[#fields + 1] = batch
-  data = data .. ',"batchId":' .. cjson.encode(batch)
+  tail = tail .. ',"batchId":' .. cjson.encode(batch)
 end
 local t = { agent = agent, ownerId = owner, version = 0, lease = 0, status = 'queued' }
 fields[#fields + 1] = 'entry'
 fields[#fields + 1] = queue_entry(t)
-append(t, 'TaskEnqueued', data, { 'payloadAt' }, fields)
+append(t, 'TaskEnqueued', pieces('"payload":', payload, tail), { 'payloadAt' }, fields)
 index_add('queued')
 redis.call('SADD', PREFIX .. ':agents', agent)
 return { 'ok', t.version }

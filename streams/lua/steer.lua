@@ -13,6 +13,6 @@ if TERMINAL[t.status] then return rejected('TaskAlreadyFinished', t) end
 mark_side(t)
 local pending = redis.call('LLEN', STEERING)
 for i = 6, #ARGV do pending = redis.call('RPUSH', STEERING, ARGV[i]) end
-append(t, 'TaskSteered', '"messages":' .. messages)
+append(t, 'TaskSteered', pieces('"messages":', messages))
 redis.call('PUBLISH', channel, '{"type":"steer","taskId":' .. cjson.encode(TASK_ID) .. '}')
 return { 'ok', pending }
