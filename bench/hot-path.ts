@@ -45,7 +45,7 @@ import { type ClaimedEntry, TaskStore } from "../src/TaskStore.ts"
 import { partitionKeys } from "../streams/Keys.ts"
 import { RedisClient } from "../streams/RedisClient.ts"
 import { readStats, resetStats, type CommandStats } from "./commandstats.ts"
-import { makePayload } from "./payload.ts"
+import { makePayload, setPayloadBytes } from "./payload.ts"
 import { redisCpuSeconds, startRedis } from "./redis-server.ts"
 
 const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
@@ -55,9 +55,7 @@ const callgrind = process.argv.includes("--callgrind")
 const side = arg("side") ?? "ours"
 const projectors = Number(arg("projectors") ?? 1)
 const profiledPhase = arg("cpu-prof")
-/** The payload of job `i`: the bench's, padded to `--payload-bytes` when given. */
-const padding = "y".repeat(Math.max(0, Number(arg("payload-bytes") ?? 0) - 110))
-const payloadOf = (i: number) => (padding === "" ? makePayload(i) : { ...makePayload(i), big: padding })
+if (arg("payload-bytes") !== undefined) setPayloadBytes(Number(arg("payload-bytes")))
 if (side !== "ours" && side !== "bullmq") throw new Error("--side must be ours or bullmq")
 if (![tasks, slots, projectors].every((n) => Number.isInteger(n) && n >= 1)) {
   throw new Error("--tasks, --slots and --projectors must be positive integers")
@@ -133,7 +131,7 @@ const runOurs = async (): Promise<ReadonlyArray<Phase>> => {
   const enqueued = await measure("enqueue (pipelines of 200)", tasks, async () => {
     for (let i = 0; i < tasks; i += 200) {
       const commands = ids.slice(i, i + 200).map((taskId, j): { command: TaskCommand } => ({
-        command: { _tag: "Enqueue", taskId, agent, ownerId: "bench", payload: payloadOf(i + j), maxRetries: 3, now: Date.now() }
+        command: { _tag: "Enqueue", taskId, agent, ownerId: "bench", payload: makePayload(i + j), maxRetries: 3, now: Date.now() }
       }))
       await runtime.runPromise(store.executeMany(commands))
     }
@@ -192,7 +190,7 @@ const runBullmq = async (): Promise<ReadonlyArray<Phase>> => {
   await queue.waitUntilReady()
   const enqueued = await measure("enqueue (addBulk of 200)", tasks, async () => {
     for (let i = 0; i < tasks; i += 200) {
-      await queue.addBulk(Array.from({ length: Math.min(200, tasks - i) }, (_, j) => ({ name: "noop", data: payloadOf(i + j) })))
+      await queue.addBulk(Array.from({ length: Math.min(200, tasks - i) }, (_, j) => ({ name: "noop", data: makePayload(i + j) })))
     }
   })
   let done = 0

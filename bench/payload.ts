@@ -1,6 +1,6 @@
 /**
- * The job payload both systems carry: a JSON object of about 100 bytes whose `i` field identifies the
- * job in the harness (BullMQ assigns its own job ids, so the harness keys every timing by `i`).
+ * The job payload both systems carry: a JSON object of about 100 bytes (or `setPayloadBytes`) whose `i` field
+ * identifies the job in the harness (BullMQ assigns its own job ids, so the harness keys every timing by `i`).
  */
 
 export interface BenchPayload {
@@ -10,9 +10,18 @@ export interface BenchPayload {
   readonly pad: string
 }
 
-const PAD = "x".repeat(72)
+let pad = "x".repeat(72)
 
-export const makePayload = (i: number, turn = 0): BenchPayload => ({ i, turn, pad: PAD })
+export const makePayload = (i: number, turn = 0): BenchPayload => ({ i, turn, pad })
+
+/**
+ * Pads every payload made from now on to about `bytes` of JSON (`--payload-bytes`; LLM agents carry
+ * conversations of many KB). Below the default size it changes nothing.
+ */
+export const setPayloadBytes = (bytes: number): void => {
+  const base = JSON.stringify(makePayload(12345)).length - pad.length
+  pad = "x".repeat(Math.max(72, bytes - base))
+}
 
 /** The serialized size of a typical payload, for the report. */
 export const payloadBytes = (): number => JSON.stringify(makePayload(12345)).length

@@ -4,11 +4,12 @@
  * and docs/performance.svg) jobs/s, latency percentiles and the ratio ours/BullMQ.
  *
  *   node bench/run.ts [--size=small|default|large] [--reps=N] [--only=id,id] [--side=ours|bullmq] [--no-docs]
- *                     [--no-projection]
+ *                     [--no-projection] [--payload-bytes=B]
  *
  * `--no-projection` runs our side with `projectMetrics: false` (a worker process that leaves the metrics to
  * another process; here nobody projects them): what the in-process projection costs the turns. It never
- * rewrites the docs, whose figures are the defaults'.
+ * rewrites the docs, whose figures are the defaults'. Nor does `--payload-bytes=B`, which pads both systems'
+ * payloads to about B bytes of JSON (default ~100).
  *
  * Each measured run gets a fresh queue (namespace) on a FLUSHALLed server; one warm-up run per system
  * and scenario (a fifth of the size) is excluded; the report gives the median of the repetitions.
@@ -22,7 +23,7 @@ import { perJob, readStats, resetStats, type CommandStats } from "./commandstats
 import { writeBlock } from "./docs-block.ts"
 import { describeMachine } from "./machine.ts"
 import { ours, oursNotProjecting } from "./ours.ts"
-import { payloadBytes } from "./payload.ts"
+import { payloadBytes, setPayloadBytes } from "./payload.ts"
 import { renderSvg } from "./plot.ts"
 import { redisCpuSeconds, startRedis, type PrivateRedis } from "./redis-server.ts"
 import { bars, consoleTable, markdownBlock, rows, type ScenarioResult, type SideResult } from "./report.ts"
@@ -66,7 +67,9 @@ const parseArgs = (argv: ReadonlyArray<string>) => {
   const only = get("only")?.split(",")
   const side = get("side")
   const projection = !argv.includes("--no-projection")
-  return { size, reps, only, side, projection, docs: projection && !argv.includes("--no-docs") }
+  const payload = get("payload-bytes") === undefined ? undefined : Number(get("payload-bytes"))
+  if (payload !== undefined && !(Number.isInteger(payload) && payload > 0)) throw new Error("--payload-bytes must be a positive integer")
+  return { size, reps, only, side, projection, payload, docs: projection && payload === undefined && !argv.includes("--no-docs") }
 }
 
 let runCounter = 0
@@ -116,6 +119,7 @@ const runOnce = async (
 
 const main = async () => {
   const args = parseArgs(process.argv.slice(2))
+  if (args.payload !== undefined) setPayloadBytes(args.payload)
   const started = performance.now()
   const s = sizes[args.size]!
   const redis = await startRedis()
