@@ -1,6 +1,7 @@
 /**
  * Live events: every envelope appended to the partition logs, filtered (owner, agent, task ids, event
- * types), resumable from a cursor without gaps. Pub/sub could not do this; streams can: the cursor is
+ * types), resumable from a cursor without gaps. Lean entries (an event with a payload over 1 KB) are delivered
+ * whole: their text is read back from the task's history (streams/LogEntry.ts). Pub/sub could not do this; streams can: the cursor is
  * the last id seen in each partition log, and reading resumes strictly after it.
  *
  * On request (`emits`), the feed also carries what turns emit (`ctx.emit`, src/LiveEmit.ts) as items of
@@ -17,6 +18,7 @@ import { Cluster } from "ioredis"
 import { allPartitions, type Keyspace, partitionKeys } from "../streams/Keys.ts"
 import { connect, makeConnection, type RedisConnection, type RedisOptions } from "../streams/RedisClient.ts"
 import { RedisError, toRedisError } from "../streams/StreamError.ts"
+import { isLean, restoreLean } from "../streams/LogEntry.ts"
 import { decodeEnvelopeResult, type Envelope, type TaskEventTag } from "../streams/TaskEvent.ts"
 import { type EmitHub, type EmittedEvent, makeEmitHub } from "./LiveEmit.ts"
 
@@ -80,6 +82,13 @@ const matchesTask = (filter: LiveFilter, taskId: string, agent: string, ownerId:
 const matches = (filter: LiveFilter, e: Envelope): boolean =>
   matchesTask(filter, e.taskId, e.agent, e.ownerId) &&
   (filter.types === undefined ? e.event._tag !== "TaskHeartbeat" : filter.types.includes(e.event._tag))
+
+/** Whether a lean entry's event passes the filter, read from its head (before its fields are restored). */
+const leanMatches = (filter: LiveFilter, raw: string): boolean => {
+  const head = JSON.parse(raw) as { taskId: string; agent: string; ownerId: string; event: { _tag: TaskEventTag } }
+  return matchesTask(filter, head.taskId, head.agent, head.ownerId) &&
+    (filter.types === undefined || filter.types.includes(head.event._tag))
+}
 
 const matchesEmit = (filter: LiveFilter, e: EmittedEvent): boolean =>
   matchesTask(filter, e.taskId, e.agent, e.ownerId) &&
@@ -191,11 +200,15 @@ async function* liveItems(
           if (replies.length === 0) await new Promise((r) => setTimeout(r, 100))
         }
         for (const [p, entries] of replies) {
-          for (const [id, fields] of entries) {
+          // Lean entries (large fields in the history only) that pass the filter get their whole text back.
+          const wanted = entries.map(([id, fields]) => [id, fields[1] ?? ""] as const).filter(([, raw]) => !isLean(raw) || leanMatches(filter, raw))
+          const texts = await restoreLean(c, keyspace, wanted)
+          const byId = new Map(wanted.map(([id], k) => [id, texts[k]]))
+          for (const [id] of entries) {
             last[p] = id
-            const raw = fields[1]
-            if (raw === undefined) continue
-            const decoded = decodeEnvelopeResult(raw, id)
+            const text = byId.get(id)
+            if (text === undefined || text.raw === "") continue
+            const decoded = text.withId ? decodeEnvelopeResult(text.raw) : decodeEnvelopeResult(text.raw, id)
             if (decoded._tag === "Success" && matches(filter, decoded.success)) {
               queue.push({ kind: "task", envelope: decoded.success, cursor: last.join(",") })
             }

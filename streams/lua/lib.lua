@@ -112,6 +112,13 @@ end
 -- payload is hashed three times per event (as the script's argument, in the log entry and in the history
 -- entry) instead of five (`bench:hot-path --payload-bytes=10000 --callgrind`: enqueue 918,535 → ~646,000).
 local PIECES = {}
+-- The events whose partition-log entry leaves their fields out when their large pieces (the second and the
+-- fourth: payload, output, messages) exceed LEAN_BYTES: the entry is the envelope's head and `"lean":1` in
+-- place of the fields, and the history, which has them, is where readers of the log find them (version − 1 is
+-- the entry's index there; streams/LogEntry.ts). A payload is then stored once and hashed twice. The metrics
+-- fold reads none of these events' fields (ADR 0017).
+local LEAN_TAGS = { TaskEnqueued = true, TurnCompleted = true, TaskCompleted = true, TaskSteered = true }
+local LEAN_BYTES = 1024
 local function pieces(a, b, c, d, e)
   PIECES[1], PIECES[2], PIECES[3], PIECES[4], PIECES[5] = a, b or '', c or '', d or '', e or ''
   return PIECES
@@ -134,7 +141,11 @@ local function append(t, tag, data, points, extra)
     n = redis.call('RPUSH', LOG, '{"id":"' .. id .. '",' .. head .. data .. '}}')
   else
     local a, b, c, d, e = PIECES[1], PIECES[2], PIECES[3], PIECES[4], PIECES[5]
-    id = redis.call('XADD', EVENTS, '*', 'e', '{' .. head .. a .. b .. c .. d .. e .. '}}')
+    if LEAN_TAGS[tag] and #b + #d > LEAN_BYTES then
+      id = redis.call('XADD', EVENTS, '*', 'e', '{' .. head .. '"lean":1}}')
+    else
+      id = redis.call('XADD', EVENTS, '*', 'e', '{' .. head .. a .. b .. c .. d .. e .. '}}')
+    end
     n = redis.call('RPUSH', LOG, '{"id":"' .. id .. '",' .. head .. a .. b .. c .. d .. e .. '}}')
   end
   local fields = { 'version', version, 'updatedAt', NOW, 'status', t.status }

@@ -1,13 +1,15 @@
 /**
  * Live updates: a subscriber sees a task's events in order, filtered by owner; a second subscriber that
  * resumes from a cursor taken midway sees exactly the remaining events, with no gap and no repeat; an
- * aborted subscription ends promptly whatever its connection is doing.
+ * aborted subscription ends promptly whatever its connection is doing; events whose payload the partition log
+ * leaves out (over 1 KB) arrive whole, as the history has them.
  */
 import { expect, it } from "vitest"
 import { Continue, defineAgent, Done } from "../../src/Agent.ts"
 import { AgentWorkerConfig } from "../../src/Config.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
-import { freshKeyspace, testRedisOptions } from "../support/TestRedis.ts"
+import { partitionKeys, partitionOf } from "../../streams/Keys.ts"
+import { freshKeyspace, rawClient, testRedisOptions } from "../support/TestRedis.ts"
 import type { LiveEvent } from "../../src/LiveFeed.ts"
 
 const collect = async (iterable: AsyncIterable<LiveEvent>, until: (e: LiveEvent) => boolean) => {
@@ -79,6 +81,39 @@ it("ends promptly when aborted, even while a read is pending and events keep com
   } finally {
     busy = false
     await writer
+    await o.stop()
+  }
+})
+
+it("delivers events with payloads over 1 KB whole, though the partition log holds them lean", async () => {
+  const ks = freshKeyspace()
+  const o = new Orchestrator({ ...testRedisOptions, ...ks })
+  const big = "conversation ".repeat(400) // 5 KB: over the size past which the log leaves the payload out
+  const agent = defineAgent<{ n: number; text: string }>({
+    name: "talk",
+    turn: (ctx) => Promise.resolve(ctx.payload.n >= 1 ? Done({ said: ctx.payload.text }) : Continue({ ...ctx.payload, n: 1 }))
+  })
+  o.registerRunner({ agent })
+  const conn = rawClient()
+  try {
+    const controller = new AbortController()
+    const feed = o.subscribe({ ownerId: "carol" }, { signal: controller.signal })
+    const first = feed.next()
+    await new Promise((r) => setTimeout(r, 200))
+    const id = await o.enqueueTask(agent, agent.createTask({ ownerId: "carol", payload: { n: 0, text: big } }))
+    await o.start()
+    const events = [(await first).value as LiveEvent, ...await collect(feed, (e) => e.envelope.event._tag === "TaskCompleted")]
+    controller.abort()
+    // What the feed delivered is the history, field for field.
+    expect(events.map((e) => e.envelope)).toEqual(await o.getTaskHistory(id))
+    expect(events.map((e) => e.envelope.event._tag)).toEqual(["TaskEnqueued", "TaskClaimed", "TurnCompleted", "TaskClaimed", "TaskCompleted"])
+    // The log itself holds the payload-carrying events without their fields; the others whole.
+    const log = (await conn.xrange(partitionKeys(ks, partitionOf(ks, id)).events, "-", "+")).map(([, f]) => f[1]!)
+    const lean = log.filter((raw) => raw.endsWith(`,"lean":1}}`))
+    expect(lean.map((raw) => JSON.parse(raw).event._tag)).toEqual(["TaskEnqueued", "TurnCompleted", "TaskCompleted"])
+    expect(Math.max(...log.map((raw) => raw.length))).toBeLessThan(1024)
+  } finally {
+    conn.disconnect()
     await o.stop()
   }
 })
