@@ -1,6 +1,6 @@
 /**
  * Live events: every envelope appended to the partition logs, filtered (owner, agent, task ids, event
- * types), resumable from a cursor without gaps. Lean entries (an event with a payload over 1 KB) are delivered
+ * types), resumable from a cursor without gaps. Lean entries (an event with a payload, output, messages or result over 1 KB) are delivered
  * whole: their text is read back from the task's history (streams/LogEntry.ts). Pub/sub could not do this; streams can: the cursor is
  * the last id seen in each partition log, and reading resumes strictly after it.
  *

@@ -1,7 +1,7 @@
 /**
- * A partition-log entry's text, whole. The scripts write an event whose payload, output or steering
- * messages exceed 1 KB to the partition log *lean*: the envelope's head with `"lean":1` in place of the event's
- * fields (streams/lua/lib.lua, ADR 0017). The task's history has the whole envelope, at index version − 1;
+ * A partition-log entry's text, whole. The scripts write an event whose payload, output, steering messages or
+ * result exceed 1 KB to the partition log *lean*: the envelope's head with `"lean":1` in place of the event's
+ * fields but the ones the metrics fold reads (streams/lua/lib.lua, ADR 0017). The task's history has the whole envelope, at index version − 1;
  * `restoreLean` reads it back for readers that deliver envelopes (the live feed), pipelined per partition.
  *
  * Invariant: a restored text is the history entry of the same event — its `id` is the log entry's stream id

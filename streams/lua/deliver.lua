@@ -27,6 +27,7 @@ local open = outstanding(items)
 local resumed = #open == 0
 set_deadline(open)
 if resumed then set_status(t, 'queued') end
-append(t, 'ToolResultReceived', pieces('"id":' .. cjson.encode(id) .. ',"result":', result, ',"resumed":' .. tostring(resumed)))
+append(t, 'ToolResultReceived', pieces('"id":' .. cjson.encode(id) .. ',"result":', result, ',"resumed":' .. tostring(resumed)), nil,
+  nil, '"resumed":' .. tostring(resumed) .. ',')
 if resumed then requeue(t) end
 return { 'ok', resumed and 1 or 0 }

@@ -113,11 +113,12 @@ end
 -- entry) instead of five (`bench:hot-path --payload-bytes=10000 --callgrind`: enqueue 918,535 → ~646,000).
 local PIECES = {}
 -- The events whose partition-log entry leaves their fields out when their large pieces (the second and the
--- fourth: payload, output, messages) exceed LEAN_BYTES: the entry is the envelope's head and `"lean":1` in
--- place of the fields, and the history, which has them, is where readers of the log find them (version − 1 is
--- the entry's index there; streams/LogEntry.ts). A payload is then stored once and hashed twice. The metrics
--- fold reads none of these events' fields (ADR 0017).
-local LEAN_TAGS = { TaskEnqueued = true, TurnCompleted = true, TaskCompleted = true, TaskSteered = true }
+-- fourth: payload, output, messages, result) exceed LEAN_BYTES: the entry is the envelope's head, the fields
+-- the metrics fold reads (`keep`: TaskWaiting's and ToolResultReceived's `resumed`) and `"lean":1`, and the
+-- history, which has them all, is where readers of the log find them (version − 1 is the entry's index there;
+-- streams/LogEntry.ts). A payload is then stored once and hashed twice (ADR 0017).
+local LEAN_TAGS = { TaskEnqueued = true, TurnCompleted = true, TaskCompleted = true, TaskSteered = true,
+  TaskWaiting = true, ToolResultReceived = true }
 local LEAN_BYTES = 1024
 local function pieces(a, b, c, d, e)
   PIECES[1], PIECES[2], PIECES[3], PIECES[4], PIECES[5] = a, b or '', c or '', d or '', e or ''
@@ -125,13 +126,14 @@ local function pieces(a, b, c, d, e)
 end
 
 -- Appends one event to the task's history and the partition log; returns the hash fields it wrote (a flat
--- field/value list). `data` is the event's fields after its tag: a string ('' for none), or `pieces(...)`.
+-- field/value list). `data` is the event's fields after its tag: a string ('' for none), or `pieces(...)`,
+-- with `keep` the fields a lean log entry keeps (each followed by a comma; see LEAN_TAGS).
 -- Each entry is made in one concatenation. The hash gets the new version, time and status (set_status only
 -- moves the indexes: every transition ends in an append) in one HSET, with `extra` fields ({ field, value,
 -- ... }). `points` names hash fields that are to point at this event (its index in the history): the hash
 -- keeps 'payloadAt' / 'outputAt' instead of copies of the payload and output, which keeps it small enough for
 -- Redis' compact (listpack) encoding. Histories are append-only (and expire whole), so an index stays valid.
-local function append(t, tag, data, points, extra)
+local function append(t, tag, data, points, extra, keep)
   t.version = t.version + 1
   local version = int(t.version)
   local head = envelope_head(t, version, tag, data)
@@ -142,7 +144,7 @@ local function append(t, tag, data, points, extra)
   else
     local a, b, c, d, e = PIECES[1], PIECES[2], PIECES[3], PIECES[4], PIECES[5]
     if LEAN_TAGS[tag] and #b + #d > LEAN_BYTES then
-      id = redis.call('XADD', EVENTS, '*', 'e', '{' .. head .. '"lean":1}}')
+      id = redis.call('XADD', EVENTS, '*', 'e', '{' .. head .. (keep or '') .. '"lean":1}}')
     else
       id = redis.call('XADD', EVENTS, '*', 'e', '{' .. head .. a .. b .. c .. d .. e .. '}}')
     end

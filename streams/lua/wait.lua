@@ -52,7 +52,8 @@ local deadline = set_deadline(open)
 set_status(t, resumed and 'queued' or 'waiting')
 append(t, 'TaskWaiting', pieces('"lease":' .. t.lease .. ',"turn":' .. t.turns .. ',"payload":', payload,
   ',"steeringApplied":' .. applied .. ',"pending":' .. pending_json ..
-  (deadline and (',"deadline":' .. deadline) or '') .. ',"resumed":' .. tostring(resumed)), { 'payloadAt' }, { 'turns', t.turns })
+  (deadline and (',"deadline":' .. deadline) or '') .. ',"resumed":' .. tostring(resumed)), { 'payloadAt' }, { 'turns', t.turns },
+  '"resumed":' .. tostring(resumed) .. ',')
 ack(t.agent, entry_id)
 if resumed then requeue(t) end
 return { 'ok', 'TaskWaiting', resumed and 1 or 0 }

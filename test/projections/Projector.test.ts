@@ -15,6 +15,7 @@ import { TaskStore } from "../../src/TaskStore.ts"
 import { type Keyspace, namespaceKeys, partitionKeys, partitionOf, PROJECTOR_GROUP } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
 import { decodeEnvelope, decodeLogFacts, type Envelope, type LogFacts } from "../../streams/TaskEvent.ts"
+import { compareIds } from "../../streams/StreamId.ts"
 import { freshKeyspace, storeLayer } from "../support/TestRedis.ts"
 import { canon, chunk, logArb } from "./fixtures.ts"
 
@@ -385,6 +386,46 @@ describe("MetricsProjector", () => {
       const state = yield* projector.readState(0)
       assert.deepEqual([...state.state.open.keys()], ["only"])
       assert.isTrue((yield* projector.verify).equal)
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
+  it.live("lean log entries (payloads over 1 KB) fold as the whole envelopes in the histories do", () => {
+    const ks = freshKeyspace(1)
+    return Effect.gen(function*() {
+      const store = yield* TaskStore
+      const projector = yield* MetricsProjector
+      const redis = yield* RedisClient
+      let clock = Math.floor(Date.now() / 60_000) * 60_000 - 600_000
+      const tick = (ms: number) => (clock += ms)
+      const run = (command: TaskCommand) => store.execute(command)
+      const big = (tag: string) => ({ tag, text: "x".repeat(2_000) })
+      const claim = (taskId: string) =>
+        Effect.flatMap(store.getState(taskId), (s) => run({ _tag: "Claim", taskId, lease: s!.lease, worker: "w1", now: tick(1_000) }))
+      for (const taskId of ["waits", "small"]) {
+        // "small" carries a small payload and result: only its large output leaves the log.
+        const payload = taskId === "small" ? { taskId } : big(taskId)
+        yield* run({ _tag: "Enqueue", taskId, agent: "alpha", ownerId: "o", payload, maxRetries: 1, now: tick(2_000) })
+        yield* claim(taskId)
+        // The turn waits for a result; the task resumes when it arrives.
+        yield* run({ _tag: "Wait", taskId, lease: 1, payload, steeringApplied: 0, pending: [{ id: "r1", kind: "result" }], now: tick(3_000) })
+        yield* run({ _tag: "DeliverResult", taskId, id: "r1", result: taskId === "small" ? 1 : big("result"), now: tick(4_000) })
+        yield* claim(taskId)
+        yield* run({ _tag: "Complete", taskId, lease: 2, output: big("output"), steeringApplied: 0, now: tick(5_000) })
+      }
+      yield* projector.catchUp()
+
+      const raw = yield* redis.use("test xrange", (c) => c.xrange(partitionKeys(ks, 0).events, "-", "+"))
+      const lean = raw.map(([, f]) => JSON.parse(f[1]!)).filter((e) => e.event.lean === 1)
+      assert.deepEqual(
+        lean.map((e) => `${e.taskId} ${e.event._tag}`),
+        ["waits TaskEnqueued", "waits TaskWaiting", "waits ToolResultReceived", "waits TaskCompleted", "small TaskCompleted"]
+      )
+      // A lean entry keeps the one field the fold reads of it.
+      assert.deepEqual(lean.filter((e) => e.event._tag === "TaskWaiting" || e.event._tag === "ToolResultReceived").map((e) => e.event.resumed), [false, true])
+
+      const histories = (yield* Effect.forEach(["waits", "small"], (id) => store.getHistory(id))).flat()
+      const fromHistories = fold(metrics, histories.sort((a, b) => compareIds(a.id, b.id)))
+      assertSameState(yield* liveState(0), fromHistories, "live buckets against the fold of the whole envelopes")
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
