@@ -1,8 +1,9 @@
 /**
  * Live events: every envelope appended to the partition logs, filtered (owner, agent, task ids, event
- * types), resumable from a cursor without gaps. Lean entries (an event with a payload, output, messages or result over 1 KB) are delivered
- * whole: their text is read back from the task's history (streams/LogEntry.ts). Pub/sub could not do this; streams can: the cursor is
- * the last id seen in each partition log, and reading resumes strictly after it.
+ * types), resumable from a cursor without gaps. Pub/sub could not do this; streams can: the cursor is
+ * the last id seen in each partition log, and reading resumes strictly after it. Lean entries (an event whose
+ * payload, output, messages or result exceed 1 KB) are delivered whole: their text is read back from the
+ * task's history (streams/LogEntry.ts).
  *
  * On request (`emits`), the feed also carries what turns emit (`ctx.emit`, src/LiveEmit.ts) as items of
  * another kind: ephemeral progress from the namespace's emit channel, with no cursor — a feed resumed from a
@@ -201,7 +202,9 @@ async function* liveItems(
         }
         for (const [p, entries] of replies) {
           // Lean entries (large fields in the history only) that pass the filter get their whole text back.
-          const wanted = entries.map(([id, fields]) => [id, fields[1] ?? ""] as const).filter(([, raw]) => !isLean(raw) || leanMatches(filter, raw))
+          const wanted = entries
+            .map(([id, fields]) => [id, fields[1] ?? ""] as const)
+            .filter(([, raw]) => !isLean(raw) || leanMatches(filter, raw))
           const texts = await restoreLean(c, keyspace, wanted)
           const byId = new Map(wanted.map(([id], k) => [id, texts[k]]))
           for (const [id] of entries) {

@@ -109,21 +109,22 @@ end
 -- for `append`: one table reused by every call, which `append` reads before the next one; missing pieces
 -- are ''. Redis' Lua hashes every byte of every string it makes (luaS_newlstr, about ten instructions a
 -- byte), so each intermediate string holding a 10 KB payload cost ~100,000 instructions: given in pieces, a
--- payload is hashed three times per event (as the script's argument, in the log entry and in the history
--- entry) instead of five (`bench:hot-path --payload-bytes=10000 --callgrind`: enqueue 918,535 → ~646,000).
+-- payload is hashed as the script's argument and in each entry that holds it, never in between
+-- (`bench:hot-path --payload-bytes=10000 --callgrind`: enqueue 918,535 → 644,066 instructions).
 local PIECES = {}
--- The events whose partition-log entry leaves their fields out when their large pieces (the second and the
--- fourth: payload, output, messages, result) exceed LEAN_BYTES: the entry is the envelope's head, the fields
--- the metrics fold reads (`keep`: TaskWaiting's and ToolResultReceived's `resumed`) and `"lean":1`, and the
--- history, which has them all, is where readers of the log find them (version − 1 is the entry's index there;
--- streams/LogEntry.ts). A payload is then stored once and hashed twice (ADR 0017).
-local LEAN_TAGS = { TaskEnqueued = true, TurnCompleted = true, TaskCompleted = true, TaskSteered = true,
-  TaskWaiting = true, ToolResultReceived = true }
-local LEAN_BYTES = 1024
 local function pieces(a, b, c, d, e)
   PIECES[1], PIECES[2], PIECES[3], PIECES[4], PIECES[5] = a, b or '', c or '', d or '', e or ''
   return PIECES
 end
+
+-- The events whose partition-log entry leaves their fields out when their large pieces (the second and the
+-- fourth: payload, output, messages, result) exceed LEAN_BYTES: the entry is the envelope's head, the fields
+-- the metrics fold reads (`keep`: TaskWaiting's and ToolResultReceived's `resumed`) and `"lean":1`, and the
+-- history, which has them all, is where readers of the log find them (version − 1 is the entry's index there;
+-- streams/LogEntry.ts). A payload is then stored once and hashed twice (ADR 0017: 644,066 → 474,524).
+local LEAN_TAGS = { TaskEnqueued = true, TurnCompleted = true, TaskCompleted = true, TaskSteered = true,
+  TaskWaiting = true, ToolResultReceived = true }
+local LEAN_BYTES = 1024
 
 -- Appends one event to the task's history and the partition log; returns the hash fields it wrote (a flat
 -- field/value list). `data` is the event's fields after its tag: a string ('' for none), or `pieces(...)`,
