@@ -19,8 +19,8 @@ import { Cluster } from "ioredis"
 import { allPartitions, type Keyspace, partitionKeys } from "../streams/Keys.ts"
 import { connect, makeConnection, type RedisConnection, type RedisOptions } from "../streams/RedisClient.ts"
 import { RedisError, toRedisError } from "../streams/StreamError.ts"
-import { isLean, restoreLean } from "../streams/LogEntry.ts"
-import { decodeEnvelopeResult, type Envelope, type TaskEventTag } from "../streams/TaskEvent.ts"
+import { wholeEnvelopes } from "../streams/LogEntry.ts"
+import type { Envelope, TaskEventTag } from "../streams/TaskEvent.ts"
 import { type EmitHub, type EmittedEvent, makeEmitHub } from "./LiveEmit.ts"
 
 export interface LiveFilter {
@@ -201,21 +201,16 @@ async function* liveItems(
           if (replies.length === 0) await new Promise((r) => setTimeout(r, 100))
         }
         for (const [p, entries] of replies) {
-          // Lean entries (large fields in the history only) that pass the filter get their whole text back.
-          const wanted = entries
-            .map(([id, fields]) => [id, fields[1] ?? ""] as const)
-            .filter(([, raw]) => !isLean(raw) || leanMatches(filter, raw))
-          const texts = await restoreLean(c, keyspace, wanted)
-          const byId = new Map(wanted.map(([id], k) => [id, texts[k]]))
-          for (const [id] of entries) {
+          // Lean entries (large fields in the history only) are read back only when they pass the filter.
+          const texts = entries.map(([id, fields]) => [id, fields[1] ?? ""] as const)
+          const envelopes = await wholeEnvelopes(c, keyspace, texts, (raw) => leanMatches(filter, raw))
+          entries.forEach(([id], k) => {
             last[p] = id
-            const text = byId.get(id)
-            if (text === undefined || text.raw === "") continue
-            const decoded = text.withId ? decodeEnvelopeResult(text.raw) : decodeEnvelopeResult(text.raw, id)
-            if (decoded._tag === "Success" && matches(filter, decoded.success)) {
+            const decoded = envelopes[k]
+            if (decoded?._tag === "Success" && matches(filter, decoded.success)) {
               queue.push({ kind: "task", envelope: decoded.success, cursor: last.join(",") })
             }
-          }
+          })
         }
         notify()
       }

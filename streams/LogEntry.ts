@@ -1,15 +1,19 @@
 /**
- * A partition-log entry's text, whole. The scripts write an event whose payload, output, steering messages or
- * result exceed 1 KB to the partition log *lean*: the envelope's head with `"lean":1` in place of the event's
- * fields but the ones the metrics fold reads (streams/lua/lib.lua, ADR 0017). The task's history has the whole envelope, at index version − 1;
- * `restoreLean` reads it back for readers that deliver envelopes (the live feed), pipelined per partition.
+ * A partition-log entry as a whole envelope. The scripts write an event whose payload, output, steering
+ * messages or result exceed 1 KB to the partition log *lean*: the envelope's head with `"lean":1` in place of
+ * the event's fields but the ones the metrics fold reads (streams/lua/lib.lua, ADR 0017). The task's history
+ * has the whole envelope, at index version − 1; `wholeEnvelopes` reads it back for readers that deliver
+ * envelopes (the live feed), pipelined per partition.
  *
- * Invariant: a restored text is the history entry of the same event — its `id` is the log entry's stream id
+ * Invariant: a restored envelope is the history entry of the same event — its `id` is the log entry's stream id
  * (the history entry names it) — or nothing: an entry whose history is gone (expired past its retention) is
  * left out rather than delivered without its fields.
  */
+import type { Result } from "effect"
 import { type Keyspace, taskKeys } from "./Keys.ts"
 import type { RedisConnection } from "./RedisClient.ts"
+import type { CorruptEntry } from "./StreamError.ts"
+import { decodeEnvelopeResult, type Envelope } from "./TaskEvent.ts"
 
 const LEAN_END = `,"lean":1}}`
 /** The opening of every envelope the scripts write, up to the task id (streams/lua/lib.lua, `envelope_head`). */
@@ -19,23 +23,21 @@ const OPENING = /^\{"version":(\d+),"at":\d+,"taskId":"([^"\\]+)"/
 export const isLean = (raw: string): boolean => raw.endsWith(LEAN_END)
 
 /**
- * The whole text of each entry (`[stream id, text]`, all of one partition): lean ones replaced by their
- * history entries, which carry their stream id as `id` (decode them without one); undefined for a lean entry
- * whose history entry is gone. One pipelined round trip when any entry is lean, none otherwise.
+ * The envelope of each entry (`[stream id, text]`, all of one partition), decoded: lean ones from their
+ * history entries when `restore(text)` says so (by default all), else undefined, as for a lean entry whose
+ * history entry is gone. One pipelined round trip when any entry is restored, none otherwise.
  */
-export const restoreLean = async (
+export const wholeEnvelopes = async (
   conn: RedisConnection,
   keyspace: Keyspace,
-  entries: ReadonlyArray<readonly [id: string, raw: string]>
-): Promise<Array<{ readonly raw: string; readonly withId: boolean } | undefined>> => {
+  entries: ReadonlyArray<readonly [id: string, raw: string]>,
+  restore: (raw: string) => boolean = () => true
+): Promise<Array<Result.Result<Envelope, CorruptEntry> | undefined>> => {
+  const out = entries.map(([id, raw]) => (isLean(raw) ? undefined : decodeEnvelopeResult(raw, id)))
   const lean = entries.flatMap(([id, raw], i) => {
-    if (!isLean(raw)) return []
-    const m = OPENING.exec(raw)
+    const m = isLean(raw) && restore(raw) ? OPENING.exec(raw) : null
     return m === null ? [] : [{ i, id, key: taskKeys(keyspace, m[2]!).log, index: Number(m[1]) - 1 }]
   })
-  const out: Array<{ readonly raw: string; readonly withId: boolean } | undefined> = entries.map(([, raw]) =>
-    isLean(raw) ? undefined : { raw, withId: false }
-  )
   if (lean.length === 0) return out
   const pipeline = conn.pipeline()
   for (const l of lean) pipeline.lindex(l.key, l.index)
@@ -43,7 +45,7 @@ export const restoreLean = async (
   lean.forEach((l, k) => {
     const [err, text] = replies[k] ?? [null, null]
     if (err) throw err
-    if (typeof text === "string" && text.startsWith(`{"id":"${l.id}",`)) out[l.i] = { raw: text, withId: true }
+    if (typeof text === "string" && text.startsWith(`{"id":"${l.id}",`)) out[l.i] = decodeEnvelopeResult(text)
   })
   return out
 }

@@ -19,10 +19,10 @@ import type { Rejection, State, TaskCommand, TaskState } from "../../projections
 import { fold } from "../../projections/TaskDecider.ts"
 import { type Keyspace, taskKeys } from "../../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../../streams/RedisClient.ts"
-import { restoreLean } from "../../streams/LogEntry.ts"
+import { wholeEnvelopes } from "../../streams/LogEntry.ts"
 import { compareIds } from "../../streams/StreamId.ts"
 import type { RedisError } from "../../streams/StreamError.ts"
-import { decodeEnvelope, type Envelope, isTerminal, type TaskEvent, TaskStatus } from "../../streams/TaskEvent.ts"
+import { type Envelope, isTerminal, type TaskEvent, TaskStatus } from "../../streams/TaskEvent.ts"
 import type { TaskRejected } from "../../src/Errors.ts"
 import {
   type Accepted,
@@ -318,12 +318,13 @@ class Harness {
     >
     if (raw.length > 0) this.seen.set(p, raw[raw.length - 1]![0])
     // Lean entries (a payload over 1 KB) are compared as the live feed delivers them: restored from the history.
-    const texts = await restoreLean(this.conn, this.ks, raw.map(([id, fields]) => [id, fields[1]!] as const))
-    return Promise.all(raw.map(([id], i) => {
-      const text = texts[i]
-      if (text === undefined) throw new Error(`lean log entry ${id} has no history entry`)
-      return run(Effect.map(text.withId ? decodeEnvelope(text.raw) : decodeEnvelope(text.raw, id), strip))
-    }))
+    const envelopes = await wholeEnvelopes(this.conn, this.ks, raw.map(([id, fields]) => [id, fields[1]!] as const))
+    return raw.map(([id], i) => {
+      const decoded = envelopes[i]
+      if (decoded === undefined) throw new Error(`lean log entry ${id} has no history entry`)
+      if (Result.isFailure(decoded)) throw decoded.failure
+      return strip(decoded.success)
+    })
   }
 
   private async readTask(taskId: string) {
