@@ -72,14 +72,15 @@ export const openOursWith = async (options: OrchestratorOptions & { readonly nam
   }
 }
 
-const openOurs = (options: OpenOptions): Promise<SystemRun> => openOursWith({ redisUrl: options.url, namespace: options.runId })
+const openOurs = (extra: OrchestratorOptions = {}) => (options: OpenOptions): Promise<SystemRun> =>
+  openOursWith({ ...extra, redisUrl: options.url, namespace: options.runId })
 
-export const ours: System = { label: "ours", side: "ours", continuation: "readd", open: openOurs }
+export const ours: System = { label: "ours", side: "ours", continuation: "readd", open: openOurs() }
 
 /** Ours in a worker process with `projectMetrics: false` (`--no-projection`): nobody projects the metrics. */
 export const oursNotProjecting: System = {
   label: "ours (projectMetrics: false)",
   side: "ours",
   continuation: "readd",
-  open: (options) => openOursWith({ redisUrl: options.url, namespace: options.runId, projectMetrics: false })
+  open: openOurs({ projectMetrics: false })
 }

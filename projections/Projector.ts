@@ -204,17 +204,19 @@ return 1
  * Vouches in KEYS[1] that projector ARGV[1] is alive for ARGV[2] ms more (Redis' clock), forgets the ones whose
  * time ran out, and returns how many are alive.
  */
-const ANNOUNCE = `
+/** Lua: `now`, Redis' clock in ms (the projectors' registrations are on it, whatever the clients' clocks say). */
+const REDIS_NOW = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+const ANNOUNCE = `${REDIS_NOW}
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 return redis.call('ZCARD', KEYS[1])
 `
 /** How many projectors in KEYS[1] still vouch they are alive, by Redis' clock (as ANNOUNCE counts them). */
-const LIVE_PROJECTORS = `
-local t = redis.call('TIME')
-return redis.call('ZCOUNT', KEYS[1], '(' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), '+inf')
+const LIVE_PROJECTORS = `${REDIS_NOW}
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 `
 /** Gives the lease KEYS[1] up if ARGV[1] holds it. */
 const DROP_LEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0`

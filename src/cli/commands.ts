@@ -510,10 +510,13 @@ const verifyCommand: Command = {
 const projectCommand: Command = {
   ...specs.project,
   run: (ctx) => {
+    const bucketSize = ctx.flags["bucket-size"] as MetricsTimelineConfig["bucketSize"] | undefined // one of the spec's choices
+    const timelineDuration = positiveInt(ctx.flags, "timeline-duration")
+    const retentionMultiplier = positiveInt(ctx.flags, "retention-multiplier")
     const timeline = new MetricsTimelineConfig({
-      ...(typeof ctx.flags["bucket-size"] === "string" ? { bucketSize: ctx.flags["bucket-size"] as MetricsTimelineConfig["bucketSize"] } : {}),
-      ...(ctx.flags["timeline-duration"] !== undefined ? { timelineDuration: positiveInt(ctx.flags, "timeline-duration")! } : {}),
-      ...(ctx.flags["retention-multiplier"] !== undefined ? { retentionMultiplier: positiveInt(ctx.flags, "retention-multiplier")! } : {})
+      ...(bucketSize !== undefined ? { bucketSize } : {}),
+      ...(timelineDuration !== undefined ? { timelineDuration } : {}),
+      ...(retentionMultiplier !== undefined ? { retentionMultiplier } : {})
     })
     return run(
       ctx,

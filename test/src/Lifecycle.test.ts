@@ -6,6 +6,7 @@ import { expect, it } from "vitest"
 import { defineAgent, Done } from "../../src/Agent.ts"
 import { AgentWorkerConfig } from "../../src/Config.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
+import { waitFor } from "../support/Orchestrators.ts"
 import { freshKeyspace, testRedisOptions } from "../support/TestRedis.ts"
 
 const agent = defineAgent<{ readonly n: number }>({ name: "lifecycle", turn: (ctx) => Promise.resolve(Done(ctx.payload.n)) })
@@ -19,11 +20,6 @@ it("a stop while starting wins: start resolves, and the orchestrator starts agai
 
   await o.start()
   const id = await o.enqueueTask(agent, agent.createTask({ ownerId: "o", payload: { n: 7 } }))
-  let status = ""
-  for (let i = 0; i < 200 && status !== "completed"; i++) {
-    status = (await o.getTaskStatus(id)) ?? ""
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  expect(status).toBe("completed")
+  expect(await waitFor(() => o.getTaskStatus(id), (s) => s === "completed")).toBe("completed")
   await o.stop()
 })
