@@ -14,10 +14,10 @@ import type { TaskCommand } from "../../projections/TaskDecider.ts"
 import { TaskStore } from "../../src/TaskStore.ts"
 import { type Keyspace, namespaceKeys, partitionKeys, partitionOf, PROJECTOR_GROUP } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
-import { decodeEnvelope, decodeLogFacts, type Envelope, type LogFacts } from "../../streams/TaskEvent.ts"
+import { decodeEnvelope, decodeLogFacts, type Envelope, type LogFacts, type TaskEvent } from "../../streams/TaskEvent.ts"
 import { compareIds } from "../../streams/StreamId.ts"
 import { freshKeyspace, storeLayer } from "../support/TestRedis.ts"
-import { canon, chunk, logArb } from "./fixtures.ts"
+import { BASE_AT, canon, chunk, logArb } from "./fixtures.ts"
 
 const metrics = { bucketSeconds: 60, retentionSeconds: 3_600 }
 
@@ -174,6 +174,60 @@ describe("MetricsProjector", () => {
         { concurrency: "unbounded", discard: true }
       )
       assertSameState(yield* liveState(0), fold(metrics, stored))
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
+  it.live("a projector uses the task memory it remembers only while no other projector has committed since", () => {
+    const ks = freshKeyspace()
+    const envelope = (i: number, event: TaskEvent, taskId = "task-a"): Envelope => ({
+      id: `${BASE_AT + i * 1_000}-0`,
+      version: i + 1,
+      at: BASE_AT + i * 1_000,
+      taskId,
+      agent: "alpha",
+      ownerId: "o",
+      event
+    })
+    const enqueued: TaskEvent = { _tag: "TaskEnqueued", payload: null, maxRetries: 2 }
+    const claimed = (lease: number): TaskEvent => ({ _tag: "TaskClaimed", lease, worker: "w1" })
+    const completed = (lease: number): TaskEvent => ({ _tag: "TaskCompleted", lease, output: "ok", steeringApplied: 0, steeringUnapplied: 0 })
+    /** Applies a batch as another process's projector (its own memory of tasks, none to begin with). */
+    const applyAs = (consumer: string, batch: ReadonlyArray<Envelope>) =>
+      Effect.gen(function*() {
+        return yield* (yield* MetricsProjector).apply(0, batch)
+      }).pipe(Effect.provide(MetricsProjector.layer(ks, { ...metrics, consumer }).pipe(Layer.provide(storeLayer(ks)))))
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      // One task: enqueued, then claimed, its turn ended, claimed again and completed.
+      yield* writeLog(ks, [
+        envelope(0, enqueued),
+        envelope(1, claimed(1)),
+        envelope(2, { _tag: "TurnCompleted", lease: 1, turn: 1, payload: null, steeringApplied: 0 }),
+        envelope(3, claimed(2)),
+        envelope(4, completed(2))
+      ])
+      const stored = yield* readLog(ks, 0)
+
+      // This projector folds the enqueue and remembers the task as queued; another one folds the claim.
+      yield* projector.apply(0, stored.slice(0, 1))
+      yield* applyAs("other", stored.slice(1, 2))
+      // The turn's end is folded here: from the claim the other projector stored, not from the remembered
+      // queue time (that would lose the run-time sample).
+      yield* projector.apply(0, stored.slice(2, 3))
+      assertSameState(yield* liveState(0), fold(metrics, stored.slice(0, 3)))
+      // And the other way round: what this projector now remembers was written by its own last commit.
+      yield* applyAs("other", stored.slice(3, 4))
+      yield* projector.apply(0, stored.slice(4))
+      assertSameState(yield* liveState(0), fold(metrics, stored))
+
+      // A task id enqueued again (its keys expired) while its first life's memory is still stored: a projector
+      // that never saw it does not read that memory for an enqueue, but still forgets it when the task ends.
+      yield* writeLog(ks, [envelope(5, enqueued, "task-b"), envelope(6, claimed(1), "task-b"), envelope(7, enqueued, "task-b"), envelope(8, completed(1), "task-b")])
+      const all = yield* readLog(ks, 0)
+      yield* applyAs("other", all.slice(5, 7))
+      yield* applyAs("third", all.slice(7))
+      assertSameState(yield* liveState(0), fold(metrics, all))
+      assert.isTrue((yield* projector.verify).equal)
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
