@@ -12,10 +12,8 @@
  *   (entries went to another consumer, or were delivered before a crash), the missing entries are read
  *   from the log itself, so the group only says *when* to look and never decides *what* is counted. The
  *   commit script checks that the checkpoint is the one the batch was folded from and that the batch follows
- *   it, so a batch costs at most three round trips (read, task memory, commit) and the checkpoint is read
- *   only when this projector does not know it yet or the script says it moved. The task memory is read only
- *   for tasks whose memory this projector's own last commit did not leave (`memos`), so under load a batch
- *   costs two;
+ *   it, so a batch costs three round trips (read, task memory, commit) and the checkpoint is read only
+ *   when this projector does not know it yet or the script says it moved;
  * - new entries are read with NOACK (no pending list to fill and ack: about a quarter of the projection's
  *   Redis CPU): what a projector read but never committed (a crash in between) is folded by the next
  *   holder's first batch, which starts from the checkpoint, or, when the log stays quiet, by the catch-up to
@@ -191,9 +189,6 @@ export interface StoredBucket {
 
 /** The most buckets one timeline query reads (per partition). */
 export const MAX_TIMELINE_BUCKETS = 10_000
-
-/** The most tasks whose memory a projector remembers per partition (more are read from Redis per batch). */
-const MEMO_TASKS = 10_000
 
 const DEFAULTS = { batchSize: 100, blockMs: 2_000, orphanIdleMs: 60_000, pollIntervalMs: 200, leaseMs: 10_000 }
 
@@ -432,15 +427,6 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
     seen.has(p) ? Effect.succeed(seen.get(p)!) : Effect.tap(getCheckpoint(p), (c) => Effect.sync(() => seen.set(p, c)))
 
   /**
-   * The per-task memory this projector's own last commit on a partition left (`""`: none), valid while the
-   * partition's checkpoint is the one that commit set. The commit script refuses a batch folded from any
-   * other checkpoint, so only this projector's commits (or a live rebuild at the same checkpoint, which
-   * writes the same fold) can have written the memory since. It saves reading the memory of tasks whose
-   * earlier events this projector folded: under load, one of a batch's three round trips.
-   */
-  const memos = new Map<number, { readonly checkpoint: string; readonly tasks: Map<string, string> }>()
-
-  /**
    * Folds `batch` (consecutive log entries; right after `checkpoint` unless `first` is set, see
    * metrics_apply.lua) onto the stored memory of its tasks and commits it. Otherwise nothing is written:
    * `stale` when the checkpoint moved meanwhile, `gap` when the batch does not follow it.
@@ -448,23 +434,13 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
   const commitBatch = (p: number, checkpoint: string, batch: ReadonlyArray<LogEntry>, first: string) =>
     Effect.gen(function*() {
       const keys = mk(p)
-      const memo = memos.get(p)
-      const known = memo !== undefined && memo.checkpoint === checkpoint ? memo.tasks : new Map<string, string>()
-      // The memory before the batch: remembered, or read; a task the batch enqueues had none (not needed).
-      const before = new Map<string, string | undefined>()
-      const unknown: Array<string> = []
-      for (const e of batch) {
-        if (before.has(e.taskId)) continue
-        const remembered = known.get(e.taskId)
-        before.set(e.taskId, remembered ?? (e.event._tag === "TaskEnqueued" ? undefined : ""))
-        if (remembered === undefined && e.event._tag !== "TaskEnqueued") unknown.push(e.taskId)
-      }
-      if (unknown.length > 0) {
-        const stored = yield* redis.use("metrics memory", (c) => c.hmget(keys.open, ...unknown))
-        unknown.forEach((id, i) => before.set(id, stored[i] ?? ""))
-      }
+      const taskIds = [...new Set(batch.map((e) => e.taskId))]
+      const stored = yield* redis.use("metrics memory", (c) => c.hmget(keys.open, ...taskIds))
       const open = new Map<string, OpenTask>()
-      for (const [id, s] of before) if (s !== undefined && s !== "") open.set(id, decodeOpenTask(s))
+      taskIds.forEach((id, i) => {
+        const s = stored[i]
+        if (s !== null && s !== undefined) open.set(id, decodeOpenTask(s))
+      })
       const folded = foldEnvelopes(metricsOptions, batch, { buckets: new Map(), open })
       const bucketKeys: Array<string> = []
       const increments: Array<Array<string>> = []
@@ -473,17 +449,13 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
         bucketKeys.push(keys.bucket(agent, startSeconds))
         increments.push(Object.entries(bucket).flatMap(([f, n]) => [f, String(n)]))
       }
-      // Only the memory the batch changed is written ("" forgets the task); a task the batch enqueued may
-      // have left memory under the same id long ago, so its memory is always written.
-      const after = new Map<string, string>()
-      const memory: Array<string> = []
-      for (const [id, was] of before) {
-        const t = folded.open.get(id)
-        const encoded = t === undefined ? "" : encodeOpenTask(t)
-        after.set(id, encoded)
-        if (encoded !== was) memory.push(id, encoded)
-      }
-      const last = batch[batch.length - 1]!.id
+      // Only the memory the batch changed is written ("" forgets the task).
+      const memory = taskIds.flatMap((id) => {
+        const before = open.get(id)
+        const after = folded.open.get(id)
+        const encoded = after === undefined ? "" : encodeOpenTask(after)
+        return encoded === (before === undefined ? "" : encodeOpenTask(before)) ? [] : [id, encoded]
+      })
       const reply = (yield* redis.use("metrics apply", () =>
         applyScript(
           3 + bucketKeys.length,
@@ -493,23 +465,16 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
           ...bucketKeys,
           keys.checkpointField,
           checkpoint,
-          last,
+          batch[batch.length - 1]!.id,
           metricsOptions.retentionSeconds,
           "add",
           JSON.stringify(increments),
           JSON.stringify(memory),
           first
         ))) as Array<string>
-      if (reply[0] !== "ok") {
-        memos.delete(p)
-        return { _tag: reply[0] === "gap" ? "gap" as const : "stale" as const, current: reply[1] ?? "" }
-      }
-      for (const [id, encoded] of after) {
-        if (encoded === "") known.delete(id)
-        else if (known.has(id) || known.size < MEMO_TASKS) known.set(id, encoded)
-      }
-      memos.set(p, { checkpoint: last, tasks: known })
-      return { _tag: "ok" as const }
+      return reply[0] === "ok"
+        ? { _tag: "ok" as const }
+        : { _tag: reply[0] === "gap" ? "gap" as const : "stale" as const, current: reply[1] ?? "" }
     })
 
   /**
@@ -709,7 +674,6 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       )
       const conn = yield* redis.dedicated(`projector:${p}`)
       seen.delete(p) // another holder may have moved it since this process last led
-      memos.delete(p)
       yield* drainOwnPending(p)
       yield* adoptOrphans(p)
       yield* catchUpToEnd(p)

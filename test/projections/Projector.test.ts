@@ -177,7 +177,7 @@ describe("MetricsProjector", () => {
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
-  it.live("a projector uses the task memory it remembers only while no other projector has committed since", () => {
+  it.live("projectors taking turns on a task's batches, and an id enqueued again over stored memory, give the fold", () => {
     const ks = freshKeyspace()
     const envelope = (i: number, event: TaskEvent, taskId = "task-a"): Envelope => ({
       id: `${BASE_AT + i * 1_000}-0`,
@@ -208,20 +208,20 @@ describe("MetricsProjector", () => {
       ])
       const stored = yield* readLog(ks, 0)
 
-      // This projector folds the enqueue and remembers the task as queued; another one folds the claim.
+      // This projector folds the enqueue; another one folds the claim.
       yield* projector.apply(0, stored.slice(0, 1))
       yield* applyAs("other", stored.slice(1, 2))
-      // The turn's end is folded here: from the claim the other projector stored, not from the remembered
-      // queue time (that would lose the run-time sample).
+      // The turn's end is folded here: from the claim the other projector stored, not from what this one last
+      // wrote (the queue time: that would lose the run-time sample). A cache of the task memory (ADR 0016) has
+      // to pass this.
       yield* projector.apply(0, stored.slice(2, 3))
       assertSameState(yield* liveState(0), fold(metrics, stored.slice(0, 3)))
-      // And the other way round: what this projector now remembers was written by its own last commit.
       yield* applyAs("other", stored.slice(3, 4))
       yield* projector.apply(0, stored.slice(4))
       assertSameState(yield* liveState(0), fold(metrics, stored))
 
-      // A task id enqueued again (its keys expired) while its first life's memory is still stored: a projector
-      // that never saw it does not read that memory for an enqueue, but still forgets it when the task ends.
+      // A task id enqueued again (its keys expired) while its first life's memory is still stored: the memory
+      // is forgotten when the task ends.
       yield* writeLog(ks, [envelope(5, enqueued, "task-b"), envelope(6, claimed(1), "task-b"), envelope(7, enqueued, "task-b"), envelope(8, completed(1), "task-b")])
       const all = yield* readLog(ks, 0)
       yield* applyAs("other", all.slice(5, 7))
