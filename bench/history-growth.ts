@@ -1,0 +1,95 @@
+/**
+ * What a growing conversation costs Redis: each turn of a task appends `--growth` bytes (one message) to its
+ * payload, as an LLM agent's turn appends to `payload.messages`, for `--turns` turns (several counts).
+ *
+ *   node bench/history-growth.ts [--turns=5,10,20,40] [--growth=2000] [--tasks=10]
+ *
+ * Ours: the task's transitions through `TaskStore` (enqueue, then claim and checkpoint per turn, the last turn
+ * completing), so its history keeps every turn's checkpoint. BullMQ: a job whose data is replaced each turn
+ * (`updateData`, as the bench's `moveToWait` variant does; no worker moves it, so only memory compares). Prints,
+ * per turn count, the Redis memory of one finished task (its history and hash; the job's hash) next to the final
+ * payload's size, and our server CPU per turn. A private Redis (`redis-server.ts`); nothing is asserted and
+ * nothing is written to docs.
+ */
+import { Queue } from "bullmq"
+import { Effect, Layer, ManagedRuntime } from "effect"
+import type { TaskCommand } from "../projections/TaskDecider.ts"
+import { TaskStore } from "../src/TaskStore.ts"
+import { taskKeys } from "../streams/Keys.ts"
+import { RedisClient } from "../streams/RedisClient.ts"
+import { redisCpuSeconds, startRedis } from "./redis-server.ts"
+
+const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
+const turnCounts = (arg("turns") ?? "5,10,20,40").split(",").map(Number)
+const growth = Number(arg("growth") ?? 2000)
+const tasks = Number(arg("tasks") ?? 10)
+if (![...turnCounts, growth, tasks].every((n) => Number.isInteger(n) && n >= 1)) {
+  throw new Error("--turns (a list), --growth and --tasks must be positive integers")
+}
+
+/** The payload after `turns` turns: the query and one message of about `growth` bytes per turn. */
+const conversation = (turns: number) => ({
+  query: "the question",
+  messages: Array.from({ length: turns }, (_, i) => ({ role: "assistant", content: `${i}:`.padEnd(growth - 30, "x") }))
+})
+
+const redis = await startRedis()
+const memoryOf = async (key: string) => Number(await redis.admin.call("MEMORY", "USAGE", key, "SAMPLES", "0"))
+
+const ours = async (turns: number) => {
+  const keyspace = { namespace: `growth-${turns}`, partitions: 1 }
+  const runtime = ManagedRuntime.make(TaskStore.layer(keyspace).pipe(Layer.provide(RedisClient.layer({ url: redis.url }))))
+  const store = await runtime.runPromise(Effect.gen(function*() {
+    return yield* TaskStore
+  }))
+  const run = (command: TaskCommand) => runtime.runPromise(store.execute(command))
+  let now = Date.now()
+  const cpuBefore = await redisCpuSeconds(redis.admin)
+  for (let i = 0; i < tasks; i++) {
+    const taskId = `t${i}`
+    await run({ _tag: "Enqueue", taskId, agent: "a", ownerId: "o", payload: conversation(0), maxRetries: 1, now: ++now })
+    for (let turn = 1; turn <= turns; turn++) {
+      await run({ _tag: "Claim", taskId, lease: turn - 1, worker: "w", now: ++now })
+      const payload = conversation(turn)
+      await run(
+        turn < turns
+          ? { _tag: "CompleteTurn", taskId, lease: turn, payload, steeringApplied: 0, now: ++now }
+          : { _tag: "Complete", taskId, lease: turn, output: "done", payload, steeringApplied: 0, now: ++now }
+      )
+    }
+  }
+  const cpuUs = ((await redisCpuSeconds(redis.admin)) - cpuBefore) * 1e6 / (tasks * turns)
+  const k = taskKeys(keyspace, "t0")
+  const bytes = (await memoryOf(k.log)) + (await memoryOf(k.task))
+  await runtime.dispose()
+  return { bytes, cpuUs }
+}
+
+const bullmq = async (turns: number) => {
+  const queue = new Queue(`growth-${turns}`, { connection: { host: "127.0.0.1", port: redis.port } })
+  let first = ""
+  for (let i = 0; i < tasks; i++) {
+    const job = await queue.add("turns", conversation(0))
+    if (i === 0) first = job.id!
+    for (let turn = 1; turn <= turns; turn++) await job.updateData(conversation(turn))
+  }
+  const bytes = await memoryOf(`bull:growth-${turns}:${first}`)
+  await queue.close()
+  return { bytes }
+}
+
+try {
+  console.log(`each turn appends ~${growth} bytes; ${tasks} tasks per turn count; Redis ${redis.version}\n`)
+  console.log("turns  final payload (B)  ours: history+hash (B)  BullMQ: job (B)  ratio  ours: Redis µs per turn")
+  for (const turns of turnCounts) {
+    const o = await ours(turns)
+    const b = await bullmq(turns)
+    const final = JSON.stringify(conversation(turns)).length
+    console.log(
+      `${String(turns).padStart(5)}  ${String(final).padStart(17)}  ${String(o.bytes).padStart(22)}  ${String(b.bytes).padStart(15)}  ` +
+        `${(o.bytes / b.bytes).toFixed(1).padStart(4)}×  ${o.cpuUs.toFixed(0).padStart(23)}`
+    )
+  }
+} finally {
+  await redis.stop()
+}
