@@ -1,6 +1,7 @@
 /**
  * The job payload both systems carry: a JSON object of about 100 bytes (or `setPayloadBytes`) whose `i` field
  * identifies the job in the harness (BullMQ assigns its own job ids, so the harness keys every timing by `i`).
+ * With `setPayloadGrowth`, a multi-turn task's payload grows by that many bytes per turn, as a conversation does.
  */
 
 export interface BenchPayload {
@@ -11,8 +12,10 @@ export interface BenchPayload {
 }
 
 let pad = "x".repeat(72)
+let growth = 0
 
-export const makePayload = (i: number, turn = 0): BenchPayload => ({ i, turn, pad })
+export const makePayload = (i: number, turn = 0): BenchPayload =>
+  ({ i, turn, pad: growth === 0 || turn === 0 ? pad : pad + "y".repeat(turn * growth) })
 
 /**
  * Pads every payload made from now on to about `bytes` of JSON (`--payload-bytes`; LLM agents carry
@@ -21,6 +24,11 @@ export const makePayload = (i: number, turn = 0): BenchPayload => ({ i, turn, pa
 export const setPayloadBytes = (bytes: number): void => {
   const base = JSON.stringify(makePayload(12345)).length - pad.length
   pad = "x".repeat(Math.max(72, bytes - base))
+}
+
+/** Makes turn `t`'s payload `t × bytes` longer than the first (`--payload-growth`; 0: constant payloads). */
+export const setPayloadGrowth = (bytes: number): void => {
+  growth = bytes
 }
 
 /** The serialized size of a typical payload, for the report. */

@@ -4,12 +4,13 @@
  * and docs/performance.svg) jobs/s, latency percentiles and the ratio ours/BullMQ.
  *
  *   node bench/run.ts [--size=small|default|large] [--reps=N] [--only=id,id] [--side=ours|bullmq] [--no-docs]
- *                     [--no-projection] [--payload-bytes=B]
+ *                     [--no-projection] [--payload-bytes=B] [--payload-growth=B]
  *
  * `--no-projection` runs our side with `projectMetrics: false` (a worker process that leaves the metrics to
  * another process; here nobody projects them): what the in-process projection costs the turns. It never
  * rewrites the docs, whose figures are the defaults'. Nor does `--payload-bytes=B`, which pads both systems'
- * payloads to about B bytes of JSON (default ~100).
+ * payloads to about B bytes of JSON (default ~100), nor `--payload-growth=B`, which makes each turn of the
+ * multi-turn scenario's payload B bytes longer than the last (a conversation; both systems store each turn's).
  *
  * Each measured run gets a fresh queue (namespace) on a FLUSHALLed server; one warm-up run per system
  * and scenario (a fifth of the size) is excluded; the report gives the median of the repetitions.
@@ -23,7 +24,7 @@ import { perJob, readStats, resetStats, type CommandStats } from "./commandstats
 import { writeBlock } from "./docs-block.ts"
 import { describeMachine } from "./machine.ts"
 import { ours, oursNotProjecting } from "./ours.ts"
-import { payloadBytes, setPayloadBytes } from "./payload.ts"
+import { payloadBytes, setPayloadBytes, setPayloadGrowth } from "./payload.ts"
 import { renderSvg } from "./plot.ts"
 import { redisCpuSeconds, startRedis, type PrivateRedis } from "./redis-server.ts"
 import { bars, consoleTable, markdownBlock, rows, type ScenarioResult, type SideResult } from "./report.ts"
@@ -69,7 +70,10 @@ const parseArgs = (argv: ReadonlyArray<string>) => {
   const projection = !argv.includes("--no-projection")
   const payload = get("payload-bytes") === undefined ? undefined : Number(get("payload-bytes"))
   if (payload !== undefined && !(Number.isInteger(payload) && payload > 0)) throw new Error("--payload-bytes must be a positive integer")
-  return { size, reps, only, side, projection, payload, docs: projection && payload === undefined && !argv.includes("--no-docs") }
+  const growth = get("payload-growth") === undefined ? undefined : Number(get("payload-growth"))
+  if (growth !== undefined && !(Number.isInteger(growth) && growth > 0)) throw new Error("--payload-growth must be a positive integer")
+  const docs = projection && payload === undefined && growth === undefined && !argv.includes("--no-docs")
+  return { size, reps, only, side, projection, payload, growth, docs }
 }
 
 let runCounter = 0
@@ -120,6 +124,7 @@ const runOnce = async (
 const main = async () => {
   const args = parseArgs(process.argv.slice(2))
   if (args.payload !== undefined) setPayloadBytes(args.payload)
+  if (args.growth !== undefined) setPayloadGrowth(args.growth)
   const started = performance.now()
   const s = sizes[args.size]!
   const redis = await startRedis()
