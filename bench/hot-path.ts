@@ -6,7 +6,7 @@
  * commandstats), the server's CPU time and the commands run inside the functions.
  *
  *   node bench/hot-path.ts [--tasks=N] [--slots=S] [--redis-server=<path>] [--callgrind] [--side=bullmq]
- *                          [--payload-bytes=B]
+ *                          [--payload-bytes=B] [--cpu-prof=<phase>] [--perf=<phase>] [--projectors=P]
  *
  * `--payload-bytes=B` pads each task's payload to about B bytes of JSON (default: the bench's ~100), for
  * both systems: LLM agents carry conversations of many KB.
@@ -28,12 +28,17 @@
  * (`enqueue`, `drain`, `metrics`) to bench/results/prof/, for `bench/profile-summary.ts`: unlike
  * `node --cpu-prof`, it leaves out start-up and the other phases.
  *
+ * `--perf=<phase>` samples the server during that phase with Linux `perf` (`perf record -e cpu-clock -g`: a
+ * software clock, so it works in VMs without hardware counters; needs the `linux-perf` package) and prints
+ * where its time went by object (the server, libc, jemalloc, the kernel): how much of Redis' time is system
+ * calls rather than instructions. The recording is left in bench/results/perf/ for `perf report -i`.
+ *
  * `--side=bullmq` counts BullMQ instead, the same way: `addBulk` of 200 jobs per call, then a `Worker` with
  * `concurrency` S and a no-op processor draining them (its background commands included: it is what BullMQ
  * costs Redis per job), so the two systems' instructions per job compare exactly.
  */
 import { Queue, Worker } from "bullmq"
-import { execFileSync } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { Session } from "node:inspector/promises"
 import { Effect, Layer, ManagedRuntime } from "effect"
@@ -55,6 +60,7 @@ const callgrind = process.argv.includes("--callgrind")
 const side = arg("side") ?? "ours"
 const projectors = Number(arg("projectors") ?? 1)
 const profiledPhase = arg("cpu-prof")
+const perfPhase = arg("perf")
 if (arg("payload-bytes") !== undefined) setPayloadBytes(Number(arg("payload-bytes")))
 if (side !== "ours" && side !== "bullmq") throw new Error("--side must be ours or bullmq")
 if (![tasks, slots, projectors].every((n) => Number.isInteger(n) && n >= 1)) {
@@ -88,12 +94,33 @@ interface Phase {
   readonly instructions?: number
 }
 
+/** Samples the server with `perf` until `stop`, which prints the share of its time per object (DSO). */
+const startPerf = async (phase: string) => {
+  const dir = new URL("./results/perf/", import.meta.url).pathname
+  mkdirSync(dir, { recursive: true })
+  const file = `${dir}redis-${phase.split(" ")[0]}-${redis.pid}.data`
+  const recorder = spawn("perf", ["record", "-q", "-e", "cpu-clock", "-F", "4999", "-g", "-p", String(redis.pid), "-o", file], { stdio: "ignore" })
+  const failed = new Promise<never>((_, reject) => recorder.once("error", (e) => reject(new Error(`--perf needs Linux perf (linux-perf): ${e.message}`))))
+  await Promise.race([new Promise((r) => setTimeout(r, 500)), failed]) // perf attaches before the phase starts
+  return {
+    stop: async () => {
+      const exited = new Promise((r) => recorder.once("exit", r))
+      recorder.kill("SIGINT")
+      await exited
+      const report = execFileSync("perf", ["report", "-i", file, "--stdio", "--no-children", "--sort", "dso", "-g", "none"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] })
+      const shares = report.split("\n").filter((l) => /^\s+[\d.]+%/.test(l)).slice(0, 6).map((l) => l.trim().replace(/\s+/, " "))
+      console.log(`perf samples of the server during "${phase}" (${file}): ${shares.join(", ")}`)
+    }
+  }
+}
+
 /** Runs `body` as a measured phase: command statistics, server CPU and (under callgrind) instructions. */
 const measure = async (name: string, n: number, body: () => Promise<void>): Promise<Phase> => {
   await resetStats(redis.admin)
   const before = await redisCpuSeconds(redis.admin)
   const dumped = callgrind ? dumpedInstructions() : 0
   if (callgrind) control("-z"), control("-i", "on")
+  const perf = perfPhase !== undefined && name.startsWith(perfPhase) ? await startPerf(name) : undefined
   const profiler = profiledPhase !== undefined && name.startsWith(profiledPhase) ? new Session() : undefined
   if (profiler !== undefined) profiler.connect(), await profiler.post("Profiler.enable"), await profiler.post("Profiler.start")
   const started = performance.now()
@@ -110,6 +137,7 @@ const measure = async (name: string, n: number, body: () => Promise<void>): Prom
     console.log(`CPU profile of "${name}": ${file}`)
   }
   const seconds = (performance.now() - started) / 1000
+  if (perf !== undefined) await perf.stop()
   if (callgrind) control("-i", "off"), control("-d")
   const stats = await readStats(redis.admin)
   const cpuUs = ((await redisCpuSeconds(redis.admin)) - before) * 1e6
