@@ -1,7 +1,7 @@
 /**
  * The metrics projector against a real Redis: any chunking of a log through the group gives the pure
  * fold; redelivery (same batch again, overlapping batches, a crash between commit and ack, entries held
- * by another consumer) changes nothing; after real commands through TaskStore the live buckets equal a
+ * by another consumer) changes nothing; projectors taking turns fold from the memory the other one stored; after real commands through TaskStore the live buckets equal a
  * rebuild from the log; the follow loop picks up new events and stops promptly when interrupted; reading an
  * envelope's opening gives the same fold as decoding it whole.
  */
