@@ -3,7 +3,7 @@
  * docs/performance.md (between its bench markers, so the hand-written analysis around it stays), and
  * the bars of the plot.
  */
-import { perJob, type CommandStats } from "./commandstats.ts"
+import { perJob, SLOW_US, type CommandStats, type Slowest } from "./commandstats.ts"
 import { type Machine, machineLine } from "./machine.ts"
 import type { Bar } from "./plot.ts"
 import type { Measurement } from "./scenarios.ts"
@@ -219,11 +219,17 @@ export const markdownBlock = (results: ReadonlyArray<ScenarioResult>, meta: Repo
       const top = p.rows.filter((r) => !["evalsha", "eval", "fcall"].includes(r.cmd)).slice(0, 5)
         .map((r) => `${r.cmd} ${r.callsPerJob.toFixed(2)}`).join(", ")
       const cpu = (k: string) => (side.values[k] === undefined ? "–" : f0(side.values[k]!))
-      statRows.push([short(s.title), side.label, cpu("clientCpuUsPerJob"), cpu("redisCpuUsPerJob"), p.scriptCallsPerJob.toFixed(2), p.scriptUsecPerJob.toFixed(1), top])
+      statRows.push([short(s.title), side.label, cpu("clientCpuUsPerJob"), cpu("redisCpuUsPerJob"), p.scriptCallsPerJob.toFixed(2), p.scriptUsecPerJob.toFixed(1), longest(side.runs), top])
     }
   }
-  out.push(table(["scenario", "system", "client CPU µs / job", "redis CPU µs / job", "script calls / job", "µs in scripts / job", "commands by time (calls / job)"], statRows))
+  out.push(table(["scenario", "system", "client CPU µs / job", "redis CPU µs / job", "script calls / job", "µs in scripts / job", `longest command (ms; max of the repetitions, SLOWLOG ≥ ${SLOW_US / 1000} ms)`, "commands by time (calls / job)"], statRows))
   return out.join("\n")
+}
+
+/** The longest single command over a system's repetitions, and what it was. */
+const longest = (runs: ReadonlyArray<Measurement>): string => {
+  const worst = runs.reduce<Slowest | undefined>((a, m) => (m.slowest !== undefined && m.slowest.us > (a?.us ?? 0) ? m.slowest : a), undefined)
+  return worst === undefined ? `< ${SLOW_US / 1000}` : `${(worst.us / 1000).toFixed(1)} (${worst.command})`
 }
 
 export const bars = (results: ReadonlyArray<ScenarioResult>): ReadonlyArray<Bar> =>

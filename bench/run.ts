@@ -20,7 +20,7 @@ import { mkdirSync, writeFileSync } from "node:fs"
 import { loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import { bullmq, bullmqMoveToWait } from "./bullmq.ts"
-import { perJob, readStats, resetStats, type CommandStats } from "./commandstats.ts"
+import { perJob, readSlowest, readStats, resetStats, type CommandStats } from "./commandstats.ts"
 import { writeBlock } from "./docs-block.ts"
 import { describeMachine } from "./machine.ts"
 import { ours, oursNotProjecting } from "./ours.ts"
@@ -115,7 +115,7 @@ const runOnce = async (
       redisCpuUsPerJob: (redisCpu * 1e6) / m.jobs,
       loadAverage: loadavg()[0]!
     }
-    return { m: { ...m, values }, stats: await readStats(redis.admin) }
+    return { m: { ...m, values, slowest: await readSlowest(redis.admin) }, stats: await readStats(redis.admin) }
   } finally {
     await run.close()
   }
@@ -149,7 +149,8 @@ const main = async () => {
             (main === undefined ? "" : `  ${scenario.mainLatency} p50 ${main.p50.toFixed(2)} p99 ${main.p99.toFixed(2)} ms`) +
             (out.m.values.bytesPerTask === undefined ? "" : `  ${Math.round(out.m.values.bytesPerTask)} B/task`) +
             `  CPU µs/job client ${Math.round(out.m.values.clientCpuUsPerJob ?? 0)} redis ${Math.round(out.m.values.redisCpuUsPerJob ?? 0)}` +
-            `, script calls/job ${perJob(out.stats, out.m.jobs).scriptCallsPerJob.toFixed(2)}`)
+            `, script calls/job ${perJob(out.stats, out.m.jobs).scriptCallsPerJob.toFixed(2)}` +
+            (out.m.slowest !== undefined && out.m.slowest.us > 0 ? `, longest command ${(out.m.slowest.us / 1000).toFixed(1)} ms (${out.m.slowest.command})` : ""))
         }
       }
       const sides: Array<SideResult> = systems.map((sys) => {

@@ -11,6 +11,7 @@ import { observeCompletions, type Observer } from "./observer.ts"
 import { makePayload, type BenchPayload } from "./payload.ts"
 import { type Latency, summarize } from "./stats.ts"
 import type { SystemRun, TurnHandler, TurnResult } from "./system.ts"
+import type { Slowest } from "./commandstats.ts"
 
 export interface Sizes {
   readonly enqueueSingle: number
@@ -42,6 +43,8 @@ export interface Measurement {
   readonly values: Readonly<Record<string, number>>
   /** Bytes per task by key kind (memory scenario). */
   readonly breakdown?: ReadonlyArray<{ readonly kind: string; readonly keys: number; readonly bytesPerTask: number }>
+  /** The window's longest single Redis command (set by the runner, from the SLOWLOG). */
+  readonly slowest?: Slowest
 }
 
 export interface Scenario {
