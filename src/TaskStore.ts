@@ -691,7 +691,14 @@ export class TaskStore extends Context.Service<TaskStore, {
               const keys = [k.batch, k.log, k.tasks, k.ended, command.batchId, Math.round(command.now)]
               switch (command._tag) {
                 case "CreateBatch":
-                  return scripts.call("batch_create", [...keys, command.agent, command.ownerId, JSON.stringify(command.taskIds), ...command.taskIds])
+                  // Each id with its position, as strings (batch_create.lua).
+                  return scripts.call("batch_create", [
+                    ...keys,
+                    command.agent,
+                    command.ownerId,
+                    JSON.stringify(command.taskIds),
+                    ...command.taskIds.flatMap((id, i) => [id, String(i)])
+                  ])
                 case "BatchTaskFinished":
                   return scripts.call("batch_task_finished", [...keys, command.taskId, command.status, options?.retentionSeconds ?? 0])
                 case "CancelBatch":

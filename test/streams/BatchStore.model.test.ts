@@ -3,6 +3,7 @@
  * task ends (of tasks in the batch or not, once or twice) and cancels run against the pure model
  * (`decideBatch` + `evolveBatch`) and Redis (`TaskStore.executeBatch`). After every step: the same outcome,
  * the same new events in the batch's log, the same state, and the state equal to the fold of the stored log.
+ * A batch of thousands of tasks, whose ids the script writes in several calls, keeps every id at its position.
  *
  * Size: MODEL_RUNS (env); MODEL_SEED to replay.
  */
@@ -153,4 +154,29 @@ describe("batch scripts against the batch decider", () => {
       assert.isAbove(stats.rejected.get(tag) ?? 0, 0, tag)
     }
   }, 60_000)
+
+  it("a batch of 2,345 tasks keeps every id at its position (its ids are written 1,000 to a call)", async () => {
+    const ks = freshKeyspace(1)
+    const runtime = ManagedRuntime.make(storeLayer(ks))
+    try {
+      const store = await runtime.runPromise(Effect.gen(function*() {
+        return yield* TaskStore
+      }))
+      const taskIds = Array.from({ length: 2_345 }, (_, i) => `t-${(i * 7919) % 2_345}`)
+      const create: BatchCommand = { _tag: "CreateBatch", batchId: "big", agent: "alpha", ownerId: "o", taskIds, now: T0 }
+      await runtime.runPromise(store.executeBatch(create))
+      const model = evolveBatch(undefined, { at: T0, batchId: "big", ownerId: "o", event: { _tag: "BatchCreated", agent: "alpha", taskIds } })
+      assert.deepStrictEqual(await runtime.runPromise(store.getBatchState("big")), model)
+      // The ids on both sides of each call's boundary count as the batch's own.
+      for (const i of [0, 999, 1_000, 1_999, 2_000, 2_344]) {
+        const end: BatchCommand = { _tag: "BatchTaskFinished", batchId: "big", taskId: taskIds[i]!, status: "completed", now: T0 + i }
+        const got = await runtime.runPromise(Effect.result(store.executeBatch(end)))
+        assert.strictEqual(got._tag, "Success", `task at position ${i}`)
+      }
+      const state = await runtime.runPromise(store.getBatchState("big"))
+      assert.strictEqual(Object.keys(state?.ended ?? {}).length, 6)
+    } finally {
+      await runtime.dispose()
+    }
+  })
 })
