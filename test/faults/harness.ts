@@ -282,6 +282,8 @@ export interface Verdict {
   readonly excessRepeats: ReadonlyArray<string>
   readonly recoveries: number
   readonly claims: number
+  /** For each task found wanting above: its stored state and history, one event a line (for the failure message). */
+  readonly details: ReadonlyMap<string, string>
   /** Turns started again after a lost lease (claims beyond the turns a task needed). */
   readonly repeatedTurns: number
 }
@@ -368,7 +370,14 @@ export const verify = (reports: ReadonlyArray<TaskReport>): Verdict => {
     repeatedTurns += Math.max(0, repeats)
     recoveries += tags.filter((t) => t === "TaskRecovered").length
   }
+  const wanting = new Set([...lost, ...duplicates, ...foldMismatches, ...badCheckpoints, ...excessRepeats])
+  const details = new Map(reports.filter((r) => wanting.has(r.id)).slice(0, 5).map((r) => [
+    r.id,
+    `state ${JSON.stringify(r.state)}\n` +
+    r.history.map((e) => `  v${e.version} ${e.id} ${JSON.stringify(e.event).slice(0, 200)}`).join("\n")
+  ]))
   return {
+    details,
     tasks: reports.length,
     completed,
     failed,
@@ -387,12 +396,14 @@ export const verify = (reports: ReadonlyArray<TaskReport>): Verdict => {
 /** A compact summary line for console.log. */
 /** Every task completed exactly once: none lost, none finished twice, every history folding to its hash. */
 export const expectAllCompletedOnce = (v: Verdict, tasks: number) => {
-  expect(v.lost).toEqual([])
-  expect(v.duplicates).toEqual([])
+  // A failure names the tasks and shows the first few in full: these runs are hard to repeat.
+  const details = [...v.details].map(([id, d]) => `${id}: ${d}`).join("\n")
+  expect(v.lost, details).toEqual([])
+  expect(v.duplicates, details).toEqual([])
   expect(v.completed).toBe(tasks)
-  expect(v.foldMismatches).toEqual([])
-  expect(v.badCheckpoints).toEqual([])
-  expect(v.excessRepeats).toEqual([])
+  expect(v.foldMismatches, details).toEqual([])
+  expect(v.badCheckpoints, details).toEqual([])
+  expect(v.excessRepeats, details).toEqual([])
 }
 
 export const summary = (v: Verdict) =>
