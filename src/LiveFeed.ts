@@ -84,12 +84,11 @@ const matches = (filter: LiveFilter, e: Envelope): boolean =>
   matchesTask(filter, e.taskId, e.agent, e.ownerId) &&
   (filter.types === undefined ? e.event._tag !== "TaskHeartbeat" : filter.types.includes(e.event._tag))
 
-/** Whether a lean entry's event passes the filter, read from its head (before its fields are restored). */
-const leanMatches = (filter: LiveFilter, raw: string): boolean => {
-  const head = JSON.parse(raw) as { taskId: string; agent: string; ownerId: string; event: { _tag: TaskEventTag } }
-  return matchesTask(filter, head.taskId, head.agent, head.ownerId) &&
-    (filter.types === undefined || filter.types.includes(head.event._tag))
-}
+/**
+ * Whether a lean entry's event passes the filter, read from its head before its fields are restored: `matches`
+ * reads only the head's fields (task, agent, owner, the event's tag), which a lean entry keeps.
+ */
+const leanMatches = (filter: LiveFilter, raw: string): boolean => matches(filter, JSON.parse(raw) as Envelope)
 
 const matchesEmit = (filter: LiveFilter, e: EmittedEvent): boolean =>
   matchesTask(filter, e.taskId, e.agent, e.ownerId) &&

@@ -19,8 +19,6 @@ local payload_key, points = '', { 'outputAt' }
 if payload ~= nil and payload ~= '' then
   payload_key = ',"payload":'
   points[2] = 'payloadAt'
-else
-  payload = ''
 end
 clear_worker(t)
 set_status(t, 'completed')

@@ -15,7 +15,7 @@ end
 -- The hash is created by append's HSET, with the event's version, time, status and payload index.
 local fields = { 'id', TASK_ID, 'agent', agent, 'ownerId', owner, 'lease', '0', 'retries', '0', 'maxRetries', max_retries,
   'turns', '0', 'cancel', '0', 'createdAt', NOW }
--- The event's fields in pieces, so that the payload is copied into its two entries only (lib.lua, entry_text).
+-- The event's fields in pieces, so that the payload is copied into its two entries only (lib.lua, `pieces`).
 local tail = ',"maxRetries":' .. max_retries
 if parent ~= '' then
   fields[#fields + 1] = 'parent'
