@@ -218,6 +218,12 @@ return redis.call('ZCARD', KEYS[1])
 const LIVE_PROJECTORS = `${REDIS_NOW}
 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 `
+/** The id of the first entry of log KEYS[2] after the checkpoint in field ARGV[1] of KEYS[1], or nil. */
+const FIRST_UNPROJECTED = `
+local checkpoint = redis.call('HGET', KEYS[1], ARGV[1])
+local first = redis.call('XRANGE', KEYS[2], (checkpoint and checkpoint ~= '') and '(' .. checkpoint or '-', '+', 'COUNT', 1)[1]
+return first and first[1]
+`
 /** Gives the lease KEYS[1] up if ARGV[1] holds it. */
 const DROP_LEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0`
 const MAX_STALE_COMMITS = 50
@@ -1017,13 +1023,12 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       (buckets) => buckets.map((b) => toTimelinePoint(bucketSeconds, b.agent, b.start, b.bucket))
     )
 
-  /** The first entry of partition `p`'s log after its live checkpoint: its time (ms), or undefined. */
+  /** The first entry of partition `p`'s log after its live checkpoint: its time (ms), or undefined. One round trip. */
   const firstUnprojected = (p: number) =>
-    Effect.flatMap(getCheckpoint(p), (checkpoint) =>
-      redis.use("metrics status", async (c) => {
-        const [entry] = (await c.call("XRANGE", pk(p).events, checkpoint === "" ? "-" : `(${checkpoint}`, "+", "COUNT", 1)) as Array<RawEntry>
-        return entry === undefined ? undefined : Number(entry[0].split("-")[0])
-      }))
+    redis.use("metrics status", async (c) => {
+      const id = (await c.eval(FIRST_UNPROJECTED, 2, pk(p).checkpoints, pk(p).events, mk(p).checkpointField)) as string | null
+      return id === null ? undefined : Number(id.split("-")[0])
+    })
 
   const status = Effect.gen(function*() {
     const live = yield* redis.use("metrics status", (c) => c.eval(LIVE_PROJECTORS, 1, projectorsKey))
