@@ -9,8 +9,14 @@ ports=("$base" "$((base + 1))" "$((base + 2))")
 dir="/tmp/factorial-cluster-$base"
 
 if [ "$cmd" = "stop" ]; then
+  pids=()
   for p in "${ports[@]}"; do
-    [ -f "$dir/$p.pid" ] && kill "$(cat "$dir/$p.pid")" 2>/dev/null || true
+    [ -f "$dir/$p.pid" ] && pids+=("$(cat "$dir/$p.pid")")
+  done
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # A server writes its log until it exits: removing the directory before that races with it (ENOTEMPTY).
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
   done
   rm -rf "$dir"
   exit 0

@@ -16,14 +16,29 @@ const ports = [base, base + 1, base + 2]
 const dir = mkdtempSync(join(tmpdir(), "factorial-cluster-connect-"))
 const cli = (port: number, ...args: ReadonlyArray<string>) => execFileSync("redis-cli", ["-p", String(port), ...args], { encoding: "utf8" })
 
-afterAll(() => {
+/** Whether process `pid` still runs. */
+const running = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+afterAll(async () => {
+  const pids: Array<number> = []
   for (const p of ports) {
     try {
-      process.kill(Number(readFileSync(join(dir, `${p}.pid`), "utf8")))
+      const pid = Number(readFileSync(join(dir, `${p}.pid`), "utf8"))
+      process.kill(pid)
+      pids.push(pid)
     } catch {
       // not started, or gone already
     }
   }
+  // A server writes its log until it exits: removing the directory before that races with it (ENOTEMPTY).
+  for (let i = 0; i < 100 && pids.some(running); i++) await new Promise((r) => setTimeout(r, 50))
   rmSync(dir, { recursive: true, force: true })
 })
 
