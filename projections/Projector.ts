@@ -30,7 +30,15 @@ import { hostname } from "node:os"
 import { fileURLToPath } from "node:url"
 import { Clock, Context, Effect, Layer, Result, Schedule, Schema } from "effect"
 import type { Scope } from "effect"
-import { allPartitions, type Keyspace, MEMORY_ANCHOR, namespaceKeys, partitionKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
+import {
+  allPartitions,
+  BUCKET_INDEX_COMPLETE,
+  type Keyspace,
+  MEMORY_ANCHOR,
+  namespaceKeys,
+  partitionKeys,
+  PROJECTOR_GROUP
+} from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { compareIds } from "../streams/StreamId.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
@@ -464,10 +472,11 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       })
       const reply = (yield* redis.use("metrics apply", () =>
         applyScript(
-          3 + bucketKeys.length,
+          4 + bucketKeys.length,
           pk(p).checkpoints,
           keys.open,
           pk(p).events,
+          keys.bucketIndex,
           ...bucketKeys,
           keys.checkpointField,
           checkpoint,
@@ -476,7 +485,9 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
           "add",
           JSON.stringify(increments),
           JSON.stringify(memory),
-          first
+          first,
+          keys.bucketPrefix,
+          BUCKET_INDEX_COMPLETE
         ))) as Array<string>
       return reply[0] === "ok"
         ? { _tag: "ok" as const }
@@ -757,11 +768,54 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       return [...new Set(keys)]
     })
 
+  /**
+   * Index a set written before the bucket index existed (found by SCAN, once): each bucket with the second its
+   * hash expires, then the mark that the index is complete. A bucket a commit writes meanwhile indexes itself.
+   */
+  const backfillIndex = (p: number, set: string, bucketKeys: ReadonlyArray<string>) =>
+    redis.use("metrics index backfill", async (c) => {
+      const keys = mk(p, set)
+      const expireTimes = bucketKeys.length === 0 ? [] : ((await c.pipeline(bucketKeys.map((k) => ["pexpiretime", k])).exec()) ?? [])
+      const entries: Array<string> = []
+      let last = 0 // the last hash to expire (ms since the epoch); Infinity: one never does
+      bucketKeys.forEach((k, i) => {
+        const at = Number(expireTimes[i]![1])
+        if (at === -2) return // expired since the SCAN
+        last = Math.max(last, at === -1 ? Infinity : at)
+        entries.push(at === -1 ? "+inf" : String(Math.ceil(at / 1000)), k.slice(keys.bucketPrefix.length))
+      })
+      const write = c.multi().zadd(keys.bucketIndex, ...entries, "+inf", BUCKET_INDEX_COMPLETE)
+      if (last === 0 && metricsOptions.retentionSeconds > 0) write.expire(keys.bucketIndex, metricsOptions.retentionSeconds)
+      else if (last !== Infinity && last > 0) write.pexpireat(keys.bucketIndex, last)
+      await write.exec()
+    })
+
+  /**
+   * The bucket hashes of a set: its index's members, O(buckets). A set with no checkpoint has no buckets but
+   * those its index lists (its first commit marks the index complete); one older than its index is indexed first.
+   */
+  const bucketKeysOf = (p: number, set: string) =>
+    Effect.gen(function*() {
+      const keys = mk(p, set)
+      const [ids, checkpoint] = yield* redis.use("metrics bucket index", async (c) => {
+        const replies = (await c.multi().zrange(keys.bucketIndex, "0", "-1").hget(pk(p).checkpoints, keys.checkpointField).exec()) ?? []
+        return replies.map(([err, v]) => {
+          if (err) throw err
+          return v
+        }) as [Array<string>, string | null]
+      })
+      if (ids.includes(BUCKET_INDEX_COMPLETE) || checkpoint === null) {
+        return ids.filter((id) => id !== BUCKET_INDEX_COMPLETE).map((id) => keys.bucketPrefix + id)
+      }
+      const found = yield* scanKeys(keys.bucketPattern)
+      yield* backfillIndex(p, set, found)
+      return found
+    })
+
   const readState = (p: number, set = "live") =>
     Effect.gen(function*() {
       const keys = mk(p, set)
-      const bucketKeys = yield* scanKeys(keys.bucketPattern)
-      const prefix = keys.bucket("", 0).slice(0, -":0".length)
+      const bucketKeys = yield* bucketKeysOf(p, set)
       return yield* redis.use("metrics read state", async (c) => {
         const pipeline = c.pipeline()
         pipeline.hget(pk(p).checkpoints, keys.checkpointField)
@@ -775,7 +829,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
         const buckets = new Map<string, Bucket>()
         bucketKeys.forEach((k, i) => {
           const h = values[2 + i] as Record<string, string>
-          if (Object.keys(h).length > 0) buckets.set(k.slice(prefix.length), recordOfNumbers(h))
+          if (Object.keys(h).length > 0) buckets.set(k.slice(keys.bucketPrefix.length), recordOfNumbers(h))
         })
         const open = new Map<string, OpenTask>()
         for (const [id, s] of Object.entries(values[1] as Record<string, string>)) {
@@ -858,10 +912,11 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
         const mode = !replace ? "add" : i === 0 && memory !== undefined ? "replace+memory" : "replace"
         const reply = yield* redis.use("metrics rebuild write", () =>
           applyScript(
-            3 + chunk.length,
+            4 + chunk.length,
             pk(p).checkpoints,
             keys.open,
             pk(p).events,
+            keys.bucketIndex,
             ...chunk.map(([id]) => {
               const { agent, startSeconds } = parseBucketId(id)
               return keys.bucket(agent, startSeconds)
@@ -873,7 +928,9 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
             mode,
             JSON.stringify(chunk.map(([, b]) => Object.entries(b).flatMap(([f, n]) => [f, String(n)]))),
             JSON.stringify(i === 0 ? memory ?? [] : []),
-            ""
+            "",
+            keys.bucketPrefix,
+            BUCKET_INDEX_COMPLETE
           ))
         if ((reply as Array<string>)[0] !== "ok") return false
       }
@@ -885,10 +942,11 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
   const clearSet = (p: number, set: string) =>
     Effect.gen(function*() {
       const keys = mk(p, set)
-      const bucketKeys = yield* scanKeys(keys.bucketPattern)
+      const bucketKeys = yield* bucketKeysOf(p, set)
       yield* redis.use("metrics clear set", async (c) => {
         const pipeline = c.pipeline()
         for (const k of bucketKeys) pipeline.del(k)
+        pipeline.del(keys.bucketIndex)
         pipeline.del(keys.open)
         pipeline.hdel(pk(p).checkpoints, keys.checkpointField)
         await pipeline.exec()

@@ -78,6 +78,9 @@ export const INDEX_ANCHOR = "#anchor: keeps this index a skiplist, not a listpac
  */
 export const MEMORY_ANCHOR = "#anchor: keeps this hash a hashtable, not a listpack (factorial ADR 0014) ##################"
 
+/** Member of a metrics bucket index that says it lists every bucket of its set (never a bucket id: no colon). */
+export const BUCKET_INDEX_COMPLETE = "@complete"
+
 /** Version of the metrics projection's meaning: bump it when the fold changes, so a rebuild starts fresh keys. */
 export const METRICS_VERSION = 1
 
@@ -99,8 +102,16 @@ export const metricsKeys = (pre: string, bucketSeconds: number, set: string) => 
   return {
     /** Hash per bucket: counter/histogram field → integer. Expires `retention` after its last write. */
     bucket: (agent: string, startSeconds: number) => `${base}:b:${agent}:${startSeconds}`,
-    /** SCAN pattern matching every bucket hash of the set. */
+    /** What every bucket hash's name starts with; the rest is its bucket id (`agent:startSeconds`). */
+    bucketPrefix: `${base}:b:`,
+    /** SCAN pattern matching every bucket hash of the set (only for a set written before its index existed). */
     bucketPattern: `${base}:b:*`,
+    /**
+     * Sorted set indexing the set's bucket hashes: bucket id → the second its hash expires (`+inf` without a
+     * TTL), kept by metrics_apply.lua, so reading every bucket costs O(buckets), not a SCAN of the database.
+     * Member `BUCKET_INDEX_COMPLETE` says it lists every bucket (a set older than the index lacks it).
+     */
+    bucketIndex: `${base}:buckets`,
     /** Hash: task id → "queuedAt,claimedAt" for tasks not yet finished (the fold's per-task memory). */
     open: `${base}:open`,
     /** Field of the partition's `checkpoints` hash: the last partition-log id applied to this set. */

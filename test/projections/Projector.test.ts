@@ -12,7 +12,7 @@ import { fold, foldEnvelopes, type MetricsState } from "../../projections/Metric
 import { decodeEntryFacts, MetricsProjector, type ProjectorOptions } from "../../projections/Projector.ts"
 import type { TaskCommand } from "../../projections/TaskDecider.ts"
 import { TaskStore } from "../../src/TaskStore.ts"
-import { type Keyspace, namespaceKeys, partitionKeys, partitionOf, PROJECTOR_GROUP } from "../../streams/Keys.ts"
+import { BUCKET_INDEX_COMPLETE, type Keyspace, namespaceKeys, partitionKeys, partitionOf, PROJECTOR_GROUP } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
 import { decodeEnvelope, decodeLogFacts, type Envelope, type LogFacts, type TaskEvent } from "../../streams/TaskEvent.ts"
 import { compareIds } from "../../streams/StreamId.ts"
@@ -622,6 +622,78 @@ describe("MetricsProjector", () => {
         [...state.buckets].filter(([id]) => id.startsWith("__all__:")).reduce((n, [, b]) => n + (b.enqueued ?? 0) + (b.started ?? 0), 0)
       assert.isBelow(total(partial), total(live) + 1)
       assertSameState(partial, fold(metrics, yield* readLog(ks, 0)))
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
+  it.live("the bucket index lists exactly the set's bucket hashes; a set older than its index is indexed once", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const redis = yield* RedisClient
+      const keys = partitionKeys(ks, 0).metrics(metrics.bucketSeconds, "live")
+      /** The index (member → score) and the bucket hashes a SCAN finds, by id, with the second each expires. */
+      const look = redis.use("test bucket index", async (c) => {
+        const flat = await c.zrange(keys.bucketIndex, "0", "-1", "WITHSCORES")
+        const index = new Map<string, string>()
+        for (let i = 0; i < flat.length; i += 2) index.set(flat[i]!, flat[i + 1]!)
+        const found: Array<string> = []
+        let cursor = "0"
+        do {
+          const [next, batch] = await c.scan(cursor, "MATCH", keys.bucketPattern, "COUNT", 1000)
+          found.push(...batch)
+          cursor = next
+        } while (cursor !== "0")
+        const expires = new Map<string, number>()
+        for (const k of found) expires.set(k.slice(keys.bucketPrefix.length), (await c.pexpiretime(k)) / 1000)
+        return { index, expires, indexExpires: (await c.pexpiretime(keys.bucketIndex)) / 1000, now: Number((await c.time())[0]) }
+      })
+      const assertIndexed = (what: string) =>
+        Effect.gen(function*() {
+          const { index, expires, indexExpires, now } = yield* look
+          assert.strictEqual(index.get(BUCKET_INDEX_COMPLETE), "inf", `${what}: marked complete`)
+          assert.deepStrictEqual([...index.keys()].filter((m) => m !== BUCKET_INDEX_COMPLETE).sort(), [...expires.keys()].sort(), what)
+          assert.isAbove(expires.size, 0, what)
+          for (const [id, at] of expires) {
+            const score = Number(index.get(id))
+            // Whole seconds: never after the hash has expired, never a second or more before.
+            assert.isTrue(score > at - 1 && score <= Math.ceil(at), `${what}: ${id} expires at ${at}, indexed ${score}`)
+          }
+          // The index outlives every bucket, and expires within a retention.
+          assert.isAtLeast(indexExpires, Math.max(...expires.values()), what)
+          assert.isAtMost(indexExpires, now + 1 + metrics.retentionSeconds, what)
+        })
+
+      const log = fc.sample(logArb(80, 60), { numRuns: 1, seed: 11 })[0]!
+      yield* writeLog(ks, log.slice(0, 40))
+      yield* projector.catchUp({ count: 7 })
+      yield* assertIndexed("after the first commits")
+      const before = yield* liveState(0)
+
+      // A bucket the log does not produce: a rebuild of the live set empties it and drops it from the index.
+      yield* redis.use("test stray bucket", (c) =>
+        c.multi().hincrby(`${keys.bucketPrefix}stray:60`, "enqueued", 1).zadd(keys.bucketIndex, "+inf", "stray:60").exec())
+      yield* projector.rebuild({ into: "live" })
+      yield* assertIndexed("after a rebuild of the live set")
+      assertSameState(yield* liveState(0), before)
+
+      // A member whose hash has expired leaves the index with the next commit.
+      yield* redis.use("test expired member", (c) => c.zadd(keys.bucketIndex, 1, "gone:60"))
+      yield* writeLog(ks, log.slice(40))
+      yield* projector.catchUp()
+      yield* assertIndexed("after more commits")
+      const after = yield* liveState(0)
+      assertSameState(after, fold(metrics, yield* readLog(ks, 0)))
+
+      // A set written before the index existed: read through one SCAN, which indexes it.
+      yield* redis.use("test drop index", (c) => c.del(keys.bucketIndex))
+      assertSameState(yield* liveState(0), after)
+      yield* assertIndexed("indexed from a SCAN")
+      assert.isTrue((yield* projector.verify).equal)
+
+      // A set with neither checkpoint nor index has no buckets, and reading it writes nothing.
+      assertSameState((yield* projector.readState(0, "never")).state, { buckets: new Map(), open: new Map() })
+      const never = partitionKeys(ks, 0).metrics(metrics.bucketSeconds, "never").bucketIndex
+      assert.strictEqual(yield* redis.use("test exists", (c) => c.exists(never)), 0)
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
