@@ -4,7 +4,13 @@
  */
 import { Result, Schema } from "effect"
 
-export const RedisErrorReason = Schema.Literals(["Connection", "Timeout", "Script", "Command"])
+/**
+ * Connection: the server could not be reached (or is loading, or a Cluster slot is moving). Timeout: no reply in
+ * time. Unavailable: the server refused the command for now, having run none of it (OOM: `maxmemory` reached;
+ * BUSY: another script runs too long; READONLY / MASTERDOWN / NOREPLICAS: a failover in progress). Script and
+ * Command: the call itself failed, and sending it again would fail the same way.
+ */
+export const RedisErrorReason = Schema.Literals(["Connection", "Timeout", "Unavailable", "Script", "Command"])
 export type RedisErrorReason = typeof RedisErrorReason.Type
 
 export class RedisError extends Schema.TaggedError<RedisError>()("RedisError", {
@@ -13,7 +19,7 @@ export class RedisError extends Schema.TaggedError<RedisError>()("RedisError", {
   message: Schema.String
 }) {
   get isRetryable(): boolean {
-    return this.reason === "Connection" || this.reason === "Timeout"
+    return this.reason === "Connection" || this.reason === "Timeout" || this.reason === "Unavailable"
   }
 }
 
@@ -52,6 +58,8 @@ export const toRedisError = (op: string, cause: unknown): RedisError => {
       ? "Connection"
       : /timeout|timed out/i.test(message)
       ? "Timeout"
+      : /^(OOM|BUSY|READONLY|MASTERDOWN|NOREPLICAS) /.test(message)
+      ? "Unavailable"
       : /script|lua|NOSCRIPT/i.test(message)
       ? "Script"
       : "Command"

@@ -7,11 +7,15 @@
  *    the function library comes back with the data (Redis keeps it in the AOF), the workers resume, and
  *    no task's terminal transition is lost or duplicated;
  * 3. the function library dropped (FUNCTION FLUSH) mid-run, as a server restarted without persistence or
- *    an operator would leave it: the first call to miss a function loads the library again and is sent again.
- * In all three, every task ends with exactly one terminal event and its history folds to its status hash.
+ *    an operator would leave it: the first call to miss a function loads the library again and is sent again;
+ * 4. Redis full (`maxmemory` reached with `noeviction`, as docs/operations.md advises) mid-run: every write is
+ *    refused with OOM for a while; once there is room again, the workers, maintenance and the metrics
+ *    projectors all resume by themselves (the projection catches up to the log's end).
+ * In all four, every task ends with exactly one terminal event and its history folds to its status hash.
  */
 import { afterAll, describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
+import { partitionKeys } from "../../streams/Keys.ts"
 import {
   cleanupAll,
   faultAgent,
@@ -121,6 +125,40 @@ describe("Redis outages", () => {
     expect(workers.every((w) => w.alive())).toBe(true)
     expect(warnings(workers).filter((l) => l.includes("Function not found") || l.includes("ERROR"))).toEqual([])
   }, 180_000)
+
+  it("Redis full (maxmemory, noeviction) mid-run: writes refused with OOM, then everything resumes once there is room", async () => {
+    const { redis, client, ids, workers } = await scenario("full", 2)
+    const admin = new Redis(redis.url)
+    const keys = partitionKeys({ namespace: "faults-full", partitions: 1 }, 0)
+    let refused = ""
+    try {
+      await admin.config("SET", "maxmemory-policy", "noeviction")
+      await waitFor(() => doneCount(client, ids), (n) => n >= 0.3 * TASKS, 60_000, "progress before Redis fills up")
+      // Full: the limit under what Redis uses now, so every write (function call, XADD, HSET …) is refused.
+      const used = Number(/used_memory:(\d+)/.exec(await admin.info("memory"))![1])
+      await admin.config("SET", "maxmemory", String(Math.max(1024 * 1024, Math.floor(used / 2))))
+      refused = await admin.call("HSET", "probe", "f", "v").then(() => "", (e: Error) => e.message)
+      await sleep(1_500) // past the heartbeat threshold: workers, maintenance and projectors all meet OOM
+      await admin.config("SET", "maxmemory", "0")
+    } finally {
+      admin.disconnect()
+    }
+    expect(refused).toMatch(/^OOM/)
+    await waitAllTerminal(client, ids, 60_000)
+    const v = verify(await readTasks(client, ids))
+    console.log(`[redis-full] ${summary(v)}; worker warnings: ${warningKinds(workers) || "none"}`)
+    expectAllCompletedOnce(v, ids.length)
+    expect(workers.every((w) => w.alive())).toBe(true)
+    // The metrics projectors resumed: the live checkpoint reaches the log's last entry.
+    const probe = new Redis(redis.url)
+    try {
+      const last = (await probe.xrevrange(keys.events, "+", "-", "COUNT", 1))[0]![0]
+      await waitFor(async () => Object.values(await probe.hgetall(keys.checkpoints)), (cs) => cs.includes(last), 20_000, `metrics checkpoint at ${last}`)
+    } finally {
+      probe.disconnect()
+    }
+    expect(warnings(workers).filter((l) => l.includes("ERROR"))).toEqual([])
+  }, 120_000)
 
   it("function library dropped mid-run (FUNCTION FLUSH): the calls load it again and every task finishes once", async () => {
     const { redis, client, ids, workers } = await scenario("flush", 2)
