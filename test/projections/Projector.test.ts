@@ -24,16 +24,18 @@ const metrics = { bucketSeconds: 60, retentionSeconds: 3_600 }
 const layerFor = (ks: Keyspace, options: Partial<ProjectorOptions> = {}) =>
   MetricsProjector.layer(ks, { ...metrics, consumer: "c1", ...options }).pipe(Layer.provideMerge(storeLayer(ks)))
 
-/** Writes envelopes to their partitions' logs as the scripts do (field `e`, JSON without the id). */
+/** Writes envelopes to their partitions' logs as the scripts do (field `e`, JSON without the id); one pipeline per partition (a Cluster slot). */
 const writeLog = (ks: Keyspace, log: ReadonlyArray<Envelope>) =>
   Effect.gen(function*() {
     const redis = yield* RedisClient
     yield* redis.use("test xadd", async (c) => {
-      const pipeline = c.pipeline()
-      for (const { id: _id, ...body } of log) {
-        pipeline.xadd(partitionKeys(ks, partitionOf(ks, body.taskId)).events, "*", "e", JSON.stringify(body))
+      for (let p = 0; p < ks.partitions; p++) {
+        const pipeline = c.pipeline()
+        for (const { id: _id, ...body } of log) {
+          if (partitionOf(ks, body.taskId) === p) pipeline.xadd(partitionKeys(ks, p).events, "*", "e", JSON.stringify(body))
+        }
+        if (pipeline.length > 0) await pipeline.exec()
       }
-      await pipeline.exec()
     })
   })
 
