@@ -1,8 +1,11 @@
 /**
  * The one table that maps typed errors to HTTP statuses. Every route answers failures through
- * `sendError`, so a client always gets `{ error: { tag, message } }` with the status below.
+ * `sendError`, so a client always gets `{ error: { tag, message } }` with the status below, and with
+ * `Retry-After` when sending the same request again soon can succeed (a retryable `RedisError`: Redis
+ * unreachable, slow to answer, or refusing writes for now, e.g. at `maxmemory`).
  */
 import type { FastifyReply } from "fastify"
+import { RedisError } from "../../streams/StreamError.ts"
 
 const statusByTag: Readonly<Record<string, number>> = {
   InvalidInput: 400,
@@ -54,4 +57,10 @@ export const errorBody = (error: unknown): HttpErrorBody => {
   }
 }
 
-export const sendError = (reply: FastifyReply, error: unknown) => reply.code(httpStatusOf(error)).send(errorBody(error))
+/** Seconds a client should wait before sending a request refused by a retryable `RedisError` again. */
+const RETRY_AFTER_SECONDS = "1"
+
+export const sendError = (reply: FastifyReply, error: unknown) => {
+  if (error instanceof RedisError && error.isRetryable) reply.header("retry-after", RETRY_AFTER_SECONDS)
+  return reply.code(httpStatusOf(error)).send(errorBody(error))
+}

@@ -15,6 +15,7 @@
  */
 import { afterAll, describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
+import { ObservabilityConfig } from "../../src/Config.ts"
 import { partitionKeys } from "../../streams/Keys.ts"
 import {
   cleanupAll,
@@ -130,6 +131,11 @@ describe("Redis outages", () => {
     const { redis, client, ids, workers } = await scenario("full", 2)
     const admin = new Redis(redis.url)
     const keys = partitionKeys({ namespace: "faults-full", partitions: 1 }, 0)
+    client.registerRunner({ agent: faultAgent })
+    const app = client.createObservabilityApp(new ObservabilityConfig({}))
+    await app.ready()
+    const lateTask = { turns: 1, done: 0, workMs: 1 }
+    let httpWhileFull: unknown
     let refused = ""
     try {
       await admin.config("SET", "maxmemory-policy", "noeviction")
@@ -138,12 +144,20 @@ describe("Redis outages", () => {
       const used = Number(/used_memory:(\d+)/.exec(await admin.info("memory"))![1])
       await admin.config("SET", "maxmemory", String(Math.max(1024 * 1024, Math.floor(used / 2))))
       refused = await admin.call("HSET", "probe", "f", "v").then(() => "", (e: Error) => e.message)
+      // An enqueue over HTTP meanwhile: 503 with Retry-After (sending it again soon can succeed).
+      const full = await app.inject({ method: "POST", url: "/api/tasks", payload: { agent: "fault", ownerId: "faults", payload: lateTask } })
+      httpWhileFull = { status: full.statusCode, retryAfter: full.headers["retry-after"], tag: (full.json() as { error: { tag: string } }).error.tag }
       await sleep(1_500) // past the heartbeat threshold: workers, maintenance and projectors all meet OOM
       await admin.config("SET", "maxmemory", "0")
     } finally {
       admin.disconnect()
     }
     expect(refused).toMatch(/^OOM/)
+    expect(httpWhileFull).toEqual({ status: 503, retryAfter: "1", tag: "RedisError" })
+    const again = await app.inject({ method: "POST", url: "/api/tasks", payload: { agent: "fault", ownerId: "faults", payload: lateTask } })
+    expect(again.statusCode).toBe(201)
+    await app.close()
+    ids.push((again.json() as { id: string }).id)
     await waitAllTerminal(client, ids, 60_000)
     const v = verify(await readTasks(client, ids))
     console.log(`[redis-full] ${summary(v)}; worker warnings: ${warningKinds(workers) || "none"}`)
