@@ -812,10 +812,14 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       return found
     })
 
-  const readState = (p: number, set = "live") =>
+  /**
+   * A key set's stored state: the buckets its index lists, and also those of `alsoIds` (bucket ids a fold of the
+   * log produces: read by name, so a bucket an earlier release wrote without indexing it is not missed).
+   */
+  const readState = (p: number, set = "live", alsoIds: Iterable<string> = []) =>
     Effect.gen(function*() {
       const keys = mk(p, set)
-      const bucketKeys = yield* bucketKeysOf(p, set)
+      const bucketKeys = [...new Set([...yield* bucketKeysOf(p, set), ...[...alsoIds].map((id) => keys.bucketPrefix + id)])]
       return yield* redis.use("metrics read state", async (c) => {
         const pipeline = c.pipeline()
         pipeline.hget(pk(p).checkpoints, keys.checkpointField)
@@ -961,7 +965,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       while (true) {
         const checkpoint = yield* getCheckpoint(p)
         const { state, entries } = checkpoint === "" ? { state: emptyState, entries: 0 } : yield* foldLog(p, checkpoint)
-        const live = yield* readState(p)
+        const live = yield* readState(p, "live", state.buckets.keys())
         const writes: Array<readonly [string, Bucket]> = [...state.buckets]
         // Live buckets the log does not produce are removed.
         for (const id of live.state.buckets.keys()) if (!state.buckets.has(id)) writes.push([id, {}])
@@ -1006,7 +1010,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
         const floor = yield* trimmedFloor(p)
         const complete = floor === -Infinity
         const rebuilt = checkpoint === "" ? emptyState : (yield* foldLog(p, checkpoint)).state
-        const live = yield* readState(p)
+        const live = yield* readState(p, "live", rebuilt.buckets.keys())
         // The live state only changes together with its checkpoint: unchanged checkpoint, consistent read.
         if (live.checkpoint !== checkpoint) {
           if (++attempts >= MAX_STALE_COMMITS) return yield* new ProjectionConflict({ partition: p, checkpoint })
@@ -1108,7 +1112,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
     poll,
     apply,
     catchUp,
-    readState,
+    readState: (p, set) => readState(p, set),
     rebuild,
     verify,
     readBuckets,
