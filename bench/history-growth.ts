@@ -2,14 +2,16 @@
  * What a growing conversation costs Redis: each turn of a task appends `--growth` bytes (one message) to its
  * payload, as an LLM agent's turn appends to `payload.messages`, for `--turns` turns (several counts).
  *
- *   node bench/history-growth.ts [--turns=5,10,20,40] [--growth=2000] [--tasks=10]
+ *   node bench/history-growth.ts [--turns=5,10,20,40] [--growth=2000] [--tasks=10] [--list-compress-depth=N]
  *
  * Ours: the task's transitions through `TaskStore` (enqueue, then claim and checkpoint per turn, the last turn
  * completing), so its history keeps every turn's checkpoint. BullMQ: a job whose data is replaced each turn
  * (`updateData`, as the bench's `moveToWait` variant does; no worker moves it, so only memory compares). Prints,
  * per turn count, the Redis memory of one finished task (its history and hash; the job's hash) next to the final
  * payload's size, and our server CPU per turn. A private Redis (`redis-server.ts`); nothing is asserted and
- * nothing is written to docs.
+ * nothing is written to docs. The messages are words drawn from a fixed list (the same text every run), so that
+ * `--list-compress-depth` (Redis' LZF compression of a list's inner nodes, set on the private server) compresses
+ * them about as much as it would prose, not a run of one letter.
  */
 import { Queue } from "bullmq"
 import { Effect, Layer, ManagedRuntime } from "effect"
@@ -23,17 +25,37 @@ const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`
 const turnCounts = (arg("turns") ?? "5,10,20,40").split(",").map(Number)
 const growth = Number(arg("growth") ?? 2000)
 const tasks = Number(arg("tasks") ?? 10)
-if (![...turnCounts, growth, tasks].every((n) => Number.isInteger(n) && n >= 1)) {
-  throw new Error("--turns (a list), --growth and --tasks must be positive integers")
+const compressDepth = Number(arg("list-compress-depth") ?? 0)
+if (![...turnCounts, growth, tasks].every((n) => Number.isInteger(n) && n >= 1) || !(Number.isInteger(compressDepth) && compressDepth >= 0)) {
+  throw new Error("--turns (a list), --growth and --tasks must be positive integers, --list-compress-depth an integer ≥ 0")
+}
+
+const WORDS = ("the of and to in is that for it as was with be by on not he this are or his from at which but have an they " +
+  "you were her she there been one all we their has would when if so no what up can out other into more some time could them " +
+  "about than only its two may then do first any my now such like our over man me even most made after also did many before " +
+  "must through back years where much your way well down should because each just those people how too little state good very " +
+  "make world still own see men work long get here between both life being under never day same another know while last might " +
+  "us great old year off come since against go came right used take three tool call result search booking price hotel flight").split(" ")
+
+/** About `bytes` of words, the same for the same `seed` (a linear congruential generator picks them). */
+const prose = (seed: number, bytes: number) => {
+  let x = seed * 2654435761 % 4294967296
+  let text = ""
+  while (text.length < bytes) {
+    x = (x * 1664525 + 1013904223) % 4294967296
+    text += `${WORDS[x % WORDS.length]} `
+  }
+  return text.slice(0, bytes)
 }
 
 /** The payload after `turns` turns: the query and one message of about `growth` bytes per turn. */
 const conversation = (turns: number) => ({
   query: "the question",
-  messages: Array.from({ length: turns }, (_, i) => ({ role: "assistant", content: `${i}:`.padEnd(growth - 30, "x") }))
+  messages: Array.from({ length: turns }, (_, i) => ({ role: "assistant", content: prose(i + 1, growth - 30) }))
 })
 
 const redis = await startRedis()
+if (compressDepth > 0) await redis.admin.config("SET", "list-compress-depth", String(compressDepth))
 const memoryOf = async (key: string) => Number(await redis.admin.call("MEMORY", "USAGE", key, "SAMPLES", "0"))
 
 const ours = async (turns: number) => {
@@ -79,7 +101,7 @@ const bullmq = async (turns: number) => {
 }
 
 try {
-  console.log(`each turn appends ~${growth} bytes; ${tasks} tasks per turn count; Redis ${redis.version}\n`)
+  console.log(`each turn appends ~${growth} bytes; ${tasks} tasks per turn count; Redis ${redis.version}, list-compress-depth ${compressDepth}\n`)
   console.log("turns  final payload (B)  ours: history+hash (B)  BullMQ: job (B)  ratio  ours: Redis µs per turn")
   for (const turns of turnCounts) {
     const o = await ours(turns)
