@@ -1,8 +1,9 @@
 /**
  * The one table that maps typed errors to HTTP statuses. Every route answers failures through
- * `sendError`, so a client always gets `{ error: { tag, message } }` with the status below, and with
- * `Retry-After` when sending the same request again soon can succeed (a retryable `RedisError`: Redis
- * unreachable, slow to answer, or refusing writes for now, e.g. at `maxmemory`).
+ * `sendError`, so a client always gets `{ error: { tag, message } }` with the status below. A `RedisError`
+ * is 503 with `Retry-After` when sending the same request again soon can succeed (Redis unreachable, slow to
+ * answer, or refusing writes for now, e.g. at `maxmemory`), and 500 when it cannot (a command or script that
+ * fails as such: sending it again fails alike).
  */
 import type { FastifyReply } from "fastify"
 import { RedisError } from "../../streams/StreamError.ts"
@@ -37,6 +38,7 @@ export interface HttpErrorBody {
 }
 
 export const httpStatusOf = (error: unknown): number => {
+  if (error instanceof RedisError && !error.isRetryable) return 500
   const tag = (error as { _tag?: unknown })?._tag
   return typeof tag === "string" ? statusByTag[tag] ?? 500 : 500
 }
