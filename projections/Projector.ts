@@ -714,9 +714,15 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       }
     }).pipe(Effect.scoped)
 
+  /** Whether trying again soon can cure a failure: Redis unreachable or refusing for now, a log or group deleted. */
+  const transient = (e: ProjectorError) => e._tag === "RedisError" && (e.isRetryable || e.message.includes("NOGROUP"))
+
   /**
    * Stands by until this process holds partition `p`'s lease (taking it only while under its share), leads
-   * while it does, and stands by again.
+   * while it does, and stands by again. It never gives up: a transient failure is tried again every second;
+   * any other (a corrupt entry, a failing script, commits that keep conflicting) is logged as an error and
+   * stalls this partition only, tried again with a backoff growing to a minute, so it resumes by itself once
+   * the cause is gone (its lease is dropped meanwhile, so another process may try).
    */
   const follow = (p: number) =>
     Effect.gen(function*() {
@@ -724,11 +730,13 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
       else yield* Effect.sleep(Math.max(1, Math.round(leaseMs / 2)))
     }).pipe(
       Effect.forever,
-      Effect.tapError((e) => Effect.logWarning(`metrics projector, partition ${p}: ${e.message}`)),
-      Effect.retry({
-        schedule: Schedule.spaced("1 second"),
-        while: (e: ProjectorError) => e._tag === "RedisError" && (e.isRetryable || e.message.includes("NOGROUP"))
-      })
+      Effect.tapError((e) =>
+        transient(e)
+          ? Effect.logWarning(`metrics projector, partition ${p}: ${e.message}`)
+          : Effect.logError(`metrics projector, partition ${p} stalled (trying again later): ${e.message}`)
+      ),
+      Effect.retry({ schedule: Schedule.spaced("1 second"), while: transient }),
+      Effect.retry(Schedule.min([Schedule.exponential("1 second"), Schedule.spaced("1 minute")]))
     )
 
   const run: Effect.Effect<never, ProjectorError, Scope.Scope> = Effect.andThen(

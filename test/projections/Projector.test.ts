@@ -719,6 +719,42 @@ describe("MetricsProjector", () => {
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
+  it.live("a corrupt log entry stalls its partition only, which resumes by itself once the entry is gone", () => {
+    const ks = freshKeyspace(2)
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const redis = yield* RedisClient
+      const log = fc.sample(logArb(40, 30), { numRuns: 1, seed: 5 })[0]!
+      const ends = (p: number) => redis.use("test log end", async (c) => {
+        const [last] = await c.xrevrange(partitionKeys(ks, p).events, "+", "-", "COUNT", 1)
+        return { last: last?.[0] ?? "", checkpoint: await c.hget(partitionKeys(ks, p).checkpoints, projector.checkpointField) }
+      })
+      const caughtUp = (p: number) => Effect.map(ends(p), ({ last, checkpoint }) => last !== "" && checkpoint === last)
+      const waitUntil = (what: string, check: Effect.Effect<boolean, unknown>) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < 100; i++) {
+            if (yield* check) return
+            yield* Effect.sleep("50 millis")
+          }
+          assert.fail(`timed out waiting until ${what}`)
+        })
+      const fiber = yield* Effect.forkChild(Effect.scoped(projector.run))
+      // Partition 0's log gets a corrupt entry between good ones; partition 1's only good ones.
+      yield* writeLog(ks, log.filter((e) => partitionOf(ks, e.taskId) === 0).slice(0, 5))
+      const corrupt = yield* redis.use("test corrupt entry", (c) => c.xadd(partitionKeys(ks, 0).events, "*", "e", "{not json"))
+      yield* writeLog(ks, log)
+      yield* waitUntil("partition 1 is projected to its end", caughtUp(1))
+      yield* Effect.sleep("300 millis")
+      assert.isFalse(yield* caughtUp(0), "partition 0 stalls at the corrupt entry: never skipped")
+      assert.isUndefined(fiber.pollUnsafe(), "the follow loop still runs")
+      // The operator removes the entry: the partition resumes on its next try (a backoff of 1 s, then 2 s …).
+      yield* redis.use("test xdel", (c) => c.xdel(partitionKeys(ks, 0).events, corrupt!))
+      yield* waitUntil("partition 0 is projected to its end", caughtUp(0))
+      yield* Fiber.interrupt(fiber)
+      for (let p = 0; p < 2; p++) assertSameState(yield* liveState(p), fold(metrics, yield* readLog(ks, p)), `partition ${p}`)
+    }).pipe(Effect.provide(layerFor(ks, { blockMs: 200, pollIntervalMs: 20 })))
+  })
+
   it.live("the follow loop applies new events and stops promptly when interrupted", () => {
     const ks = freshKeyspace(2)
     return Effect.gen(function*() {
