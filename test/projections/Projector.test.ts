@@ -730,9 +730,10 @@ describe("MetricsProjector", () => {
         return { last: last?.[0] ?? "", checkpoint: await c.hget(partitionKeys(ks, p).checkpoints, projector.checkpointField) }
       })
       const caughtUp = (p: number) => Effect.map(ends(p), ({ last, checkpoint }) => last !== "" && checkpoint === last)
+      // Generous: under load the removal below can miss a try, and the next comes after 2, 4, 8 s.
       const waitUntil = (what: string, check: Effect.Effect<boolean, unknown>) =>
         Effect.gen(function*() {
-          for (let i = 0; i < 100; i++) {
+          for (let i = 0; i < 400; i++) {
             if (yield* check) return
             yield* Effect.sleep("50 millis")
           }
