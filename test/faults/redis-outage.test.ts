@@ -17,6 +17,7 @@ import { afterAll, describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
 import { ObservabilityConfig } from "../../src/Config.ts"
 import { partitionKeys } from "../../streams/Keys.ts"
+import { compareIds } from "../../streams/StreamId.ts"
 import {
   cleanupAll,
   faultAgent,
@@ -167,7 +168,7 @@ describe("Redis outages", () => {
     const probe = new Redis(redis.url)
     try {
       const last = (await probe.xrevrange(keys.events, "+", "-", "COUNT", 1))[0]![0]
-      await waitFor(async () => Object.values(await probe.hgetall(keys.checkpoints)), (cs) => cs.includes(last), 20_000, `metrics checkpoint at ${last}`)
+      await waitFor(async () => Object.values(await probe.hgetall(keys.checkpoints)), (cs) => cs.some((c) => compareIds(c, last) >= 0), 20_000, `metrics checkpoint at ${last}`)
     } finally {
       probe.disconnect()
     }
