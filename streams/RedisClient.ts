@@ -40,6 +40,27 @@ const baseOptions = (o: RedisOptions) => ({
   ...(o.connectionName !== undefined ? { connectionName: o.connectionName } : {})
 })
 
+/**
+ * After a reconnect, ioredis 6.0.0 restores a connection's subscriptions (and a db other than 0) with
+ * SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE / SELECT calls whose promises nothing handles (ioredis PR #2187, not in a
+ * release yet). When one fails (the connection dropped again, NOPERM), Node reports an unhandled rejection,
+ * which ends the process by default: a worker process would die of its cancel-notice subscriber. So each such
+ * call on our connections gets a handler; the caller still gets the same promise, rejection included, and
+ * ioredis reconnects and restores them again on the next drop. (A Cluster's subscriber handles its own.)
+ */
+const handleRestoringCalls = (conn: Redis): Redis => {
+  const target = conn as unknown as Record<string, (...args: Array<unknown>) => Promise<unknown>>
+  for (const name of ["subscribe", "psubscribe", "ssubscribe", "select"]) {
+    const send = target[name]!.bind(conn)
+    target[name] = (...args) => {
+      const reply = send(...args)
+      reply.catch(() => {})
+      return reply
+    }
+  }
+  return conn
+}
+
 /** Builds (without connecting) a client for the options. */
 export const makeConnection = (o: RedisOptions): RedisConnection => {
   if (o.clusterNodes !== undefined && o.clusterNodes.length > 0) {
@@ -50,8 +71,8 @@ export const makeConnection = (o: RedisOptions): RedisConnection => {
     })
   }
   const common = { ...baseOptions(o), ...(o.password !== undefined ? { password: o.password } : {}) }
-  if (o.url !== undefined) return new Redis(o.url, common)
-  return new Redis({ ...common, host: o.host ?? "127.0.0.1", port: o.port ?? 6379, db: o.db ?? 0 })
+  if (o.url !== undefined) return handleRestoringCalls(new Redis(o.url, common))
+  return handleRestoringCalls(new Redis({ ...common, host: o.host ?? "127.0.0.1", port: o.port ?? 6379, db: o.db ?? 0 }))
 }
 
 /**
