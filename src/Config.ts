@@ -166,7 +166,8 @@ const MaintenanceFields = Schema.Struct({
   workers: PositiveInt,
   maxCleanupBatch: PositiveInt,
   expiryBudget: NonNegativeSeconds,
-  eventLogRetention: PositiveSeconds
+  eventLogRetention: PositiveSeconds,
+  rewriteAofAfterRestart: Schema.Boolean
 })
 
 /**
@@ -186,10 +187,22 @@ export class MaintenanceWorkerConfig {
   readonly expiryBudget: number
   /** How long the partition event logs keep entries (the projector's unread entries are always kept). */
   readonly eventLogRetention: number
+  /**
+   * Ask a Redis with an append-only file for one rewrite after it started (src/AofRewrite.ts: works around a
+   * Redis 7.0 bug that can replay half of a torn transaction at the second restart after a crash).
+   */
+  readonly rewriteAofAfterRestart: boolean
   readonly taskTtl: TaskTTLConfig
   readonly metricsTimeline: MetricsTimelineConfig
 
-  static readonly defaults = { interval: 10, workers: 1, maxCleanupBatch: 100, expiryBudget: 1, eventLogRetention: 86400 }
+  static readonly defaults = {
+    interval: 10,
+    workers: 1,
+    maxCleanupBatch: 100,
+    expiryBudget: 1,
+    eventLogRetention: 86400,
+    rewriteAofAfterRestart: true
+  }
 
   constructor(
     input: Partial<typeof MaintenanceWorkerConfig.defaults> & {
@@ -204,6 +217,7 @@ export class MaintenanceWorkerConfig {
     this.maxCleanupBatch = v.maxCleanupBatch
     this.expiryBudget = v.expiryBudget
     this.eventLogRetention = v.eventLogRetention
+    this.rewriteAofAfterRestart = v.rewriteAofAfterRestart
     this.taskTtl = taskTtl ?? new TaskTTLConfig()
     this.metricsTimeline = metricsTimeline ?? new MetricsTimelineConfig()
   }

@@ -14,6 +14,7 @@
  *   further batches round the partitions until none is left or the pass has spent `expiryBudget` on them
  *   (so a backlog drains in a pass or a few without holding up recoveries and wake-ups for long);
  * - trimming of the partition event logs by age, never past what the projector has not yet read;
+ * - one rewrite of a Redis append-only file after the server started (src/AofRewrite.ts; a Redis 7.0 bug);
  * - deletion of dead consumers, at a low frequency (every `deadConsumerAfterMs`, see there): every process
  *   leaves a consumer named by its worker id in the group of each of its agents' queues (created by its
  *   maintenance at start in the partitions that know the agent, since on Redis < 7.2 a read that delivers
@@ -32,6 +33,7 @@
  *   stays until recovery (XAUTOCLAIM) or the projector's orphan adoption has moved them.
  */
 import { Deferred, Effect, Exit, Random } from "effect"
+import { rewriteAofAfterRestart } from "./AofRewrite.ts"
 import { settle } from "./FollowUp.ts"
 import type { TaskCommand } from "../projections/TaskDecider.ts"
 import { allPartitions, MAINTENANCE_CONSUMER_PREFIX, namespaceKeys, partitionKeys } from "../streams/Keys.ts"
@@ -475,6 +477,7 @@ export const runMaintenance = (options: MaintenanceOptions) =>
           Effect.catch((e) => Effect.logWarning(`maintenance could not create its worker's consumers: ${e.message}`))
         )
       }
+      if (options.config.rewriteAofAfterRestart) yield* rewriteAofAfterRestart(redis.conn)
       const sweepConsumers = start >= sweepAt
       if (sweepConsumers) sweepAt = start + deadAfter
       const report = yield* maintainOnce(options, { sweepConsumers }).pipe(
