@@ -39,7 +39,7 @@ import {
   partitionKeys,
   PROJECTOR_GROUP
 } from "../streams/Keys.ts"
-import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
+import { masters, RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { compareIds } from "../streams/StreamId.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
 import { decodeLogFacts, type LogFacts, TaskEvent, type TaskEventTag } from "../streams/TaskEvent.ts"
@@ -315,13 +315,10 @@ const applySource = readFileSync(fileURLToPath(new URL("../streams/lua/metrics_a
 
 type ApplyCaller = (...args: ReadonlyArray<string | number>) => Promise<unknown>
 
-const mastersOf = (conn: RedisConnection): ReadonlyArray<RedisConnection> =>
-  "nodes" in conn && typeof conn.nodes === "function" ? conn.nodes("master") : [conn]
-
 /** Defines the commit script on the connection and compiles it on every master (a syntax error fails here). */
 const installApply = async (conn: RedisConnection): Promise<ApplyCaller> => {
   conn.defineCommand("fx_metrics_apply", { lua: applySource })
-  await Promise.all(mastersOf(conn).map((node) => node.script("LOAD", applySource)))
+  await Promise.all(masters(conn).map((node) => node.script("LOAD", applySource)))
   const caller = (conn as unknown as Record<string, ApplyCaller>).fx_metrics_apply!
   return (...args) => caller.call(conn, ...args)
 }
@@ -765,7 +762,7 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
   const scanKeys = (pattern: string) =>
     redis.use("metrics scan", async (c) => {
       const keys: Array<string> = []
-      for (const node of mastersOf(c)) {
+      for (const node of masters(c)) {
         let cursor = "0"
         do {
           const [next, batch] = await node.scan(cursor, "MATCH", pattern, "COUNT", 1000)

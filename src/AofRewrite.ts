@@ -15,8 +15,7 @@
  * the command (disabled on a managed service) is reported and left alone.
  */
 import { Effect } from "effect"
-import { Cluster, type Redis } from "ioredis"
-import type { RedisConnection } from "../streams/RedisClient.ts"
+import { masters, type RedisConnection } from "../streams/RedisClient.ts"
 
 const field = (info: string, name: string) => new RegExp(`^${name}:(.*)$`, "m").exec(info)?.[1]?.trim()
 
@@ -25,13 +24,11 @@ export const needsAofRewrite = (info: string): boolean =>
   field(info, "aof_enabled") === "1" && field(info, "loading") === "0" && field(info, "aof_rewrites") === "0" &&
   field(info, "aof_rewrite_in_progress") === "0" && field(info, "aof_rewrite_scheduled") === "0"
 
-const serversOf = (conn: RedisConnection): ReadonlyArray<Redis> => conn instanceof Cluster ? conn.nodes("master") : [conn]
-
 /** Asks every server that needs it for one BGREWRITEAOF; returns how many were asked. Never fails. */
 export const rewriteAofAfterRestart = (conn: RedisConnection): Effect.Effect<number> =>
   Effect.promise(async () => {
     let asked = 0
-    await Promise.all(serversOf(conn).map(async (server) => {
+    await Promise.all(masters(conn).map(async (server) => {
       if (!needsAofRewrite(await server.info("persistence"))) return
       asked++
       // Another process asked first: that rewrite is the one needed.

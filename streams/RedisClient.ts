@@ -75,6 +75,10 @@ export const makeConnection = (o: RedisOptions): RedisConnection => {
   return handleRestoringCalls(new Redis({ ...common, host: o.host ?? "127.0.0.1", port: o.port ?? 6379, db: o.db ?? 0 }))
 }
 
+/** The servers a command that sees one server only (SCAN, SCRIPT LOAD, INFO) must visit: every master of a Cluster, or the one server. */
+export const masters = (conn: RedisConnection): ReadonlyArray<Redis> =>
+  conn instanceof Cluster ? conn.nodes("master") : [conn]
+
 /**
  * Where keyless commands that must keep their order go (PUBLISH): the connection itself, or on a Cluster
  * its first master. ioredis sends a keyless command to any node of a Cluster, so two in a row could take

@@ -3,12 +3,12 @@
  * `{ns:p}`, so the commands of one partition all go to one slot; commands of several partitions may live
  * on several masters, and ioredis refuses (or Redis answers CROSSSLOT) a pipeline or MULTI that spans them.
  *
- * Commands that see one server only (SCAN, SCRIPT LOAD) must be sent to every master: `masters`.
+ * Commands that see one server only (SCAN, SCRIPT LOAD) must be sent to every master: `masters`
+ * (streams/RedisClient.ts).
  *
  * Invariant: `perPartition` sends each partition's commands in their own pipeline (all at once, in
  * parallel) and returns the replies in the order of the items, so callers read them as from one pipeline.
  */
-import { Cluster, type Redis } from "ioredis"
 import type { RedisConnection } from "../../streams/RedisClient.ts"
 
 type Pipeline = ReturnType<RedisConnection["pipeline"]>
@@ -43,7 +43,3 @@ export const perPartition = async <T>(
   }))
   return replies
 }
-
-/** The servers a key-space-wide command must visit: every master of a Cluster, or the one server. */
-export const masters = (conn: RedisConnection): ReadonlyArray<Redis> =>
-  conn instanceof Cluster ? conn.nodes("master") : [conn]

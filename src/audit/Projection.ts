@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url"
 import { evolve, type State, type TaskState } from "../../projections/TaskDecider.ts"
 import { INDEX_ANCHOR, type Keyspace, taskKeys } from "../../streams/Keys.ts"
 import type { RedisConnection } from "../../streams/RedisClient.ts"
-import { masters } from "./Pipelines.ts"
+import { masters } from "../../streams/RedisClient.ts"
 import { type Envelope, TaskStatus as TaskStatusSchema } from "../../streams/TaskEvent.ts"
 import type { TaskStatus } from "../../streams/TaskEvent.ts"
 

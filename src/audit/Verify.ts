@@ -23,7 +23,7 @@ import { TaskNotFound } from "../Errors.ts"
 import { validTaskId } from "../TaskClient.ts"
 import { stateFromHash, TaskStore } from "../TaskStore.ts"
 import { historyPages } from "./History.ts"
-import { masters } from "./Pipelines.ts"
+import { masters } from "../../streams/RedisClient.ts"
 import {
   allStatuses,
   callProject,
