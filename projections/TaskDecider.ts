@@ -30,6 +30,7 @@ import type {
   WaitResult
 } from "../streams/TaskEvent.ts"
 import { isTerminal } from "../streams/TaskEvent.ts"
+import { applyPayloadDelta, type PayloadDelta } from "./PayloadDelta.ts"
 
 export interface TaskState {
   readonly taskId: string
@@ -76,6 +77,32 @@ export interface ChildRef {
 
 export type State = TaskState | undefined
 
+/**
+ * The payload a turn ended with, as its event records it: whole, or as what changed since the task's current
+ * payload (the worker's claim read it; `PayloadDelta.ts`).
+ */
+export type Checkpoint =
+  | { readonly payload: unknown; readonly payloadDelta?: undefined }
+  | { readonly payloadDelta: PayloadDelta; readonly payload?: undefined }
+
+/** A completion that records no payload (the agent gave none with its output). */
+export type NoCheckpoint = { readonly payload?: undefined; readonly payloadDelta?: undefined }
+
+/**
+ * The event fields of a checkpoint: `payload` or `payloadDelta`; none for a completion without a payload (a
+ * turn's checkpoint without one stores null, as JSON has no undefined).
+ */
+const checkpointFields = (c: Checkpoint | NoCheckpoint, required: boolean) =>
+  c.payloadDelta !== undefined
+    ? { payloadDelta: c.payloadDelta as never }
+    : c.payload !== undefined || required
+    ? { payload: (c.payload ?? null) as never }
+    : {}
+
+/** The payload after an event that checkpoints one (`payload` or `payloadDelta`); else `payload`. */
+const checkpointed = (payload: unknown, event: { readonly payload?: unknown; readonly payloadDelta?: PayloadDelta }) =>
+  event.payloadDelta !== undefined ? applyPayloadDelta(payload, event.payloadDelta) : event.payload !== undefined ? event.payload : payload
+
 export type TaskCommand =
   | {
     readonly _tag: "Enqueue"
@@ -90,24 +117,21 @@ export type TaskCommand =
   }
   | { readonly _tag: "Claim"; readonly taskId: string; readonly lease: number; readonly worker: string; readonly now: number }
   | { readonly _tag: "Heartbeat"; readonly taskId: string; readonly lease: number; readonly worker: string; readonly now: number }
-  | {
+  | ({
     readonly _tag: "CompleteTurn"
     readonly taskId: string
     readonly lease: number
-    readonly payload: unknown
     readonly steeringApplied: number
     readonly now: number
-  }
-  | {
+  } & Checkpoint)
+  | ({
     readonly _tag: "Complete"
     readonly taskId: string
     readonly lease: number
     readonly output: unknown
-    /** The final turn's payload, recorded with the completion when given. */
-    readonly payload?: unknown
     readonly steeringApplied: number
     readonly now: number
-  }
+  } & (Checkpoint | NoCheckpoint))
   | {
     readonly _tag: "Fail"
     readonly taskId: string
@@ -126,15 +150,14 @@ export type TaskCommand =
   | { readonly _tag: "WakeUp"; readonly taskId: string; readonly now: number }
   | { readonly _tag: "Expire"; readonly taskId: string; readonly now: number }
   /** A turn ends waiting for `pending` (its payload checkpointed, as CompleteTurn does). */
-  | {
+  | ({
     readonly _tag: "Wait"
     readonly taskId: string
     readonly lease: number
-    readonly payload: unknown
     readonly steeringApplied: number
     readonly pending: ReadonlyArray<WaitItem>
     readonly now: number
-  }
+  } & Checkpoint)
   /** A turn registers the child tasks it is about to enqueue (already known ones are skipped). */
   | {
     readonly _tag: "SpawnChildren"
@@ -280,7 +303,7 @@ export const decide = (command: TaskCommand, state: State): Decision => {
         _tag: "TurnCompleted",
         lease: live.lease,
         turn: live.turns + 1,
-        payload: command.payload as never,
+        ...checkpointFields(command, true),
         steeringApplied: command.steeringApplied
       })
     }
@@ -292,7 +315,7 @@ export const decide = (command: TaskCommand, state: State): Decision => {
         _tag: "TaskCompleted",
         lease: live.lease,
         output: command.output as never,
-        ...(command.payload !== undefined ? { payload: command.payload as never } : {}),
+        ...checkpointFields(command, false),
         steeringApplied: command.steeringApplied,
         steeringUnapplied: live.steering.length - command.steeringApplied
       })
@@ -367,7 +390,7 @@ export const decide = (command: TaskCommand, state: State): Decision => {
         _tag: "TaskWaiting",
         lease: live.lease,
         turn: live.turns + 1,
-        payload: command.payload as never,
+        ...checkpointFields(command, true),
         steeringApplied: command.steeringApplied,
         pending: command.pending,
         ...(deadline !== undefined ? { deadline } : {}),
@@ -468,7 +491,7 @@ export const evolve = (state: State, envelope: Pick<Envelope, "at" | "taskId" | 
       return {
         ...withoutWorker(next),
         status: "queued",
-        payload: event.payload,
+        payload: checkpointed(state.payload, event),
         turns: event.turn,
         steering: state.steering.slice(event.steeringApplied),
         wait: [],
@@ -479,7 +502,7 @@ export const evolve = (state: State, envelope: Pick<Envelope, "at" | "taskId" | 
         ...finished(withoutWorker(next)),
         status: "completed",
         output: event.output,
-        ...(event.payload !== undefined ? { payload: event.payload } : {})
+        payload: checkpointed(state.payload, event)
       }
     case "TaskFailed": {
       const base = { ...withoutWorker(next), error: event.error, retries: event.retries }
@@ -514,7 +537,7 @@ export const evolve = (state: State, envelope: Pick<Envelope, "at" | "taskId" | 
       return parked({
         ...withoutWorker(next),
         status: event.resumed ? "queued" : "waiting",
-        payload: event.payload,
+        payload: checkpointed(state.payload, event),
         turns: event.turn,
         steering: state.steering.slice(event.steeringApplied),
         wait: event.pending,

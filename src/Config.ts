@@ -34,7 +34,8 @@ const AgentWorkerFields = Schema.Struct({
   turnTimeout: PositiveSeconds,
   backoffBase: PositiveSeconds,
   backoffMax: PositiveSeconds,
-  shutdownTimeout: NonNegativeSeconds
+  shutdownTimeout: NonNegativeSeconds,
+  checkpointDeltas: Schema.Boolean
 })
 
 /** How one agent's tasks are worked on in this process. */
@@ -56,6 +57,13 @@ export class AgentWorkerConfig {
   readonly backoffMax: number
   /** On stop, how long running turns may finish before they are handed back to the queue. */
   readonly shutdownTimeout: number
+  /**
+   * Store a turn's checkpoint as what changed at the payload's top level (an array's new elements, changed
+   * fields) instead of the whole payload, every 8th turn whole (ADR 0018): a growing conversation's history
+   * then grows with its length, not its square. Turn it on once every process of the namespace runs a release
+   * that reads such checkpoints (this one or later): an older one cannot claim or read such a task.
+   */
+  readonly checkpointDeltas: boolean
 
   static readonly defaults = {
     workers: 1,
@@ -67,7 +75,8 @@ export class AgentWorkerConfig {
     turnTimeout: 120,
     backoffBase: 5,
     backoffMax: 300,
-    shutdownTimeout: 10
+    shutdownTimeout: 10,
+    checkpointDeltas: false
   }
 
   constructor(input: Partial<typeof AgentWorkerConfig.defaults> = {}) {
@@ -82,6 +91,7 @@ export class AgentWorkerConfig {
     this.backoffBase = v.backoffBase
     this.backoffMax = v.backoffMax
     this.shutdownTimeout = v.shutdownTimeout
+    this.checkpointDeltas = v.checkpointDeltas
   }
 
   /** After this long without a heartbeat a task's lease is revoked (seconds). */

@@ -7,7 +7,8 @@
  */
 import { Context, Effect, Layer } from "effect"
 import type { BatchCommand, BatchState } from "../projections/BatchDecider.ts"
-import { outstanding, type Rejection, type TaskCommand, type TaskState } from "../projections/TaskDecider.ts"
+import { applyPayloadDelta, type PayloadDelta } from "../projections/PayloadDelta.ts"
+import { type Checkpoint, type NoCheckpoint, outstanding, type Rejection, type TaskCommand, type TaskState } from "../projections/TaskDecider.ts"
 import { type BatchEnvelope, decodeBatchEnvelope } from "../streams/BatchEvent.ts"
 import { batchKeys, type Keyspace, namespaceKeys, partitionKeys, partitionOf, partitionPrefix, taskKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
@@ -88,8 +89,11 @@ export interface TaskSideData {
   readonly wait: ReadonlyArray<string>
   readonly results: Record<string, string>
   readonly children: Record<string, string>
-  /** The history entry at `payloadAt` (null: none). */
-  readonly payloadEntry?: string | null | undefined
+  /**
+   * The history entry at `payloadAt`, or the entries of its chain (the whole payload, then what each later
+   * checkpoint changed, ADR 0018) as a list; null: none.
+   */
+  readonly payloadEntry?: string | ReadonlyArray<string> | null | undefined
   /** The history entry at `outputAt` (null: none). */
   readonly outputEntry?: string | null | undefined
 }
@@ -158,13 +162,33 @@ const json = (value: unknown): string => JSON.stringify(value ?? null)
 const eventField = (entry: string | null | undefined, field: "payload" | "output"): unknown =>
   entry === null || entry === undefined ? null : (JSON.parse(entry) as { event: Record<string, unknown> }).event[field] ?? null
 
+/**
+ * The task's payload from the history entry holding it, or from its chain (lib.lua's payload_entries): the
+ * whole payload, with each later checkpoint's delta applied in order. Entries of the range that checkpoint
+ * nothing (claims, steering, results) are passed over.
+ */
+export const payloadOf = (entries: string | ReadonlyArray<string> | null | undefined): unknown => {
+  if (entries === null || entries === undefined || typeof entries === "string") return eventField(entries, "payload")
+  let payload: unknown = null
+  for (const entry of entries) {
+    const event = (JSON.parse(entry) as { event: { payload?: unknown; payloadDelta?: PayloadDelta } }).event
+    if (event.payloadDelta !== undefined) payload = applyPayloadDelta(payload, event.payloadDelta)
+    else if (event.payload !== undefined) payload = event.payload
+  }
+  return payload
+}
+
+/** A checkpoint's script arguments: the payload's JSON or its delta's, and "1" for a delta. */
+const checkpointArgs = (c: Checkpoint | NoCheckpoint): [string, string] =>
+  c.payloadDelta !== undefined ? [JSON.stringify(c.payloadDelta), "1"] : [c.payload === undefined ? "" : json(c.payload), ""]
+
 /** Reads a status hash and the task's side data into the decider's state. */
 export const stateFromHash = (h: Record<string, string>, side: Partial<TaskSideData> = {}): TaskState => ({
   taskId: h.id!,
   agent: h.agent!,
   ownerId: h.ownerId!,
   status: h.status as TaskStatus,
-  payload: eventField(side.payloadEntry, "payload"),
+  payload: payloadOf(side.payloadEntry),
   ...(h.outputAt !== undefined ? { output: eventField(side.outputEntry, "output") } : {}),
   ...(h.error !== undefined ? { error: JSON.parse(h.error) as TaskError } : {}),
   lease: Number(h.lease),
@@ -191,7 +215,7 @@ const viewOf = (values: ReadonlyArray<unknown>) => ({
   h: JSON.parse(String(values[0])) as Record<string, string>,
   side: {
     ...sideLists(values, 3),
-    payloadEntry: (values[1] as string | null) || null,
+    payloadEntry: (values[1] as string | ReadonlyArray<string> | null) || null,
     outputEntry: (values[2] as string | null) || null
   }
 })
@@ -221,7 +245,7 @@ export const claimedTask = (values: ReadonlyArray<unknown>): ClaimedTask => {
     lease: Number(values[1]),
     turns: Number(values[2]),
     retries: Number(values[3]),
-    payload: eventField(values[4] as string | null, "payload"),
+    payload: payloadOf(values[4] as string | ReadonlyArray<string> | null),
     steering: side.steering.map((m) => JSON.parse(m)),
     wait: side.wait.map((item) => JSON.parse(item) as WaitItem),
     results: parseValues<WaitResult>(side.results),
@@ -320,13 +344,12 @@ const scriptCall = (
       return ["claim", [command.lease, command.worker, entry, agent]]
     case "Heartbeat":
       return ["heartbeat", [command.lease, command.worker, entry, agent]]
-    case "CompleteTurn":
-      return ["checkpoint", [command.lease, entry, json(command.payload), command.steeringApplied]]
+    case "CompleteTurn": {
+      const [payload, delta] = checkpointArgs(command)
+      return ["checkpoint", [command.lease, entry, payload || "null", command.steeringApplied, delta]]
+    }
     case "Complete":
-      return [
-        "complete",
-        [command.lease, entry, json(command.output), command.steeringApplied, command.payload === undefined ? "" : json(command.payload)]
-      ]
+      return ["complete", [command.lease, entry, json(command.output), command.steeringApplied, ...checkpointArgs(command)]]
     case "Fail":
       return ["fail", [command.lease, entry, json(command.error), command.retry, Math.round(command.retryAt)]]
     case "AcknowledgeCancel":
@@ -343,11 +366,21 @@ const scriptCall = (
       return ["wake", []]
     case "Expire":
       return ["expire", [historyTtlSeconds]]
-    case "Wait":
+    case "Wait": {
+      const [payload, delta] = checkpointArgs(command)
       return [
         "wait",
-        [command.lease, entry, json(command.payload), command.steeringApplied, JSON.stringify(command.pending), ...command.pending.map((i) => JSON.stringify(i))]
+        [
+          command.lease,
+          entry,
+          payload || "null",
+          command.steeringApplied,
+          delta,
+          JSON.stringify(command.pending),
+          ...command.pending.map((i) => JSON.stringify(i))
+        ]
       ]
+    }
     case "SpawnChildren":
       return ["spawn", [command.lease, ...command.children.flatMap((c) => [c.id, c.agent])]]
     case "DeliverResult":

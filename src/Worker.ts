@@ -18,7 +18,8 @@
 import { hostname } from "node:os"
 import { randomUUID } from "node:crypto"
 import { Cause, Effect, Exit, Fiber, FiberSet, Random, Result, Schedule, Semaphore, Schema } from "effect"
-import type { TaskCommand } from "../projections/TaskDecider.ts"
+import { checkpointDelta } from "../projections/PayloadDelta.ts"
+import type { Checkpoint, TaskCommand } from "../projections/TaskDecider.ts"
 import { partitionKeys, allPartitions } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { type RedisError, toRedisError } from "../streams/StreamError.ts"
@@ -451,7 +452,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         // A wait the agent got wrong fails the task (it would wait for what never comes).
         const items = waitItems(c, outcome.pending, at)
         if (items instanceof InvalidInput) return yield* failFatally(items)
-        const wait: TaskCommand = { _tag: "Wait", ...base, payload: outcome.payload, steeringApplied: c.steering.length, pending: items }
+        const wait: TaskCommand = { _tag: "Wait", ...base, ...checkpointOf(c, outcome.payload), steeringApplied: c.steering.length, pending: items }
         const sent = yield* Effect.result(send(wait, c.delivery))
         if (Result.isSuccess(sent)) {
           const deadline = Math.min(...items.flatMap((i) => i.timeoutAt === undefined ? [] : [i.timeoutAt]))
@@ -467,6 +468,12 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
      * function returning the command's Effect, not a generator: a turn that continues or completes, the usual
      * case, takes no Effect step here (an `Effect.gen` per turn cost ~2.5 µs of client CPU in a micro-benchmark).
      */
+    /** How a turn's payload is recorded: whole, or (`checkpointDeltas`) as what changed since the claim's (ADR 0018). */
+    const checkpointOf = (c: Claimed, payload: unknown): Checkpoint => {
+      const payloadDelta = config.checkpointDeltas ? checkpointDelta(c.payload, payload, c.turns + 1) : undefined
+      return payloadDelta === undefined ? { payload } : { payloadDelta }
+    }
+
     const finish = (c: Claimed, verdict: Verdict, claimNext: boolean): Effect.Effect<Claimed | undefined> => {
       const at = nowMs()
       const base = { taskId: c.taskId, lease: c.lease, now: at }
@@ -477,14 +484,14 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
             case "Wait":
               return Effect.as(finishWait(c, outcome, base), undefined)
             case "Continue":
-              return commitAndClaim(c, { _tag: "CompleteTurn", ...base, payload: outcome.payload, steeringApplied: c.steering.length }, claimNext)
+              return commitAndClaim(c, { _tag: "CompleteTurn", ...base, ...checkpointOf(c, outcome.payload), steeringApplied: c.steering.length }, claimNext)
             case "Done":
               return commitAndClaim(c, {
                 _tag: "Complete",
                 ...base,
                 output: outcome.output,
                 steeringApplied: c.steering.length,
-                ...(outcome.payload !== undefined ? { payload: outcome.payload } : {})
+                ...(outcome.payload !== undefined ? checkpointOf(c, outcome.payload) : {})
               }, claimNext)
           }
         }

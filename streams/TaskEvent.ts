@@ -53,6 +53,16 @@ export type TaskError = typeof TaskError.Type
 
 const Lease = Schema.Int
 
+/**
+ * A checkpoint told as what changed at the payload's top level since the task's previous payload-carrying
+ * event (projections/PayloadDelta.ts, ADR 0018). An event carries `payload` or `payloadDelta`, never both.
+ */
+export const PayloadDelta = Schema.Struct({
+  append: Schema.optionalKey(Schema.Record(Schema.String, Schema.Array(Schema.Json))),
+  set: Schema.optionalKey(Schema.Record(Schema.String, Schema.Json)),
+  unset: Schema.optionalKey(Schema.Array(Schema.String))
+})
+
 /** How a child task ended, as its parent hears it. */
 export const ChildEnd = Schema.Literals(["completed", "failed", "cancelled", "expired"])
 export type ChildEnd = typeof ChildEnd.Type
@@ -99,12 +109,20 @@ export const TaskEvent = Schema.TaggedUnion({
   /** Written to the partition log only (not to the task's history): liveness, not state. */
   TaskHeartbeat: { lease: Lease, worker: Schema.String },
   TaskSteered: { messages: Schema.Array(Schema.Json) },
-  TurnCompleted: { lease: Lease, turn: Schema.Int, payload: Schema.Json, steeringApplied: Schema.Int },
+  /** A turn ended; its payload is checkpointed whole (`payload`) or as what changed (`payloadDelta`). */
+  TurnCompleted: {
+    lease: Lease,
+    turn: Schema.Int,
+    payload: Schema.optionalKey(Schema.Json),
+    payloadDelta: Schema.optionalKey(PayloadDelta),
+    steeringApplied: Schema.Int
+  },
   TaskCompleted: {
     lease: Lease,
     output: Schema.Json,
     /** The payload as the final turn left it (e.g. an LLM agent's last model call), when the agent gives it. */
     payload: Schema.optionalKey(Schema.Json),
+    payloadDelta: Schema.optionalKey(PayloadDelta),
     steeringApplied: Schema.Int,
     steeringUnapplied: Schema.Int
   },
@@ -130,7 +148,8 @@ export const TaskEvent = Schema.TaggedUnion({
   TaskWaiting: {
     lease: Lease,
     turn: Schema.Int,
-    payload: Schema.Json,
+    payload: Schema.optionalKey(Schema.Json),
+    payloadDelta: Schema.optionalKey(PayloadDelta),
     steeringApplied: Schema.Int,
     pending: Schema.Array(WaitItem),
     deadline: Schema.optionalKey(Schema.Number),

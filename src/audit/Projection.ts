@@ -32,8 +32,10 @@ export interface Projection {
   readonly statusSince: number
   /** The time of the last claim, the best stand-in for the last heartbeat (histories do not record those). */
   readonly lastClaimAt: number | undefined
-  /** The history index of the event that holds the current payload (the hash's `payloadAt`). */
+  /** The history index of the event that holds the current payload, whole or as a delta. */
   readonly payloadAt: number | undefined
+  /** While the payload is a chain of deltas (ADR 0018): the index of the whole payload it starts from. */
+  readonly payloadFrom: number | undefined
   /** The history index of the event that holds the output (the hash's `outputAt`). */
   readonly outputAt: number | undefined
 }
@@ -44,7 +46,20 @@ export const emptyProjection: Projection = {
   statusSince: 0,
   lastClaimAt: undefined,
   payloadAt: undefined,
+  payloadFrom: undefined,
   outputAt: undefined
+}
+
+/** The hash's `payloadAt`: the entry holding the payload, or its chain "<from>-<to>" (lib.lua's checkpoint_at). */
+export const payloadPointer = (p: Pick<Projection, "payloadAt" | "payloadFrom">): string | undefined =>
+  p.payloadAt === undefined ? undefined : p.payloadFrom === undefined ? String(p.payloadAt) : `${p.payloadFrom}-${p.payloadAt}`
+
+/** The history range a `payloadAt` value names (one entry: from = to). */
+export const parsePayloadPointer = (pointer: string): { readonly from: number; readonly to: number } => {
+  const dash = pointer.indexOf("-")
+  return dash < 0
+    ? { from: Number(pointer), to: Number(pointer) }
+    : { from: Number(pointer.slice(0, dash)), to: Number(pointer.slice(dash + 1)) }
 }
 
 /**
@@ -62,14 +77,17 @@ export const project = (p: Projection, envelope: Folded): Projection => {
   if (tag === "TaskHeartbeat") return { ...p, length: p.length + 1 }
   const state = evolve(p.state, envelope)
   const same = p.state !== undefined && state?.status === p.state.status
-  const event = envelope.event as { readonly payload?: unknown; readonly output?: unknown }
+  const event = envelope.event as { readonly payload?: unknown; readonly payloadDelta?: unknown }
+  const checkpoints = event.payloadDelta !== undefined || ("payload" in event && event.payload !== undefined)
   return {
     state,
     length: p.length + 1,
     statusSince: keepsStatus.has(tag) || same ? p.statusSince : envelope.at,
     lastClaimAt: tag === "TaskClaimed" ? envelope.at : p.lastClaimAt,
-    // The events that set the payload or the output carry it (and the scripts point the hash at them).
-    payloadAt: "payload" in event && event.payload !== undefined ? p.length : p.payloadAt,
+    // The events that set the payload or the output carry it (and the scripts point the hash at them); a delta
+    // extends the chain from the last whole payload.
+    payloadAt: checkpoints ? p.length : p.payloadAt,
+    payloadFrom: event.payloadDelta !== undefined ? p.payloadFrom ?? p.payloadAt : checkpoints ? undefined : p.payloadFrom,
     outputAt: tag === "TaskCompleted" ? p.length : p.outputAt
   }
 }
@@ -103,7 +121,8 @@ export const hashFieldsOf = (p: Projection & { readonly state: TaskState }): Rea
     ["version", String(s.version)],
     ["updatedAt", String(s.updatedAt)]
   ]
-  if (p.payloadAt !== undefined) fields.push(["payloadAt", String(p.payloadAt)])
+  const payloadAt = payloadPointer(p)
+  if (payloadAt !== undefined) fields.push(["payloadAt", payloadAt])
   if (p.outputAt !== undefined) fields.push(["outputAt", String(p.outputAt)])
   if (s.error !== undefined) fields.push(["error", json(s.error)])
   if (s.worker !== undefined) fields.push(["worker", s.worker])

@@ -31,6 +31,8 @@ import {
   type Divergence,
   emptyProjection,
   loadProjectScript,
+  parsePayloadPointer,
+  payloadPointer,
   parseProjectReply,
   project,
   projectArgs,
@@ -100,16 +102,16 @@ const snapshot = (taskId: string) =>
 
 /**
  * The fold of the first `length` entries, or the first problem found in them; with the entries at the
- * positions `keep` (the hash's pointers), as stored JSON, so their payload and output need no second read.
+ * positions `keep` says (the hash's pointers), as stored JSON, so their payload and output need no second read.
  */
-const foldPrefix = (taskId: string, length: number, keep: ReadonlyArray<number | undefined>) =>
+const foldPrefix = (taskId: string, length: number, keep: (index: number) => boolean) =>
   historyPages(taskId, { to: length }).pipe(
     Stream.runFold(
       () => ({ p: emptyProjection, problem: undefined as Divergence | undefined, kept: new Map<number, string>() }),
       (acc, page) => {
         let { p, problem } = acc
         for (const e of page) {
-          if (keep.includes(p.length)) acc.kept.set(p.length, JSON.stringify(e))
+          if (keep(p.length)) acc.kept.set(p.length, JSON.stringify(e))
           if (problem === undefined && e.version !== p.length + 1 && e.event._tag !== "TaskHeartbeat") {
             problem = { field: "history", live: `entry ${p.length} has version ${e.version}`, expected: p.length + 1 }
           }
@@ -132,8 +134,9 @@ const foldPrefix = (taskId: string, length: number, keep: ReadonlyArray<number |
 /** The hash's pointers into the history must name the entries the fold says hold the payload and output. */
 const pointerDivergences = (hash: Record<string, string>, p: Projection): ReadonlyArray<Divergence> =>
   (["payloadAt", "outputAt"] as const).flatMap((field) => {
-    const live = hash[field] === undefined ? undefined : Number(hash[field])
-    return live === p[field] || p.state?.status === "expired" ? [] : [{ field, live, expected: p[field] }]
+    const live = hash[field]
+    const expected = field === "payloadAt" ? payloadPointer(p) : p.outputAt === undefined ? undefined : String(p.outputAt)
+    return live === expected || p.state?.status === "expired" ? [] : [{ field, live, expected }]
   })
 
 const indexDivergences = (snap: Snapshot, p: Projection): ReadonlyArray<Divergence> => {
@@ -180,12 +183,21 @@ const inspect = (taskId: string) =>
       const indexed = allStatuses.filter((s) => snap.scores[s] !== null)
       if (indexed.length === 0) return yield* new TaskNotFound({ taskId })
     }
-    const at = (field: "payloadAt" | "outputAt") => snap.hash[field] === undefined ? undefined : Number(snap.hash[field])
-    const { p, problem, kept } = yield* foldPrefix(taskId, snap.length, [at("payloadAt"), at("outputAt")])
+    const payload = snap.hash.payloadAt === undefined ? undefined : parsePayloadPointer(snap.hash.payloadAt)
+    const outputAt = snap.hash.outputAt === undefined ? undefined : Number(snap.hash.outputAt)
+    const { p, problem, kept } = yield* foldPrefix(
+      taskId,
+      snap.length,
+      (i) => i === outputAt || (payload !== undefined && i >= payload.from && i <= payload.to)
+    )
     const entryAt = (i: number | undefined) => i === undefined ? null : kept.get(i) ?? null
-    const live = present
-      ? stateFromHash(snap.hash, { ...snap, payloadEntry: entryAt(at("payloadAt")), outputEntry: entryAt(at("outputAt")) })
-      : undefined
+    // The payload's entry, or its chain's (one entry: a whole payload).
+    const payloadEntry = payload === undefined
+      ? null
+      : payload.from === payload.to
+      ? entryAt(payload.to)
+      : Array.from({ length: payload.to - payload.from + 1 }, (_, i) => entryAt(payload.from + i) ?? "null")
+    const live = present ? stateFromHash(snap.hash, { ...snap, payloadEntry, outputEntry: entryAt(outputAt) }) : undefined
     const divergences = [
       ...(problem !== undefined ? [problem] : []),
       ...(problem === undefined ? compareStates(live, p.state) : []),

@@ -179,6 +179,10 @@ const statusCommand: Command = {
 
 // ---------------------------------------------------------------------------------------------------
 
+/** A checkpoint's payload as `key=value`: whole, or what changed (ADR 0018). */
+const checkpointField = (event: { readonly payload?: unknown; readonly payloadDelta?: unknown }) =>
+  event.payloadDelta !== undefined ? `payloadDelta=${brief(event.payloadDelta, 50)}` : `payload=${brief(event.payload, 50)}`
+
 /** The fields of an event worth a glance, as `key=value` pairs. */
 export const keyFields = (event: Envelope["event"]): string => {
   switch (event._tag) {
@@ -190,7 +194,7 @@ export const keyFields = (event: Envelope["event"]): string => {
     case "TaskSteered":
       return `messages=${event.messages.length} ${brief(event.messages, 50)}`
     case "TurnCompleted":
-      return `turn=${event.turn} lease=${event.lease} steeringApplied=${event.steeringApplied} payload=${brief(event.payload, 50)}`
+      return `turn=${event.turn} lease=${event.lease} steeringApplied=${event.steeringApplied} ${checkpointField(event)}`
     case "TaskCompleted":
       return `lease=${event.lease} output=${brief(event.output)}` +
         (event.steeringUnapplied > 0 ? ` steeringUnapplied=${event.steeringUnapplied}` : "")

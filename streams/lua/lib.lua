@@ -360,12 +360,33 @@ local function load_for_claim()
   return t
 end
 
+-- A checkpoint's payload argument is the payload's JSON, or (`delta` '1') what changed since the task's current
+-- payload (ADR 0018). Returns the event's key for it and the hash's new 'payloadAt': the index the entry gets
+-- (the history's length before the append), or for a delta "<from>-<to>", the entries from the whole payload
+-- its chain starts at to this one. Call before `append`; a delta needs t.payloadAt loaded.
+local function checkpoint_at(t, delta)
+  local at = int(t.version)
+  if delta ~= '1' then return '"payload":', at end
+  local p = t.payloadAt
+  local dash = string.find(p, '-', 1, true)
+  return '"payloadDelta":', (dash and string.sub(p, 1, dash - 1) or p) .. '-' .. at
+end
+
+-- The history entry holding the task's payload, or the entries of its chain (payloadAt "<from>-<to>") as a
+-- list, which the reader folds (streams/TaskStore.ts `payloadOf`); false when the task has none.
+local function payload_entries(t)
+  local p = t.payloadAt
+  if not p then return false end
+  local dash = string.find(p, '-', 1, true)
+  if not dash then return redis.call('LINDEX', LOG, p) end
+  return redis.call('LRANGE', LOG, string.sub(p, 1, dash - 1), string.sub(p, dash + 1))
+end
+
 -- What the worker of a claimed task runs its turn from (claim's reply): "ok", owner, lease, turns, retries,
--- the history entry holding the payload, then its side data (side_view). Flat: each table in a function's
--- reply costs Redis a dozen lookups.
+-- the history entry holding the payload (or its chain), then its side data (side_view). Flat: each table in a
+-- function's reply costs Redis a dozen lookups.
 local function claim_view(t)
-  return side_view(t, { 'ok', t.ownerId, int(t.lease), t.turns, t.retries,
-    t.payloadAt and redis.call('LINDEX', LOG, t.payloadAt) or false })
+  return side_view(t, { 'ok', t.ownerId, int(t.lease), t.turns, t.retries, payload_entries(t) })
 end
 
 -- Appends the elements of `list` to `out`.

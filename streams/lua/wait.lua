@@ -6,12 +6,14 @@
   KEYS[1..3] task hash, history, partition log
   ARGV[1..3] prefix, task id, now
   ARGV[4] lease   ARGV[5] queue entry id   ARGV[6] payload (JSON)   ARGV[7] steering messages applied
-  ARGV[8] the items as one JSON array   ARGV[9..] each item (JSON {id, kind, token?, timeoutAt?, onTimeout?})
+  ARGV[8] "1" when ARGV[6] is a payload delta (lib.lua's checkpoint_at), else ""
+  ARGV[9] the items as one JSON array   ARGV[10..] each item (JSON {id, kind, token?, timeoutAt?, onTimeout?})
   Returns { "ok", "TaskWaiting", resumed (0|1) } | { "ok", "TaskCancelled", follow-up due (0|1) }
         | rejected TaskNotFound / StaleLease / InvalidSteeringCount / InvalidWait ("<reason>:<id>")
 ]]
-local lease, entry_id, payload, applied, pending_json = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
-local t, rejection = require_lease(lease, 'turns')
+local lease, entry_id, payload, applied, delta, pending_json = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9]
+local t, rejection
+if delta == '1' then t, rejection = require_lease(lease, 'turns', 'payloadAt') else t, rejection = require_lease(lease, 'turns') end
 if t == nil then return rejection end
 if t.cancel == '1' then return finish_cancelled(t, entry_id) end
 side_keys()
@@ -22,9 +24,9 @@ if not valid_applied(applied, pending) then return rejected('InvalidSteeringCoun
 local previous = {}
 for _, item in ipairs(wait_items()) do previous[item.id] = true end
 local function has_result(id) return not previous[id] and redis.call('HEXISTS', RESULTS, id) == 1 end
-if #ARGV < 9 then return rejected('InvalidWait', t, 0, 'empty:') end
+if #ARGV < 10 then return rejected('InvalidWait', t, 0, 'empty:') end
 local items, seen = {}, {}
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   local item = cjson.decode(ARGV[i])
   item.raw = ARGV[i]
   if seen[item.id] then return rejected('InvalidWait', t, 0, 'duplicate:' .. item.id) end
@@ -50,9 +52,10 @@ local open = outstanding(items)
 local resumed = #open == 0
 local deadline = set_deadline(open)
 set_status(t, resumed and 'queued' or 'waiting')
-append(t, 'TaskWaiting', pieces('"lease":' .. t.lease .. ',"turn":' .. t.turns .. ',"payload":', payload,
+local key, at = checkpoint_at(t, delta)
+append(t, 'TaskWaiting', pieces('"lease":' .. t.lease .. ',"turn":' .. t.turns .. ',' .. key, payload,
   ',"steeringApplied":' .. applied .. ',"pending":' .. pending_json ..
-  (deadline and (',"deadline":' .. deadline) or '') .. ',"resumed":' .. tostring(resumed)), { 'payloadAt' }, { 'turns', t.turns },
+  (deadline and (',"deadline":' .. deadline) or '') .. ',"resumed":' .. tostring(resumed)), nil, { 'payloadAt', at, 'turns', t.turns },
   '"resumed":' .. tostring(resumed) .. ',')
 ack(t.agent, entry_id)
 if resumed then requeue(t) end

@@ -111,6 +111,29 @@ describe("verify", () => {
     expect((await rt.runPromise(verifyAll())).divergent).toBe(0)
   })
 
+  it("checkpoints told as deltas: the payload is their chain's, a wrong chain pointer is caught and rebuilt", async () => {
+    const { ks, rt } = open(4)
+    const { t } = await rt.runPromise(seed("d"))
+    const k = taskKeys(ks, t("chain"))
+    // Enqueue (whole) at 0, the two deltas at 2 and 4: the hash points at the range.
+    expect(await rt.runPromise(redisDo((c) => c.hget(k.task, "payloadAt")))).toBe("0-4")
+    const live = await rt.runPromise(liveState(t("chain")))
+    expect((live?.payload as { messages: Array<unknown> }).messages).toHaveLength(4)
+    const replay = await rt.runPromise(replayTask(t("chain")))
+    expect(replay.steps.map((s) => (s.state.payload as { messages: Array<unknown> }).messages.length)).toEqual([1, 1, 2, 2, 4, 4])
+    expect(replay.steps.at(-1)?.state).toEqual(live)
+    expect(await rt.runPromise(verifyTask(t("chain")))).toMatchObject({ ok: true, divergences: [] })
+
+    // A pointer at the last delta alone loses the chain: verify says so, rebuild --fix restores the range.
+    await rt.runPromise(redisDo((c) => c.hset(k.task, "payloadAt", "4")))
+    const bad = await rt.runPromise(verifyTask(t("chain")))
+    expect(bad.ok).toBe(false)
+    expect(bad.divergences).toContainEqual({ field: "payloadAt", live: "4", expected: "0-4" })
+    expect(await rt.runPromise(rebuildProjections({ fix: true }))).toMatchObject({ divergent: 1, fixed: 1 })
+    expect(await rt.runPromise(redisDo((c) => c.hget(k.task, "payloadAt")))).toBe("0-4")
+    expect(await rt.runPromise(liveState(t("chain")))).toEqual(live)
+  })
+
   it("covers a waiting parent: its wait, results, children and deadline are verified and rebuilt", async () => {
     const { ks, rt } = open(2)
     const id = "w-parent"

@@ -90,8 +90,18 @@ export const seed = (prefix: string, start = Date.now() - 1_000) =>
       { _tag: "Complete", taskId: t("expired"), lease: 1, output: "bye", steeringApplied: 0, now: tick() },
       { _tag: "Expire", taskId: t("expired"), now: tick() }
     ])
+    // a conversation checkpointed as what each turn appended (ADR 0018), claimed again: its payload is a chain
+    const appended = (from: number, to: number) => ({ append: { messages: conversation(to).messages.slice(from) } })
+    yield* exec([
+      enqueue(t("chain")),
+      { _tag: "Claim", taskId: t("chain"), lease: 0, worker: "w1", now: tick() },
+      { _tag: "CompleteTurn", taskId: t("chain"), lease: 1, payloadDelta: appended(1, 2), steeringApplied: 0, now: tick() },
+      { _tag: "Claim", taskId: t("chain"), lease: 1, worker: "w2", now: tick() },
+      { _tag: "CompleteTurn", taskId: t("chain"), lease: 2, payloadDelta: appended(2, 4), steeringApplied: 0, now: tick() },
+      { _tag: "Claim", taskId: t("chain"), lease: 2, worker: "w1", now: tick() }
+    ])
     return {
-      ids: ["queued", "done", "running", "backoff", "failed", "cancelled", "expired"].map(t),
+      ids: ["queued", "done", "running", "backoff", "failed", "cancelled", "expired", "chain"].map(t),
       t,
       lastAt: now
     }

@@ -41,7 +41,9 @@ import {
   agents,
   type AppliedPick,
   applyCommand,
+  checkpointOf,
   elapsed,
+  Grow,
   isHistoryEvent,
   json,
   type Recorded,
@@ -104,6 +106,7 @@ const situationsOf = (command: TaskCommand, before: State, decision: ReturnType<
     if (e._tag === "ToolResultReceived" && e.resumed) out.push("last result resumed the task")
     if (e._tag === "TaskWaitTimedOut") out.push(`timeout: ${e.decision}`)
     if (e._tag === "TaskCancelled" && status === "waiting") out.push("cancel while waiting")
+    if ("payloadDelta" in e && e.payloadDelta !== undefined) out.push("checkpoint as a delta")
   }
   if (command._tag === "DeliverResult" && rejection === "ResultAlreadyReceived") out.push("result delivered twice")
   if (command._tag === "ChildFinished" && rejection === "ResultAlreadyReceived") out.push("child end delivered twice")
@@ -284,6 +287,8 @@ class Harness {
     }
     switch (command._tag) {
       case "Claim": {
+        // A chain: the whole payload and the deltas after it (ADR 0018), folded by the reader.
+        if (Array.isArray(values[4])) count(stats.situations, "claim of a payload chain")
         // Claim and load in one round trip: the worker runs from exactly this state.
         const { ownerId, lease, turns, retries, payload, steering, wait, results, children } = after
         assert.deepStrictEqual(
@@ -352,7 +357,7 @@ class Harness {
       delayed: score(delayed),
       deadline: score(deadline),
       inOutbox: outbox !== null,
-      pointers: pointers.map(score),
+      pointers,
       sideKeys,
       sideMark
     }
@@ -365,12 +370,17 @@ class Harness {
     >
   ): void {
     const want: State = this.model.get(taskId)
-    // The hash points at the last history entries that carry the payload and the output.
-    const at = (i: number) => i < 0 ? undefined : i
+    // The hash points at the last history entries that carry the payload and the output; a payload told as a
+    // delta, at the range from the last whole one (ADR 0018).
+    const whole = (e: Recorded) => "payload" in e.event && e.event.payload !== undefined
+    const delta = (e: Recorded) => "payloadDelta" in e.event && e.event.payloadDelta !== undefined
+    const last = history.findLastIndex((e) => whole(e) || delta(e))
+    const from = last >= 0 && delta(history[last]!) ? history.findLastIndex((e, i) => i < last && whole(e)) : last
+    const completed = history.findLastIndex((e) => e.event._tag === "TaskCompleted")
     if (hash !== undefined) {
       assert.deepStrictEqual(pointers, [
-        at(history.findLastIndex((e) => "payload" in e.event && e.event.payload !== undefined)),
-        at(history.findLastIndex((e) => e.event._tag === "TaskCompleted"))
+        last < 0 ? null : from === last ? String(last) : `${from}-${last}`,
+        completed < 0 ? null : String(completed)
       ], `payloadAt/outputAt of ${taskId}`)
     }
     assert.deepStrictEqual(fold(history), want, `fold of the history of ${taskId}`)
@@ -487,6 +497,9 @@ describe("TaskStore against the decider", () => {
     ) assert.isAbove(stats.accepted.get(tag) ?? 0, 0, tag)
     for (const tag of ["TaskNotFound", "TaskAlreadyExists", "TaskAlreadyFinished", "StaleLease", "NotDue", "InvalidSteeringCount"]) {
       assert.isAbove(stats.rejected.get(tag) ?? 0, 0, tag)
+    }
+    for (const situation of ["checkpoint as a delta", "claim of a payload chain"]) {
+      assert.isAbove(stats.situations.get(situation) ?? 0, 0, situation)
     }
   }, 60_000)
 
@@ -785,14 +798,24 @@ describe("TaskStore against the decider", () => {
       const taskId = c.taskId
       const steering = h.model.get(taskId)?.steering.length ?? 0
       const applied = appliedPick === "all" ? steering : appliedPick === "none" ? 0 : steering + 1
+      // Every other checkpoint grows the task's payload and goes as a delta (ADR 0018), through the fused calls too.
+      const checkpoint = (payload: unknown) => checkpointOf(variant % 2 === 1 ? new Grow(payload) : payload, h.model.get(taskId), now)
       return (lease: number): TaskCommand => {
         switch (action) {
           case "Heartbeat":
             return { _tag: "Heartbeat", taskId, lease, worker: c.worker, now }
           case "CompleteTurn":
-            return { _tag: "CompleteTurn", taskId, lease, payload: { turn: now }, steeringApplied: applied, now }
+            return { _tag: "CompleteTurn", taskId, lease, ...checkpoint({ turn: now }), steeringApplied: applied, now }
           case "Complete":
-            return { _tag: "Complete", taskId, lease, output: { at: now }, steeringApplied: applied, now }
+            return {
+              _tag: "Complete",
+              taskId,
+              lease,
+              output: { at: now },
+              ...(variant % 4 === 1 ? checkpoint({ done: now }) : {}),
+              steeringApplied: applied,
+              now
+            }
           case "Retry":
           case "Backoff":
           case "Fatal":
@@ -813,7 +836,7 @@ describe("TaskStore against the decider", () => {
               _tag: "Wait",
               taskId,
               lease,
-              payload: { waited: now },
+              ...checkpoint({ waited: now }),
               steeringApplied: applied,
               pending: [{ id: "r0", kind: "result" }, ...(variant % 2 === 0 ? [{ id: "r1", kind: "result" as const }] : [])],
               now
@@ -1102,7 +1125,9 @@ describe("TaskStore against the decider", () => {
         "recovery",
         "heartbeat of a live claim",
         "claimnext",
-        "commit and claimnext"
+        "commit and claimnext",
+        "checkpoint as a delta",
+        "claim of a payload chain"
         // "resumed by a result" is reached in most runs but not all: it is counted, not required.
       ]
     ) {

@@ -10,9 +10,14 @@
  * Waiting: a turn may spawn children (ids `kid-<task>-<n>`) and end waiting for them and for deferred results
  * (ids `r0`..`r2`, reused across waits); results are delivered (right, wrong or no token; once or twice), children
  * report their ends (also before their parent parked, or twice), and wait items time out (fail or resume).
+ *
+ * Checkpoints: a turn's payload is a new JSON value, or (`Grow`) the task's payload grown as a conversation
+ * grows, sent as the delta a worker would send (ADR 0018), so chains of deltas with whole payloads between them
+ * are stored, claimed and read.
  */
 import fc from "fast-check"
-import type { Decision, State, TaskCommand, TaskState } from "../../projections/TaskDecider.ts"
+import { payloadDelta } from "../../projections/PayloadDelta.ts"
+import type { Checkpoint, Decision, State, TaskCommand, TaskState } from "../../projections/TaskDecider.ts"
 import { decide, evolve, outstanding } from "../../projections/TaskDecider.ts"
 import type { ChildEnd, Envelope, TaskError, TaskEvent, WaitItem } from "../../streams/TaskEvent.ts"
 
@@ -30,6 +35,33 @@ export const json: fc.Arbitrary<unknown> = fc.oneof(
   { weight: 19, arbitrary: fc.jsonValue({ maxDepth: 2, stringUnit: "grapheme" }) },
   { weight: 1, arbitrary: fc.string({ minLength: 1024, maxLength: 2048 }) }
 ).map((v) => JSON.parse(JSON.stringify(v)))
+
+/** A turn's payload that grows the task's current one: `value` appended to its `messages`, `turn` set. */
+export class Grow {
+  readonly value: unknown
+  constructor(value: unknown) {
+    this.value = value
+  }
+}
+
+/** A turn's payload: a new JSON value, or (2 in 5) one that grows the task's current payload. */
+const checkpointPayload: fc.Arbitrary<unknown> = fc.oneof(
+  { weight: 3, arbitrary: json },
+  { weight: 2, arbitrary: json.map((v) => new Grow(v)) }
+)
+
+/**
+ * The checkpoint a worker sends for a step's payload: a JSON value whole; a `Grow` as the delta from the task's
+ * current payload (whole when that is not an object).
+ */
+export const checkpointOf = (payload: unknown, state: State, now: number): Checkpoint => {
+  if (!(payload instanceof Grow)) return { payload }
+  const current = state?.payload
+  const base = typeof current === "object" && current !== null && !Array.isArray(current) ? current as Record<string, unknown> : {}
+  const grown = { ...base, messages: [...(Array.isArray(base.messages) ? base.messages : []), payload.value], turn: now }
+  const delta = payloadDelta(current, grown)
+  return delta === undefined ? { payload: grown } : { payloadDelta: delta }
+}
 
 /** Which lease a worker command names: the task's current one, the one before, or any small number. */
 export type LeasePick = "current" | "previous" | number
@@ -151,6 +183,8 @@ export type Step =
 interface AutoParams {
   readonly worker: number
   readonly payload: unknown
+  /** A turn's payload (see `checkpointPayload`). */
+  readonly checkpoint: unknown
   readonly applied: AppliedPick
   readonly error: TaskError
   readonly retry: "fatal" | "retry" | "backoff"
@@ -244,14 +278,14 @@ export const stepArb = (tasks: number): fc.Arbitrary<Step> => {
     w(2, enqueueArb(task)),
     w(5, fc.record({ op: fc.constant("Claim" as const), task, worker: fc.nat(workers.length - 1), lease: leasePick })),
     w(1, fc.record({ op: fc.constant("Heartbeat" as const), task, worker: fc.nat(workers.length - 1), lease: leasePick })),
-    w(3, fc.record({ op: fc.constant("CompleteTurn" as const), task, lease: leasePick, payload: json, applied: appliedPick })),
+    w(3, fc.record({ op: fc.constant("CompleteTurn" as const), task, lease: leasePick, payload: checkpointPayload, applied: appliedPick })),
     w(2, fc.record({
       op: fc.constant("Complete" as const),
       task,
       lease: leasePick,
       output: json,
       applied: appliedPick,
-      payload: fc.option(json, { nil: undefined })
+      payload: fc.option(checkpointPayload, { nil: undefined })
     })),
     w(4, fc.record({
       op: fc.constant("Fail" as const),
@@ -264,7 +298,7 @@ export const stepArb = (tasks: number): fc.Arbitrary<Step> => {
     w(3, fc.record({ op: fc.constantFrom("AcknowledgeCancel" as const, "Release" as const, "Recover" as const), task, lease: leasePick })),
     w(4, fc.record({ op: fc.constantFrom("Cancel" as const, "WakeUp" as const, "WakeUp" as const, "Expire" as const), task })),
     w(2, fc.record({ op: fc.constant("Steer" as const), task, messages: fc.array(json, { maxLength: 2 }) })),
-    w(2, fc.record({ op: fc.constant("Wait" as const), task, lease: leasePick, payload: json, applied: appliedPick, items: itemsArb })),
+    w(2, fc.record({ op: fc.constant("Wait" as const), task, lease: leasePick, payload: checkpointPayload, applied: appliedPick, items: itemsArb })),
     w(1, fc.record({ op: fc.constant("Spawn" as const), task, lease: leasePick, children: childrenArb })),
     w(2, fc.record({ op: fc.constant("Deliver" as const), task, id: idPick, n: fc.nat(5), result: json, token: tokenPick })),
     w(2, fc.record({
@@ -284,6 +318,7 @@ export const stepArb = (tasks: number): fc.Arbitrary<Step> => {
 const autoParams: fc.Arbitrary<AutoParams> = fc.record({
   worker: fc.nat(workers.length - 1),
   payload: json,
+  checkpoint: checkpointPayload,
   applied: appliedPick,
   error: taskError,
   retry: fc.constantFrom("fatal" as const, "retry" as const, "retry" as const, "backoff" as const, "backoff" as const, "backoff" as const),
@@ -408,7 +443,7 @@ const autoStep = (step: Extract<Step, { op: "Auto" }>, state: State): Step => {
     case "Heartbeat":
       return { op, task, worker: p.worker, lease }
     case "CompleteTurn":
-      return { op, task, lease, payload: p.payload, applied: p.applied }
+      return { op, task, lease, payload: p.checkpoint, applied: p.applied }
     case "Complete":
       return { op, task, lease, output: p.payload, applied: p.applied }
     case "Fail":
@@ -424,7 +459,7 @@ const autoStep = (step: Extract<Step, { op: "Auto" }>, state: State): Step => {
     case "Steer":
       return { op, task, messages: p.messages }
     case "Wait":
-      return { op, task, lease, payload: p.payload, applied: p.applied, items: p.items }
+      return { op, task, lease, payload: p.checkpoint, applied: p.applied, items: p.items }
     case "Spawn":
       return { op, task, lease, children: p.children }
     case "Deliver":
@@ -639,7 +674,7 @@ export const toCommand = (step: Step, { taskId, state }: { taskId: string; state
         _tag: "Wait",
         taskId,
         lease: resolveLease(step.lease, state),
-        payload: step.payload,
+        ...checkpointOf(step.payload, state, now),
         steeringApplied: resolveApplied(step.applied, state),
         pending: step.items.map((p) => waitItem(p, state, now)),
         now
@@ -700,7 +735,7 @@ export const toCommand = (step: Step, { taskId, state }: { taskId: string; state
         _tag: "CompleteTurn",
         taskId,
         lease: resolveLease(step.lease, state),
-        payload: step.payload,
+        ...checkpointOf(step.payload, state, now),
         steeringApplied: resolveApplied(step.applied, state),
         now
       }
@@ -711,7 +746,7 @@ export const toCommand = (step: Step, { taskId, state }: { taskId: string; state
         lease: resolveLease(step.lease, state),
         output: step.output,
         steeringApplied: resolveApplied(step.applied, state),
-        ...(step.payload !== undefined ? { payload: step.payload } : {}),
+        ...(step.payload !== undefined ? checkpointOf(step.payload, state, now) : {}),
         now
       }
     case "Fail":

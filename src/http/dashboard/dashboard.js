@@ -493,7 +493,7 @@ function eventFields(e) {
   switch (e._tag) {
     case "TaskEnqueued": return `payload ${short(e.payload)} · max retries ${e.maxRetries}`
     case "TaskClaimed": return `attempt ${e.lease} · worker ${e.worker}`
-    case "TurnCompleted": return `turn ${e.turn} · attempt ${e.lease} · steering applied ${e.steeringApplied} · payload ${short(e.payload)}`
+    case "TurnCompleted": return `turn ${e.turn} · attempt ${e.lease} · steering applied ${e.steeringApplied} · ${e.payloadDelta ? `payload changes ${short(e.payloadDelta)}` : `payload ${short(e.payload)}`}`
     case "TaskCompleted": return `output ${short(e.output)} · steering applied ${e.steeringApplied}, unapplied ${e.steeringUnapplied}`
     case "TaskFailed": return `${e.decision} · ${e.error.kind}: ${e.error.message} · retries ${e.retries}${e.retryAt ? ` · retry at ${fmtTime(e.retryAt)}` : ""}`
     case "TaskSteered": return `${e.messages.length} message(s): ${short(e.messages.map((m) => m?.content ?? m))}`

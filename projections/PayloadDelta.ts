@@ -1,0 +1,107 @@
+/**
+ * A payload checkpoint told as what changed since the task's previous one (ADR 0018): an agent's payload is
+ * mostly its conversation, which grows every turn, and storing every checkpoint whole made a task's history
+ * grow with the square of its turns.
+ *
+ * A delta applies to a payload that is a JSON object and names its top-level fields: `append` the elements an
+ * array field gained at its end, `set` a field's new value (or a new field), `unset` a field that is gone.
+ * Fields not named are unchanged. Nothing about the payload's schema is assumed.
+ *
+ * Invariant (test/projections/PayloadDelta.test.ts): for JSON objects `a` and `b`,
+ * `applyPayloadDelta(a, payloadDelta(a, b))` equals `b` as JSON, whatever their fields are called
+ * (`__proto__` included).
+ */
+
+/** What a checkpoint changed at its payload's top level. */
+export interface PayloadDelta {
+  readonly append?: Readonly<Record<string, ReadonlyArray<unknown>>>
+  readonly set?: Readonly<Record<string, unknown>>
+  readonly unset?: ReadonlyArray<string>
+}
+
+/** Every how many turns a task's checkpoint is stored whole even if a delta would do (bounds a reader's chain). */
+export const SNAPSHOT_EVERY = 8
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
+
+const own = (o: object, key: string) => Object.prototype.hasOwnProperty.call(o, key)
+
+/** Whether two JSON values are equal (objects by their fields, in any order). */
+export const jsonEqual = (a: unknown, b: unknown): boolean => {
+  if (a === b) return true
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false
+    for (let i = 0; i < a.length; i++) if (!jsonEqual(a[i], b[i])) return false
+    return true
+  }
+  if (Array.isArray(b)) return false
+  const ka = Object.keys(a)
+  if (ka.length !== Object.keys(b).length) return false
+  for (const k of ka) {
+    if (!own(b, k) || !jsonEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false
+  }
+  return true
+}
+
+/** Whether the array `next` is `prev` followed by zero or more elements. */
+const extends_ = (prev: ReadonlyArray<unknown>, next: ReadonlyArray<unknown>) => {
+  if (next.length < prev.length) return false
+  for (let i = 0; i < prev.length; i++) if (!jsonEqual(prev[i], next[i])) return false
+  return true
+}
+
+/**
+ * What changed from `prev` to `next`, both JSON values as `JSON.parse` gives them; undefined when either is
+ * not an object (such a payload is stored whole).
+ */
+export const payloadDelta = (prev: unknown, next: unknown): PayloadDelta | undefined => {
+  if (!isObject(prev) || !isObject(next)) return undefined
+  const append: Array<[string, ReadonlyArray<unknown>]> = []
+  const set: Array<[string, unknown]> = []
+  for (const [k, v] of Object.entries(next)) {
+    if (!own(prev, k)) {
+      set.push([k, v])
+      continue
+    }
+    const before = prev[k]
+    if (Array.isArray(before) && Array.isArray(v) && extends_(before, v)) {
+      if (v.length > before.length) append.push([k, v.slice(before.length)])
+    } else if (!jsonEqual(before, v)) set.push([k, v])
+  }
+  const unset = Object.keys(prev).filter((k) => !own(next, k))
+  return {
+    ...(append.length > 0 ? { append: Object.fromEntries(append) } : {}),
+    ...(set.length > 0 ? { set: Object.fromEntries(set) } : {}),
+    ...(unset.length > 0 ? { unset } : {})
+  }
+}
+
+/** `prev` with `delta` applied. A field named by `append` that is not an array is taken as empty. */
+export const applyPayloadDelta = (prev: unknown, delta: PayloadDelta): unknown => {
+  const base = isObject(prev) ? prev : {}
+  const unset = new Set(delta.unset ?? [])
+  // Built as entries and Object.fromEntries: a field called "__proto__" stays a field.
+  const fields = new Map<string, unknown>()
+  for (const [k, v] of Object.entries(base)) if (!unset.has(k)) fields.set(k, v)
+  for (const [k, added] of Object.entries(delta.append ?? {})) {
+    const before = fields.get(k)
+    fields.set(k, [...(Array.isArray(before) ? before : []), ...added])
+  }
+  for (const [k, v] of Object.entries(delta.set ?? {})) fields.set(k, v)
+  return Object.fromEntries(fields)
+}
+
+/**
+ * How a worker stores the payload `next` a turn ended with, the task's previous payload being `prev` (as its
+ * claim read it) and the turn the `turn`-th: as a delta, unless the turn is a snapshot turn (every
+ * SNAPSHOT_EVERY-th), a payload is not an object, or the delta is not under half the payload's JSON. `next`
+ * is taken as JSON has it (a field whose value is undefined is absent). Undefined: store it whole.
+ */
+export const checkpointDelta = (prev: unknown, next: unknown, turn: number): PayloadDelta | undefined => {
+  if (turn % SNAPSHOT_EVERY === 0) return undefined
+  const text = JSON.stringify(next ?? null)
+  const delta = payloadDelta(prev, JSON.parse(text))
+  if (delta === undefined) return undefined
+  return JSON.stringify(delta).length * 2 < text.length ? delta : undefined
+}
