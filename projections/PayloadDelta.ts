@@ -19,8 +19,17 @@ export interface PayloadDelta {
   readonly unset?: ReadonlyArray<string>
 }
 
-/** Every how many turns a task's checkpoint is stored whole even if a delta would do (bounds a reader's chain). */
-export const SNAPSHOT_EVERY = 8
+/**
+ * What reading a task's current payload costs: the history entries its claim read (1 for a whole payload: the
+ * entry holding it; for a chain, every entry from the whole payload to the last delta) and their length.
+ */
+export interface PayloadChain {
+  readonly entries: number
+  readonly length: number
+}
+
+/** The longest chain, in history entries, a checkpoint may extend. */
+export const MAX_CHAIN_ENTRIES = 128
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
 
@@ -93,15 +102,17 @@ export const applyPayloadDelta = (prev: unknown, delta: PayloadDelta): unknown =
 }
 
 /**
- * How a worker stores the payload `next` a turn ended with, the task's previous payload being `prev` (as its
- * claim read it) and the turn the `turn`-th: as a delta, unless the turn is a snapshot turn (every
- * SNAPSHOT_EVERY-th), a payload is not an object, or the delta is not under half the payload's JSON. `next`
- * is taken as JSON has it (a field whose value is undefined is absent). Undefined: store it whole.
+ * How a worker stores the payload `next` a turn ended with, the task's current payload being `prev` and `chain`
+ * what reading it cost (its claim read it): as a delta when the delta is under half the payload's JSON and the
+ * chain it extends stays under twice the payload's JSON and MAX_CHAIN_ENTRIES entries; else whole. So a reader
+ * never reads more than about twice the payload, and a conversation that only grows is stored in space linear in
+ * its length. `next` is taken as JSON has it (a field whose value is undefined is absent). Undefined: whole.
  */
-export const checkpointDelta = (prev: unknown, next: unknown, turn: number): PayloadDelta | undefined => {
-  if (turn % SNAPSHOT_EVERY === 0) return undefined
+export const checkpointDelta = (prev: unknown, next: unknown, chain: PayloadChain): PayloadDelta | undefined => {
+  if (chain.entries >= MAX_CHAIN_ENTRIES) return undefined
   const text = JSON.stringify(next ?? null)
   const delta = payloadDelta(prev, JSON.parse(text))
   if (delta === undefined) return undefined
-  return JSON.stringify(delta).length * 2 < text.length ? delta : undefined
+  const length = JSON.stringify(delta).length
+  return length * 2 < text.length && chain.length + length <= 2 * text.length ? delta : undefined
 }

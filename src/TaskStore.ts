@@ -7,7 +7,7 @@
  */
 import { Context, Effect, Layer } from "effect"
 import type { BatchCommand, BatchState } from "../projections/BatchDecider.ts"
-import { applyPayloadDelta, type PayloadDelta } from "../projections/PayloadDelta.ts"
+import { applyPayloadDelta, type PayloadChain, type PayloadDelta } from "../projections/PayloadDelta.ts"
 import { type Checkpoint, type NoCheckpoint, outstanding, type Rejection, type TaskCommand, type TaskState } from "../projections/TaskDecider.ts"
 import { type BatchEnvelope, decodeBatchEnvelope } from "../streams/BatchEvent.ts"
 import { batchKeys, type Keyspace, namespaceKeys, partitionKeys, partitionOf, partitionPrefix, taskKeys } from "../streams/Keys.ts"
@@ -178,6 +178,14 @@ export const payloadOf = (entries: string | ReadonlyArray<string> | null | undef
   return payload
 }
 
+/** What reading the payload from `entries` (as `payloadOf` takes them) cost: the next checkpoint's choice rests on it. */
+const chainOf = (entries: string | ReadonlyArray<string> | null | undefined): PayloadChain =>
+  entries === null || entries === undefined
+    ? { entries: 0, length: 0 }
+    : typeof entries === "string"
+    ? { entries: 1, length: entries.length }
+    : { entries: entries.length, length: entries.reduce((n, e) => n + e.length, 0) }
+
 /** A checkpoint's script arguments: the payload's JSON or its delta's, and "1" for a delta. */
 const checkpointArgs = (c: Checkpoint | NoCheckpoint): [string, string] =>
   c.payloadDelta !== undefined ? [JSON.stringify(c.payloadDelta), "1"] : [c.payload === undefined ? "" : json(c.payload), ""]
@@ -228,11 +236,13 @@ const sideLists = (values: ReadonlyArray<unknown>, at: number) => ({
   children: flatToRecord((values[at + 3] ?? []) as ReadonlyArray<unknown>)
 })
 
-/** What a worker runs a claimed task's turn from: the claimed task's state as the claim leaves it, in part. */
-export type ClaimedTask = Pick<
-  TaskState,
-  "ownerId" | "lease" | "turns" | "retries" | "payload" | "steering" | "wait" | "results" | "children"
->
+/**
+ * What a worker runs a claimed task's turn from: the claimed task's state as the claim leaves it, in part, and
+ * what reading its payload cost (`payloadChain`, for the choice of the next checkpoint's form).
+ */
+export type ClaimedTask =
+  & Pick<TaskState, "ownerId" | "lease" | "turns" | "retries" | "payload" | "steering" | "wait" | "results" | "children">
+  & { readonly payloadChain: PayloadChain }
 
 /**
  * A claim's reply values (lib.lua's claim_view): owner, lease, turns, retries, the history entry holding the
@@ -246,6 +256,7 @@ export const claimedTask = (values: ReadonlyArray<unknown>): ClaimedTask => {
     turns: Number(values[2]),
     retries: Number(values[3]),
     payload: payloadOf(values[4] as string | ReadonlyArray<string> | null),
+    payloadChain: chainOf(values[4] as string | ReadonlyArray<string> | null),
     steering: side.steering.map((m) => JSON.parse(m)),
     wait: side.wait.map((item) => JSON.parse(item) as WaitItem),
     results: parseValues<WaitResult>(side.results),

@@ -18,7 +18,7 @@
 import { hostname } from "node:os"
 import { randomUUID } from "node:crypto"
 import { Cause, Effect, Exit, Fiber, FiberSet, Random, Result, Schedule, Semaphore, Schema } from "effect"
-import { checkpointDelta } from "../projections/PayloadDelta.ts"
+import { checkpointDelta, type PayloadChain } from "../projections/PayloadDelta.ts"
 import type { Checkpoint, TaskCommand } from "../projections/TaskDecider.ts"
 import { partitionKeys, allPartitions } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
@@ -89,6 +89,8 @@ interface Claimed {
   readonly ownerId: string
   readonly lease: number
   readonly payload: unknown
+  /** What reading the payload cost the claim (ADR 0018: whether the next checkpoint may be a delta). */
+  readonly payloadChain: PayloadChain
   readonly turns: number
   readonly retries: number
   readonly steering: ReadonlyArray<unknown>
@@ -116,6 +118,7 @@ const claimedOf = (taskId: string, accepted: Accepted, delivery: Delivery, parti
     ownerId: task.ownerId,
     lease: task.lease,
     payload: task.payload,
+    payloadChain: task.payloadChain,
     turns: task.turns,
     retries: task.retries,
     steering: task.steering,
@@ -470,7 +473,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
      */
     /** How a turn's payload is recorded: whole, or (`checkpointDeltas`) as what changed since the claim's (ADR 0018). */
     const checkpointOf = (c: Claimed, payload: unknown): Checkpoint => {
-      const payloadDelta = config.checkpointDeltas ? checkpointDelta(c.payload, payload, c.turns + 1) : undefined
+      const payloadDelta = config.checkpointDeltas ? checkpointDelta(c.payload, payload, c.payloadChain) : undefined
       return payloadDelta === undefined ? { payload } : { payloadDelta }
     }
 

@@ -9,8 +9,8 @@ import {
   applyPayloadDelta,
   checkpointDelta,
   jsonEqual,
-  payloadDelta,
-  SNAPSHOT_EVERY
+  MAX_CHAIN_ENTRIES,
+  payloadDelta
 } from "../../projections/PayloadDelta.ts"
 
 const key = fc.oneof(fc.string({ maxLength: 6 }), fc.constantFrom("__proto__", "constructor", "toString", "messages"))
@@ -68,22 +68,32 @@ describe("PayloadDelta", () => {
     assert.isUndefined(payloadDelta(null, { a: 1 }))
   })
 
-  it("a worker stores a delta only off snapshot turns and when it is under half the payload; either way the payload survives", () => {
-    fc.assert(fc.property(evolution, fc.integer({ min: 1, max: 40 }), ({ prev, next }, turn) => {
-      const delta = checkpointDelta(prev, next, turn)
-      if (turn % SNAPSHOT_EVERY === 0) assert.isUndefined(delta)
+  it("a worker stores a delta only while it is under half the payload and its chain under twice it; either way the payload survives", () => {
+    const chainArb = fc.record({ entries: fc.integer({ min: 1, max: 200 }), length: fc.nat(5_000) })
+    fc.assert(fc.property(evolution, chainArb, ({ prev, next }, chain) => {
+      const delta = checkpointDelta(prev, next, chain)
       if (delta === undefined) return
-      assert.isBelow(JSON.stringify(delta).length * 2, JSON.stringify(next).length)
+      const length = JSON.stringify(delta).length
+      const whole = JSON.stringify(next).length
+      assert.isBelow(length * 2, whole)
+      assert.isAtMost(chain.length + length, 2 * whole)
+      assert.isBelow(chain.entries, MAX_CHAIN_ENTRIES)
       assert.isTrue(same(applyPayloadDelta(prev, JSON.parse(JSON.stringify(delta))), next))
     }), { numRuns: 500 })
     const messages = Array.from({ length: 20 }, (_, i) => ({ role: "user", content: `message ${i} `.repeat(5) }))
     const grown = { messages: [...messages, { role: "assistant", content: "ok" }] }
-    assert.deepStrictEqual(checkpointDelta({ messages }, grown, 3), { append: { messages: [{ role: "assistant", content: "ok" }] } })
-    assert.isUndefined(checkpointDelta({ messages }, grown, SNAPSHOT_EVERY))
+    const size = JSON.stringify(grown).length
+    const appended = { append: { messages: [{ role: "assistant", content: "ok" }] } }
+    assert.deepStrictEqual(checkpointDelta({ messages }, grown, { entries: 1, length: size }), appended)
+    // Too long a chain to read: in bytes (over twice the payload with the delta), or in entries.
+    assert.isUndefined(checkpointDelta({ messages }, grown, { entries: 3, length: 2 * size }))
+    assert.isUndefined(checkpointDelta({ messages }, grown, { entries: MAX_CHAIN_ENTRIES, length: 0 }))
     // A field whose value is undefined is absent, as in the JSON the history keeps.
-    assert.deepStrictEqual(checkpointDelta({ messages, gone: 1 }, { ...grown, gone: undefined }, 3), {
-      append: { messages: [{ role: "assistant", content: "ok" }] },
+    assert.deepStrictEqual(checkpointDelta({ messages, gone: 1 }, { ...grown, gone: undefined }, { entries: 1, length: 0 }), {
+      ...appended,
       unset: ["gone"]
     })
+    // A delta no smaller than half the payload is not worth a chain.
+    assert.isUndefined(checkpointDelta({ a: [] }, { a: ["x".repeat(100)] }, { entries: 1, length: 0 }))
   })
 })
