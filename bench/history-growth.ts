@@ -2,10 +2,11 @@
  * What a growing conversation costs Redis: each turn of a task appends `--growth` bytes (one message) to its
  * payload, as an LLM agent's turn appends to `payload.messages`, for `--turns` turns (several counts).
  *
- *   node bench/history-growth.ts [--turns=5,10,20,40] [--growth=2000] [--tasks=10] [--list-compress-depth=N]
+ *   node bench/history-growth.ts [--turns=5,10,20,40] [--growth=2000] [--tasks=10] [--list-compress-depth=N] [--deltas]
  *
  * Ours: the task's transitions through `TaskStore` (enqueue, then claim and checkpoint per turn, the last turn
- * completing), so its history keeps every turn's checkpoint. BullMQ: a job whose data is replaced each turn
+ * completing), so its history keeps every turn's checkpoint; with `--deltas`, each checkpoint as a worker with
+ * `checkpointDeltas` sends it (what the turn appended, while the chain is cheap to read; ADR 0018). BullMQ: a job whose data is replaced each turn
  * (`updateData`, as the bench's `moveToWait` variant does; no worker moves it, so only memory compares). Prints,
  * per turn count, the Redis memory of one finished task (its history and hash; the job's hash) next to the final
  * payload's size, and our server CPU per turn. A private Redis (`redis-server.ts`); nothing is asserted and
@@ -15,8 +16,9 @@
  */
 import { Queue } from "bullmq"
 import { Effect, Layer, ManagedRuntime } from "effect"
-import type { TaskCommand } from "../projections/TaskDecider.ts"
-import { TaskStore } from "../src/TaskStore.ts"
+import { checkpointDelta } from "../projections/PayloadDelta.ts"
+import type { Checkpoint, TaskCommand } from "../projections/TaskDecider.ts"
+import { claimedTask, TaskStore } from "../src/TaskStore.ts"
 import { taskKeys } from "../streams/Keys.ts"
 import { RedisClient } from "../streams/RedisClient.ts"
 import { redisCpuSeconds, startRedis } from "./redis-server.ts"
@@ -26,6 +28,7 @@ const turnCounts = (arg("turns") ?? "5,10,20,40").split(",").map(Number)
 const growth = Number(arg("growth") ?? 2000)
 const tasks = Number(arg("tasks") ?? 10)
 const compressDepth = Number(arg("list-compress-depth") ?? 0)
+const deltas = process.argv.includes("--deltas")
 if (![...turnCounts, growth, tasks].every((n) => Number.isInteger(n) && n >= 1) || !(Number.isInteger(compressDepth) && compressDepth >= 0)) {
   throw new Error("--turns (a list), --growth and --tasks must be positive integers, --list-compress-depth an integer ≥ 0")
 }
@@ -71,12 +74,14 @@ const ours = async (turns: number) => {
     const taskId = `t${i}`
     await run({ _tag: "Enqueue", taskId, agent: "a", ownerId: "o", payload: conversation(0), maxRetries: 1, now: ++now })
     for (let turn = 1; turn <= turns; turn++) {
-      await run({ _tag: "Claim", taskId, lease: turn - 1, worker: "w", now: ++now })
+      const claimed = claimedTask((await run({ _tag: "Claim", taskId, lease: turn - 1, worker: "w", now: ++now })).values)
       const payload = conversation(turn)
+      const payloadDelta = deltas ? checkpointDelta(claimed.payload, payload, claimed.payloadChain) : undefined
+      const checkpoint: Checkpoint = payloadDelta === undefined ? { payload } : { payloadDelta }
       await run(
         turn < turns
-          ? { _tag: "CompleteTurn", taskId, lease: turn, payload, steeringApplied: 0, now: ++now }
-          : { _tag: "Complete", taskId, lease: turn, output: "done", payload, steeringApplied: 0, now: ++now }
+          ? { _tag: "CompleteTurn", taskId, lease: turn, ...checkpoint, steeringApplied: 0, now: ++now }
+          : { _tag: "Complete", taskId, lease: turn, output: "done", ...checkpoint, steeringApplied: 0, now: ++now }
       )
     }
   }
@@ -101,7 +106,10 @@ const bullmq = async (turns: number) => {
 }
 
 try {
-  console.log(`each turn appends ~${growth} bytes; ${tasks} tasks per turn count; Redis ${redis.version}, list-compress-depth ${compressDepth}\n`)
+  console.log(
+    `each turn appends ~${growth} bytes; ${tasks} tasks per turn count; Redis ${redis.version}, list-compress-depth ${compressDepth}; ` +
+      `our checkpoints ${deltas ? "as deltas (--deltas)" : "whole"}\n`
+  )
   console.log("turns  final payload (B)  ours: history+hash (B)  BullMQ: job (B)  ratio  ours: Redis µs per turn")
   for (const turns of turnCounts) {
     const o = await ours(turns)

@@ -36,6 +36,12 @@ export const completedIndex = (fields: ReadonlyArray<string>): number | undefine
   return m === null ? undefined : Number(m[1])
 }
 
+let checkpointDeltas = false
+/** Our workers store checkpoints as deltas from now on (`--checkpoint-deltas`, ADR 0018). */
+export const useCheckpointDeltas = (): void => {
+  checkpointDeltas = true
+}
+
 /** One run on an orchestrator opened with `options` (its namespace is the run's queue). */
 export const openOursWith = async (options: OrchestratorOptions & { readonly namespace: string }): Promise<SystemRun> => {
   const namespace = options.namespace
@@ -63,7 +69,7 @@ export const openOursWith = async (options: OrchestratorOptions & { readonly nam
     startWorkers: async (concurrency, h) => {
       handler = h
       if (!registered) {
-        orchestrator.registerRunner({ agent, agentWorkerConfig: new AgentWorkerConfig({ workers: concurrency }) })
+        orchestrator.registerRunner({ agent, agentWorkerConfig: new AgentWorkerConfig({ workers: concurrency, checkpointDeltas }) })
         registered = true
       }
       await orchestrator.start()

@@ -1,7 +1,8 @@
 /**
  * The job payload both systems carry: a JSON object of about 100 bytes (or `setPayloadBytes`) whose `i` field
  * identifies the job in the harness (BullMQ assigns its own job ids, so the harness keys every timing by `i`).
- * With `setPayloadGrowth`, a multi-turn task's payload grows by that many bytes per turn, as a conversation does.
+ * With `setPayloadGrowth`, a multi-turn task's payload grows by that many bytes per turn, as a conversation does:
+ * one more message of that size in `messages`.
  */
 
 export interface BenchPayload {
@@ -9,13 +10,15 @@ export interface BenchPayload {
   /** The turn number in the multi-turn scenario (0 elsewhere). */
   readonly turn: number
   readonly pad: string
+  /** With `setPayloadGrowth`: one message per turn so far. */
+  readonly messages?: ReadonlyArray<string>
 }
 
 let pad = "x".repeat(72)
 let growth = 0
 
 export const makePayload = (i: number, turn = 0): BenchPayload =>
-  ({ i, turn, pad: growth === 0 || turn === 0 ? pad : pad + "y".repeat(turn * growth) })
+  growth === 0 || turn === 0 ? { i, turn, pad } : { i, turn, pad, messages: Array.from({ length: turn }, () => "y".repeat(growth - 3)) }
 
 /**
  * Pads every payload made from now on to about `bytes` of JSON (`--payload-bytes`; LLM agents carry
