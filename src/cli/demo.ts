@@ -82,7 +82,8 @@ export const runDemo = async (options: DemoOptions = {}): Promise<number> => {
   })
   orchestrator.registerRunner({
     agent: researcher,
-    agentWorkerConfig: new AgentWorkerConfig({ workers: 4, heartbeatInterval: 1 }),
+    // The demo's conversations grow every turn: their checkpoints are stored as what each turn appended (ADR 0018).
+    agentWorkerConfig: new AgentWorkerConfig({ workers: 4, heartbeatInterval: 1, checkpointDeltas: true }),
     maintenanceWorkerConfig: new MaintenanceWorkerConfig({ interval: 1 })
   })
   await orchestrator.start()
