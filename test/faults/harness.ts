@@ -286,6 +286,8 @@ export interface Verdict {
   readonly details: ReadonlyMap<string, string>
   /** Turns started again after a lost lease (claims beyond the turns a task needed). */
   readonly repeatedTurns: number
+  /** Checkpoints stored as deltas (processes with CHECKPOINT_DELTAS=1, ADR 0018). */
+  readonly deltaCheckpoints: number
 }
 
 const terminalTags = new Set(["TaskCompleted", "TaskCancelled"])
@@ -342,6 +344,7 @@ export const verify = (reports: ReadonlyArray<TaskReport>): Verdict => {
   let recoveries = 0
   let claims = 0
   let repeatedTurns = 0
+  let deltaCheckpoints = 0
   const lost: Array<string> = []
   const duplicates: Array<string> = []
   const foldMismatches: Array<string> = []
@@ -369,6 +372,7 @@ export const verify = (reports: ReadonlyArray<TaskReport>): Verdict => {
     claims += taskClaims
     repeatedTurns += Math.max(0, repeats)
     recoveries += tags.filter((t) => t === "TaskRecovered").length
+    deltaCheckpoints += history.filter((e) => "payloadDelta" in e.event && e.event.payloadDelta !== undefined).length
   }
   const wanting = new Set([...lost, ...duplicates, ...foldMismatches, ...badCheckpoints, ...excessRepeats])
   const details = new Map(reports.filter((r) => wanting.has(r.id)).slice(0, 5).map((r) => [
@@ -389,7 +393,8 @@ export const verify = (reports: ReadonlyArray<TaskReport>): Verdict => {
     excessRepeats,
     recoveries,
     claims,
-    repeatedTurns
+    repeatedTurns,
+    deltaCheckpoints
   }
 }
 
@@ -409,7 +414,7 @@ export const expectAllCompletedOnce = (v: Verdict, tasks: number) => {
 export const summary = (v: Verdict) =>
   `tasks=${v.tasks} completed=${v.completed} failed=${v.failed} cancelled=${v.cancelled} lost=${v.lost.length} ` +
   `duplicates=${v.duplicates.length} foldMismatches=${v.foldMismatches.length} claims=${v.claims} ` +
-  `recoveries=${v.recoveries} repeatedTurns=${v.repeatedTurns}`
+  `recoveries=${v.recoveries} repeatedTurns=${v.repeatedTurns} deltaCheckpoints=${v.deltaCheckpoints}`
 
 /** Ends everything the file started: child processes, private servers; the caller deletes its namespaces. */
 export const cleanupAll = async () => {

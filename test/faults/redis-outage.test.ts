@@ -58,8 +58,10 @@ const enqueueMix = async (client: Orchestrator, prefix: string) => {
 const doneCount = async (client: Orchestrator, ids: ReadonlyArray<string>) =>
   (await statuses(client, ids)).filter((s) => s === "completed").length
 
+/** `n` worker processes; the odd ones store checkpoints as deltas (ADR 0018), so tasks cross between the two forms. */
 const startWorkers = (url: string, namespace: string, n: number): Promise<Array<WorkerProcess>> =>
-  Promise.all(Array.from({ length: n }, (_, i) => spawnWorker({ label: `W${i}`, redisUrl: url, namespace, env: timing })))
+  Promise.all(Array.from({ length: n }, (_, i) =>
+    spawnWorker({ label: `W${i}`, redisUrl: url, namespace, env: { ...timing, CHECKPOINT_DELTAS: i % 2 } })))
 
 const warnings = (workers: ReadonlyArray<WorkerProcess>) => workers.flatMap((w) => w.lines.filter((l) => l.includes("WARN") || l.includes("ERROR")))
 

@@ -3,7 +3,8 @@
  * each) run through SOAK_PROCS worker processes (SOAK_WORKERS turns at a time each) while a chaos loop
  * SIGKILLs a random running worker process every ~SOAK_KILL_EVERY_MS (default 0.7 s; only while
  * another one runs) and starts a fresh one in its place. Every other process runs with `projectMetrics: false`,
- * so the projection moves among the processes that project while they are killed.
+ * so the projection moves among the processes that project while they are killed, and two in three store
+ * checkpoints as deltas (ADR 0018), so tasks move between chains and whole payloads as they change hands.
  *
  * Proves, for every task: exactly one terminal state (none lost, none completed twice: one
  * TaskCompleted in its history), its checkpoints in order with at most one turn repeated per lost
@@ -70,7 +71,7 @@ describe(`soak: ${TASKS} tasks, ${PROCS} worker processes, random SIGKILLs`, () 
     const t0 = Date.now()
     let serial = 0
     // Every other process leaves the metrics to the others (`projectMetrics: false`), as a deployment may.
-    const envOf = (n: number) => ({ ...timing, PROJECT_METRICS: n % 2 === 0 ? 1 : 0 })
+    const envOf = (n: number) => ({ ...timing, PROJECT_METRICS: n % 2 === 0 ? 1 : 0, CHECKPOINT_DELTAS: n % 3 === 2 ? 0 : 1 })
     const spawnOne = () => spawnWorker({ label: `P${serial}`, redisUrl: sharedRedisUrl, namespace, env: envOf(serial++) })
     const procs: Array<WorkerProcess> = await Promise.all(Array.from({ length: PROCS }, spawnOne))
 
@@ -155,6 +156,8 @@ describe(`soak: ${TASKS} tasks, ${PROCS} worker processes, random SIGKILLs`, () 
     expect(metrics.equal).toBe(true)
     expect(done).toBe(TASKS)
     expectAllCompletedOnce(v, TASKS)
+    // Tasks of 2 and 3 turns end in a checkpoint and a completion that each append to the payload's log.
+    expect(v.deltaCheckpoints).toBeGreaterThan(0)
     expect(queueLength).toBeLessThanOrEqual(1)
     expect(pending[0]).toBe(0)
   }, 120_000 + TASKS * 80)
