@@ -512,11 +512,35 @@ function eventFields(e) {
   }
 }
 
-/** The agent conversation, when the payload carries `messages` (the LLM agent's payload does). */
+/**
+ * The agent conversation, when the payload carries `messages` (the LLM agent's payload does): the task's, or
+ * (an expired task has none) the last one its loaded history holds.
+ */
 function conversationOf(detail) {
-  const payloads = [detail.task?.payload, ...detail.history.map((env) => env.event.payload).reverse()]
+  const payloads = [detail.task?.payload, lastPayloadOf(detail.history)]
   const payload = payloads.find((p) => p && Array.isArray(p.messages))
   return payload ? payload.messages : null
+}
+
+/**
+ * The payload after the loaded history: the last whole `payload`, with the `payloadDelta`s after it applied
+ * (docs/events.md, "Checkpoints as deltas"); undefined when the loaded page has no whole payload to start from.
+ */
+function lastPayloadOf(history) {
+  let payload
+  for (const { event } of history) {
+    if (event.payload !== undefined && event._tag !== "TaskExpired") payload = event.payload
+    else if (event.payloadDelta !== undefined && payload !== null && typeof payload === "object") {
+      const fields = new Map(Object.entries(payload))
+      for (const k of event.payloadDelta.unset ?? []) fields.delete(k)
+      for (const [k, added] of Object.entries(event.payloadDelta.append ?? {})) {
+        fields.set(k, [...(Array.isArray(fields.get(k)) ? fields.get(k) : []), ...added])
+      }
+      for (const [k, v] of Object.entries(event.payloadDelta.set ?? {})) fields.set(k, v)
+      payload = Object.fromEntries(fields)
+    }
+  }
+  return payload
 }
 
 function messageText(m) {
