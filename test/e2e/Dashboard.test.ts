@@ -67,7 +67,8 @@ const writer = defineAgent<Draft>({
     const n = (ctx.payload.n ?? 0) + 1
     for (const text of [`Draft ${n}: `, "queues hum, ", "workers wake…"]) ctx.emit("completion_delta", { text })
     ctx.emit("draft", { n, of: ctx.payload.turns })
-    const messages = [...ctx.payload.messages, { role: "assistant", content: `Draft ${n}: queues hum, workers wake…` }]
+    const content = `Draft ${n}: queues hum, workers wake… ${"and the log keeps every line. ".repeat(10)}`
+    const messages = [...ctx.payload.messages, { role: "assistant", content }]
     const next = { ...ctx.payload, n, messages }
     return n >= ctx.payload.turns ? Done({ drafts: n }, next) : Continue(next)
   }
@@ -82,7 +83,8 @@ const orchestrator = new Orchestrator({
 })
 orchestrator.registerRunner({
   agent: writer,
-  agentWorkerConfig: new AgentWorkerConfig({ workers: 3, heartbeatInterval: 1 })
+  // Checkpoints as deltas (ADR 0018): later turns of a conversation are stored as the draft they appended.
+  agentWorkerConfig: new AgentWorkerConfig({ workers: 3, heartbeatInterval: 1, checkpointDeltas: true })
 })
 
 let context: BrowserContext | undefined
@@ -170,6 +172,8 @@ it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and steers 
   // The query and at least the drafts of the five checkpointed turns (the final turn's payload reaches the
   // history only once the completion records it).
   expect(await page.locator("#detail-conversation .msg").count()).toBeGreaterThanOrEqual(6)
+  // Later checkpoints are shown as what they changed.
+  expect(await page.locator("#history li[data-tag=TurnCompleted]", { hasText: "payload changes" }).count()).toBeGreaterThan(0)
   expect(await page.textContent("#detail-result")).toContain("\"drafts\": 6")
 
   // The counts change without a reload.
