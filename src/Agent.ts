@@ -150,6 +150,7 @@ export class BaseAgent<P = unknown> {
     }
     this.description = options.description ?? ""
     this.payloadSchema = options.payload ?? (Schema.Json as unknown as Schema.Codec<P, unknown>)
+    this.storedIsPayload = options.payload === undefined
     this.runTurn = options.turn
   }
 
@@ -171,6 +172,8 @@ export class BaseAgent<P = unknown> {
    * synchronously (a payload schema needs no services): no fiber step per payload on the hot paths.
    */
   private encoder: ((payload: unknown) => Result.Result<unknown, Schema.SchemaError>) | undefined
+  /** Without a payload schema the stored JSON is the payload: it was checked as JSON when stored. */
+  private readonly storedIsPayload: boolean
   private decoder: ((stored: unknown) => Result.Result<P, Schema.SchemaError>) | undefined
 
   /** Encodes a payload to its stored JSON form, or fails with a clear message. */
@@ -181,6 +184,7 @@ export class BaseAgent<P = unknown> {
 
   /** Decodes a stored payload before a turn. */
   decodePayload(stored: unknown): Result.Result<P, InvalidInput> {
+    if (this.storedIsPayload) return Result.succeed(stored as P)
     this.decoder ??= Schema.decodeUnknownResult(this.payloadSchema) as (stored: unknown) => Result.Result<P, Schema.SchemaError>
     return Result.mapError(this.decoder(stored), (e) => new InvalidInput({ message: `stored payload of agent ${this.name} is invalid: ${e.message}` }))
   }
