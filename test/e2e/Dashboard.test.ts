@@ -107,6 +107,8 @@ declare const document: {
   querySelector(selector: string): { readonly textContent: string | null } | null
   querySelectorAll(selector: string): { readonly length: number }
 }
+/** dashboard.js: the payload after a loaded history page (an expired task's conversation comes from it). */
+declare const lastPayloadOf: (history: ReadonlyArray<{ readonly event: Record<string, unknown> }>) => unknown
 const within = (timeout?: number) => (timeout === undefined ? {} : { timeout })
 /** Waits until the element's text is `expected`. */
 const untilText = (page: Page, selector: string, expected: string, timeout?: number) =>
@@ -174,6 +176,20 @@ it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and steers 
   expect(await page.locator("#detail-conversation .msg").count()).toBeGreaterThanOrEqual(6)
   // Later checkpoints are shown as what they changed.
   expect(await page.locator("#history li[data-tag=TurnCompleted]", { hasText: "payload changes" }).count()).toBeGreaterThan(0)
+  // An expired task has no payload left but its history: the page folds the deltas after the last whole one,
+  // and shows nothing rather than a wrong conversation when its page starts inside a chain.
+  const folded = await page.evaluate(() => [
+    lastPayloadOf([
+      { event: { _tag: "TaskEnqueued", payload: { messages: ["old"] } } },
+      { event: { _tag: "TurnCompleted", payload: { messages: ["a"], n: 1, tools: [] } } },
+      { event: { _tag: "TaskClaimed" } },
+      { event: { _tag: "TurnCompleted", payloadDelta: { append: { messages: ["b"] }, set: { n: 2 } } } },
+      { event: { _tag: "TaskCompleted", payloadDelta: { append: { messages: ["c"] }, unset: ["tools"] } } },
+      { event: { _tag: "TaskExpired" } }
+    ]),
+    lastPayloadOf([{ event: { _tag: "TurnCompleted", payloadDelta: { append: { messages: ["b"] } } } }])
+  ])
+  expect(folded).toEqual([{ messages: ["a", "b", "c"], n: 2 }, undefined])
   expect(await page.textContent("#detail-result")).toContain("\"drafts\": 6")
 
   // The counts change without a reload.
