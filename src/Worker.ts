@@ -442,6 +442,12 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
       )
     }
 
+    /** How a turn's payload is recorded: whole, or (`checkpointDeltas`) as what changed since the claim's (ADR 0018). */
+    const checkpointOf = (c: Claimed, payload: unknown): Checkpoint => {
+      const payloadDelta = config.checkpointDeltas ? checkpointDelta(c.payload, payload, c.payloadChain) : undefined
+      return payloadDelta === undefined ? { payload } : { payloadDelta }
+    }
+
     /** Ends a turn that waits (Wait): its items checked, then sent alone (a waiting task frees its slot). */
     const finishWait = (
       c: Claimed,
@@ -471,12 +477,6 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
      * function returning the command's Effect, not a generator: a turn that continues or completes, the usual
      * case, takes no Effect step here (an `Effect.gen` per turn cost ~2.5 µs of client CPU in a micro-benchmark).
      */
-    /** How a turn's payload is recorded: whole, or (`checkpointDeltas`) as what changed since the claim's (ADR 0018). */
-    const checkpointOf = (c: Claimed, payload: unknown): Checkpoint => {
-      const payloadDelta = config.checkpointDeltas ? checkpointDelta(c.payload, payload, c.payloadChain) : undefined
-      return payloadDelta === undefined ? { payload } : { payloadDelta }
-    }
-
     const finish = (c: Claimed, verdict: Verdict, claimNext: boolean): Effect.Effect<Claimed | undefined> => {
       const at = nowMs()
       const base = { taskId: c.taskId, lease: c.lease, now: at }

@@ -22,8 +22,8 @@ t.turns = t.turns + 1
 local turns = int(t.turns)
 clear_worker(t)
 set_status(t, 'queued')
-local key, at = checkpoint_at(t, delta)
+local key, point = checkpoint_at(t, delta)
 append(t, 'TurnCompleted', pieces('"lease":' .. int(t.lease) .. ',"turn":' .. turns .. ',' .. key, payload,
-  ',"steeringApplied":' .. int(applied)), nil, { 'payloadAt', at, 'turns', turns, 'entry', queue_entry(t) })
+  ',"steeringApplied":' .. int(applied)), { point }, { 'turns', turns, 'entry', queue_entry(t) })
 ack(t.agent, entry_id)
 return { 'ok', 'TurnCompleted' }

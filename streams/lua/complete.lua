@@ -17,14 +17,14 @@ local pending = load_side(t)
 if not valid_applied(applied, pending) then return rejected('InvalidSteeringCount', t, pending) end
 
 finish(t)
-local payload_key, extra = '', nil
+local payload_key, points = '', { 'outputAt' }
 if payload ~= nil and payload ~= '' then
-  local key, at = checkpoint_at(t, delta)
-  payload_key, extra = ',' .. key, { 'payloadAt', at }
+  local key, point = checkpoint_at(t, delta)
+  payload_key, points[2] = ',' .. key, point
 end
 clear_worker(t)
 set_status(t, 'completed')
 append(t, 'TaskCompleted', pieces('"lease":' .. int(t.lease) .. ',"output":', output, payload_key, payload, ',"steeringApplied":' ..
-  int(applied) .. ',"steeringUnapplied":' .. (pending == applied and '0' or int(pending - applied))), { 'outputAt' }, extra)
+  int(applied) .. ',"steeringUnapplied":' .. (pending == applied and '0' or int(pending - applied))), points)
 ack(t.agent, entry_id)
 return { 'ok', 'TaskCompleted', follow_up_due(t) }

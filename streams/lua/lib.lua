@@ -133,7 +133,8 @@ local LEAN_BYTES = 1024
 -- moves the indexes: every transition ends in an append) in one HSET, with `extra` fields ({ field, value,
 -- ... }). `points` names hash fields that are to point at this event (its index in the history): the hash
 -- keeps 'payloadAt' / 'outputAt' instead of copies of the payload and output, which keeps it small enough for
--- Redis' compact (listpack) encoding. Histories are append-only (and expire whole), so an index stays valid.
+-- Redis' compact (listpack) encoding; a point { field, prefix } sets the field to prefix .. index (a chain of
+-- payload deltas, checkpoint_at). Histories are append-only (and expire whole), so an index stays valid.
 local function append(t, tag, data, points, extra, keep)
   t.version = t.version + 1
   local version = int(t.version)
@@ -155,8 +156,13 @@ local function append(t, tag, data, points, extra, keep)
   if points ~= nil then
     local at = int(n - 1)
     for _, field in ipairs(points) do
-      fields[#fields + 1] = field
-      fields[#fields + 1] = at
+      if type(field) == 'table' then
+        fields[#fields + 1] = field[1]
+        fields[#fields + 1] = field[2] .. at
+      else
+        fields[#fields + 1] = field
+        fields[#fields + 1] = at
+      end
     end
   end
   for _, value in ipairs(extra or {}) do fields[#fields + 1] = value end
@@ -361,15 +367,14 @@ local function load_for_claim()
 end
 
 -- A checkpoint's payload argument is the payload's JSON, or (`delta` '1') what changed since the task's current
--- payload (ADR 0018). Returns the event's key for it and the hash's new 'payloadAt': the index the entry gets
--- (the history's length before the append), or for a delta "<from>-<to>", the entries from the whole payload
--- its chain starts at to this one. Call before `append`; a delta needs t.payloadAt loaded.
+-- payload (ADR 0018). Returns the event's key for it and `append`'s point for the hash's 'payloadAt': the
+-- entry itself, or for a delta "<from>-<entry>", the entries from the whole payload its chain starts at to
+-- this one. A delta needs t.payloadAt loaded.
 local function checkpoint_at(t, delta)
-  local at = int(t.version)
-  if delta ~= '1' then return '"payload":', at end
+  if delta ~= '1' then return '"payload":', 'payloadAt' end
   local p = t.payloadAt
   local dash = string.find(p, '-', 1, true)
-  return '"payloadDelta":', (dash and string.sub(p, 1, dash - 1) or p) .. '-' .. at
+  return '"payloadDelta":', { 'payloadAt', (dash and string.sub(p, 1, dash) or (p .. '-')) }
 end
 
 -- The history entry holding the task's payload, or the entries of its chain (payloadAt "<from>-<to>") as a

@@ -52,10 +52,10 @@ local open = outstanding(items)
 local resumed = #open == 0
 local deadline = set_deadline(open)
 set_status(t, resumed and 'queued' or 'waiting')
-local key, at = checkpoint_at(t, delta)
+local key, point = checkpoint_at(t, delta)
 append(t, 'TaskWaiting', pieces('"lease":' .. t.lease .. ',"turn":' .. t.turns .. ',' .. key, payload,
   ',"steeringApplied":' .. applied .. ',"pending":' .. pending_json ..
-  (deadline and (',"deadline":' .. deadline) or '') .. ',"resumed":' .. tostring(resumed)), nil, { 'payloadAt', at, 'turns', t.turns },
+  (deadline and (',"deadline":' .. deadline) or '') .. ',"resumed":' .. tostring(resumed)), { point }, { 'turns', t.turns },
   '"resumed":' .. tostring(resumed) .. ',')
 ack(t.agent, entry_id)
 if resumed then requeue(t) end
