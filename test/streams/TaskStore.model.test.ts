@@ -499,9 +499,6 @@ describe("TaskStore against the decider", () => {
     for (const tag of ["TaskNotFound", "TaskAlreadyExists", "TaskAlreadyFinished", "StaleLease", "NotDue", "InvalidSteeringCount"]) {
       assert.isAbove(stats.rejected.get(tag) ?? 0, 0, tag)
     }
-    for (const situation of ["checkpoint as a delta", "claim of a payload chain"]) {
-      assert.isAbove(stats.situations.get(situation) ?? 0, 0, situation)
-    }
   }, 60_000)
 
   it("waits, results and children: races (children before the parent parked, results twice, cancel and timeouts while waiting)", async () => {
@@ -533,7 +530,10 @@ describe("TaskStore against the decider", () => {
         "cancel while waiting",
         "timeout: failed",
         "timeout: resumed",
-        "timeout: waiting"
+        "timeout: waiting",
+        // A scenario of its own (TaskSteps.ts); the random and queue runs reach these too, but not in every run.
+        "checkpoint as a delta",
+        "claim of a payload chain"
       ]
     ) assert.isAbove(stats.situations.get(situation) ?? 0, 0, situation)
     for (const tag of ["TaskWaiting", "ToolResultReceived", "ChildTasksSpawned", "ChildTaskFinished", "TaskWaitTimedOut", "TaskCancelled"]) {
@@ -1127,8 +1127,7 @@ describe("TaskStore against the decider", () => {
         "heartbeat of a live claim",
         "claimnext",
         "commit and claimnext",
-        "checkpoint as a delta",
-        "claim of a payload chain"
+        "checkpoint as a delta"
         // "resumed by a result" is reached in most runs but not all: it is counted, not required.
       ]
     ) {

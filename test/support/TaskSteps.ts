@@ -547,6 +547,7 @@ const item = (kind: ItemPick["kind"], n: number, timeout?: number, onTimeout?: "
 })
 const enqueue = (task: number, d: ScenarioData): Step => ({ op: "Enqueue", task, agent: 0, owner: "u1", payload: d.payload, maxRetries: 1 })
 const claim = (task: number): Step => ({ op: "Claim", task, worker: 0, lease: "current" })
+const grow = (task: number, value: unknown): Step => ({ op: "CompleteTurn", task, lease: "current", payload: new Grow(value), applied: "all" })
 const spawn = (task: number, children: ReadonlyArray<number>): Step => ({ op: "Spawn", task, lease: "current", children })
 const wait = (task: number, d: ScenarioData, ...items: ReadonlyArray<ItemPick>): Step => ({
   op: "Wait",
@@ -589,7 +590,21 @@ const scenarios: ReadonlyArray<(task: number, d: ScenarioData) => ReadonlyArray<
   // A timeout with onTimeout "fail" fails the task; its timed-out child is to be cancelled.
   (t, d) => [enqueue(t, d), claim(t), spawn(t, [3]), wait(t, d, item("child", 1, 0)), { op: "TimeoutWait", task: t }],
   // Cancel while waiting: cancelled at once.
-  (t, d) => [enqueue(t, d), claim(t), spawn(t, [0]), wait(t, d, item("child", 1), item("result", 2)), { op: "Cancel", task: t }]
+  (t, d) => [enqueue(t, d), claim(t), spawn(t, [0]), wait(t, d, item("child", 1), item("result", 2)), { op: "Cancel", task: t }],
+  // A conversation checkpointed as deltas (the second growth at the latest): claimed as a chain, waits with a
+  // delta, resumes, and completes with one (ADR 0018).
+  (t, d) => [
+    enqueue(t, d),
+    claim(t),
+    grow(t, d.payload),
+    claim(t),
+    grow(t, d.result),
+    claim(t),
+    { ...wait(t, d, item("result", 0)), payload: new Grow(d.output) },
+    deliver(t, d),
+    claim(t),
+    { op: "Complete", task: t, lease: "current", output: d.output, applied: "all", payload: new Grow(d.result) }
+  ]
 ]
 
 export const taskIdOf = (task: number): string => `task-${task}`
