@@ -6,7 +6,7 @@
 import { perJob, SLOW_US, type CommandStats, type Slowest } from "./commandstats.ts"
 import { type Machine, machineLine } from "./machine.ts"
 import type { Bar } from "./plot.ts"
-import type { Measurement } from "./scenarios.ts"
+import { type Measurement, taskLatencyName } from "./scenarios.ts"
 import { type Latency, median } from "./stats.ts"
 
 export interface SideResult {
@@ -142,7 +142,7 @@ export const rows = (results: ReadonlyArray<ScenarioResult>): ReadonlyArray<Row>
         break
       }
       case "multi-turn":
-        out.push(rateRow("throughput (turns/s)"), latRow("turn→next turn", true), latRow("task (5 turns)", false))
+        out.push(rateRow("throughput (turns/s)"), latRow("turn→next turn", true), latRow(taskLatencyName(), false))
         for (const other of s.sides.filter((d) => d.side === "bullmq" && d !== b)) {
           out.push({
             scenario: s.title,

@@ -4,14 +4,15 @@
  * and docs/performance.svg) jobs/s, latency percentiles and the ratio ours/BullMQ.
  *
  *   node bench/run.ts [--size=small|default|large] [--reps=N] [--only=id,id] [--side=ours|bullmq] [--no-docs]
- *                     [--no-projection] [--payload-bytes=B] [--payload-growth=B] [--checkpoint-deltas]
+ *                     [--no-projection] [--payload-bytes=B] [--payload-growth=B] [--checkpoint-deltas] [--turns=N]
  *
  * `--no-projection` runs our side with `projectMetrics: false` (a worker process that leaves the metrics to
  * another process; here nobody projects them): what the in-process projection costs the turns. It never
  * rewrites the docs, whose figures are the defaults'. Nor does `--payload-bytes=B`, which pads both systems'
  * payloads to about B bytes of JSON (default ~100), nor `--payload-growth=B`, which makes each turn of the
  * multi-turn scenario's payload B bytes longer than the last (a conversation; both systems store each turn's),
- * nor `--checkpoint-deltas`, which runs our workers with `checkpointDeltas` (a turn's checkpoint as what it changed).
+ * nor `--checkpoint-deltas`, which runs our workers with `checkpointDeltas` (a turn's checkpoint as what it changed),
+ * nor `--turns=N`, the multi-turn scenario's turns per task (default 5).
  *
  * Each measured run gets a fresh queue (namespace) on a FLUSHALLed server; one warm-up run per system
  * and scenario (a fifth of the size) is excluded; the report gives the median of the repetitions.
@@ -29,7 +30,7 @@ import { payloadBytes, setPayloadBytes, setPayloadGrowth } from "./payload.ts"
 import { renderSvg } from "./plot.ts"
 import { redisCpuSeconds, startRedis, type PrivateRedis } from "./redis-server.ts"
 import { bars, consoleTable, markdownBlock, rows, type ScenarioResult, type SideResult } from "./report.ts"
-import { type Measurement, type Scenario, scenarios, type Sizes } from "./scenarios.ts"
+import { type Measurement, type Scenario, scenarios, setMultiTurnTurns, type Sizes } from "./scenarios.ts"
 import { median, medianLatency } from "./stats.ts"
 import type { System } from "./system.ts"
 
@@ -74,8 +75,11 @@ const parseArgs = (argv: ReadonlyArray<string>) => {
   const growth = get("payload-growth") === undefined ? undefined : Number(get("payload-growth"))
   if (growth !== undefined && !(Number.isInteger(growth) && growth > 0)) throw new Error("--payload-growth must be a positive integer")
   const deltas = argv.includes("--checkpoint-deltas")
-  const docs = projection && payload === undefined && growth === undefined && !deltas && !argv.includes("--no-docs")
-  return { size, reps, only, side, projection, payload, growth, deltas, docs }
+  const turns = get("turns") === undefined ? undefined : Number(get("turns"))
+  if (turns !== undefined && !(Number.isInteger(turns) && turns >= 1)) throw new Error("--turns must be a positive integer")
+  const docs = projection && payload === undefined && growth === undefined && !deltas && turns === undefined &&
+    !argv.includes("--no-docs")
+  return { size, reps, only, side, projection, payload, growth, deltas, turns, docs }
 }
 
 let runCounter = 0
@@ -128,6 +132,7 @@ const main = async () => {
   if (args.payload !== undefined) setPayloadBytes(args.payload)
   if (args.growth !== undefined) setPayloadGrowth(args.growth)
   if (args.deltas) useCheckpointDeltas()
+  if (args.turns !== undefined) setMultiTurnTurns(args.turns)
   const started = performance.now()
   const s = sizes[args.size]!
   const redis = await startRedis()

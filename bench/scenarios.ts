@@ -288,11 +288,19 @@ const memory: Scenario = {
   }
 }
 
-const TURNS = 5
+let TURNS = 5
+/** Sets the turns per task of the multi-turn scenario (`--turns`; default 5). */
+export const setMultiTurnTurns = (turns: number): void => {
+  TURNS = turns
+}
+/** The multi-turn scenario's per-task latency, as the report names it. */
+export const taskLatencyName = (): string => `task (${TURNS} turns)`
 
 const multiTurn: Scenario = {
   id: "multi-turn",
-  title: "7. Multi-turn tasks (5 turns, no-op agent)",
+  get title() {
+    return `7. Multi-turn tasks (${TURNS} turns, no-op agent)`
+  },
   rateUnit: "turns/s",
   mainLatency: "turn→next turn",
   multiTurn: true,
@@ -339,7 +347,7 @@ const multiTurn: Scenario = {
     return {
       jobs: n * TURNS,
       rate: (n * TURNS) / ((last - first) / 1000),
-      latency: { "turn→next turn": summarize(gaps), "task (5 turns)": summarize(perTask) },
+      latency: { "turn→next turn": summarize(gaps), [taskLatencyName()]: summarize(perTask) },
       values: {}
     }
   }

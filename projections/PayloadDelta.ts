@@ -35,7 +35,16 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "obj
 
 const own = (o: object, key: string) => Object.prototype.hasOwnProperty.call(o, key)
 
-/** Whether two JSON values are equal (objects by their fields, in any order). */
+/** An object JSON writes as its fields (not a Date, a Map or a class with its own `toJSON`). */
+const plain = (o: object) => {
+  const proto = Object.getPrototypeOf(o)
+  return proto === Object.prototype || proto === null
+}
+
+/**
+ * Whether two JSON values are equal (objects by their fields, in any order). A value that is not plain JSON
+ * (a Date, say) equals nothing: JSON may write it as something else.
+ */
 export const jsonEqual = (a: unknown, b: unknown): boolean => {
   if (a === b) return true
   if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false
@@ -44,7 +53,7 @@ export const jsonEqual = (a: unknown, b: unknown): boolean => {
     for (let i = 0; i < a.length; i++) if (!jsonEqual(a[i], b[i])) return false
     return true
   }
-  if (Array.isArray(b)) return false
+  if (Array.isArray(b) || !plain(a) || !plain(b)) return false
   const ka = Object.keys(a)
   if (ka.length !== Object.keys(b).length) return false
   for (const k of ka) {
@@ -61,14 +70,17 @@ const extends_ = (prev: ReadonlyArray<unknown>, next: ReadonlyArray<unknown>) =>
 }
 
 /**
- * What changed from `prev` to `next`, both JSON values as `JSON.parse` gives them; undefined when either is
- * not an object (such a payload is stored whole).
+ * What changed from `prev` (a JSON value as `JSON.parse` gives it) to `next` (as JSON will store it: a field
+ * whose value is undefined is absent); undefined when either is not an object (such a payload is stored whole).
+ * Values are compared as they are: one that JSON would write differently (a Date, a nested undefined) never
+ * compares equal, so it is `set` and stored as JSON writes it.
  */
 export const payloadDelta = (prev: unknown, next: unknown): PayloadDelta | undefined => {
   if (!isObject(prev) || !isObject(next)) return undefined
   const append: Array<[string, ReadonlyArray<unknown>]> = []
   const set: Array<[string, unknown]> = []
   for (const [k, v] of Object.entries(next)) {
+    if (v === undefined) continue
     if (!own(prev, k)) {
       set.push([k, v])
       continue
@@ -78,7 +90,7 @@ export const payloadDelta = (prev: unknown, next: unknown): PayloadDelta | undef
       if (v.length > before.length) append.push([k, v.slice(before.length)])
     } else if (!jsonEqual(before, v)) set.push([k, v])
   }
-  const unset = Object.keys(prev).filter((k) => !own(next, k))
+  const unset = Object.keys(prev).filter((k) => !own(next, k) || next[k] === undefined)
   return {
     ...(append.length > 0 ? { append: Object.fromEntries(append) } : {}),
     ...(set.length > 0 ? { set: Object.fromEntries(set) } : {}),
@@ -106,13 +118,13 @@ export const applyPayloadDelta = (prev: unknown, delta: PayloadDelta): unknown =
  * what reading it cost (its claim read it): as a delta when the delta is under half the payload's JSON and the
  * chain it extends stays under twice the payload's JSON and MAX_CHAIN_ENTRIES entries; else whole. So a reader
  * never reads more than about twice the payload, and a conversation that only grows is stored in space linear in
- * its length. `next` is taken as JSON has it (a field whose value is undefined is absent). Undefined: whole.
+ * its length. Undefined: store it whole.
  */
 export const checkpointDelta = (prev: unknown, next: unknown, chain: PayloadChain): PayloadDelta | undefined => {
   if (chain.entries >= MAX_CHAIN_ENTRIES) return undefined
-  const text = JSON.stringify(next ?? null)
-  const delta = payloadDelta(prev, JSON.parse(text))
+  const delta = payloadDelta(prev, next)
   if (delta === undefined) return undefined
+  const text = JSON.stringify(next)
   const length = JSON.stringify(delta).length
   return length * 2 < text.length && chain.length + length <= 2 * text.length ? delta : undefined
 }

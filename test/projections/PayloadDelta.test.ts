@@ -42,6 +42,21 @@ describe("PayloadDelta", () => {
     }), { numRuns: 500 })
   })
 
+  it("a payload as an agent leaves it (undefined fields, Dates, nested undefined) gives what JSON would store", () => {
+    const odd = fc.oneof(fc.constant(undefined), fc.date({ noInvalidDate: true }), fc.constant([1, undefined]), fc.constant({ a: undefined }))
+    const raw = fc.tuple(evolution, fc.array(fc.tuple(key, odd), { maxLength: 3 })).map(([{ prev, next }, extra]) => {
+      const fields = new Map(Object.entries(next))
+      for (const [k, v] of extra) fields.set(k, v)
+      return { prev, next: Object.fromEntries(fields) }
+    })
+    fc.assert(fc.property(raw, ({ prev, next }) => {
+      const delta = payloadDelta(prev, next)
+      assert.isDefined(delta)
+      const stored = JSON.parse(JSON.stringify(delta))
+      assert.isTrue(same(applyPayloadDelta(prev, stored), JSON.parse(JSON.stringify(next))), JSON.stringify({ prev, next }))
+    }), { numRuns: 500 })
+  })
+
   it("a grown conversation is stored as its new messages only", () => {
     const prev = { query: "q", messages: [{ role: "user", content: "a" }], turn: 1 }
     const next = { query: "q", messages: [...prev.messages, { role: "assistant", content: "b" }], turn: 2 }
