@@ -191,12 +191,13 @@ const inspect = (taskId: string) =>
       (i) => i === outputAt || (payload !== undefined && i >= payload.from && i <= payload.to)
     )
     const entryAt = (i: number | undefined) => i === undefined ? null : kept.get(i) ?? null
-    // The payload's entry, or its chain's (one entry: a whole payload).
+    // The payload's entry, or its chain's (one entry: a whole payload). Entries a wrong pointer names past the
+    // history are left out: the payload then differs from the fold's, and the pointer is reported.
     const payloadEntry = payload === undefined
       ? null
       : payload.from === payload.to
       ? entryAt(payload.to)
-      : Array.from({ length: payload.to - payload.from + 1 }, (_, i) => entryAt(payload.from + i) ?? "null")
+      : Array.from({ length: payload.to - payload.from + 1 }, (_, i) => payload.from + i).flatMap((i) => entryAt(i) ?? [])
     const live = present ? stateFromHash(snap.hash, { ...snap, payloadEntry, outputEntry: entryAt(outputAt) }) : undefined
     const divergences = [
       ...(problem !== undefined ? [problem] : []),

@@ -129,6 +129,9 @@ describe("verify", () => {
     const bad = await rt.runPromise(verifyTask(t("chain")))
     expect(bad.ok).toBe(false)
     expect(bad.divergences).toContainEqual({ field: "payloadAt", live: "4", expected: "0-4" })
+    // A range past the history's end is reported too (not a crash on the entries it names).
+    await rt.runPromise(redisDo((c) => c.hset(k.task, "payloadAt", "0-99")))
+    expect((await rt.runPromise(verifyTask(t("chain")))).divergences).toContainEqual({ field: "payloadAt", live: "0-99", expected: "0-4" })
     expect(await rt.runPromise(rebuildProjections({ fix: true }))).toMatchObject({ divergent: 1, fixed: 1 })
     expect(await rt.runPromise(redisDo((c) => c.hget(k.task, "payloadAt")))).toBe("0-4")
     expect(await rt.runPromise(liveState(t("chain")))).toEqual(live)
