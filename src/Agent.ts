@@ -109,7 +109,10 @@ export interface Task<P = unknown> {
 export interface AgentOptions<P> {
   readonly name: string
   readonly description?: string
-  /** Validates payloads on enqueue and before each turn. Default: any JSON value. */
+  /**
+   * Validates payloads on enqueue and decodes the stored one before each turn. Default: any JSON value (checked
+   * on enqueue and when a turn returns; the stored JSON is then taken as it is).
+   */
   readonly payload?: Schema.Codec<P, unknown>
   /** P is inferred from `payload` (or given explicitly), never from what the turn returns. */
   readonly turn: TurnFunction<NoInfer<P>>

@@ -186,9 +186,9 @@ const chainOf = (entries: string | ReadonlyArray<string> | null | undefined): Pa
     ? { entries: 1, length: entries.length }
     : { entries: entries.length, length: entries.reduce((n, e) => n + e.length, 0) }
 
-/** A checkpoint's script arguments: the payload's JSON or its delta's, and "1" for a delta. */
-const checkpointArgs = (c: Checkpoint | NoCheckpoint): [string, string] =>
-  c.payloadDelta !== undefined ? [JSON.stringify(c.payloadDelta), "1"] : [c.payload === undefined ? "" : json(c.payload), ""]
+/** A checkpoint's script arguments: the payload's JSON (`none` without one) or its delta's, and "1" for a delta. */
+const checkpointArgs = (c: Checkpoint | NoCheckpoint, none: string): [string, string] =>
+  c.payloadDelta !== undefined ? [JSON.stringify(c.payloadDelta), "1"] : [c.payload === undefined ? none : json(c.payload), ""]
 
 /** Reads a status hash and the task's side data into the decider's state. */
 export const stateFromHash = (h: Record<string, string>, side: Partial<TaskSideData> = {}): TaskState => ({
@@ -356,11 +356,11 @@ const scriptCall = (
     case "Heartbeat":
       return ["heartbeat", [command.lease, command.worker, entry, agent]]
     case "CompleteTurn": {
-      const [payload, delta] = checkpointArgs(command)
-      return ["checkpoint", [command.lease, entry, payload || "null", command.steeringApplied, delta]]
+      const [payload, delta] = checkpointArgs(command, "null")
+      return ["checkpoint", [command.lease, entry, payload, command.steeringApplied, delta]]
     }
     case "Complete":
-      return ["complete", [command.lease, entry, json(command.output), command.steeringApplied, ...checkpointArgs(command)]]
+      return ["complete", [command.lease, entry, json(command.output), command.steeringApplied, ...checkpointArgs(command, "")]]
     case "Fail":
       return ["fail", [command.lease, entry, json(command.error), command.retry, Math.round(command.retryAt)]]
     case "AcknowledgeCancel":
@@ -378,13 +378,13 @@ const scriptCall = (
     case "Expire":
       return ["expire", [historyTtlSeconds]]
     case "Wait": {
-      const [payload, delta] = checkpointArgs(command)
+      const [payload, delta] = checkpointArgs(command, "null")
       return [
         "wait",
         [
           command.lease,
           entry,
-          payload || "null",
+          payload,
           command.steeringApplied,
           delta,
           JSON.stringify(command.pending),
