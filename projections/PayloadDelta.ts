@@ -3,18 +3,21 @@
  * mostly its conversation, which grows every turn, and storing every checkpoint whole made a task's history
  * grow with the square of its turns.
  *
- * A delta applies to a payload that is a JSON object and names its top-level fields: `append` the elements an
- * array field gained at its end, `set` a field's new value (or a new field), `unset` a field that is gone.
- * Fields not named are unchanged. Nothing about the payload's schema is assumed.
+ * A delta applies to a payload that is a JSON object and names its fields: `append` what an array field gained at
+ * its end (its new elements) or a text field (its new characters), `patch` the delta of a field that is an object
+ * before and after (so a conversation kept deeper in the payload grows by its new messages too), `set` a field's
+ * new value (or a new field), `unset` a field that is gone. Fields not named are unchanged. Nothing about the
+ * payload's schema is assumed.
  *
  * Invariant (test/projections/PayloadDelta.test.ts): for JSON objects `a` and `b`,
  * `applyPayloadDelta(a, payloadDelta(a, b))` equals `b` as JSON, whatever their fields are called
  * (`__proto__` included).
  */
 
-/** What a checkpoint changed at its payload's top level. */
+/** What a checkpoint changed in its payload, field by field. */
 export interface PayloadDelta {
-  readonly append?: Readonly<Record<string, ReadonlyArray<unknown>>>
+  readonly append?: Readonly<Record<string, ReadonlyArray<unknown> | string>>
+  readonly patch?: Readonly<Record<string, PayloadDelta>>
   readonly set?: Readonly<Record<string, unknown>>
   readonly unset?: ReadonlyArray<string>
 }
@@ -40,6 +43,8 @@ const plain = (o: object) => {
   const proto = Object.getPrototypeOf(o)
   return proto === Object.prototype || proto === null
 }
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => isObject(v) && plain(v)
 
 /**
  * Whether two JSON values are equal (objects by their fields, in any order). A value that is not plain JSON
@@ -71,13 +76,14 @@ const extends_ = (prev: ReadonlyArray<unknown>, next: ReadonlyArray<unknown>) =>
 
 /**
  * What changed from `prev` (a JSON value as `JSON.parse` gives it) to `next` (as JSON will store it: a field
- * whose value is undefined is absent); undefined when either is not an object (such a payload is stored whole).
- * Values are compared as they are: one that JSON would write differently (a Date, a nested undefined) never
- * compares equal, so it is `set` and stored as JSON writes it.
+ * whose value is undefined is absent); undefined when either is not a plain object (such a payload is stored
+ * whole). Values are compared as they are: one that JSON would write differently (a Date, a nested undefined)
+ * never compares equal, so it is `set` and stored as JSON writes it.
  */
 export const payloadDelta = (prev: unknown, next: unknown): PayloadDelta | undefined => {
-  if (!isObject(prev) || !isObject(next)) return undefined
-  const append: Array<[string, ReadonlyArray<unknown>]> = []
+  if (!isPlainObject(prev) || !isPlainObject(next)) return undefined
+  const append: Array<[string, ReadonlyArray<unknown> | string]> = []
+  const patch: Array<[string, PayloadDelta]> = []
   const set: Array<[string, unknown]> = []
   for (const [k, v] of Object.entries(next)) {
     if (v === undefined) continue
@@ -88,17 +94,34 @@ export const payloadDelta = (prev: unknown, next: unknown): PayloadDelta | undef
     const before = prev[k]
     if (Array.isArray(before) && Array.isArray(v) && extends_(before, v)) {
       if (v.length > before.length) append.push([k, v.slice(before.length)])
+    } else if (typeof before === "string" && typeof v === "string" && before !== "" && v.startsWith(before)) {
+      if (v.length > before.length) append.push([k, v.slice(before.length)])
+    } else if (isPlainObject(before) && isPlainObject(v)) {
+      const inner = payloadDelta(before, v)!
+      if (setsAll(inner, v)) set.push([k, v])
+      else if (!isEmpty(inner)) patch.push([k, inner])
     } else if (!jsonEqual(before, v)) set.push([k, v])
   }
   const unset = Object.keys(prev).filter((k) => !own(next, k) || next[k] === undefined)
   return {
     ...(append.length > 0 ? { append: Object.fromEntries(append) } : {}),
+    ...(patch.length > 0 ? { patch: Object.fromEntries(patch) } : {}),
     ...(set.length > 0 ? { set: Object.fromEntries(set) } : {}),
     ...(unset.length > 0 ? { unset } : {})
   }
 }
 
-/** `prev` with `delta` applied. A field named by `append` that is not an array is taken as empty. */
+const isEmpty = (d: PayloadDelta) => d.append === undefined && d.patch === undefined && d.set === undefined && d.unset === undefined
+
+/** Whether `inner` sets every field of `value` and does nothing else: setting `value` whole says the same, shorter. */
+const setsAll = (inner: PayloadDelta, value: Record<string, unknown>) =>
+  inner.set !== undefined && inner.append === undefined && inner.patch === undefined &&
+  Object.keys(inner.set).length === Object.values(value).filter((v) => v !== undefined).length
+
+/**
+ * `prev` with `delta` applied. A field `append` names is taken as empty when it is not an array (for elements)
+ * or a text (for characters); a field `patch` names, as an empty object when it is not one.
+ */
 export const applyPayloadDelta = (prev: unknown, delta: PayloadDelta): unknown => {
   const base = isObject(prev) ? prev : {}
   const unset = new Set(delta.unset ?? [])
@@ -107,8 +130,14 @@ export const applyPayloadDelta = (prev: unknown, delta: PayloadDelta): unknown =
   for (const [k, v] of Object.entries(base)) if (!unset.has(k)) fields.set(k, v)
   for (const [k, added] of Object.entries(delta.append ?? {})) {
     const before = fields.get(k)
-    fields.set(k, [...(Array.isArray(before) ? before : []), ...added])
+    fields.set(
+      k,
+      typeof added === "string"
+        ? (typeof before === "string" ? before : "") + added
+        : [...(Array.isArray(before) ? before : []), ...added]
+    )
   }
+  for (const [k, inner] of Object.entries(delta.patch ?? {})) fields.set(k, applyPayloadDelta(fields.get(k), inner))
   for (const [k, v] of Object.entries(delta.set ?? {})) fields.set(k, v)
   return Object.fromEntries(fields)
 }

@@ -53,12 +53,21 @@ export type TaskError = typeof TaskError.Type
 
 const Lease = Schema.Int
 
+/** A payload delta as the history stores it (projections/PayloadDelta.ts; `patch` nests one per object field). */
+export interface PayloadDeltaJson {
+  readonly append?: { readonly [field: string]: ReadonlyArray<Schema.Json> | string }
+  readonly patch?: { readonly [field: string]: PayloadDeltaJson }
+  readonly set?: { readonly [field: string]: Schema.Json }
+  readonly unset?: ReadonlyArray<string>
+}
+
 /**
- * A checkpoint told as what changed at the payload's top level since the task's previous payload-carrying
- * event (projections/PayloadDelta.ts, ADR 0018). An event carries `payload` or `payloadDelta`, never both.
+ * A checkpoint told as what changed in the payload since the task's previous payload-carrying event
+ * (projections/PayloadDelta.ts, ADR 0018). An event carries `payload` or `payloadDelta`, never both.
  */
-export const PayloadDelta = Schema.Struct({
-  append: Schema.optionalKey(Schema.Record(Schema.String, Schema.Array(Schema.Json))),
+export const PayloadDelta: Schema.Codec<PayloadDeltaJson> = Schema.Struct({
+  append: Schema.optionalKey(Schema.Record(Schema.String, Schema.Union([Schema.Array(Schema.Json), Schema.String]))),
+  patch: Schema.optionalKey(Schema.Record(Schema.String, Schema.suspend((): Schema.Codec<PayloadDeltaJson> => PayloadDelta))),
   set: Schema.optionalKey(Schema.Record(Schema.String, Schema.Json)),
   unset: Schema.optionalKey(Schema.Array(Schema.String))
 })

@@ -1,7 +1,8 @@
 /**
  * A payload delta, checked as a property: applied to the payload it was taken from, it gives the new payload
- * (as JSON), for any JSON objects, conversations that grow, and fields named like Object.prototype's; and a
- * worker's choice of delta or whole payload (`checkpointDelta`) never loses a change.
+ * (as JSON), for any JSON objects, conversations that grow (at the top level or deeper, by elements or by
+ * characters), and fields named like Object.prototype's; and a worker's choice of delta or whole payload
+ * (`checkpointDelta`) never loses a change.
  */
 import fc from "fast-check"
 import { assert, describe, it } from "vitest"
@@ -17,17 +18,39 @@ const key = fc.oneof(fc.string({ maxLength: 6 }), fc.constantFrom("__proto__", "
 const value = fc.jsonValue({ maxDepth: 2 })
 const object = fc.dictionary(key, value, { maxKeys: 6 }).map((o) => JSON.parse(JSON.stringify(o)) as Record<string, unknown>)
 
-/** A payload and a later one: some fields kept, arrays grown at their end, some changed, some dropped, some new. */
-const evolution = fc.tuple(object, fc.array(fc.tuple(key, fc.oneof(value, fc.array(value, { maxLength: 3 }))), { maxLength: 4 }), fc.array(key, { maxLength: 2 }))
-  .map(([prev, changes, dropped]) => {
-    const next = new Map(Object.entries(prev))
-    for (const [k, v] of changes) {
-      const before = next.get(k)
-      next.set(k, Array.isArray(before) && Array.isArray(v) ? [...before, ...v] : v)
+/** Sets a field as an own field (`o[k] = v` would set the prototype of `o` for "__proto__"). */
+const put = (o: Record<string, unknown>, k: string, v: unknown) =>
+  Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true })
+
+const DROP = Symbol("drop")
+/** One change to a payload: at a path of fields, a new value, elements appended, characters appended, or the field dropped. */
+const change = fc.tuple(
+  fc.array(key, { minLength: 1, maxLength: 3 }),
+  fc.oneof(value, fc.array(value, { maxLength: 3 }), fc.string({ maxLength: 4 }).map((text) => ({ text })), fc.constant(DROP))
+)
+
+/**
+ * A payload and a later one: some fields kept, arrays and texts grown at their end (also in nested objects), some
+ * changed, some dropped, some new.
+ */
+const evolution = fc.tuple(object, fc.array(change, { maxLength: 5 })).map(([prev, changes]) => {
+  const next = JSON.parse(JSON.stringify(prev)) as Record<string, unknown>
+  for (const [path, c] of changes) {
+    let at = next
+    for (const k of path.slice(0, -1)) {
+      const inner = Object.prototype.hasOwnProperty.call(at, k) ? at[k] : undefined
+      if (typeof inner !== "object" || inner === null || Array.isArray(inner)) put(at, k, {})
+      at = at[k] as Record<string, unknown>
     }
-    for (const k of dropped) next.delete(k)
-    return { prev, next: JSON.parse(JSON.stringify(Object.fromEntries(next))) as Record<string, unknown> }
-  })
+    const k = path[path.length - 1]!
+    const before = Object.prototype.hasOwnProperty.call(at, k) ? at[k] : undefined
+    if (c === DROP) delete at[k]
+    else if (Array.isArray(c)) put(at, k, Array.isArray(before) ? [...before, ...c] : c)
+    else if (typeof c === "object" && c !== null && "text" in c) put(at, k, (typeof before === "string" ? before : "") + c.text)
+    else put(at, k, c)
+  }
+  return { prev, next: JSON.parse(JSON.stringify(next)) as Record<string, unknown> }
+})
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) !== undefined && jsonEqual(JSON.parse(JSON.stringify(a)), b)
 
@@ -69,6 +92,29 @@ describe("PayloadDelta", () => {
     assert.deepStrictEqual(payloadDelta({ a: 1, b: 2 }, { b: 2 }), { unset: ["a"] })
   })
 
+  it("a conversation kept deeper in the payload, or a text that grows, is stored as what it gained", () => {
+    const prev = { state: { messages: [{ role: "user", content: "a" }], step: 1, tools: { search: true } }, notes: "first." }
+    const next = {
+      state: { messages: [...prev.state.messages, { role: "assistant", content: "b" }], step: 2, tools: { search: true } },
+      notes: "first. second."
+    }
+    const delta = payloadDelta(prev, next)
+    assert.deepStrictEqual(delta, {
+      append: { notes: " second." },
+      patch: { state: { append: { messages: [{ role: "assistant", content: "b" }] }, set: { step: 2 } } }
+    })
+    assert.deepStrictEqual(applyPayloadDelta(prev, JSON.parse(JSON.stringify(delta))), next)
+    // An object field changed in every field is set whole; an unchanged one is not named; an empty text is set.
+    assert.deepStrictEqual(payloadDelta({ o: { a: 1, b: 2 } }, { o: { a: 2, b: 3 } }), { set: { o: { a: 2, b: 3 } } })
+    assert.deepStrictEqual(payloadDelta({ o: { a: [1] }, s: "x" }, { o: { a: [1] }, s: "x" }), {})
+    assert.deepStrictEqual(payloadDelta({ s: "" }, { s: "ab" }), { set: { s: "ab" } })
+    // A text that does not start with the old one, or an object that became something else, is set.
+    assert.deepStrictEqual(payloadDelta({ s: "ab", o: { a: 1 } }, { s: "b", o: [1] }), { set: { s: "b", o: [1] } })
+    // A Date or a class instance inside is not a plain object: set, as JSON writes it.
+    const at = new Date(0)
+    assert.deepStrictEqual(payloadDelta({ o: { a: 1 } }, { o: at }), { set: { o: at } })
+  })
+
   it("a field called __proto__ stays a field", () => {
     const prev = JSON.parse('{"__proto__":{"x":1},"a":1}') as Record<string, unknown>
     const next = JSON.parse('{"__proto__":{"x":2},"a":1}') as Record<string, unknown>
@@ -108,6 +154,9 @@ describe("PayloadDelta", () => {
       ...appended,
       unset: ["gone"]
     })
+    // A conversation one level down grows by its new messages too.
+    const nested = checkpointDelta({ state: { messages } }, { state: grown }, { entries: 1, length: size })
+    assert.deepStrictEqual(nested, { patch: { state: appended } })
     // A delta no smaller than half the payload is not worth a chain.
     assert.isUndefined(checkpointDelta({ a: [] }, { a: ["x".repeat(100)] }, { entries: 1, length: 0 }))
   })

@@ -107,6 +107,7 @@ const situationsOf = (command: TaskCommand, before: State, decision: ReturnType<
     if (e._tag === "TaskWaitTimedOut") out.push(`timeout: ${e.decision}`)
     if (e._tag === "TaskCancelled" && status === "waiting") out.push("cancel while waiting")
     if ("payloadDelta" in e && e.payloadDelta !== undefined) out.push("checkpoint as a delta")
+    if ("payloadDelta" in e && e.payloadDelta?.patch !== undefined) out.push("checkpoint patching a nested field")
   }
   if (command._tag === "DeliverResult" && rejection === "ResultAlreadyReceived") out.push("result delivered twice")
   if (command._tag === "ChildFinished" && rejection === "ResultAlreadyReceived") out.push("child end delivered twice")
@@ -533,6 +534,7 @@ describe("TaskStore against the decider", () => {
         "timeout: waiting",
         // A scenario of its own (TaskSteps.ts); the random and queue runs reach these too, but not in every run.
         "checkpoint as a delta",
+        "checkpoint patching a nested field",
         "claim of a payload chain"
       ]
     ) assert.isAbove(stats.situations.get(situation) ?? 0, 0, situation)

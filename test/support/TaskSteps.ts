@@ -36,7 +36,11 @@ export const json: fc.Arbitrary<unknown> = fc.oneof(
   { weight: 1, arbitrary: fc.string({ minLength: 1024, maxLength: 2048 }) }
 ).map((v) => JSON.parse(JSON.stringify(v)))
 
-/** A turn's payload that grows the task's current one: `value` appended to its `messages`, `turn` set. */
+/**
+ * A turn's payload that grows the task's current one as an agent's would: `value` appended to its `messages`, a
+ * word to its `notes` text and the turn to `state.turns` (a nested object: so deltas `append` elements and
+ * characters and `patch` an object field), `turn` set.
+ */
 export class Grow {
   readonly value: unknown
   constructor(value: unknown) {
@@ -58,7 +62,14 @@ export const checkpointOf = (payload: unknown, state: State, now: number): Check
   if (!(payload instanceof Grow)) return { payload }
   const current = state?.payload
   const base = typeof current === "object" && current !== null && !Array.isArray(current) ? current as Record<string, unknown> : {}
-  const grown = { ...base, messages: [...(Array.isArray(base.messages) ? base.messages : []), payload.value], turn: now }
+  const nested = typeof base.state === "object" && base.state !== null && !Array.isArray(base.state) ? base.state as Record<string, unknown> : {}
+  const grown = {
+    ...base,
+    messages: [...(Array.isArray(base.messages) ? base.messages : []), payload.value],
+    notes: `${typeof base.notes === "string" ? base.notes : ""} turn`,
+    state: { ...nested, turns: [...(Array.isArray(nested.turns) ? nested.turns : []), now] },
+    turn: now
+  }
   const delta = payloadDelta(current, grown)
   return delta === undefined ? { payload: grown } : { payloadDelta: delta }
 }
