@@ -16,6 +16,7 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { type BrowserContext, chromium, type Page } from "playwright-core"
 import { afterAll, expect, it } from "vitest"
+import { applyPayloadDelta, payloadDelta } from "../../projections/PayloadDelta.ts"
 import { Continue, defineAgent, Done } from "../../src/Agent.ts"
 import { FatalAgentError } from "../../src/AgentErrors.ts"
 import { AgentWorkerConfig, ObservabilityConfig } from "../../src/Config.ts"
@@ -190,6 +191,22 @@ it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and steers 
     lastPayloadOf([{ event: { _tag: "TurnCompleted", payloadDelta: { append: { messages: ["b"] } } } }])
   ])
   expect(folded).toEqual([{ messages: ["a", "b", "c"], n: 2 }, undefined])
+  // The page's fold is a second statement of the delta format: held to projections/PayloadDelta.ts on payloads
+  // that grow at the top level and deeper, by elements and by characters, lose fields, and name one __proto__.
+  const versions: Array<unknown> = [
+    JSON.parse('{"messages":["q"],"notes":"a","state":{"log":[1],"deep":{"t":"x","n":1}},"tools":[],"__proto__":{"p":1}}'),
+    JSON.parse('{"messages":["q","r"],"notes":"ab","state":{"log":[1,2],"deep":{"t":"xy","n":1}},"tools":[],"__proto__":{"p":2}}'),
+    JSON.parse('{"messages":["q","r","s"],"notes":"abc","state":{"log":[1,2,3],"deep":{"t":"xyz","n":2},"new":true},"__proto__":{"p":2}}'),
+    JSON.parse('{"messages":["q","r","s"],"notes":"zz","state":{"log":[1,2,3,4],"deep":{"t":"xyz","n":2}},"__proto__":{"p":2}}')
+  ]
+  const chain = versions.slice(1).map((next, i) => ({ event: { _tag: "TurnCompleted", payloadDelta: payloadDelta(versions[i], next)! } }))
+  expect(chain.map((e) => Object.keys(e.event.payloadDelta).sort())).toEqual([["append", "patch", "set"], ["append", "patch", "unset"], ["patch", "set"]])
+  const pageFold = await page.evaluate( // as JSON text both ways: Playwright's own transfer drops a __proto__ field
+    (history) => JSON.stringify(lastPayloadOf(JSON.parse(history))),
+    JSON.stringify([{ event: { _tag: "TurnCompleted", payload: versions[0] } }, ...chain])
+  )
+  expect(JSON.parse(pageFold)).toEqual(chain.reduce<unknown>((p, e) => applyPayloadDelta(p, e.event.payloadDelta), versions[0]))
+  expect(pageFold).toEqual(JSON.stringify(versions[3]))
   expect(await page.textContent("#detail-result")).toContain("\"drafts\": 6")
 
   // The counts change without a reload.

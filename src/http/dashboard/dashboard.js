@@ -531,16 +531,25 @@ function lastPayloadOf(history) {
   for (const { event } of history) {
     if (event.payload !== undefined && event._tag !== "TaskExpired") payload = event.payload
     else if (event.payloadDelta !== undefined && payload !== null && typeof payload === "object") {
-      const fields = new Map(Object.entries(payload))
-      for (const k of event.payloadDelta.unset ?? []) fields.delete(k)
-      for (const [k, added] of Object.entries(event.payloadDelta.append ?? {})) {
-        fields.set(k, [...(Array.isArray(fields.get(k)) ? fields.get(k) : []), ...added])
-      }
-      for (const [k, v] of Object.entries(event.payloadDelta.set ?? {})) fields.set(k, v)
-      payload = Object.fromEntries(fields)
+      payload = applyDelta(payload, event.payloadDelta)
     }
   }
   return payload
+}
+
+/** `payload` with `delta` applied (projections/PayloadDelta.ts's `applyPayloadDelta`, which the e2e test holds this to). */
+function applyDelta(payload, delta) {
+  const fields = new Map(payload !== null && typeof payload === "object" && !Array.isArray(payload) ? Object.entries(payload) : [])
+  for (const k of delta.unset ?? []) fields.delete(k)
+  for (const [k, added] of Object.entries(delta.append ?? {})) {
+    const before = fields.get(k)
+    fields.set(k, typeof added === "string"
+      ? (typeof before === "string" ? before : "") + added
+      : [...(Array.isArray(before) ? before : []), ...added])
+  }
+  for (const [k, inner] of Object.entries(delta.patch ?? {})) fields.set(k, applyDelta(fields.get(k), inner))
+  for (const [k, v] of Object.entries(delta.set ?? {})) fields.set(k, v)
+  return Object.fromEntries(fields)
 }
 
 function messageText(m) {
