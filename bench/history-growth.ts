@@ -1,8 +1,11 @@
 /**
  * What a growing conversation costs Redis: each turn of a task appends `--growth` bytes (one message) to its
  * payload, as an LLM agent's turn appends to `payload.messages`, for `--turns` turns (several counts).
+ * `--shape=nested` keeps the messages one level down (`payload.state.messages`, with a `state.step` counter),
+ * `--shape=text` grows a text instead (`payload.transcript`).
  *
  *   node bench/history-growth.ts [--turns=5,10,20,40] [--growth=2000] [--tasks=10] [--list-compress-depth=N] [--deltas]
+ *                                [--shape=messages|nested|text]
  *
  * Ours: the task's transitions through `TaskStore` (enqueue, then claim and checkpoint per turn, the last turn
  * completing), so its history keeps every turn's checkpoint; with `--deltas`, each checkpoint as a worker with
@@ -29,6 +32,8 @@ const growth = Number(arg("growth") ?? 2000)
 const tasks = Number(arg("tasks") ?? 10)
 const compressDepth = Number(arg("list-compress-depth") ?? 0)
 const deltas = process.argv.includes("--deltas")
+const shape = arg("shape") ?? "messages"
+if (!["messages", "nested", "text"].includes(shape)) throw new Error("--shape is messages, nested or text")
 if (![...turnCounts, growth, tasks].every((n) => Number.isInteger(n) && n >= 1) || !(Number.isInteger(compressDepth) && compressDepth >= 0)) {
   throw new Error("--turns (a list), --growth and --tasks must be positive integers, --list-compress-depth an integer ≥ 0")
 }
@@ -51,11 +56,15 @@ const prose = (seed: number, bytes: number) => {
   return text.slice(0, bytes)
 }
 
-/** The payload after `turns` turns: the query and one message of about `growth` bytes per turn. */
-const conversation = (turns: number) => ({
-  query: "the question",
-  messages: Array.from({ length: turns }, (_, i) => ({ role: "assistant", content: prose(i + 1, growth - 30) }))
-})
+/** The payload after `turns` turns: the query and one message (or text) of about `growth` bytes per turn, in `--shape`. */
+const conversation = (turns: number) => {
+  const messages = Array.from({ length: turns }, (_, i) => ({ role: "assistant", content: prose(i + 1, growth - 30) }))
+  return shape === "nested"
+    ? { query: "the question", state: { messages, step: turns } }
+    : shape === "text"
+    ? { query: "the question", transcript: messages.map((m) => `${m.content}\n`).join("") }
+    : { query: "the question", messages }
+}
 
 const redis = await startRedis()
 if (compressDepth > 0) await redis.admin.config("SET", "list-compress-depth", String(compressDepth))
@@ -108,7 +117,7 @@ const bullmq = async (turns: number) => {
 try {
   console.log(
     `each turn appends ~${growth} bytes; ${tasks} tasks per turn count; Redis ${redis.version}, list-compress-depth ${compressDepth}; ` +
-      `our checkpoints ${deltas ? "as deltas (--deltas)" : "whole"}\n`
+      `payload shape ${shape}; our checkpoints ${deltas ? "as deltas (--deltas)" : "whole"}\n`
   )
   console.log("turns  final payload (B)  ours: history+hash (B)  BullMQ: job (B)  ratio  ours: Redis µs per turn")
   for (const turns of turnCounts) {
