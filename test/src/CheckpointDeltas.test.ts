@@ -2,8 +2,9 @@
  * Checkpoints told as deltas (ADR 0018), end to end with real workers: an agent whose payload grows every turn,
  * as a conversation does, run with `checkpointDeltas` on and off. Every turn and a resumed wait start from the
  * exact payload (the claim folds the chain); the history holds deltas once they are worth it; the stored
- * history is a fraction of the whole-payload one; the audit verifies it; and a task started by a worker with
- * deltas off is carried on by one with them on.
+ * history is a fraction of the whole-payload one; the audit verifies it; a task started by a worker with
+ * deltas off is carried on by one with them on; and a conversation kept one level down with a text that grows
+ * is stored as deltas too.
  */
 import { describe, expect, it } from "vitest"
 import { Continue, defineAgent, Done, Wait } from "../../src/Agent.ts"
@@ -114,5 +115,44 @@ describe("checkpoints as deltas", () => {
     expect(kinds.slice(0, 4)).toEqual(["whole", "whole", "whole", "whole"])
     expect(kinds.slice(5)).toContain("delta")
     expect(await new Audit(after).verifyTask(id)).toMatchObject({ ok: true })
+  })
+
+  it("a conversation kept one level down, and a text that grows, are stored as what each turn added", async () => {
+    const { namespace } = freshKeyspace()
+    const seen: Array<string> = []
+    interface Nested {
+      readonly state: { readonly messages: ReadonlyArray<string>; readonly step: number }
+      readonly transcript: string
+    }
+    const line = (turn: number) => `turn ${turn}: ${"a model's long answer, word after word ".repeat(20)}\n`
+    const agent = defineAgent<Nested>({
+      name: "nested-chat",
+      turn: async (ctx) => {
+        const { state, transcript } = ctx.payload
+        if (state.messages.length !== ctx.turn || state.step !== ctx.turn) seen.push(`turn ${ctx.turn} saw ${state.messages.length} messages, step ${state.step}`)
+        if (transcript !== Array.from({ length: ctx.turn }, (_, i) => line(i)).join("")) seen.push(`turn ${ctx.turn}: transcript differs`)
+        const next = { state: { messages: [...state.messages, line(ctx.turn)], step: ctx.turn + 1 }, transcript: transcript + line(ctx.turn) }
+        return ctx.turn + 1 >= 12 ? Done(next.state.step, next) : Continue(next)
+      }
+    })
+    const o = make(namespace).registerRunner({ agent, agentWorkerConfig: config(true) })
+    await o.start()
+    const id = await o.enqueueTask(agent, agent.createTask({ ownerId: "u", payload: { state: { messages: [], step: 0 }, transcript: "" } }))
+    const done = await waitFor(() => o.getTaskData(id), (d) => d?.status === "completed")
+    expect(seen).toEqual([])
+    expect(done?.output).toBe(12)
+    const deltas = (await o.getTaskHistory(id)).flatMap((e) => {
+      const delta = (e.event as { payloadDelta?: { patch?: Record<string, unknown>; append?: Record<string, unknown> } }).payloadDelta
+      return delta === undefined ? [] : [delta]
+    })
+    // From the third turn on, each checkpoint patches the nested conversation and appends to the text.
+    expect(deltas.length).toBe(10)
+    for (const d of deltas) {
+      expect(Object.keys(d.patch ?? {})).toEqual(["state"])
+      expect(typeof d.append?.transcript).toBe("string")
+    }
+    const audit = new Audit(o)
+    expect(await audit.verifyTask(id)).toMatchObject({ ok: true, divergences: [] })
+    expect((await audit.replayTask(id)).steps.at(-1)?.state.payload).toEqual(done?.payload)
   })
 })
