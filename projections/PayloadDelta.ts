@@ -31,6 +31,9 @@ export interface PayloadChain {
   readonly length: number
 }
 
+/** How deep `patch` nests: an object field deeper than this that changed is `set` whole. */
+export const MAX_PATCH_DEPTH = 16
+
 /** The longest chain, in history entries, a checkpoint may extend. */
 export const MAX_CHAIN_ENTRIES = 128
 
@@ -80,7 +83,7 @@ const extends_ = (prev: ReadonlyArray<unknown>, next: ReadonlyArray<unknown>) =>
  * whole). Values are compared as they are: one that JSON would write differently (a Date, a nested undefined)
  * never compares equal, so it is `set` and stored as JSON writes it.
  */
-export const payloadDelta = (prev: unknown, next: unknown): PayloadDelta | undefined => {
+export const payloadDelta = (prev: unknown, next: unknown, depth = 0): PayloadDelta | undefined => {
   if (!isPlainObject(prev) || !isPlainObject(next)) return undefined
   const append: Array<[string, ReadonlyArray<unknown> | string]> = []
   const patch: Array<[string, PayloadDelta]> = []
@@ -96,8 +99,8 @@ export const payloadDelta = (prev: unknown, next: unknown): PayloadDelta | undef
       if (v.length > before.length) append.push([k, v.slice(before.length)])
     } else if (typeof before === "string" && typeof v === "string" && before !== "" && v.startsWith(before)) {
       if (v.length > before.length) append.push([k, v.slice(before.length)])
-    } else if (isPlainObject(before) && isPlainObject(v)) {
-      const inner = payloadDelta(before, v)!
+    } else if (depth < MAX_PATCH_DEPTH && isPlainObject(before) && isPlainObject(v)) {
+      const inner = payloadDelta(before, v, depth + 1)!
       if (setsAll(inner, v)) set.push([k, v])
       else if (!isEmpty(inner)) patch.push([k, inner])
     } else if (!jsonEqual(before, v)) set.push([k, v])

@@ -11,6 +11,7 @@ import {
   checkpointDelta,
   jsonEqual,
   MAX_CHAIN_ENTRIES,
+  MAX_PATCH_DEPTH,
   payloadDelta
 } from "../../projections/PayloadDelta.ts"
 
@@ -110,6 +111,15 @@ describe("PayloadDelta", () => {
     assert.deepStrictEqual(payloadDelta({ s: "" }, { s: "ab" }), { set: { s: "ab" } })
     // A text that does not start with the old one, or an object that became something else, is set.
     assert.deepStrictEqual(payloadDelta({ s: "ab", o: { a: 1 } }, { s: "b", o: [1] }), { set: { s: "b", o: [1] } })
+    // Patches nest MAX_PATCH_DEPTH deep; below that a changed object is set whole.
+    const deep = (n: number, leaf: unknown): unknown => n === 0 ? leaf : { d: deep(n - 1, leaf), k: 0 }
+    const depthOf = (d: unknown): number => {
+      const inner = (d as { patch?: { d?: unknown } }).patch?.d
+      return inner === undefined ? 0 : 1 + depthOf(inner)
+    }
+    const deepDelta = payloadDelta(deep(40, [1]), deep(40, [1, 2]))
+    assert.strictEqual(depthOf(deepDelta), MAX_PATCH_DEPTH)
+    assert.deepStrictEqual(applyPayloadDelta(deep(40, [1]), JSON.parse(JSON.stringify(deepDelta))), deep(40, [1, 2]))
     // A Date or a class instance inside is not a plain object: set, as JSON writes it.
     const at = new Date(0)
     assert.deepStrictEqual(payloadDelta({ o: { a: 1 } }, { o: at }), { set: { o: at } })
