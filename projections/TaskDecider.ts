@@ -292,8 +292,10 @@ export const decide = (command: TaskCommand, state: State): Decision => {
         ? accept({ _tag: "TaskClaimed", lease: state.lease + 1, worker: command.worker })
         : reject({ _tag: "StaleLease", currentLease: state.lease, status: state.status })
     case "Heartbeat": {
+      // Accepted under a live lease with no event: a heartbeat renews the lease (its time, outside the state)
+      // and changes nothing a fold could see (ADR 0022).
       const live = requireLease(state, command.lease)
-      return isDecision(live) ? live : accept({ _tag: "TaskHeartbeat", lease: live.lease, worker: command.worker })
+      return isDecision(live) ? live : accept()
     }
     case "CompleteTurn": {
       const live = requireLease(state, command.lease)
@@ -479,7 +481,7 @@ export const evolve = (state: State, envelope: Pick<Envelope, "at" | "taskId" | 
     }
   }
   if (state === undefined) return state
-  // Heartbeats are liveness, not history: they never change the folded state.
+  // Heartbeats are liveness, not history (releases before ADR 0022 logged them): they never change the state.
   if (event._tag === "TaskHeartbeat") return state
   const next = { ...state, updatedAt: at, version: state.version + 1 }
   switch (event._tag) {

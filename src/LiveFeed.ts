@@ -12,7 +12,7 @@
  * A subscriber owns one connection (and, with `emits`, a subscription to the emit channel: its own
  * connection unless an `emitHub` shares one). On a standalone Redis it blocks on one XREAD over every
  * partition; on a Cluster (where one XREAD cannot span slots) it reads the partitions in turn and pauses
- * 100 ms when all are idle. Heartbeats are left out unless asked for by type.
+ * 100 ms when all are idle. Heartbeats (in logs written by releases before ADR 0022) are left out unless asked for by type.
  */
 import { Effect, Stream } from "effect"
 import { Cluster } from "ioredis"

@@ -5,8 +5,8 @@
  * claims its next task from the same partition in the same round trip (the commit script, then `claimnext`),
  * so a busy queue costs one round trip per turn; the slot goes back to the readers when that queue is empty
  * (or, with several partitions, after a run of turns, so no partition waits behind a busy one).
- * One heartbeat loop per pool renews the leases of all running turns in one pipelined round trip, each at most
- * `heartbeatInterval` after its claim or previous renewal.
+ * One heartbeat loop per pool renews the leases of all running turns in one pipelined round trip, each once per
+ * `heartbeatInterval` (0.75–1 of it) after its claim or previous renewal.
  *
  * A turn ends in exactly one command under its lease: CompleteTurn, Wait, Complete, Fail, AcknowledgeCancel
  * (cancelled) or Release (shutdown). A lost lease (heartbeat rejected) interrupts the turn and commits
@@ -271,14 +271,14 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
       })
 
     /**
-     * Every half interval, renews the running leases last renewed at least half an interval ago (so each is
-     * renewed at most one interval after its claim or its previous heartbeat), all in one pipelined round
-     * trip. A reply that says cancel stops that turn as cancelled; a rejection (lease lost) stops it without a
-     * commit. A connection problem is left to the next round.
+     * Every quarter interval, renews the running leases last renewed at least three quarters of an interval ago
+     * (so each is renewed once per 0.75–1 interval after its claim or its previous heartbeat), all in one
+     * pipelined round trip. A reply that says cancel stops that turn as cancelled; a rejection (lease lost)
+     * stops it without a commit. A connection problem is left to the next round.
      */
     const heartbeatAll = Effect.gen(function*() {
       const at = nowMs()
-      const due = [...running.values()].filter((r) => at - r.renewed >= (config.heartbeatInterval * 1000) / 2)
+      const due = [...running.values()].filter((r) => at - r.renewed >= (config.heartbeatInterval * 1000 * 3) / 4)
       if (due.length === 0) return
       const outcomes = yield* store.executeMany(due.map(({ claimed: c }) => ({
         command: { _tag: "Heartbeat" as const, taskId: c.taskId, lease: c.lease, worker: workerId, now: at },
@@ -298,8 +298,8 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
       }
     }).pipe(
       Effect.catch((e) => Effect.logWarning(`${agent.name} heartbeats: ${e.message}; retrying next round`)),
-      Effect.repeat(Schedule.spaced(`${(config.heartbeatInterval * 1000) / 2} millis`)),
-      Effect.delay(`${(config.heartbeatInterval * 1000) / 2} millis`)
+      Effect.repeat(Schedule.spaced(`${(config.heartbeatInterval * 1000) / 4} millis`)),
+      Effect.delay(`${(config.heartbeatInterval * 1000) / 4} millis`)
     )
 
     const failedVerdict = (error: unknown): Verdict => ({

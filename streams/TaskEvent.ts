@@ -116,6 +116,7 @@ export const TaskEvent = Schema.TaggedUnion({
   },
   TaskClaimed: { lease: Lease, worker: Schema.String },
   /** Written to the partition log only (not to the task's history): liveness, not state. */
+  /** Written to the partition log by releases before ADR 0022 (no longer written); readers still accept it. */
   TaskHeartbeat: { lease: Lease, worker: Schema.String },
   TaskSteered: { messages: Schema.Array(Schema.Json) },
   /** A turn ended; its payload is checkpointed whole (`payload`) or as what changed (`payloadDelta`). */

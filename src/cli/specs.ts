@@ -156,7 +156,7 @@ export const historySpec: CommandSpec = {
 export const tailSpec: CommandSpec = {
   name: "tail",
   summary: "Follow live events from the partition logs (XREAD BLOCK from now on)",
-  description: "Prints every event written from now on, heartbeats included, until Ctrl-C, and what running\n" +
+  description: "Prints every event written from now on until Ctrl-C, and what running\n" +
     "turns emit (ctx.emit: progress, not history; lines with \"emit <type>\", in JSON {\"kind\":\"emit\",...}).",
   args: [],
   flags: [
