@@ -10,9 +10,10 @@
  * cursor does not get the ones it missed (ADR 0010).
  *
  * A subscriber owns one connection (and, with `emits`, a subscription to the emit channel: its own
- * connection unless an `emitHub` shares one). On a standalone Redis it blocks on one XREAD over every
- * partition; on a Cluster (where one XREAD cannot span slots) it reads the partitions in turn and pauses
- * 100 ms when all are idle. Heartbeats (in logs written by releases before ADR 0022) are left out unless asked for by type.
+ * connection unless an `emitHub` shares one), or follows a `LogHub` that reads the logs for every feed of the
+ * process (src/LogHub.ts; then it opens a connection of its own only to catch up when the hub cannot serve it).
+ * On a standalone Redis a reader blocks on one XREAD over every partition; on a Cluster (where one XREAD
+ * cannot span slots) it reads the partitions in turn and pauses 100 ms when all are idle. Heartbeats (in logs written by releases before ADR 0022) are left out unless asked for by type.
  */
 import { Effect, Stream } from "effect"
 import { Cluster } from "ioredis"
@@ -22,6 +23,7 @@ import { RedisError, toRedisError } from "../streams/StreamError.ts"
 import { wholeEnvelopes } from "../streams/LogEntry.ts"
 import type { Envelope, TaskEventTag } from "../streams/TaskEvent.ts"
 import { type EmitHub, type EmittedEvent, makeEmitHub } from "./LiveEmit.ts"
+import type { HubFollower, LogHub } from "./LogHub.ts"
 
 export interface LiveFilter {
   readonly ownerId?: string
@@ -64,6 +66,10 @@ export interface LiveOptions {
   readonly signal?: AbortSignal | undefined
   /** A subscription to the emit channel shared with other feeds (default: one of the feed's own). */
   readonly emitHub?: EmitHub | undefined
+  /** A reader of the logs shared with other feeds (default: the feed reads them itself). */
+  readonly logHub?: LogHub | undefined
+  /** Told where the feed starts (the cursor before its first event: `cursor`, or "now"), before any item. */
+  readonly onStart?: ((cursor: string) => void) | undefined
 }
 
 /** A cursor is the last seen id of each partition log, in partition order, joined by ",". */
@@ -102,6 +108,34 @@ export const cursorNow = async (conn: RedisConnection, keyspace: Keyspace): Prom
   }))).join(",")
 
 type XReadReply = Array<[string, Array<[string, Array<string>]>]> | null
+type LogEntries = Array<[string, Array<string>]>
+
+/**
+ * One read of the partition logs after `last` (their last seen ids), as `[partition, entries]`: on a standalone
+ * Redis one XREAD over all, blocking up to a second; on a Cluster each partition in turn (until `stop()`), then a
+ * 100 ms pause when none had anything.
+ */
+export const readLogs = async (
+  c: RedisConnection,
+  streams: ReadonlyArray<string>,
+  last: ReadonlyArray<string>,
+  stop: () => boolean
+): Promise<Array<[number, LogEntries]>> => {
+  if (!(c instanceof Cluster)) {
+    const reply = (await c.xread("COUNT", 200, "BLOCK", 1000, "STREAMS", ...streams, ...last)) as XReadReply
+    return (reply ?? []).map(([key, entries]) => [streams.indexOf(key), entries])
+  }
+  const replies: Array<[number, LogEntries]> = []
+  for (let p = 0; p < streams.length; p++) {
+    // Not one command after a stop: a Cluster connection closed meanwhile keeps a command sent then in its
+    // offline queue for good, and the reader's end would wait on it.
+    if (stop()) break
+    const reply = (await c.xread("COUNT", 200, "STREAMS", streams[p]!, last[p]!)) as XReadReply
+    if (reply?.[0] !== undefined) replies.push([p, reply[0][1]])
+  }
+  if (replies.length === 0) await new Promise((r) => setTimeout(r, 100))
+  return replies
+}
 
 /** Emits held for a slow consumer; beyond it the oldest are dropped (they are progress, not history). */
 const MAX_QUEUED_EMITS = 1_000
@@ -139,6 +173,7 @@ async function* liveItems(
   let wake: (() => void) | undefined
   let resumeReader: (() => void) | undefined
   let conn: RedisConnection | undefined
+  let follower: HubFollower | undefined
   let reader: Promise<void> | undefined
   const notify = () => {
     const w = wake
@@ -152,6 +187,7 @@ async function* liveItems(
   }
   const onAbort = () => {
     conn?.disconnect()
+    follower?.close()
     notify()
     resume()
   }
@@ -172,37 +208,52 @@ async function* liveItems(
     notify()
   })
   listening?.catch(() => undefined) // awaited below; handled here too in case the connect fails first
+  /** The feed's own connection, opened when it reads the logs itself. */
+  const own = async (): Promise<RedisConnection> => {
+    conn ??= await connect(makeConnection(redis), "live feed")
+    if (aborted()) conn.disconnect()
+    return conn
+  }
+  const wants = (raw: string) => leanMatches(filter, raw)
   try {
-    conn = await connect(makeConnection(redis), "live feed")
     if (listening !== undefined) await listening
     if (aborted()) return
-    const c = conn
-    const last = parseCursor(options.cursor ?? (await cursorNow(c, keyspace)), streams.length)!
-    const cluster = c instanceof Cluster
+    follower = await options.logHub?.follow(options.cursor, wants)
+    const last = parseCursor(follower?.cursor ?? options.cursor ?? (await cursorNow(await own(), keyspace)), streams.length)!
+    options.onStart?.(last.join(","))
     reader = (async () => {
       while (!closed && !aborted()) {
         if (queue.length - queuedEmits >= MAX_QUEUED_EVENTS) {
           await new Promise<void>((r) => (resumeReader = r))
           continue
         }
-        let replies: Array<[number, Array<[string, Array<string>]>]> = []
-        if (!cluster) {
-          const reply = (await c.xread("COUNT", 200, "BLOCK", 1000, "STREAMS", ...streams, ...last)) as XReadReply
-          replies = (reply ?? []).map(([key, entries]) => [streams.indexOf(key), entries])
-        } else {
-          for (let p = 0; p < streams.length; p++) {
-            // Not one command after an abort: a Cluster connection closed by `onAbort` keeps a command sent
-            // then in its offline queue for good, and the feed's end would wait on it.
-            if (closed || aborted()) break
-            const reply = (await c.xread("COUNT", 200, "STREAMS", streams[p]!, last[p]!)) as XReadReply
-            if (reply?.[0] !== undefined) replies.push([p, reply[0][1]])
+        if (follower !== undefined) {
+          const taken = await follower.next()
+          if (taken === "detached") {
+            follower = undefined
+            continue
           }
-          if (replies.length === 0) await new Promise((r) => setTimeout(r, 100))
+          for (const e of taken) {
+            // A lean entry this feed may want that the hub did not restore: read on from before it, alone.
+            if (e.decoded === undefined && !e.restored && wants(e.text)) {
+              follower.close()
+              follower = undefined
+              break
+            }
+            e.cursor.split(",").forEach((id, p) => (last[p] = id))
+            if (e.decoded?._tag === "Success" && matches(filter, e.decoded.success)) {
+              queue.push({ kind: "task", envelope: e.decoded.success, cursor: e.cursor })
+            }
+          }
+          notify()
+          continue
         }
+        const c = await own()
+        const replies = await readLogs(c, streams, last, () => closed || aborted())
         for (const [p, entries] of replies) {
           // Lean entries (large fields in the history only) are read back only when they pass the filter.
           const texts = entries.map(([id, fields]) => [id, fields[1] ?? ""] as const)
-          const envelopes = await wholeEnvelopes(c, keyspace, texts, (raw) => leanMatches(filter, raw))
+          const envelopes = await wholeEnvelopes(c, keyspace, texts, wants)
           entries.forEach(([id], k) => {
             last[p] = id
             const decoded = envelopes[k]
@@ -212,6 +263,12 @@ async function* liveItems(
           })
         }
         notify()
+        // Caught up with what the hub holds: follow it again, and give the connection back.
+        follower = await options.logHub?.follow(last.join(","), wants)
+        if (follower !== undefined) {
+          conn?.disconnect()
+          conn = undefined
+        }
       }
     })().catch((e: unknown) => {
       if (!aborted()) failure = e
@@ -235,6 +292,7 @@ async function* liveItems(
     if (!aborted()) throw e instanceof RedisError ? e : toRedisError("live feed", e)
   } finally {
     closed = true
+    follower?.close()
     signal?.removeEventListener("abort", onAbort)
     listening?.then((unlisten) => unlisten(), () => undefined)
     conn?.disconnect()

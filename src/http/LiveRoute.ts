@@ -8,19 +8,22 @@
  * that reconnects with `Last-Event-ID` (EventSource does so by itself) resumes right after the last task event
  * it saw, without gaps; emitted events it missed meanwhile are gone.
  *
- * Resources: each stream owns one Redis connection (named `factorial:sse:<namespace>`), closed when the
- * client goes, when the stream fails, or when the server closes; the streams of a server share one
- * subscription to the emit channel (`factorial:sse-emit:<namespace>`, open while any stream is). At most
- * `maxStreams` are open at once (503 `TooManyStreams` beyond).
+ * Resources: the streams of a server share one reader of the partition logs (src/LogHub.ts, connection
+ * `factorial:sse-log:<namespace>`, reading while any stream follows it), so an open dashboard costs Redis no
+ * reads of its own, and each event is serialized once for all of them; a stream that resumes from a cursor the
+ * reader no longer holds, or falls too far behind, reads the logs on a connection of its own
+ * (`factorial:sse:<namespace>`) until it has caught up. They share one subscription to the emit channel
+ * (`factorial:sse-emit:<namespace>`, open while any stream is). A stream's resources are released when its client
+ * goes, when it fails, or when the server closes. At most `maxStreams` are open at once (503 `TooManyStreams` beyond).
  */
 import { Effect, Schema } from "effect"
 import type { FastifyPluginAsync } from "fastify"
-import { allPartitions, partitionKeys } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
 import { AgentName, TaskEvent, type TaskEventTag, TaskId } from "../../streams/TaskEvent.ts"
 import { InvalidInput } from "../Errors.ts"
 import { liveEvents, type LiveFilter, parseCursor } from "../LiveFeed.ts"
 import { type EmitHub, isEmitType, makeEmitHub } from "../LiveEmit.ts"
+import { type LogHub, makeLogHub } from "../LogHub.ts"
 import { TaskStore } from "../TaskStore.ts"
 import type { AppOptions } from "./App.ts"
 import { errorBody, sendError } from "./HttpError.ts"
@@ -60,6 +63,10 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
   const open = new Set<AbortController>()
   /** One subscription to the emit channel for all of this server's streams (made with the first stream). */
   let emitHub: EmitHub | undefined
+  /** One reader of the partition logs for all of this server's streams (made with the first stream). */
+  let logHub: LogHub | undefined
+  /** A task event's SSE text, made once for every stream that sends it (streams following the hub share envelopes). */
+  const sseText = new WeakMap<object, string>()
 
   // An open stream would hold `close()` until its client leaves: end them all first.
   app.addHook("preClose", async () => {
@@ -96,16 +103,8 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
         try: () => parseCursor(given, store.keyspace.partitions),
         catch: (e) => new InvalidInput({ message: `invalid Last-Event-ID: ${(e as Error).message}` })
       })
-      // Without a cursor the stream starts now: the top of each partition log, sent as the first id.
-      const cursor = resume?.join(",") ?? (yield* redis.use("live start", async (c) => {
-        const tops = await Promise.all(allPartitions(store.keyspace).map(async (p) => {
-          const top = (await c.xrevrange(partitionKeys(store.keyspace, p).events, "+", "-", "COUNT", 1)) as Array<
-            [string, unknown]
-          >
-          return top[0]?.[0] ?? "0-0"
-        }))
-        return tops.join(",")
-      }))
+      // Without a cursor the stream starts now (the feed says where: its first id).
+      const cursor = resume?.join(",")
       const filter: LiveFilter = {
         ...(q.agent !== undefined ? { agent: q.agent } : {}),
         ...(q.owner !== undefined ? { ownerId: q.owner } : {}),
@@ -159,21 +158,30 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
         emitHub ??= makeEmitHub({ ...redisOptions, connectionName: `factorial:sse-emit:${keyspace.namespace}` }, keyspace)
         holdEmits = await emitHub.listen(() => undefined)
       }
-      await write(`retry: 2000\nid: ${cursor}\nevent: ready\ndata: ${JSON.stringify({ cursor })}\n\n`)
+      logHub ??= makeLogHub({ ...redisOptions, connectionName: `factorial:sse-log:${keyspace.namespace}` }, keyspace)
       const events = liveEvents(
         { ...redisOptions, connectionName: `factorial:sse:${keyspace.namespace}` },
         keyspace,
         filter,
-        { cursor, signal: controller.signal, emitHub }
+        {
+          cursor,
+          signal: controller.signal,
+          emitHub,
+          logHub,
+          // The first chunk of the stream: nothing is written before it, so it never waits for the socket.
+          onStart: (start) => void write(`retry: 2000\nid: ${start}\nevent: ready\ndata: ${JSON.stringify({ cursor: start })}\n\n`)
+        }
       )
       for await (const e of events) {
         if (controller.signal.aborted) break
         if (e.kind === "emit" && emitTasks !== undefined && !emitTasks.includes(e.emit.taskId)) continue
-        await write(
-          e.kind === "task"
-            ? `id: ${e.cursor}\nevent: task\ndata: ${JSON.stringify(e.envelope)}\n\n`
-            : `event: emit\ndata: ${JSON.stringify(e.emit)}\n\n`
-        )
+        if (e.kind === "emit") {
+          await write(`event: emit\ndata: ${JSON.stringify(e.emit)}\n\n`)
+          continue
+        }
+        let text = sseText.get(e.envelope)
+        if (text === undefined) sseText.set(e.envelope, text = `id: ${e.cursor}\nevent: task\ndata: ${JSON.stringify(e.envelope)}\n\n`)
+        await write(text)
       }
     } catch (error) {
       if (!controller.signal.aborted) res.write(`event: feed-error\ndata: ${JSON.stringify(errorBody(error))}\n\n`)

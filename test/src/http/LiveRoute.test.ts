@@ -89,8 +89,17 @@ const open = async (query = "", headers: Record<string, string> = { authorizatio
   return { res, messages, comments, tasks, emits, waitFor, close }
 }
 
-const sseClients = async () =>
-  String(await redis.call("CLIENT", "LIST")).split("\n").filter((l) => l.includes(`name=factorial:sse:${keyspace.namespace}`)).length
+/** Connections named `name` on every node (a Cluster client prefixes some names). */
+const connectionsNamed = async (name: string) => {
+  await redis.ping() // a Cluster client knows its nodes once connected
+  const nodes = redis instanceof Cluster ? redis.nodes("master") : [redis]
+  const lists = await Promise.all(nodes.map((n) => n.call("CLIENT", "LIST")))
+  return lists.flatMap((l) => String(l).split("\n")).filter((l) => l.includes(`${name} `) || l.endsWith(name)).length
+}
+/** Streams reading the logs on their own connections. */
+const sseClients = () => connectionsNamed(`factorial:sse:${keyspace.namespace}`)
+/** The server's shared reader of the logs. */
+const logReaders = () => connectionsNamed(`factorial:sse-log:${keyspace.namespace}`)
 
 /** Connections of the server's shared emit subscription, on every node (a Cluster client prefixes their name). */
 const emitSubscribers = async () => {
@@ -122,14 +131,25 @@ describe("GET /observability/api/events", () => {
     expect(stream.tasks().every((t) => /^\d+-\d+/.test(t.id))).toBe(true)
     await stream.waitFor(() => stream.comments.includes("ping"), "a heartbeat comment")
 
-    expect(await sseClients()).toBe(1)
-    // The server's streams share one subscription to the emit channel, open while any stream is.
+    // The server's streams share one reader of the logs and one subscription to the emit channel, open while any
+    // stream is; a stream that follows the reader has no connection of its own.
+    expect(await sseClients()).toBe(0)
+    const readers = await logReaders()
+    expect(readers).toBeGreaterThan(0) // on a Cluster: a connection per node
     expect(await emitSubscribers()).toBeGreaterThan(0) // on a Cluster: its node connection and its subscriber
+    const more = [await open(), await open(), await open()]
+    for (const m of more) await m.waitFor(() => m.messages.some((x) => x.event === "ready"), "ready")
+    const c = await enqueue("u3")
+    for (const m of [stream, ...more]) await m.waitFor(() => m.tasks().some((t) => t.envelope.taskId === c), "the event, on every stream")
+    expect(await logReaders()).toBe(readers)
+    expect(await sseClients()).toBe(0)
+    for (const m of more) await m.close()
     await stream.close()
     const end = Date.now() + 5_000
-    while ((await sseClients()) + (await emitSubscribers()) > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 25))
+    while ((await sseClients()) + (await emitSubscribers()) + (await logReaders()) > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 25))
     expect(await sseClients()).toBe(0)
     expect(await emitSubscribers()).toBe(0)
+    expect(await logReaders()).toBe(0)
   })
 
   it("resumes after Last-Event-ID without a gap or a repeat", async () => {

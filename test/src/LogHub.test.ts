@@ -1,0 +1,127 @@
+/**
+ * The shared reader of the partition logs (src/LogHub.ts): feeds that follow one hub get exactly what feeds
+ * reading the logs themselves get — the same events in the same order, filters applied, lean entries whole —
+ * including a follower that falls further behind than the hub keeps (it reads on alone from its last cursor, then
+ * follows the hub again) and one that resumes from a cursor. Redis serves the followers one reader.
+ */
+import { describe, expect, it } from "vitest"
+import { defineAgent } from "../../src/Agent.ts"
+import { type LiveEvent, type LiveFilter, type LiveItem, liveEvents } from "../../src/LiveFeed.ts"
+import { makeLogHub } from "../../src/LogHub.ts"
+import { Orchestrator } from "../../src/Orchestrator.ts"
+import { allPartitions, partitionOf } from "../../streams/Keys.ts"
+import { clusterNodes, freshKeyspace, testRedisOptions } from "../support/TestRedis.ts"
+
+const redisOptions = "clusterNodes" in testRedisOptions ? { clusterNodes } : { url: testRedisOptions.redisUrl }
+const agent = defineAgent<{ i: number; text: string }>({ name: "hubbed", turn: () => Promise.reject(new Error("not run")) })
+
+/** Takes `count` events from a feed (then stops taking; the feed is ended by its signal). */
+const take = async (feed: AsyncGenerator<LiveItem>, count: number) => {
+  const out: Array<LiveEvent> = []
+  while (out.length < count) {
+    const next = await feed.next()
+    if (next.done === true) throw new Error(`the feed ended after ${out.length} of ${count} events`)
+    if (next.value.kind === "task") out.push(next.value)
+  }
+  return out
+}
+
+describe("LogHub", () => {
+  it("followers get exactly what feeds reading the logs themselves get, a slow one and a resumed one too", async () => {
+    const keyspace = freshKeyspace()
+    const o = new Orchestrator({ ...testRedisOptions, ...keyspace })
+    const hub = makeLogHub({ ...redisOptions, connectionName: "log-hub-test" }, keyspace, 25)
+    const controller = new AbortController()
+    const signal = controller.signal
+    try {
+      await o.getTaskData("warm-up")
+      const filters: ReadonlyArray<LiveFilter> = [{}, { ownerId: "a" }, { types: ["TaskEnqueued"], taskIds: ["t-3", "t-10", "t-40"] }]
+      // Hub followers start at the hub's "now"; the feeds reading alone start at the same cursor.
+      let start = ""
+      const hubbed = filters.map((filter) =>
+        liveEvents(redisOptions, keyspace, filter, { signal, logHub: hub, onStart: (c) => (start = c) })
+      )
+      const firsts = hubbed.map((f) => f.next()) // each attaches on its first next()
+      await new Promise((r) => setTimeout(r, 300))
+      expect(hub.followers()).toBe(filters.length)
+      const alone = filters.map((filter) => liveEvents(redisOptions, keyspace, filter, { signal, cursor: start }))
+      // A follower of the hub itself that takes nothing while the entries go by.
+      const idle = (await hub.follow(start, () => true))!
+      expect(idle.cursor).toBe(start)
+      const slow = liveEvents(redisOptions, keyspace, {}, { signal, logHub: hub, cursor: start })
+
+      // 60 tasks, owners a and b in turn; every tenth payload is over 1 KB (lean in the log, whole in the history).
+      const ids: Array<string> = []
+      for (let i = 0; i < 60; i++) {
+        const text = i % 10 === 3 ? "x".repeat(2_000) : "short"
+        ids.push(await o.enqueueTask(agent, agent.createTask({ id: `t-${i}`, ownerId: i % 2 === 0 ? "a" : "b", payload: { i, text } })))
+      }
+      const expected = [60, 30, 3]
+      const got = await Promise.all(hubbed.map(async (f, k) => {
+        const first = (await firsts[k]!).value as LiveEvent
+        return [first, ...(await take(f, expected[k]! - 1))]
+      }))
+      const reference = await Promise.all(alone.map((f, k) => take(f, expected[k]!)))
+      // Order holds within a partition (readers may take the partitions' entries in another interleaving).
+      const key = (events: ReadonlyArray<LiveEvent>) =>
+        allPartitions(keyspace).map((p) => events.filter((e) => partitionOf(keyspace, e.envelope.taskId) === p).map((e) => JSON.stringify(e.envelope)))
+      for (let k = 0; k < filters.length; k++) expect(key(got[k]!), JSON.stringify(filters[k])).toEqual(key(reference[k]!))
+      expect(got[0]!.map((e) => e.envelope.taskId).sort()).toEqual([...ids].sort())
+      // Lean entries arrive whole.
+      expect((got[0]!.find((e) => e.envelope.taskId === "t-3")!.envelope.event as unknown as { payload: { text: string } }).payload.text).toHaveLength(2_000)
+
+      // 60 entries went by and the hub keeps 25: the idle follower is told to read on alone.
+      expect(await idle.next()).toBe("detached")
+      // The slow feed read nothing while 60 entries went by: it reads on alone, no gap, no repeat, and follows the
+      // hub again once it caught up.
+      const late = await take(slow, 60)
+      expect(key(late)).toEqual(key(reference[0]!))
+      const more = await o.enqueueTask(agent, agent.createTask({ id: "t-more", ownerId: "a", payload: { i: 99, text: "" } }))
+      const [after] = await take(slow, 1)
+      expect(after!.envelope.taskId).toBe(more)
+      expect(hub.followers()).toBe(filters.length + 1)
+
+      // A feed resuming from a cursor the hub still holds follows it at once (the hub's order: the same events as
+      // another follower, with the same cursors); from one it no longer holds, alone.
+      const held = got[0]![55]!.cursor
+      const resumed = liveEvents(redisOptions, keyspace, {}, { signal, logHub: hub, cursor: held })
+      const same = (events: ReadonlyArray<LiveEvent>) => events.map((e) => [e.cursor, JSON.stringify(e.envelope)])
+      expect(same(await take(resumed, 5))).toEqual(same([...got[0]!.slice(56), after!]))
+      expect(await hub.follow(got[0]![2]!.cursor, () => true)).toBeUndefined()
+    } finally {
+      controller.abort()
+      await o.stop()
+    }
+    // Every follower gone: the hub stops reading.
+    const end = Date.now() + 3_000
+    while (hub.followers() > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
+    expect(hub.followers()).toBe(0)
+  })
+
+  it("a follower that wants a lean entry no earlier follower wanted reads it whole, alone", async () => {
+    const keyspace = freshKeyspace()
+    const o = new Orchestrator({ ...testRedisOptions, ...keyspace })
+    const hub = makeLogHub(redisOptions, keyspace)
+    const controller = new AbortController()
+    const signal = controller.signal
+    try {
+      await o.getTaskData("warm-up")
+      let start = ""
+      const onlyB = liveEvents(redisOptions, keyspace, { ownerId: "b" }, { signal, logHub: hub, onStart: (c) => (start = c) })
+      const first = onlyB.next()
+      await new Promise((r) => setTimeout(r, 300))
+      // a's large payload: lean in the log, and nobody following wants it, so the hub does not restore it.
+      await o.enqueueTask(agent, agent.createTask({ id: "big-a", ownerId: "a", payload: { i: 1, text: "y".repeat(3_000) } }))
+      await o.enqueueTask(agent, agent.createTask({ id: "small-b", ownerId: "b", payload: { i: 2, text: "" } }))
+      expect(((await first).value as LiveEvent).envelope.taskId).toBe("small-b")
+      const everyone = liveEvents(redisOptions, keyspace, {}, { signal, logHub: hub, cursor: start })
+      const [big, small] = await take(everyone, 2)
+      expect(big!.envelope.taskId).toBe("big-a")
+      expect((big!.envelope.event as unknown as { payload: { text: string } }).payload.text).toHaveLength(3_000)
+      expect(small!.envelope.taskId).toBe("small-b")
+    } finally {
+      controller.abort()
+      await o.stop()
+    }
+  })
+})
