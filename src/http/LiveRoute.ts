@@ -137,10 +137,10 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
     // A client that left while the stream was being set up: its "close" has already happened.
     if (request.raw.socket.destroyed) controller.abort()
 
-    /** Writes a chunk; waits for the socket to drain when its buffer is full (or for the client to go). */
-    const write = (chunk: string) =>
+    /** Resolves once the socket has drained (or the client went). */
+    const drained = () =>
       new Promise<void>((resolve) => {
-        if (res.write(chunk) || controller.signal.aborted) return resolve()
+        if (controller.signal.aborted) return resolve()
         const done = () => {
           res.off("drain", done)
           controller.signal.removeEventListener("abort", done)
@@ -149,6 +149,32 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
         res.on("drain", done)
         controller.signal.addEventListener("abort", done)
       })
+    /**
+     * Chunks wait here and go to the socket together: when the feed has nothing more at once (the next turn of the
+     * event loop), or when 64 KB wait. A busy feed so costs a socket write per batch of events, not per event.
+     */
+    let waiting: Array<string> = []
+    let waitingBytes = 0
+    let flushing: NodeJS.Immediate | undefined
+    const flush = () => {
+      if (flushing !== undefined) clearImmediate(flushing)
+      flushing = undefined
+      if (waiting.length === 0) return true
+      const chunk = waiting.join("")
+      waiting = []
+      waitingBytes = 0
+      return res.write(chunk)
+    }
+    /** Writes a chunk (soon); waits for the socket to drain when its buffer is full (or for the client to go). */
+    const write = async (chunk: string) => {
+      waiting.push(chunk)
+      waitingBytes += chunk.length
+      if (waitingBytes < 65_536) {
+        flushing ??= setImmediate(flush)
+        return
+      }
+      if (!flush()) await drained()
+    }
 
     const heartbeat = setInterval(() => void res.write(": ping\n\n"), heartbeatMs)
     /** Holds the shared emit subscription open from before `ready` (so a client that saw `ready` misses no emit). */
@@ -184,7 +210,10 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
         await write(text)
       }
     } catch (error) {
-      if (!controller.signal.aborted) res.write(`event: feed-error\ndata: ${JSON.stringify(errorBody(error))}\n\n`)
+      if (!controller.signal.aborted) {
+        flush()
+        res.write(`event: feed-error\ndata: ${JSON.stringify(errorBody(error))}\n\n`)
+      }
     } finally {
       holdEmits?.()
       clearInterval(heartbeat)
@@ -192,6 +221,7 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
       request.raw.off("close", onClose)
       res.off("close", onClose)
       controller.abort()
+      flush()
       res.end()
     }
   })
