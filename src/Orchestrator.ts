@@ -27,6 +27,7 @@ import { type TaskData, TaskStore } from "./TaskStore.ts"
 import { makeWorkerId, runWorkerPool } from "./Worker.ts"
 import { type AppOptions, buildApp } from "./http/App.ts"
 import { liveEvents, type LiveFilter, type LiveItemOf } from "./LiveFeed.ts"
+import { type LogHub, makeLogHub } from "./LogHub.ts"
 import { checkEmitLimits, type EmitLimits, makeEmitPublisher } from "./LiveEmit.ts"
 import type { FastifyInstance } from "fastify"
 
@@ -207,6 +208,8 @@ export class Orchestrator {
   private runtime: ManagedRuntime.ManagedRuntime<Services, unknown> | undefined
   private running: { scope: Scope.Closeable; done: Promise<void>; resolve: () => void } | undefined
   private server: { app: FastifyInstance; url: string } | undefined
+  /** The shared reader of the logs for `subscribe` (made with the first subscription). */
+  private logHub: LogHub | undefined
 
   constructor(options: OrchestratorOptions = {}) {
     const { keyspace } = resolveOptions(options)
@@ -397,13 +400,16 @@ export class Orchestrator {
    * With `emits: true` (or a list of types) the feed also yields what running turns emit (`ctx.emit`) as
    * `{ kind: "emit", emit: { taskId, agent, ownerId, type, at, data } }`: progress, not history — no cursor,
    * not replayed on resume (ADR 0010). Tell the kinds apart by `kind` (`"task"` or `"emit"`).
+   *
+   * The subscriptions of one orchestrator share one reader of the logs (ADR 0023): many cost Redis what one does.
    */
   subscribe<F extends LiveFilter = {}>(
     filter: F = {} as F,
     options: { readonly cursor?: string; readonly signal?: AbortSignal } = {}
   ): AsyncGenerator<LiveItemOf<F>> {
     const { redis, keyspace } = resolveOptions(this.options)
-    return liveEvents(redis, keyspace, filter, options)
+    this.logHub ??= makeLogHub({ ...redis, connectionName: `factorial:subscribe-log:${keyspace.namespace}` }, keyspace)
+    return liveEvents(redis, keyspace, filter, { ...options, logHub: this.logHub })
   }
 
   steerTask(taskId: string, messages: ReadonlyArray<unknown>): Promise<void> {

@@ -2,8 +2,10 @@
  * Live updates: a subscriber sees a task's events in order, filtered by owner; a second subscriber that
  * resumes from a cursor taken midway sees exactly the remaining events, with no gap and no repeat; an
  * aborted subscription ends promptly whatever its connection is doing; events whose payload the partition log
- * leaves out (over 1 KB) arrive whole, as the history has them.
+ * leaves out (over 1 KB) arrive whole, as the history has them; the subscriptions of one orchestrator share one
+ * reader of the logs.
  */
+import { Cluster } from "ioredis"
 import { expect, it } from "vitest"
 import { Continue, defineAgent, Done } from "../../src/Agent.ts"
 import { AgentWorkerConfig } from "../../src/Config.ts"
@@ -113,6 +115,47 @@ it("delivers events with payloads over 1 KB whole, though the partition log hold
     expect(lean.map((raw) => JSON.parse(raw).event._tag)).toEqual(["TaskEnqueued", "TurnCompleted", "TaskCompleted"])
     expect(Math.max(...log.map((raw) => raw.length))).toBeLessThan(1024)
   } finally {
+    conn.disconnect()
+    await o.stop()
+  }
+})
+
+it("the subscriptions of one orchestrator share one reader of the logs", async () => {
+  const ks = freshKeyspace()
+  const o = new Orchestrator({ ...testRedisOptions, ...ks })
+  const agent = defineAgent({ name: "shared", turn: () => Promise.resolve(Done(null)) })
+  const conn = rawClient()
+  /** Connections whose name is `name`, on every node. */
+  const named = async (name: string) => {
+    await conn.ping()
+    const nodes = conn instanceof Cluster ? conn.nodes("master") : [conn]
+    const lists = await Promise.all(nodes.map((n) => n.call("CLIENT", "LIST")))
+    return lists.flatMap((l) => String(l).split("\n")).filter((l) => l.includes(`name=${name} `)).length
+  }
+  const controller = new AbortController()
+  try {
+    const feeds = [o.subscribe({}, { signal: controller.signal }), o.subscribe({ ownerId: "x" }, { signal: controller.signal }), o.subscribe({}, { signal: controller.signal })]
+    const firsts = feeds.map((f) => f.next())
+    await new Promise((r) => setTimeout(r, 300))
+    const id = await o.enqueueTask(agent, agent.createTask({ ownerId: "x", payload: {} }))
+    for (const first of firsts) expect(((await first).value as LiveEvent).envelope.taskId).toBe(id)
+    const readers = await named(`factorial:subscribe-log:${ks.namespace}`)
+    expect(readers).toBeGreaterThan(0) // on a Cluster: one connection per node it reads
+    // A second orchestrator's subscription has a reader of its own: shared per orchestrator.
+    const other = new Orchestrator({ ...testRedisOptions, ...ks })
+    const theirs = other.subscribe({}, { signal: controller.signal })
+    const theirFirst = theirs.next()
+    await new Promise((r) => setTimeout(r, 300))
+    await o.enqueueTask(agent, agent.createTask({ ownerId: "x", payload: {} }))
+    await theirFirst
+    expect(await named(`factorial:subscribe-log:${ks.namespace}`)).toBe(2 * readers)
+    controller.abort()
+    await other.stop()
+    const end = Date.now() + 3_000
+    while ((await named(`factorial:subscribe-log:${ks.namespace}`)) > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 25))
+    expect(await named(`factorial:subscribe-log:${ks.namespace}`)).toBe(0)
+  } finally {
+    controller.abort()
     conn.disconnect()
     await o.stop()
   }
