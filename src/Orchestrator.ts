@@ -28,7 +28,7 @@ import { makeWorkerId, runWorkerPool } from "./Worker.ts"
 import { type AppOptions, buildApp } from "./http/App.ts"
 import { liveEvents, type LiveFilter, type LiveItemOf } from "./LiveFeed.ts"
 import { type LogHub, makeLogHub } from "./LogHub.ts"
-import { checkEmitLimits, type EmitLimits, makeEmitPublisher } from "./LiveEmit.ts"
+import { checkEmitLimits, type EmitHub, type EmitLimits, makeEmitHub, makeEmitPublisher } from "./LiveEmit.ts"
 import type { FastifyInstance } from "fastify"
 
 export interface OrchestratorOptions {
@@ -208,8 +208,9 @@ export class Orchestrator {
   private runtime: ManagedRuntime.ManagedRuntime<Services, unknown> | undefined
   private running: { scope: Scope.Closeable; done: Promise<void>; resolve: () => void } | undefined
   private server: { app: FastifyInstance; url: string } | undefined
-  /** The shared reader of the logs for `subscribe` (made with the first subscription). */
+  /** The shared reader of the logs and subscription to the emit channel for `subscribe` (made with the first one). */
   private logHub: LogHub | undefined
+  private emitHub: EmitHub | undefined
 
   constructor(options: OrchestratorOptions = {}) {
     const { keyspace } = resolveOptions(options)
@@ -401,7 +402,8 @@ export class Orchestrator {
    * `{ kind: "emit", emit: { taskId, agent, ownerId, type, at, data } }`: progress, not history — no cursor,
    * not replayed on resume (ADR 0010). Tell the kinds apart by `kind` (`"task"` or `"emit"`).
    *
-   * The subscriptions of one orchestrator share one reader of the logs (ADR 0023): many cost Redis what one does.
+   * The subscriptions of one orchestrator share one reader of the logs (ADR 0023) and one subscription to the emit
+   * channel: many cost Redis what one does.
    */
   subscribe<F extends LiveFilter = {}>(
     filter: F = {} as F,
@@ -409,7 +411,8 @@ export class Orchestrator {
   ): AsyncGenerator<LiveItemOf<F>> {
     const { redis, keyspace } = resolveOptions(this.options)
     this.logHub ??= makeLogHub({ ...redis, connectionName: `factorial:subscribe-log:${keyspace.namespace}` }, keyspace)
-    return liveEvents(redis, keyspace, filter, { ...options, logHub: this.logHub })
+    this.emitHub ??= makeEmitHub({ ...redis, connectionName: `factorial:subscribe-emit:${keyspace.namespace}` }, keyspace)
+    return liveEvents(redis, keyspace, filter, { ...options, logHub: this.logHub, emitHub: this.emitHub })
   }
 
   steerTask(taskId: string, messages: ReadonlyArray<unknown>): Promise<void> {

@@ -3,7 +3,7 @@
  * resumes from a cursor taken midway sees exactly the remaining events, with no gap and no repeat; an
  * aborted subscription ends promptly whatever its connection is doing; events whose payload the partition log
  * leaves out (over 1 KB) arrive whole, as the history has them; the subscriptions of one orchestrator share one
- * reader of the logs.
+ * reader of the logs and one subscription to the emit channel.
  */
 import { Cluster } from "ioredis"
 import { expect, it } from "vitest"
@@ -120,7 +120,7 @@ it("delivers events with payloads over 1 KB whole, though the partition log hold
   }
 })
 
-it("the subscriptions of one orchestrator share one reader of the logs", async () => {
+it("the subscriptions of one orchestrator share one reader of the logs and one subscription to the emit channel", async () => {
   const ks = freshKeyspace()
   const o = new Orchestrator({ ...testRedisOptions, ...ks })
   const agent = defineAgent({ name: "shared", turn: () => Promise.resolve(Done(null)) })
@@ -134,13 +134,19 @@ it("the subscriptions of one orchestrator share one reader of the logs", async (
   }
   const controller = new AbortController()
   try {
-    const feeds = [o.subscribe({}, { signal: controller.signal }), o.subscribe({ ownerId: "x" }, { signal: controller.signal }), o.subscribe({}, { signal: controller.signal })]
+    const feeds = [
+      o.subscribe({}, { signal: controller.signal }),
+      o.subscribe({ ownerId: "x", emits: true }, { signal: controller.signal }),
+      o.subscribe({ emits: ["progress"] }, { signal: controller.signal })
+    ]
     const firsts = feeds.map((f) => f.next())
     await new Promise((r) => setTimeout(r, 300))
     const id = await o.enqueueTask(agent, agent.createTask({ ownerId: "x", payload: {} }))
     for (const first of firsts) expect(((await first).value as LiveEvent).envelope.taskId).toBe(id)
     const readers = await named(`factorial:subscribe-log:${ks.namespace}`)
     expect(readers).toBeGreaterThan(0) // on a Cluster: one connection per node it reads
+    // The two that asked for emits share one subscription to the emit channel.
+    expect(await named(`factorial:subscribe-emit:${ks.namespace}`)).toBe(1)
     // A second orchestrator's subscription has a reader of its own: shared per orchestrator.
     const other = new Orchestrator({ ...testRedisOptions, ...ks })
     const theirs = other.subscribe({}, { signal: controller.signal })
