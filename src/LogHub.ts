@@ -33,6 +33,8 @@ export interface HubEntry {
   readonly restored: boolean
   /** The cursor after this entry. */
   readonly cursor: string
+  /** The length of the text its envelope was decoded from (what holding it costs, about). */
+  readonly bytes: number
 }
 
 export interface HubFollower {
@@ -57,8 +59,11 @@ export interface LogHub {
   readonly followers: () => number
 }
 
-/** Entries kept by default: a follower may fall this far behind before it reads the logs itself. */
-export const DEFAULT_HUB_CAPACITY = 10_000
+/**
+ * What the hub keeps by default: a follower may fall this far behind before it reads the logs itself. Entries
+ * with large payloads (restored conversations) count by their size, so the hub's memory stays bounded.
+ */
+export const DEFAULT_HUB_CAPACITY = { entries: 10_000, bytes: 64 * 1024 * 1024 }
 
 interface Follower {
   /** The position of the next entry to take (positions count every entry the hub read since it started). */
@@ -68,7 +73,11 @@ interface Follower {
   closed: boolean
 }
 
-export const makeLogHub = (redis: RedisOptions, keyspace: Keyspace, capacity = DEFAULT_HUB_CAPACITY): LogHub => {
+export const makeLogHub = (
+  redis: RedisOptions,
+  keyspace: Keyspace,
+  capacity: { readonly entries: number; readonly bytes: number } = DEFAULT_HUB_CAPACITY
+): LogHub => {
   const streams = allPartitions(keyspace).map((p) => partitionKeys(keyspace, p).events)
   const followers = new Set<Follower>()
   /** What the current run of the reader holds; a new run starts when the first follower comes after the last left. */
@@ -81,6 +90,8 @@ export const makeLogHub = (redis: RedisOptions, keyspace: Keyspace, capacity = D
       readonly positions: Map<string, number>
       /** The cursor after the last entry read. */
       head: string
+      /** The bytes of the entries held. */
+      bytes: number
       failed: boolean
       readonly started: Promise<void>
       /** Ends the reader at once (its connection closed under its blocking read). */
@@ -103,6 +114,7 @@ export const makeLogHub = (redis: RedisOptions, keyspace: Keyspace, capacity = D
       base: 0,
       positions: new Map<string, number>(),
       head: "",
+      bytes: 0,
       failed: false,
       started: undefined as unknown as Promise<void>,
       stop: () => conn?.disconnect()
@@ -130,22 +142,29 @@ export const makeLogHub = (redis: RedisOptions, keyspace: Keyspace, capacity = D
             // Lean entries are restored when some follower's filter may want them (those that come later and want
             // one read on by themselves from before it).
             const restored = new Set<string>()
+            const sizes: Array<number> = []
             const envelopes = await wholeEnvelopes(conn, keyspace, texts, (text) => {
               const wanted = [...followers].some((f) => f.wants(text))
               if (wanted) restored.add(text)
               return wanted
-            })
+            }, sizes)
             texts.forEach(([id, text], k) => {
               last[p] = id
               const cursor = last.join(",")
-              current.entries.push({ partition: p, text, decoded: envelopes[k], restored: !isLean(text) || restored.has(text), cursor })
+              const bytes = sizes[k] ?? text.length
+              current.bytes += bytes
+              current.entries.push({ partition: p, text, decoded: envelopes[k], restored: !isLean(text) || restored.has(text), cursor, bytes })
               current.positions.set(cursor, current.base + current.entries.length)
               current.head = cursor
             })
           }
           // Beyond capacity the oldest go, with the cursors that pointed before them.
-          const excess = current.entries.length - capacity
+          let excess = Math.max(0, current.entries.length - capacity.entries)
+          let kept = current.bytes
+          for (let k = 0; k < excess; k++) kept -= current.entries[k]!.bytes
+          while (kept > capacity.bytes && excess < current.entries.length) kept -= current.entries[excess++]!.bytes
           if (excess > 0) {
+            current.bytes = kept
             for (const [cursor, at] of current.positions) {
               if (at >= current.base + excess) break
               current.positions.delete(cursor)

@@ -25,14 +25,17 @@ export const isLean = (raw: string): boolean => raw.endsWith(LEAN_END)
 /**
  * The envelope of each entry (`[stream id, text]`, all of one partition), decoded: lean ones from their
  * history entries when `restore(text)` says so (by default all), else undefined, as for a lean entry whose
- * history entry is gone. One pipelined round trip when any entry is restored, none otherwise.
+ * history entry is gone. One pipelined round trip when any entry is restored, none otherwise. `sizes`, when
+ * given, gets the length of the text each envelope was decoded from (a restored one's history entry).
  */
 export const wholeEnvelopes = async (
   conn: RedisConnection,
   keyspace: Keyspace,
   entries: ReadonlyArray<readonly [id: string, raw: string]>,
-  restore: (raw: string) => boolean = () => true
+  restore: (raw: string) => boolean = () => true,
+  sizes?: Array<number>
 ): Promise<Array<Result.Result<Envelope, CorruptEntry> | undefined>> => {
+  if (sizes !== undefined) entries.forEach(([, raw], i) => (sizes[i] = raw.length))
   const out = entries.map(([id, raw]) => (isLean(raw) ? undefined : decodeEnvelopeResult(raw, id)))
   const lean = entries.flatMap(([id, raw], i) => {
     const m = isLean(raw) && restore(raw) ? OPENING.exec(raw) : null
@@ -45,7 +48,10 @@ export const wholeEnvelopes = async (
   lean.forEach((l, k) => {
     const [err, text] = replies[k] ?? [null, null]
     if (err) throw err
-    if (typeof text === "string" && text.startsWith(`{"id":"${l.id}",`)) out[l.i] = decodeEnvelopeResult(text)
+    if (typeof text === "string" && text.startsWith(`{"id":"${l.id}",`)) {
+      out[l.i] = decodeEnvelopeResult(text)
+      if (sizes !== undefined) sizes[l.i] = text.length
+    }
   })
   return out
 }

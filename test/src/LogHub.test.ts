@@ -30,7 +30,7 @@ describe("LogHub", () => {
   it("followers get exactly what feeds reading the logs themselves get, a slow one and a resumed one too", async () => {
     const keyspace = freshKeyspace()
     const o = new Orchestrator({ ...testRedisOptions, ...keyspace })
-    const hub = makeLogHub({ ...redisOptions, connectionName: "log-hub-test" }, keyspace, 25)
+    const hub = makeLogHub({ ...redisOptions, connectionName: "log-hub-test" }, keyspace, { entries: 25, bytes: 1_000_000 })
     const controller = new AbortController()
     const signal = controller.signal
     try {
@@ -119,6 +119,30 @@ describe("LogHub", () => {
       expect(big!.envelope.taskId).toBe("big-a")
       expect((big!.envelope.event as unknown as { payload: { text: string } }).payload.text).toHaveLength(3_000)
       expect(small!.envelope.taskId).toBe("small-b")
+    } finally {
+      controller.abort()
+      await o.stop()
+    }
+  })
+
+  it("holds entries up to a size too: large payloads push the oldest out sooner", async () => {
+    const keyspace = freshKeyspace()
+    const o = new Orchestrator({ ...testRedisOptions, ...keyspace })
+    const hub = makeLogHub(redisOptions, keyspace, { entries: 1_000, bytes: 10_000 })
+    const controller = new AbortController()
+    const signal = controller.signal
+    try {
+      await o.getTaskData("warm-up")
+      let start = ""
+      const everyone = liveEvents(redisOptions, keyspace, {}, { signal, logHub: hub, onStart: (c) => (start = c) })
+      const first = everyone.next()
+      await new Promise((r) => setTimeout(r, 300))
+      const idle = (await hub.follow(start, () => true))!
+      // Six payloads of 3 KB, restored for the follower that wants every event: 18 KB, over the hub's 10 KB.
+      for (let i = 0; i < 6; i++) await o.enqueueTask(agent, agent.createTask({ id: `big-${i}`, ownerId: "a", payload: { i, text: "z".repeat(3_000) } }))
+      const got = [(await first).value as LiveEvent, ...(await take(everyone, 5))]
+      expect(got.map((e) => (e.envelope.event as unknown as { payload: { text: string } }).payload.text.length)).toEqual(Array(6).fill(3_000))
+      expect(await idle.next()).toBe("detached")
     } finally {
       controller.abort()
       await o.stop()
