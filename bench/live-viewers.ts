@@ -55,12 +55,15 @@ const drain = async (label: string, withViewers: number) => {
     }
   })
   for (let i = 0; i < tasks; i += 1_000) {
-    await orchestrator.enqueueTasks(agent, Array.from({ length: Math.min(1_000, tasks - i) }, (_, k) => agent.createTask({ ownerId: "o", payload: { i: i + k, pad: "x".repeat(72) } })))
+    const batch = Array.from({ length: Math.min(1_000, tasks - i) }, (_, k) =>
+      agent.createTask({ ownerId: "o", payload: { i: i + k, pad: "x".repeat(72) } }))
+    await orchestrator.enqueueTasks(agent, batch)
   }
   const url = await orchestrator.startServer()
-  const child = withViewers === 0 ? undefined : spawn(process.execPath, ["-e", VIEWERS, `${url}/observability/api/events?emits=none`, String(withViewers)], {
-    stdio: ["ignore", "inherit", "inherit", "ipc"]
-  })
+  const streamUrl = `${url}/observability/api/events?emits=none`
+  const child = withViewers === 0
+    ? undefined
+    : spawn(process.execPath, ["-e", VIEWERS, streamUrl, String(withViewers)], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
   if (child !== undefined) await new Promise((r) => child.once("message", r))
   await new Promise((r) => setTimeout(r, 500))
   orchestrator.registerRunner({ agent, agentWorkerConfig: new AgentWorkerConfig({ workers: 100 }) })

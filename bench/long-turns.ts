@@ -64,10 +64,14 @@ const measure = async (label: string, open: () => Promise<Held>) => {
     const stats = Object.entries(await readStats(redis.admin)).sort((a, b) => b[1].calls - a[1].calls)
     const total = stats.reduce((n, [, s]) => n + s.calls, 0)
     const perHour = 3_600 / seconds
+    const redisPerTurn = (serverMs * 1_000) / seconds / turns
+    const clientMs = (clientCpu.user + clientCpu.system) / 1_000 / seconds
+    const logPerTurnHour = (logGrown * perHour) / turns
     console.log(
-      `${label}: Redis CPU ${(serverMs / seconds).toFixed(1)} ms/s (${((serverMs * 1_000) / seconds / turns).toFixed(1)} µs/s per turn), ` +
-        `${(total / seconds).toFixed(0)} commands/s, client CPU ${((clientCpu.user + clientCpu.system) / 1_000 / seconds).toFixed(1)} ms/s\n` +
-        `  data set ${grown >= 0 ? "+" : ""}${(grown / 1e3).toFixed(0)} KB over the window, partition log +${((logGrown * perHour) / turns).toFixed(0)} entries per turn-hour ` +
+      `${label}: Redis CPU ${(serverMs / seconds).toFixed(1)} ms/s (${redisPerTurn.toFixed(1)} µs/s per turn), ` +
+        `${(total / seconds).toFixed(0)} commands/s, client CPU ${clientMs.toFixed(1)} ms/s\n` +
+        `  data set ${grown >= 0 ? "+" : ""}${(grown / 1e3).toFixed(0)} KB over the window, ` +
+        `partition log +${logPerTurnHour.toFixed(0)} entries per turn-hour ` +
         `(${((logGrown * perHour * 24) / 1e6).toFixed(1)} million a day)\n` +
         `  ${stats.slice(0, 8).map(([c, s]) => `${c} ${(s.calls / seconds).toFixed(1)}`).join(", ")}`
     )
@@ -98,7 +102,8 @@ try {
     await orchestrator.start()
     for (let i = 0; i < turns; i += 100) {
       await Promise.all(
-        Array.from({ length: Math.min(100, turns - i) }, (_, k) => orchestrator.enqueueTask(agent, agent.createTask({ ownerId: "o", payload: { i: i + k } })))
+        Array.from({ length: Math.min(100, turns - i) }, (_, k) =>
+          orchestrator.enqueueTask(agent, agent.createTask({ ownerId: "o", payload: { i: i + k } })))
       )
     }
     const log = partitionKeys({ namespace: "long", partitions: 1 }, 0).events

@@ -13,7 +13,8 @@
  * connection unless an `emitHub` shares one), or follows a `LogHub` that reads the logs for every feed of the
  * process (src/LogHub.ts; then it opens a connection of its own only to catch up when the hub cannot serve it).
  * On a standalone Redis a reader blocks on one XREAD over every partition; on a Cluster (where one XREAD
- * cannot span slots) it reads the partitions in turn and pauses 100 ms when all are idle. Heartbeats (in logs written by releases before ADR 0022) are left out unless asked for by type.
+ * cannot span slots) it reads the partitions in turn and pauses 100 ms when all are idle. Heartbeats (in logs
+ * written by releases before ADR 0022) are left out unless asked for by type.
  */
 import { Effect, Stream } from "effect"
 import { Cluster } from "ioredis"

@@ -153,7 +153,8 @@ export const makeLogHub = (
               const cursor = last.join(",")
               const bytes = sizes[k] ?? text.length
               current.bytes += bytes
-              current.entries.push({ partition: p, text, decoded: envelopes[k], restored: !isLean(text) || restored.has(text), cursor, bytes })
+              const decoded = envelopes[k]
+              current.entries.push({ partition: p, text, decoded, restored: !isLean(text) || restored.has(text), cursor, bytes })
               current.positions.set(cursor, current.base + current.entries.length)
               current.head = cursor
             })
