@@ -264,8 +264,15 @@ async function* liveItems(
           })
         }
         notify()
-        // Caught up with what the hub holds: follow it again, and give the connection back.
-        follower = await options.logHub?.follow(last.join(","), wants)
+        // Caught up with what the hub holds: follow it again, and give the connection back. A feed at the logs' end
+        // with no hub reading (it failed, say) starts one: its "now" is then this feed's cursor.
+        const at = last.join(",")
+        follower = await options.logHub?.follow(at, wants)
+        if (follower === undefined && replies.length === 0 && options.logHub !== undefined) {
+          const now = await options.logHub.follow(undefined, wants)
+          if (now?.cursor === at) follower = now
+          else now?.close()
+        }
         if (follower !== undefined) {
           conn?.disconnect()
           conn = undefined

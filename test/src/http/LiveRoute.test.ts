@@ -168,12 +168,21 @@ describe("GET /observability/api/events", () => {
     expect(resumed.messages[0]).toMatchObject({ event: "ready", id: lastSeen })
     expect(resumed.tasks().map((t) => t.envelope.taskId).sort()).toEqual([b, c].sort())
     expect(resumed.tasks().map((t) => t.envelope.taskId)).not.toContain(a)
+    // Nobody was following the shared reader, so the resumed stream read alone; caught up, it starts the reader
+    // and follows it, giving its own connection back.
+    const end = Date.now() + 5_000
+    while (((await sseClients()) > 0 || (await logReaders()) === 0) && Date.now() < end) await new Promise((r) => setTimeout(r, 50))
+    expect(await sseClients()).toBe(0)
+    expect(await logReaders()).toBeGreaterThan(0)
+    const d = await enqueue("r4")
+    await resumed.waitFor(() => resumed.tasks().some((t) => t.envelope.taskId === d), "an event through the shared reader")
+    expect(resumed.tasks().map((t) => t.envelope.taskId).sort()).toEqual([b, c, d].sort())
     await resumed.close()
 
     // The same through the query (for clients that open a new EventSource themselves).
     const viaQuery = await open(`?lastEventId=${encodeURIComponent(lastSeen)}&token=${token}`, {})
-    await viaQuery.waitFor(() => viaQuery.tasks().length >= 2, "the missed events again")
-    expect(viaQuery.tasks().map((t) => t.envelope.taskId).sort()).toEqual([b, c].sort())
+    await viaQuery.waitFor(() => viaQuery.tasks().length >= 3, "the missed events again")
+    expect(viaQuery.tasks().map((t) => t.envelope.taskId).sort()).toEqual([b, c, d].sort())
     await viaQuery.close()
   })
 
