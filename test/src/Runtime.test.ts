@@ -1,14 +1,16 @@
 /**
  * The runtime end to end through the Promise API: tasks run turn by turn to completion, failures are
  * retried and classified, cancel interrupts a running turn in another "process" (orchestrator), steering
- * reaches the next turn, and a stopped orchestrator hands back in-flight work.
+ * reaches the next turn, a stopped orchestrator hands back in-flight work, and a long turn renews its lease once per
+ * heartbeat interval without writing an event.
  */
 import { describe, expect, it } from "vitest"
 import { Continue, defineAgent, Done } from "../../src/Agent.ts"
 import { FatalAgentError, TransientAgentError } from "../../src/AgentErrors.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig } from "../../src/Config.ts"
 import { orchestrators, waitFor } from "../support/Orchestrators.ts"
-import { freshKeyspace } from "../support/TestRedis.ts"
+import { partitionKeys, partitionOf } from "../../streams/Keys.ts"
+import { freshKeyspace, rawClient } from "../support/TestRedis.ts"
 
 const make = orchestrators()
 
@@ -139,5 +141,43 @@ describe("runtime", () => {
     expect(data?.output).toBe(42)
     const tags = (await second.getTaskHistory(id)).map((e) => e.event._tag)
     expect(tags).toEqual(["TaskEnqueued", "TaskClaimed", "TaskReleased", "TaskClaimed", "TaskCompleted"])
+  })
+
+  it("a long turn renews its lease once per heartbeat interval, and no heartbeat reaches a log", async () => {
+    const keyspace = freshKeyspace()
+    const { namespace } = keyspace
+    let release = () => {}
+    const released = new Promise<void>((r) => (release = r))
+    const slow = defineAgent({ name: "long-turn", turn: async () => (await released, Done("ok")) })
+    const o = make(namespace).registerRunner({ agent: slow, agentWorkerConfig: new AgentWorkerConfig({ heartbeatInterval: 0.4 }) })
+    await o.start()
+    const id = await o.enqueueTask(slow, slow.createTask({ ownerId: "u", payload: {} }))
+    await waitFor(() => o.getTaskData(id), (d) => d?.status === "processing")
+    // Every renewal while the turn runs 2.4 s, seen by polling the task's last heartbeat.
+    const beats: Array<number> = []
+    for (const end = Date.now() + 2_400; Date.now() < end;) {
+      const hb = (await o.getTaskData(id))?.lastHeartbeatAt
+      if (hb !== undefined && hb !== beats.at(-1)) beats.push(hb)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    release()
+    await waitFor(() => o.getTaskData(id), (d) => d?.status === "completed")
+    // The first value is the claim's; then one renewal per 0.75–1 interval (0.3–0.4 s; some slack for a busy machine).
+    const gaps = beats.slice(1).map((b, i) => b - beats[i]!)
+    expect(gaps.length, JSON.stringify(gaps)).toBeGreaterThanOrEqual(4)
+    for (const gap of gaps.slice(1)) {
+      expect(gap, JSON.stringify(gaps)).toBeGreaterThanOrEqual(300)
+      expect(gap, JSON.stringify(gaps)).toBeLessThan(700)
+    }
+    // Neither the history nor the partition log holds a heartbeat (ADR 0022).
+    expect((await o.getTaskHistory(id)).map((e) => e.event._tag)).toEqual(["TaskEnqueued", "TaskClaimed", "TaskCompleted"])
+    const conn = rawClient()
+    try {
+      const log = await conn.xrange(partitionKeys(keyspace, partitionOf(keyspace, id)).events, "-", "+")
+      expect(log.filter(([, f]) => f[1]!.includes('"_tag":"TaskHeartbeat"'))).toEqual([])
+      expect(log.length).toBeGreaterThanOrEqual(3)
+    } finally {
+      conn.disconnect()
+    }
   })
 })
