@@ -15,6 +15,7 @@ import {
 } from "../../projections/Gauges.ts"
 import { ALL_AGENTS } from "../../projections/MetricsBuckets.ts"
 import { MetricsProjector, type ProjectionStatus } from "../../projections/Projector.ts"
+import { fold } from "../../projections/TaskDecider.ts"
 import { parseTaskCursor, readTaskPage } from "../../projections/TaskIndex.ts"
 import {
   mergePoints,
@@ -258,9 +259,14 @@ export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => 
         const start = Math.max(0, length - MAX_HISTORY)
         const history = yield* store.getHistory(id, { start, count: MAX_HISTORY })
         const last = history.at(-1)?.event._tag
+        // A task whose data expired has no payload left but its history: the one its last checkpoint left, folded
+        // from the whole history (checkpoint deltas applied, ADR 0018), for the conversation view.
+        const whole = task !== undefined || start === 0 ? history : yield* store.getHistory(id, { start: 0, count: length })
+        const lastPayload = task === undefined ? fold(whole.filter((e) => e.event._tag !== "TaskExpired"))?.payload ?? null : undefined
         return {
           task: task ?? null,
           status: task?.status ?? (last === "TaskExpired" ? "expired" : null),
+          ...(lastPayload !== undefined ? { lastPayload } : {}),
           historyLength: length,
           historyStart: start,
           history

@@ -16,12 +16,12 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { type BrowserContext, chromium, type Page } from "playwright-core"
 import { afterAll, expect, it } from "vitest"
-import { applyPayloadDelta, payloadDelta } from "../../projections/PayloadDelta.ts"
 import { Continue, defineAgent, Done } from "../../src/Agent.ts"
 import { FatalAgentError } from "../../src/AgentErrors.ts"
 import { AgentWorkerConfig, ObservabilityConfig } from "../../src/Config.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
 import { partitionKeys } from "../../streams/Keys.ts"
+import { exec, runtimeFor } from "../audit/fixtures.ts"
 import { freshKeyspace, rawClient, testRedisOptions } from "../support/TestRedis.ts"
 
 const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
@@ -77,9 +77,10 @@ const writer = defineAgent<Draft>({
 /** Registered nowhere: its tasks wait with no live worker. */
 const reviewer = defineAgent({ name: "reviewer", turn: () => Promise.resolve(Done(null)) })
 
+const keyspace = freshKeyspace()
 const orchestrator = new Orchestrator({
   ...testRedisOptions,
-  ...freshKeyspace(),
+  ...keyspace,
   observabilityConfig: new ObservabilityConfig({ port: 0, authToken: token, dashboardName: "Factorial — e2e" })
 })
 orchestrator.registerRunner({
@@ -108,8 +109,6 @@ declare const document: {
   querySelector(selector: string): { readonly textContent: string | null } | null
   querySelectorAll(selector: string): { readonly length: number }
 }
-/** dashboard.js: the payload after a loaded history page (an expired task's conversation comes from it). */
-declare const lastPayloadOf: (history: ReadonlyArray<{ readonly event: Record<string, unknown> }>) => unknown
 const within = (timeout?: number) => (timeout === undefined ? {} : { timeout })
 /** Waits until the element's text is `expected`. */
 const untilText = (page: Page, selector: string, expected: string, timeout?: number) =>
@@ -177,36 +176,6 @@ it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and steers 
   expect(await page.locator("#detail-conversation .msg").count()).toBeGreaterThanOrEqual(6)
   // Later checkpoints are shown as what they changed.
   expect(await page.locator("#history li[data-tag=TurnCompleted]", { hasText: "payload changes" }).count()).toBeGreaterThan(0)
-  // An expired task has no payload left but its history: the page folds the deltas after the last whole one,
-  // and shows nothing rather than a wrong conversation when its page starts inside a chain.
-  const folded = await page.evaluate(() => [
-    lastPayloadOf([
-      { event: { _tag: "TaskEnqueued", payload: { messages: ["old"] } } },
-      { event: { _tag: "TurnCompleted", payload: { messages: ["a"], n: 1, tools: [] } } },
-      { event: { _tag: "TaskClaimed" } },
-      { event: { _tag: "TurnCompleted", payloadDelta: { append: { messages: ["b"] }, set: { n: 2 } } } },
-      { event: { _tag: "TaskCompleted", payloadDelta: { append: { messages: ["c"] }, unset: ["tools"] } } },
-      { event: { _tag: "TaskExpired" } }
-    ]),
-    lastPayloadOf([{ event: { _tag: "TurnCompleted", payloadDelta: { append: { messages: ["b"] } } } }])
-  ])
-  expect(folded).toEqual([{ messages: ["a", "b", "c"], n: 2 }, undefined])
-  // The page's fold is a second statement of the delta format: held to projections/PayloadDelta.ts on payloads
-  // that grow at the top level and deeper, by elements and by characters, lose fields, and name one __proto__.
-  const versions: Array<unknown> = [
-    JSON.parse('{"messages":["q"],"notes":"a","state":{"log":[1],"deep":{"t":"x","n":1}},"tools":[],"__proto__":{"p":1}}'),
-    JSON.parse('{"messages":["q","r"],"notes":"ab","state":{"log":[1,2],"deep":{"t":"xy","n":1}},"tools":[],"__proto__":{"p":2}}'),
-    JSON.parse('{"messages":["q","r","s"],"notes":"abc","state":{"log":[1,2,3],"deep":{"t":"xyz","n":2},"new":true},"__proto__":{"p":2}}'),
-    JSON.parse('{"messages":["q","r","s"],"notes":"zz","state":{"log":[1,2,3,4],"deep":{"t":"xyz","n":2}},"__proto__":{"p":2}}')
-  ]
-  const chain = versions.slice(1).map((next, i) => ({ event: { _tag: "TurnCompleted", payloadDelta: payloadDelta(versions[i], next)! } }))
-  expect(chain.map((e) => Object.keys(e.event.payloadDelta).sort())).toEqual([["append", "patch", "set"], ["append", "patch", "unset"], ["patch", "set"]])
-  const pageFold = await page.evaluate( // as JSON text both ways: Playwright's own transfer drops a __proto__ field
-    (history) => JSON.stringify(lastPayloadOf(JSON.parse(history))),
-    JSON.stringify([{ event: { _tag: "TurnCompleted", payload: versions[0] } }, ...chain])
-  )
-  expect(JSON.parse(pageFold)).toEqual(chain.reduce<unknown>((p, e) => applyPayloadDelta(p, e.event.payloadDelta), versions[0]))
-  expect(pageFold).toEqual(JSON.stringify(versions[3]))
   expect(await page.textContent("#detail-result")).toContain("\"drafts\": 6")
 
   // The counts change without a reload.
@@ -248,6 +217,17 @@ it.skipIf(!existsSync(chromiumPath))("shows live counts and history, and steers 
   await untilText(page, "#workers-table tbody tr td:nth-child(4)", "0") // the workers hold nothing now
   mkdirSync(outputDir, { recursive: true })
   await page.screenshot({ path: join(outputDir, "dashboard.png"), fullPage: true })
+
+  // Once its data expired (only the history is left), the open task's conversation comes from the server's fold of
+  // its history: the last whole payload and the checkpoint deltas after it.
+  const store = runtimeFor(keyspace)
+  try {
+    await store.runPromise(exec([{ _tag: "Expire", taskId: long, now: Date.now() }]))
+  } finally {
+    await store.dispose()
+  }
+  await untilText(page, "#detail-status", "expired")
+  expect(await page.locator("#detail-conversation .msg").count()).toBeGreaterThanOrEqual(6)
 })
 
 it.skipIf(!existsSync(chromiumPath))("warns when the metrics are stalled and nobody projects them", { timeout: 60_000 }, async () => {

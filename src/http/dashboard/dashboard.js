@@ -514,42 +514,12 @@ function eventFields(e) {
 
 /**
  * The agent conversation, when the payload carries `messages` (the LLM agent's payload does): the task's, or
- * (an expired task has none) the last one its loaded history holds.
+ * (an expired task has none) the one its last checkpoint left, which the server folds from the history.
  */
 function conversationOf(detail) {
-  const payloads = [detail.task?.payload, lastPayloadOf(detail.history)]
+  const payloads = [detail.task?.payload, detail.lastPayload]
   const payload = payloads.find((p) => p && Array.isArray(p.messages))
   return payload ? payload.messages : null
-}
-
-/**
- * The payload after the loaded history: the last whole `payload`, with the `payloadDelta`s after it applied
- * (docs/events.md, "Checkpoints as deltas"); undefined when the loaded page has no whole payload to start from.
- */
-function lastPayloadOf(history) {
-  let payload
-  for (const { event } of history) {
-    if (event.payload !== undefined && event._tag !== "TaskExpired") payload = event.payload
-    else if (event.payloadDelta !== undefined && payload !== null && typeof payload === "object") {
-      payload = applyDelta(payload, event.payloadDelta)
-    }
-  }
-  return payload
-}
-
-/** `payload` with `delta` applied (projections/PayloadDelta.ts's `applyPayloadDelta`, which the e2e test holds this to). */
-function applyDelta(payload, delta) {
-  const fields = new Map(payload !== null && typeof payload === "object" && !Array.isArray(payload) ? Object.entries(payload) : [])
-  for (const k of delta.unset ?? []) fields.delete(k)
-  for (const [k, added] of Object.entries(delta.append ?? {})) {
-    const before = fields.get(k)
-    fields.set(k, typeof added === "string"
-      ? (typeof before === "string" ? before : "") + added
-      : [...(Array.isArray(before) ? before : []), ...added])
-  }
-  for (const [k, inner] of Object.entries(delta.patch ?? {})) fields.set(k, applyDelta(fields.get(k), inner))
-  for (const [k, v] of Object.entries(delta.set ?? {})) fields.set(k, v)
-  return Object.fromEntries(fields)
 }
 
 function messageText(m) {

@@ -14,6 +14,7 @@ import { taskKeys } from "../../../streams/Keys.ts"
 import { defineAgent, Done } from "../../../src/Agent.ts"
 import { MetricsTimelineConfig, ObservabilityConfig } from "../../../src/Config.ts"
 import { Orchestrator } from "../../../src/Orchestrator.ts"
+import { exec, runtimeFor } from "../../audit/fixtures.ts"
 import { freshKeyspace, rawClient, testPartitions, testRedisOptions } from "../../support/TestRedis.ts"
 
 const token = "a-test-token-of-some-length"
@@ -213,6 +214,53 @@ describe("one task", () => {
     expect(d.task).toMatchObject({ id: ids[0], agent: "echo", ownerId: "alice", status: "queued", payload: { text: "t0" } })
     expect(d).toMatchObject({ status: "queued", historyLength: 1, historyStart: 0 })
     expect(d.history.map((e: { event: { _tag: string } }) => e.event._tag)).toEqual(["TaskEnqueued"])
+  })
+
+  it("an expired task answers the payload its last checkpoint left, folded from its history (deltas applied)", async () => {
+    // A namespace of its own: the other tests count this one's tasks.
+    const ks = freshKeyspace()
+    const own = new Orchestrator({ ...testRedisOptions, ...ks })
+    const ownApp = own.createObservabilityApp(new ObservabilityConfig({ authToken: token }))
+    const id = "expired-chain"
+    let now = Date.now() - 1_000
+    const store = runtimeFor(ks)
+    try {
+      await store.runPromise(exec([
+        { _tag: "Enqueue", taskId: id, agent: "echo", ownerId: "alice", payload: { state: { messages: ["q"] }, notes: "a" }, maxRetries: 1, now: ++now },
+        { _tag: "Claim", taskId: id, lease: 0, worker: "w", now: ++now },
+        {
+          _tag: "CompleteTurn",
+          taskId: id,
+          lease: 1,
+          payloadDelta: { append: { notes: "b" }, patch: { state: { append: { messages: ["r"] } } } },
+          steeringApplied: 0,
+          now: ++now
+        },
+        { _tag: "Claim", taskId: id, lease: 1, worker: "w", now: ++now },
+        {
+          _tag: "Complete",
+          taskId: id,
+          lease: 2,
+          output: "done",
+          payloadDelta: { patch: { state: { append: { messages: ["s"] }, set: { step: 2 } } } },
+          steeringApplied: 0,
+          now: ++now
+        },
+        { _tag: "Expire", taskId: id, now: ++now }
+      ]))
+    } finally {
+      await store.dispose()
+    }
+    try {
+      const d = (await ownApp.inject({ method: "GET", url: `/observability/api/tasks/${id}`, headers: auth })).json()
+      expect(d).toMatchObject({ task: null, status: "expired", historyLength: 6 })
+      expect(d.lastPayload).toEqual({ state: { messages: ["q", "r", "s"], step: 2 }, notes: "ab" })
+    } finally {
+      await ownApp.close()
+      await own.stop()
+    }
+    // A task whose data is there answers its payload in `task`, and no `lastPayload`.
+    expect((await get(`/observability/api/tasks/${ids[0]}`)).json().lastPayload).toBeUndefined()
   })
 
   it("404 for an unknown task, 400 for a malformed id", async () => {
