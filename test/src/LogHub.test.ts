@@ -2,15 +2,17 @@
  * The shared reader of the partition logs (src/LogHub.ts): feeds that follow one hub get exactly what feeds
  * reading the logs themselves get — the same events in the same order, filters applied, lean entries whole —
  * including a follower that falls further behind than the hub keeps (it reads on alone from its last cursor, then
- * follows the hub again) and one that resumes from a cursor. Redis serves the followers one reader.
+ * follows the hub again) and one that resumes from a cursor, and when Redis drops the hub's connection. Redis
+ * serves the followers one reader.
  */
+import { Cluster } from "ioredis"
 import { describe, expect, it } from "vitest"
 import { defineAgent } from "../../src/Agent.ts"
 import { type LiveEvent, type LiveFilter, type LiveItem, liveEvents } from "../../src/LiveFeed.ts"
 import { makeLogHub } from "../../src/LogHub.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
 import { allPartitions, partitionOf } from "../../streams/Keys.ts"
-import { clusterNodes, freshKeyspace, testRedisOptions } from "../support/TestRedis.ts"
+import { clusterNodes, freshKeyspace, rawClient, testRedisOptions } from "../support/TestRedis.ts"
 
 const redisOptions = "clusterNodes" in testRedisOptions ? { clusterNodes } : { url: testRedisOptions.redisUrl }
 const agent = defineAgent<{ i: number; text: string }>({ name: "hubbed", turn: () => Promise.reject(new Error("not run")) })
@@ -145,6 +147,51 @@ describe("LogHub", () => {
       expect(await idle.next()).toBe("detached")
     } finally {
       controller.abort()
+      await o.stop()
+    }
+  })
+
+  it("Redis dropping the hub's connection costs its followers nothing: no gap, no repeat", async () => {
+    const keyspace = freshKeyspace()
+    const o = new Orchestrator({ ...testRedisOptions, ...keyspace })
+    const name = `log-hub-drop-${keyspace.namespace}`
+    const hub = makeLogHub({ ...redisOptions, connectionName: name }, keyspace)
+    const controller = new AbortController()
+    const signal = controller.signal
+    const conn = rawClient()
+    try {
+      await o.getTaskData("warm-up")
+      let start = ""
+      const followers = [0, 1].map(() => liveEvents(redisOptions, keyspace, {}, { signal, logHub: hub, onStart: (c) => (start = c) }))
+      const firsts = followers.map((f) => f.next())
+      await new Promise((r) => setTimeout(r, 300))
+      const alone = liveEvents(redisOptions, keyspace, {}, { signal, cursor: start })
+      const write = async (from: number) => {
+        for (let i = from; i < from + 15; i++) await o.enqueueTask(agent, agent.createTask({ id: `d-${i}`, ownerId: "a", payload: { i, text: "" } }))
+      }
+      await write(0)
+      // Kill the hub's connections (on a Cluster, one per node it reads) while it blocks on its next read.
+      await conn.ping()
+      const nodes = conn instanceof Cluster ? conn.nodes("master") : [conn]
+      let killed = 0
+      for (const node of nodes) {
+        for (const line of String(await node.call("CLIENT", "LIST")).split("\n")) {
+          const id = / name=(\S+) /.exec(line)?.[1] === name ? /^id=(\d+) /.exec(line)?.[1] : undefined
+          if (id !== undefined) killed += Number(await node.call("CLIENT", "KILL", "ID", id))
+        }
+      }
+      expect(killed).toBeGreaterThan(0)
+      await write(15)
+      const reference = await take(alone, 30)
+      const key = (events: ReadonlyArray<LiveEvent>) => events.map((e) => e.envelope.id).sort()
+      for (let k = 0; k < followers.length; k++) {
+        const got = [(await firsts[k]!).value as LiveEvent, ...(await take(followers[k]!, 29))]
+        expect(key(got)).toEqual(key(reference))
+        expect(new Set(got.map((e) => e.envelope.taskId)).size).toBe(30)
+      }
+    } finally {
+      controller.abort()
+      conn.disconnect()
       await o.stop()
     }
   })
