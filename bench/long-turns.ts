@@ -5,9 +5,11 @@
  * (and a settling period): Redis CPU, commands per second, the change of Redis' data set (`used_memory_dataset`:
  * the keys, not the client buffers) and the growth of the partition log (kept `eventLogRetention`, a day by
  * default), and the client's CPU. Ours renews every lease every `heartbeatInterval` (default 5 s); BullMQ extends its
- * locks (`lockDuration` 30 s) every 15 s.
+ * locks (`lockDuration` 30 s) every 15 s. With `--progress=N`, every turn also reports progress N times a second,
+ * as a streaming model call does: ours with `ctx.emit` (a PUBLISH, in no history), BullMQ with `job.updateProgress`
+ * (written to the job and its event stream).
  *
- *   node bench/long-turns.ts [--turns=1000] [--seconds=30] [--heartbeat=5]
+ *   node bench/long-turns.ts [--turns=1000] [--seconds=30] [--heartbeat=5] [--progress=0]
  *
  * This is a fleet of LLM agents' steady state: turns of seconds to minutes, many in flight. Nothing is asserted.
  */
@@ -23,8 +25,20 @@ const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`
 const turns = Number(arg("turns") ?? 1000)
 const seconds = Number(arg("seconds") ?? 30)
 const heartbeat = Number(arg("heartbeat") ?? 5)
-if (![turns, seconds].every((n) => Number.isInteger(n) && n >= 1) || !(heartbeat > 0)) {
-  throw new Error("--turns and --seconds must be positive integers, --heartbeat a positive number of seconds")
+const progress = Number(arg("progress") ?? 0)
+if (![turns, seconds].every((n) => Number.isInteger(n) && n >= 1) || !(heartbeat > 0) || !(progress >= 0 && progress <= 20)) {
+  throw new Error("--turns and --seconds must be positive integers, --heartbeat a positive number of seconds, --progress 0-20 a second")
+}
+
+/** Calls `report(n)` `progress` times a second until `done` resolves. */
+const reporting = async (done: Promise<unknown>, report: (n: number) => unknown) => {
+  if (progress === 0) return done
+  let over = false
+  void done.then(() => (over = true))
+  for (let n = 0; !over; n++) {
+    await Promise.race([done, new Promise((r) => setTimeout(r, 1_000 / progress))])
+    if (!over) await report(n)
+  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -81,7 +95,10 @@ const measure = async (label: string, open: () => Promise<Held>) => {
 }
 
 try {
-  console.log(`${turns} turns in flight for ${seconds} s; our heartbeatInterval ${heartbeat} s; Redis ${redis.version}\n`)
+  console.log(
+    `${turns} turns in flight for ${seconds} s, each reporting progress ${progress} times a second; ` +
+      `our heartbeatInterval ${heartbeat} s; Redis ${redis.version}\n`
+  )
   await measure(`ours (${turns} slots)`, async () => {
     let started = 0
     let release = () => {}
@@ -91,7 +108,8 @@ try {
       name: "slow",
       turn: async (ctx) => {
         started++
-        await Promise.race([released, new Promise((r) => ctx.signal.addEventListener("abort", r))])
+        const ended = Promise.race([released, new Promise((r) => ctx.signal.addEventListener("abort", r))])
+        await reporting(ended, (n) => ctx.emit("progress", { n }))
         return Continue(ctx.payload)
       }
     })
@@ -122,9 +140,9 @@ try {
     const released = new Promise<void>((r) => (release = r))
     const connection = { host: "127.0.0.1", port: redis.port }
     const queue = new Queue("long", { connection })
-    const worker = new Worker("long", async () => {
+    const worker = new Worker("long", async (job) => {
       started++
-      await released
+      await reporting(released, (n) => job.updateProgress({ n }))
       return {}
     }, { connection, concurrency: turns })
     await queue.addBulk(Array.from({ length: turns }, (_, i) => ({ name: "slow", data: { i } })))
