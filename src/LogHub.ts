@@ -109,6 +109,13 @@ export const makeLogHub = (
 
   const start = () => {
     let conn: RedisConnection | undefined
+    let ready = () => {}
+    let notReady = (_: unknown) => {}
+    const started = new Promise<void>((resolve, reject) => {
+      ready = resolve
+      notReady = reject
+    })
+    started.catch(() => undefined) // awaited by `follow`; a failed start makes it answer `undefined`
     const current = {
       entries: [] as Array<HubEntry>,
       base: 0,
@@ -116,17 +123,10 @@ export const makeLogHub = (
       head: "",
       bytes: 0,
       failed: false,
-      started: undefined as unknown as Promise<void>,
+      started,
       stop: () => conn?.disconnect()
     }
     const stopped = () => run !== current
-    let ready: () => void = () => {}
-    let notReady: (e: unknown) => void = () => {}
-    current.started = new Promise<void>((resolve, reject) => {
-      ready = resolve
-      notReady = reject
-    })
-    current.started.catch(() => undefined)
     run = current
     void (async () => {
       try {
