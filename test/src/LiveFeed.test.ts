@@ -5,13 +5,12 @@
  * leaves out (over 1 KB) arrive whole, as the history has them; the subscriptions of one orchestrator share one
  * reader of the logs and one subscription to the emit channel.
  */
-import { Cluster } from "ioredis"
 import { expect, it } from "vitest"
 import { Continue, defineAgent, Done } from "../../src/Agent.ts"
 import { AgentWorkerConfig } from "../../src/Config.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
 import { partitionKeys, partitionOf } from "../../streams/Keys.ts"
-import { freshKeyspace, rawClient, testRedisOptions } from "../support/TestRedis.ts"
+import { connectionsNamed, freshKeyspace, rawClient, testRedisOptions } from "../support/TestRedis.ts"
 import type { LiveEvent } from "../../src/LiveFeed.ts"
 
 const collect = async (iterable: AsyncIterable<LiveEvent>, until: (e: LiveEvent) => boolean) => {
@@ -125,13 +124,7 @@ it("the subscriptions of one orchestrator share one reader of the logs and one s
   const o = new Orchestrator({ ...testRedisOptions, ...ks })
   const agent = defineAgent({ name: "shared", turn: () => Promise.resolve(Done(null)) })
   const conn = rawClient()
-  /** Connections whose name is `name`, on every node. */
-  const named = async (name: string) => {
-    await conn.ping()
-    const nodes = conn instanceof Cluster ? conn.nodes("master") : [conn]
-    const lists = await Promise.all(nodes.map((n) => n.call("CLIENT", "LIST")))
-    return lists.flatMap((l) => String(l).split("\n")).filter((l) => l.includes(`name=${name} `)).length
-  }
+  const named = async (name: string) => (await connectionsNamed(conn, name)).length
   const controller = new AbortController()
   try {
     const feeds = [

@@ -9,10 +9,10 @@ import { Cluster } from "ioredis"
 import { describe, expect, it } from "vitest"
 import { defineAgent } from "../../src/Agent.ts"
 import { type LiveEvent, type LiveFilter, type LiveItem, liveEvents } from "../../src/LiveFeed.ts"
-import { makeLogHub } from "../../src/LogHub.ts"
+import { type LogHub, makeLogHub } from "../../src/LogHub.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
-import { allPartitions, partitionOf } from "../../streams/Keys.ts"
-import { clusterNodes, freshKeyspace, rawClient, testRedisOptions } from "../support/TestRedis.ts"
+import { allPartitions, type Keyspace, partitionOf } from "../../streams/Keys.ts"
+import { clusterNodes, connectionsNamed, freshKeyspace, rawClient, testRedisOptions } from "../support/TestRedis.ts"
 
 const redisOptions = "clusterNodes" in testRedisOptions ? { clusterNodes } : { url: testRedisOptions.redisUrl }
 const agent = defineAgent<{ i: number; text: string }>({ name: "hubbed", turn: () => Promise.reject(new Error("not run")) })
@@ -28,15 +28,37 @@ const take = async (feed: AsyncGenerator<LiveItem>, count: number) => {
   return out
 }
 
+interface HubTest {
+  readonly keyspace: Keyspace
+  /** Enqueues (no workers run). */
+  readonly o: Orchestrator
+  readonly hub: LogHub
+  /** Ends the test's feeds. */
+  readonly signal: AbortSignal
+  /** The hub's connection name. */
+  readonly name: string
+}
+
+/** Runs `body` on a fresh namespace with a hub of `capacity`; returns the hub once the test's feeds ended. */
+const withHub = async (capacity: { entries: number; bytes: number } | undefined, body: (t: HubTest) => Promise<void>) => {
+  const keyspace = freshKeyspace()
+  const o = new Orchestrator({ ...testRedisOptions, ...keyspace })
+  const name = `log-hub-${keyspace.namespace}`
+  const hub = makeLogHub({ ...redisOptions, connectionName: name }, keyspace, capacity)
+  const controller = new AbortController()
+  try {
+    await o.getTaskData("warm-up")
+    await body({ keyspace, o, hub, signal: controller.signal, name })
+  } finally {
+    controller.abort()
+    await o.stop()
+  }
+  return hub
+}
+
 describe("LogHub", () => {
   it("followers get exactly what feeds reading the logs themselves get, a slow one and a resumed one too", async () => {
-    const keyspace = freshKeyspace()
-    const o = new Orchestrator({ ...testRedisOptions, ...keyspace })
-    const hub = makeLogHub({ ...redisOptions, connectionName: "log-hub-test" }, keyspace, { entries: 25, bytes: 1_000_000 })
-    const controller = new AbortController()
-    const signal = controller.signal
-    try {
-      await o.getTaskData("warm-up")
+    const hub = await withHub({ entries: 25, bytes: 1_000_000 }, async ({ keyspace, o, hub, signal }) => {
       const filters: ReadonlyArray<LiveFilter> = [{}, { ownerId: "a" }, { types: ["TaskEnqueued"], taskIds: ["t-3", "t-10", "t-40"] }]
       // Hub followers start at the hub's "now"; the feeds reading alone start at the same cursor.
       let start = ""
@@ -90,10 +112,7 @@ describe("LogHub", () => {
       const same = (events: ReadonlyArray<LiveEvent>) => events.map((e) => [e.cursor, JSON.stringify(e.envelope)])
       expect(same(await take(resumed, 5))).toEqual(same([...got[0]!.slice(56), after!]))
       expect(await hub.follow(got[0]![2]!.cursor, () => true)).toBeUndefined()
-    } finally {
-      controller.abort()
-      await o.stop()
-    }
+    })
     // Every follower gone: the hub stops reading.
     const end = Date.now() + 3_000
     while (hub.followers() > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
@@ -101,13 +120,7 @@ describe("LogHub", () => {
   })
 
   it("a follower that wants a lean entry no earlier follower wanted reads it whole, alone", async () => {
-    const keyspace = freshKeyspace()
-    const o = new Orchestrator({ ...testRedisOptions, ...keyspace })
-    const hub = makeLogHub(redisOptions, keyspace)
-    const controller = new AbortController()
-    const signal = controller.signal
-    try {
-      await o.getTaskData("warm-up")
+    await withHub(undefined, async ({ keyspace, o, hub, signal }) => {
       let start = ""
       const onlyB = liveEvents(redisOptions, keyspace, { ownerId: "b" }, { signal, logHub: hub, onStart: (c) => (start = c) })
       const first = onlyB.next()
@@ -121,20 +134,11 @@ describe("LogHub", () => {
       expect(big!.envelope.taskId).toBe("big-a")
       expect((big!.envelope.event as unknown as { payload: { text: string } }).payload.text).toHaveLength(3_000)
       expect(small!.envelope.taskId).toBe("small-b")
-    } finally {
-      controller.abort()
-      await o.stop()
-    }
+    })
   })
 
   it("holds entries up to a size too: large payloads push the oldest out sooner", async () => {
-    const keyspace = freshKeyspace()
-    const o = new Orchestrator({ ...testRedisOptions, ...keyspace })
-    const hub = makeLogHub(redisOptions, keyspace, { entries: 1_000, bytes: 10_000 })
-    const controller = new AbortController()
-    const signal = controller.signal
-    try {
-      await o.getTaskData("warm-up")
+    await withHub({ entries: 1_000, bytes: 10_000 }, async ({ keyspace, o, hub, signal }) => {
       let start = ""
       const everyone = liveEvents(redisOptions, keyspace, {}, { signal, logHub: hub, onStart: (c) => (start = c) })
       const first = everyone.next()
@@ -145,22 +149,11 @@ describe("LogHub", () => {
       const got = [(await first).value as LiveEvent, ...(await take(everyone, 5))]
       expect(got.map((e) => (e.envelope.event as unknown as { payload: { text: string } }).payload.text.length)).toEqual(Array(6).fill(3_000))
       expect(await idle.next()).toBe("detached")
-    } finally {
-      controller.abort()
-      await o.stop()
-    }
+    })
   })
 
   it("Redis dropping the hub's connection costs its followers nothing: no gap, no repeat", async () => {
-    const keyspace = freshKeyspace()
-    const o = new Orchestrator({ ...testRedisOptions, ...keyspace })
-    const name = `log-hub-drop-${keyspace.namespace}`
-    const hub = makeLogHub({ ...redisOptions, connectionName: name }, keyspace)
-    const controller = new AbortController()
-    const signal = controller.signal
-    const conn = rawClient()
-    try {
-      await o.getTaskData("warm-up")
+    await withHub(undefined, async ({ keyspace, o, hub, signal, name }) => {
       let start = ""
       const followers = [0, 1].map(() => liveEvents(redisOptions, keyspace, {}, { signal, logHub: hub, onStart: (c) => (start = c) }))
       const firsts = followers.map((f) => f.next())
@@ -171,16 +164,19 @@ describe("LogHub", () => {
       }
       await write(0)
       // Kill the hub's connections (on a Cluster, one per node it reads) while it blocks on its next read.
-      await conn.ping()
-      const nodes = conn instanceof Cluster ? conn.nodes("master") : [conn]
-      let killed = 0
-      for (const node of nodes) {
-        for (const line of String(await node.call("CLIENT", "LIST")).split("\n")) {
-          const id = / name=(\S+) /.exec(line)?.[1] === name ? /^id=(\d+) /.exec(line)?.[1] : undefined
-          if (id !== undefined) killed += Number(await node.call("CLIENT", "KILL", "ID", id))
+      const conn = rawClient()
+      try {
+        let killed = 0
+        await conn.ping() // a Cluster client knows its nodes once connected
+        for (const node of conn instanceof Cluster ? conn.nodes("master") : [conn]) {
+          for (const line of await connectionsNamed(node, name)) {
+            killed += Number(await node.call("CLIENT", "KILL", "ID", /^id=(\d+) /.exec(line)![1]!))
+          }
         }
+        expect(killed).toBeGreaterThan(0)
+      } finally {
+        conn.disconnect()
       }
-      expect(killed).toBeGreaterThan(0)
       await write(15)
       const reference = await take(alone, 30)
       const key = (events: ReadonlyArray<LiveEvent>) => events.map((e) => e.envelope.id).sort()
@@ -189,10 +185,6 @@ describe("LogHub", () => {
         expect(key(got)).toEqual(key(reference))
         expect(new Set(got.map((e) => e.envelope.taskId)).size).toBe(30)
       }
-    } finally {
-      controller.abort()
-      conn.disconnect()
-      await o.stop()
-    }
+    })
   })
 })

@@ -40,6 +40,14 @@ export const rawClient = (): RedisConnection => {
   return conn
 }
 
+/** The lines of CLIENT LIST on every master whose connection is named `name` (ids and names, for tests). */
+export const connectionsNamed = async (conn: RedisConnection, name: string): Promise<Array<string>> => {
+  await conn.ping() // a Cluster client knows its nodes once connected
+  const nodes = conn instanceof Cluster ? conn.nodes("master") : [conn]
+  const lists = await Promise.all(nodes.map((n) => n.call("CLIENT", "LIST")))
+  return lists.flatMap((l) => String(l).split("\n")).filter((l) => / name=(\S+)/.exec(l)?.[1] === name)
+}
+
 /** KEYS on every master: for tests only (O(keys)). */
 export const keysMatching = async (conn: RedisConnection, pattern: string): Promise<Array<string>> => {
   const nodes = conn instanceof Cluster ? conn.nodes("master") : [conn]

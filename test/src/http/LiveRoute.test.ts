@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { Continue, defineAgent, Done } from "../../../src/Agent.ts"
 import { ObservabilityConfig } from "../../../src/Config.ts"
 import { Orchestrator } from "../../../src/Orchestrator.ts"
-import { freshKeyspace, rawClient, testRedisOptions } from "../../support/TestRedis.ts"
+import { connectionsNamed, freshKeyspace, rawClient, testRedisOptions } from "../../support/TestRedis.ts"
 
 const token = "another-test-token-0123"
 const echo = defineAgent({ name: "echo", turn: () => Promise.resolve(Done(null)) })
@@ -89,17 +89,10 @@ const open = async (query = "", headers: Record<string, string> = { authorizatio
   return { res, messages, comments, tasks, emits, waitFor, close }
 }
 
-/** Connections named `name` on every node (a Cluster client prefixes some names). */
-const connectionsNamed = async (name: string) => {
-  await redis.ping() // a Cluster client knows its nodes once connected
-  const nodes = redis instanceof Cluster ? redis.nodes("master") : [redis]
-  const lists = await Promise.all(nodes.map((n) => n.call("CLIENT", "LIST")))
-  return lists.flatMap((l) => String(l).split("\n")).filter((l) => l.includes(`${name} `) || l.endsWith(name)).length
-}
 /** Streams reading the logs on their own connections. */
-const sseClients = () => connectionsNamed(`factorial:sse:${keyspace.namespace}`)
+const sseClients = async () => (await connectionsNamed(redis, `factorial:sse:${keyspace.namespace}`)).length
 /** The server's shared reader of the logs. */
-const logReaders = () => connectionsNamed(`factorial:sse-log:${keyspace.namespace}`)
+const logReaders = async () => (await connectionsNamed(redis, `factorial:sse-log:${keyspace.namespace}`)).length
 
 /** Connections of the server's shared emit subscription, on every node (a Cluster client prefixes their name). */
 const emitSubscribers = async () => {
