@@ -21,6 +21,7 @@ import { Cluster } from "ioredis"
 import { allPartitions, type Keyspace, partitionKeys } from "../streams/Keys.ts"
 import { connect, makeConnection, type RedisConnection, type RedisOptions } from "../streams/RedisClient.ts"
 import { RedisError, toRedisError } from "../streams/StreamError.ts"
+import { compareIds } from "../streams/StreamId.ts"
 import { wholeEnvelopes } from "../streams/LogEntry.ts"
 import type { Envelope, TaskEventTag } from "../streams/TaskEvent.ts"
 import { type EmitHub, type EmittedEvent, makeEmitHub } from "./LiveEmit.ts"
@@ -235,15 +236,19 @@ async function* liveItems(
             continue
           }
           for (const e of taken) {
+            // Attached behind its cursor (it caught up alone, LogHub.follow): what it has already, it passes over.
+            const id = e.cursor.split(",")[e.partition]!
+            if (compareIds(id, last[e.partition]!) <= 0) continue
             // A lean entry this feed may want that the hub did not restore: read on from before it, alone.
             if (e.decoded === undefined && !e.restored && wants(e.text)) {
               follower.close()
               follower = undefined
               break
             }
-            e.cursor.split(",").forEach((id, p) => (last[p] = id))
+            last[e.partition] = id
             if (e.decoded?._tag === "Success" && matches(filter, e.decoded.success)) {
-              queue.push({ kind: "task", envelope: e.decoded.success, cursor: e.cursor })
+              // The feed's own cursor: where it attached ahead of the hub, the hub's is behind it in some partition.
+              queue.push({ kind: "task", envelope: e.decoded.success, cursor: last.join(",") })
             }
           }
           notify()
@@ -264,14 +269,14 @@ async function* liveItems(
           })
         }
         notify()
-        // Caught up with what the hub holds: follow it again, and give the connection back. A feed at the logs' end
-        // with no hub reading (it failed, say) starts one: its "now" is then this feed's cursor.
+        // Caught up with the hub (at a cursor it holds, or at or past its head): follow it again, and give the
+        // connection back. A feed at the logs' end with no hub reading (nobody followed one, or it failed) starts one.
         const at = last.join(",")
         follower = await options.logHub?.follow(at, wants)
         if (follower === undefined && replies.length === 0 && options.logHub !== undefined) {
-          const now = await options.logHub.follow(undefined, wants)
-          if (now?.cursor === at) follower = now
-          else now?.close()
+          const starter = await options.logHub.follow(undefined, wants)
+          follower = await options.logHub.follow(at, wants)
+          starter?.close()
         }
         if (follower !== undefined) {
           conn?.disconnect()

@@ -5,8 +5,9 @@
  * from 15,000–20,000 to 5,600–6,800 jobs a second (`npm run bench:live-viewers`).
  *
  * The hub reads while anyone follows it and keeps the last `capacity` entries it read, each with the cursor after
- * it. A follower attaches at "now" (the hub's head) or at a cursor the hub still holds, and takes the entries
- * after it in log order. Lean entries (streams/LogEntry.ts) are restored from the history when a follower's
+ * it. A follower attaches at "now" (the hub's head), at a cursor the hub still holds, or at a cursor at or past
+ * the hub's head in every partition (a feed that read alone and caught up): then it takes the entries after the
+ * head and passes over those it already has (at or before its cursor in their partition). Lean entries (streams/LogEntry.ts) are restored from the history when a follower's
  * filter may want them.
  *
  * Invariant: a follower gets exactly what reading the logs itself from its cursor would give, in the same order.
@@ -19,6 +20,7 @@ import { allPartitions, type Keyspace, partitionKeys } from "../streams/Keys.ts"
 import { connect, makeConnection, type RedisConnection, type RedisOptions } from "../streams/RedisClient.ts"
 import { isLean, wholeEnvelopes } from "../streams/LogEntry.ts"
 import type { CorruptEntry } from "../streams/StreamError.ts"
+import { compareIds } from "../streams/StreamId.ts"
 import type { Envelope } from "../streams/TaskEvent.ts"
 import { cursorNow, readLogs } from "./LiveFeed.ts"
 
@@ -52,7 +54,8 @@ export interface HubFollower {
 export interface LogHub {
   /**
    * Follows from `cursor` (undefined: now); `wants(text)` says whether a lean entry may pass the follower's
-   * filter. Undefined when the hub does not hold that cursor.
+   * filter. Undefined when the hub neither holds that cursor nor is at or behind it in every partition. The
+   * entries it gives may then start before the cursor: the follower passes over those (LiveFeed.ts does).
    */
   readonly follow: (cursor: string | undefined, wants: (text: string) => boolean) => Promise<HubFollower | undefined>
   /** Followers now (for tests and gauges). */
@@ -71,6 +74,13 @@ interface Follower {
   readonly wants: (text: string) => boolean
   wake: (() => void) | undefined
   closed: boolean
+}
+
+/** Whether cursor `a` is at or past cursor `b` in every partition. */
+const notBehind = (a: string, b: string): boolean => {
+  const as = a.split(",")
+  const bs = b.split(",")
+  return as.length === bs.length && as.every((id, p) => compareIds(id, bs[p]!) >= 0)
 }
 
 export const makeLogHub = (
@@ -208,7 +218,8 @@ export const makeLogHub = (
         followers.delete(f)
         return undefined
       }
-      const at = cursor === undefined ? current.base + current.entries.length : current.positions.get(cursor)
+      const head = current.base + current.entries.length
+      const at = cursor === undefined ? head : current.positions.get(cursor) ?? (notBehind(cursor, current.head) ? head : undefined)
       if (at === undefined || run !== current) {
         followers.delete(f)
         stopIfIdle()

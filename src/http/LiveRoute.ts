@@ -65,8 +65,8 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
   let emitHub: EmitHub | undefined
   /** One reader of the partition logs for all of this server's streams (made with the first stream). */
   let logHub: LogHub | undefined
-  /** A task event's SSE text, made once for every stream that sends it (streams following the hub share envelopes). */
-  const sseText = new WeakMap<object, string>()
+  /** A task event's JSON, made once for every stream that sends it (streams following the hub share envelopes). */
+  const envelopeJson = new WeakMap<object, string>()
 
   // An open stream would hold `close()` until its client leaves: end them all first.
   app.addHook("preClose", async () => {
@@ -205,9 +205,9 @@ export const liveRoute = (options: AppOptions, live: LiveRouteOptions = {}): Fas
           await write(`event: emit\ndata: ${JSON.stringify(e.emit)}\n\n`)
           continue
         }
-        let text = sseText.get(e.envelope)
-        if (text === undefined) sseText.set(e.envelope, text = `id: ${e.cursor}\nevent: task\ndata: ${JSON.stringify(e.envelope)}\n\n`)
-        await write(text)
+        let json = envelopeJson.get(e.envelope)
+        if (json === undefined) envelopeJson.set(e.envelope, json = JSON.stringify(e.envelope))
+        await write(`id: ${e.cursor}\nevent: task\ndata: ${json}\n\n`)
       }
     } catch (error) {
       if (!controller.signal.aborted) {

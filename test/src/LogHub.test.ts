@@ -12,7 +12,7 @@ import { type LiveEvent, type LiveFilter, type LiveItem, liveEvents } from "../.
 import { type LogHub, makeLogHub } from "../../src/LogHub.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
 import { allPartitions, type Keyspace, partitionOf } from "../../streams/Keys.ts"
-import { clusterNodes, connectionsNamed, freshKeyspace, rawClient, testRedisOptions } from "../support/TestRedis.ts"
+import { clusterNodes, connectionsNamed, freshKeyspace, rawClient, testPartitions, testRedisOptions } from "../support/TestRedis.ts"
 
 const redisOptions = "clusterNodes" in testRedisOptions ? { clusterNodes } : { url: testRedisOptions.redisUrl }
 const agent = defineAgent<{ i: number; text: string }>({ name: "hubbed", turn: () => Promise.reject(new Error("not run")) })
@@ -40,8 +40,12 @@ interface HubTest {
 }
 
 /** Runs `body` on a fresh namespace with a hub of `capacity`; returns the hub once the test's feeds ended. */
-const withHub = async (capacity: { entries: number; bytes: number } | undefined, body: (t: HubTest) => Promise<void>) => {
-  const keyspace = freshKeyspace()
+const withHub = async (
+  capacity: { entries: number; bytes: number } | undefined,
+  body: (t: HubTest) => Promise<void>,
+  partitions = testPartitions
+) => {
+  const keyspace = freshKeyspace(partitions)
   const o = new Orchestrator({ ...testRedisOptions, ...keyspace })
   const name = `log-hub-${keyspace.namespace}`
   const hub = makeLogHub({ ...redisOptions, connectionName: name }, keyspace, capacity)
@@ -186,5 +190,72 @@ describe("LogHub", () => {
         expect(new Set(got.map((e) => e.envelope.taskId)).size).toBe(30)
       }
     })
+  })
+
+  it("a feed that read alone follows the hub again while writes go on, across partitions, without a repeat", async () => {
+    const hub = await withHub({ entries: 20, bytes: 1_000_000 }, async ({ keyspace, o, hub, signal }) => {
+      let start = ""
+      const keeper = liveEvents(redisOptions, keyspace, {}, { signal, logHub: hub, onStart: (c) => (start = c) })
+      const kept = keeper.next()
+      await new Promise((r) => setTimeout(r, 300))
+      const enqueue = (i: number) => o.enqueueTask(agent, agent.createTask({ id: `w-${i}`, ownerId: "a", payload: { i, text: "" } }))
+      for (let i = 0; i < 40; i++) await enqueue(i)
+      void kept // the keeper follows the hub all along (it takes its entries into its own queue)
+      // Resumed from a cursor the hub no longer holds (it keeps 20 entries): it reads alone, then, caught up at or
+      // past the hub's head, follows it again, while a writer goes on.
+      const resumed = liveEvents(redisOptions, keyspace, {}, { signal, logHub: hub, cursor: start })
+      let rejoined = false
+      let written = 40
+      const writer = (async () => {
+        while (written < 400 && !rejoined) {
+          await enqueue(written++)
+          await new Promise((r) => setTimeout(r, 3))
+          if (hub.followers() === 2) rejoined = true
+        }
+      })()
+      const first = await take(resumed, 40)
+      await writer
+      const rest = await take(resumed, written - 40)
+      const all = [...first, ...rest]
+      expect(rejoined, `followers ${hub.followers()} after ${written} writes`).toBe(true)
+      expect(all.map((e) => e.envelope.taskId).sort()).toEqual(Array.from({ length: written }, (_, i) => `w-${i}`).sort())
+      // Its cursors are its own: resuming from one gives exactly the events after it.
+      const k = Math.floor(all.length / 2)
+      const again = await take(liveEvents(redisOptions, keyspace, {}, { signal, cursor: all[k]!.cursor }), all.length - k - 1)
+      expect(again.map((e) => e.envelope.id).sort()).toEqual(all.slice(k + 1).map((e) => e.envelope.id).sort())
+    }, Math.max(3, testPartitions))
+    expect(hub.followers()).toBe(0)
+  })
+
+  it("attaches a cursor at or past its head in every partition, and the feed passes over what it has", async () => {
+    await withHub(undefined, async ({ keyspace, o, hub, signal }) => {
+      /** The `n`th task id (of the form p<p>-<i>) that falls into partition `p`. */
+      const idIn = (p: number, n: number) => {
+        for (let i = 0, found = -1; ; i++) if (partitionOf(keyspace, `p${p}-${i}`) === p && ++found === n) return `p${p}-${i}`
+      }
+      const enqueue = (id: string) => o.enqueueTask(agent, agent.createTask({ id, ownerId: "a", payload: { i: 0, text: "" } }))
+      const keeper = (await hub.follow(undefined, () => true))! // keeps the reader running
+      await enqueue(idIn(0, 0))
+      expect(await keeper.next()).toHaveLength(1) // the hub has read it
+      const now = (await hub.follow(undefined, () => true))!
+      const head = now.cursor.split(",")
+      now.close()
+      // Past the head in partition 0 (a far future id), at it elsewhere: not held, attached at the head.
+      const ahead = head.map((id, p) => (p === 0 ? "9999999999999-0" : id)).join(",")
+      const attached = await hub.follow(ahead, () => true)
+      expect(attached?.cursor).toBe(ahead)
+      attached?.close()
+      // Behind the head in a partition, and not held: not attached.
+      expect(await hub.follow(head.map((id, p) => (p === 0 ? "0-1" : id)).join(","), () => true)).toBeUndefined()
+      // A feed from the cursor ahead: partition 0's next event is at or before its cursor, passed over; partition 1's
+      // arrives.
+      const feed = liveEvents(redisOptions, keyspace, {}, { signal, logHub: hub, cursor: ahead })
+      const first = feed.next()
+      await new Promise((r) => setTimeout(r, 200))
+      await enqueue(idIn(0, 1))
+      await enqueue(idIn(1, 0))
+      expect(((await first).value as LiveEvent).envelope.taskId).toBe(idIn(1, 0))
+      keeper.close()
+    }, Math.max(2, testPartitions))
   })
 })
