@@ -108,7 +108,7 @@ export interface ToolOptions<A, C> {
 }
 
 /** A defined tool. `C` is the agent context type it expects. */
-export interface Tool<C = any> {
+export interface Tool<C = unknown> {
   readonly name: string
   readonly description: string
   /** The tool as sent to the model. */
