@@ -100,7 +100,7 @@ const checkpointFields = (c: Checkpoint | NoCheckpoint, required: boolean) =>
     : {}
 
 /** The payload after an event that checkpoints one (`payload` or `payloadDelta`); else `payload`. */
-const checkpointed = (payload: unknown, event: { readonly payload?: unknown; readonly payloadDelta?: PayloadDelta }) =>
+export const checkpointed = (payload: unknown, event: { readonly payload?: unknown; readonly payloadDelta?: PayloadDelta }) =>
   event.payloadDelta !== undefined ? applyPayloadDelta(payload, event.payloadDelta) : event.payload !== undefined ? event.payload : payload
 
 export type TaskCommand =

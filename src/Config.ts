@@ -58,8 +58,8 @@ export class AgentWorkerConfig {
   /** On stop, how long running turns may finish before they are handed back to the queue. */
   readonly shutdownTimeout: number
   /**
-   * Store a turn's checkpoint as what changed at the payload's top level (an array's new elements, changed
-   * fields) instead of the whole payload, while reading the chain stays under twice the payload (ADR 0018): a
+   * Store a turn's checkpoint as what changed in the payload (an array's new elements or a text's new characters,
+   * at any depth; changed fields) instead of the whole payload, while reading the chain stays under twice the payload (ADR 0018): a
    * growing conversation's history then grows with its length, not its square. Turn it on once every process
    * of the namespace runs a release that reads such checkpoints (this one or later): an older one cannot claim
    * or read such a task.

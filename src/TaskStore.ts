@@ -7,8 +7,8 @@
  */
 import { Context, Effect, Layer } from "effect"
 import type { BatchCommand, BatchState } from "../projections/BatchDecider.ts"
-import { applyPayloadDelta, type PayloadChain, type PayloadDelta } from "../projections/PayloadDelta.ts"
-import { type Checkpoint, type NoCheckpoint, outstanding, type Rejection, type TaskCommand, type TaskState } from "../projections/TaskDecider.ts"
+import type { PayloadChain, PayloadDelta } from "../projections/PayloadDelta.ts"
+import { type Checkpoint, checkpointed, type NoCheckpoint, outstanding, type Rejection, type TaskCommand, type TaskState } from "../projections/TaskDecider.ts"
 import { type BatchEnvelope, decodeBatchEnvelope } from "../streams/BatchEvent.ts"
 import { batchKeys, type Keyspace, namespaceKeys, partitionKeys, partitionOf, partitionPrefix, taskKeys } from "../streams/Keys.ts"
 import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
@@ -171,9 +171,7 @@ export const payloadOf = (entries: string | ReadonlyArray<string> | null | undef
   if (entries === null || entries === undefined || typeof entries === "string") return eventField(entries, "payload")
   let payload: unknown = null
   for (const entry of entries) {
-    const event = (JSON.parse(entry) as { event: { payload?: unknown; payloadDelta?: PayloadDelta } }).event
-    if (event.payloadDelta !== undefined) payload = applyPayloadDelta(payload, event.payloadDelta)
-    else if (event.payload !== undefined) payload = event.payload
+    payload = checkpointed(payload, (JSON.parse(entry) as { event: { payload?: unknown; payloadDelta?: PayloadDelta } }).event)
   }
   return payload
 }

@@ -257,12 +257,12 @@ export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => 
         const length = yield* redis.use("history length", (c) => c.llen(taskKeys(store.keyspace, id).log))
         if (task === undefined && length === 0) return yield* new TaskNotFound({ taskId: id })
         const start = Math.max(0, length - MAX_HISTORY)
-        const history = yield* store.getHistory(id, { start, count: MAX_HISTORY })
+        // A task whose data expired has no payload left but its history: the one its last checkpoint left is folded
+        // from the whole history (checkpoint deltas applied, ADR 0018), for the conversation view; read once.
+        const whole = task === undefined ? yield* store.getHistory(id, { start: 0, count: length }) : undefined
+        const history = whole?.slice(start) ?? (yield* store.getHistory(id, { start, count: MAX_HISTORY }))
         const last = history.at(-1)?.event._tag
-        // A task whose data expired has no payload left but its history: the one its last checkpoint left, folded
-        // from the whole history (checkpoint deltas applied, ADR 0018), for the conversation view.
-        const whole = task !== undefined || start === 0 ? history : yield* store.getHistory(id, { start: 0, count: length })
-        const lastPayload = task === undefined ? fold(whole.filter((e) => e.event._tag !== "TaskExpired"))?.payload ?? null : undefined
+        const lastPayload = whole === undefined ? undefined : fold(whole.filter((e) => e.event._tag !== "TaskExpired"))?.payload ?? null
         return {
           task: task ?? null,
           status: task?.status ?? (last === "TaskExpired" ? "expired" : null),
