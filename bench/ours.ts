@@ -36,10 +36,10 @@ export const completedIndex = (fields: ReadonlyArray<string>): number | undefine
   return m === null ? undefined : Number(m[1])
 }
 
-let checkpointDeltas = false
-/** Our workers store checkpoints as deltas from now on (`--checkpoint-deltas`, ADR 0018). */
-export const useCheckpointDeltas = (): void => {
-  checkpointDeltas = true
+let checkpointDeltas = AgentWorkerConfig.defaults.checkpointDeltas
+/** Our workers store every checkpoint whole from now on (`--whole-checkpoints`; deltas are the default, ADR 0018). */
+export const useWholeCheckpoints = (): void => {
+  checkpointDeltas = false
 }
 
 /** One run on an orchestrator opened with `options` (its namespace is the run's queue). */

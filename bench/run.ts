@@ -4,14 +4,14 @@
  * and docs/performance.svg) jobs/s, latency percentiles and the ratio ours/BullMQ.
  *
  *   node bench/run.ts [--size=small|default|large] [--reps=N] [--only=id,id] [--side=ours|bullmq] [--no-docs]
- *                     [--no-projection] [--payload-bytes=B] [--payload-growth=B] [--checkpoint-deltas] [--turns=N]
+ *                     [--no-projection] [--payload-bytes=B] [--payload-growth=B] [--whole-checkpoints] [--turns=N]
  *
  * `--no-projection` runs our side with `projectMetrics: false` (a worker process that leaves the metrics to
  * another process; here nobody projects them): what the in-process projection costs the turns. It never
  * rewrites the docs, whose figures are the defaults'. Nor does `--payload-bytes=B`, which pads both systems'
  * payloads to about B bytes of JSON (default ~100), nor `--payload-growth=B`, which makes each turn of the
  * multi-turn scenario's payload B bytes longer than the last (a conversation; both systems store each turn's),
- * nor `--checkpoint-deltas`, which runs our workers with `checkpointDeltas` (a turn's checkpoint as what it changed),
+ * nor `--whole-checkpoints`, which runs our workers with `checkpointDeltas: false` (every checkpoint the whole payload),
  * nor `--turns=N`, the multi-turn scenario's turns per task (default 5).
  *
  * Each measured run gets a fresh queue (namespace) on a FLUSHALLed server; one warm-up run per system
@@ -25,7 +25,7 @@ import { bullmq, bullmqMoveToWait } from "./bullmq.ts"
 import { perJob, readSlowest, readStats, resetStats, type CommandStats } from "./commandstats.ts"
 import { writeBlock } from "./docs-block.ts"
 import { describeMachine } from "./machine.ts"
-import { ours, oursNotProjecting, useCheckpointDeltas } from "./ours.ts"
+import { ours, oursNotProjecting, useWholeCheckpoints } from "./ours.ts"
 import { payloadBytes, setPayloadBytes, setPayloadGrowth } from "./payload.ts"
 import { renderSvg } from "./plot.ts"
 import { redisCpuSeconds, startRedis, type PrivateRedis } from "./redis-server.ts"
@@ -74,12 +74,12 @@ const parseArgs = (argv: ReadonlyArray<string>) => {
   if (payload !== undefined && !(Number.isInteger(payload) && payload > 0)) throw new Error("--payload-bytes must be a positive integer")
   const growth = get("payload-growth") === undefined ? undefined : Number(get("payload-growth"))
   if (growth !== undefined && !(Number.isInteger(growth) && growth > 0)) throw new Error("--payload-growth must be a positive integer")
-  const deltas = argv.includes("--checkpoint-deltas")
+  const whole = argv.includes("--whole-checkpoints")
   const turns = get("turns") === undefined ? undefined : Number(get("turns"))
   if (turns !== undefined && !(Number.isInteger(turns) && turns >= 1)) throw new Error("--turns must be a positive integer")
-  const docs = projection && payload === undefined && growth === undefined && !deltas && turns === undefined &&
+  const docs = projection && payload === undefined && growth === undefined && !whole && turns === undefined &&
     !argv.includes("--no-docs")
-  return { size, reps, only, side, projection, payload, growth, deltas, turns, docs }
+  return { size, reps, only, side, projection, payload, growth, whole, turns, docs }
 }
 
 let runCounter = 0
@@ -131,7 +131,7 @@ const main = async () => {
   const args = parseArgs(process.argv.slice(2))
   if (args.payload !== undefined) setPayloadBytes(args.payload)
   if (args.growth !== undefined) setPayloadGrowth(args.growth)
-  if (args.deltas) useCheckpointDeltas()
+  if (args.whole) useWholeCheckpoints()
   if (args.turns !== undefined) setMultiTurnTurns(args.turns)
   const started = performance.now()
   const s = sizes[args.size]!

@@ -59,10 +59,10 @@ export class AgentWorkerConfig {
   readonly shutdownTimeout: number
   /**
    * Store a turn's checkpoint as what changed in the payload (an array's new elements or a text's new characters,
-   * at any depth; changed fields) instead of the whole payload, while reading the chain stays under twice the payload (ADR 0018): a
-   * growing conversation's history then grows with its length, not its square. Turn it on once every process
-   * of the namespace runs a release that reads such checkpoints (this one or later): an older one cannot claim
-   * or read such a task.
+   * at any depth; changed fields) instead of the whole payload, while reading the chain stays under twice the
+   * payload (ADR 0018): a growing conversation's history then grows with its length, not its square. On by
+   * default. During a rolling upgrade from a build that cannot read such checkpoints (one from before ADR 0018 or
+   * its nested deltas), keep it `false` until no such process is left: it cannot claim or read a task that has one.
    */
   readonly checkpointDeltas: boolean
 
@@ -77,7 +77,7 @@ export class AgentWorkerConfig {
     backoffBase: 5,
     backoffMax: 300,
     shutdownTimeout: 10,
-    checkpointDeltas: false
+    checkpointDeltas: true
   }
 
   constructor(input: Partial<typeof AgentWorkerConfig.defaults> = {}) {

@@ -83,7 +83,7 @@ export const runDemo = async (options: DemoOptions = {}): Promise<number> => {
   orchestrator.registerRunner({
     agent: researcher,
     // The demo's conversations grow every turn: their checkpoints are stored as what each turn appended (ADR 0018).
-    agentWorkerConfig: new AgentWorkerConfig({ workers: 4, heartbeatInterval: 1, checkpointDeltas: true }),
+    agentWorkerConfig: new AgentWorkerConfig({ workers: 4, heartbeatInterval: 1 }),
     maintenanceWorkerConfig: new MaintenanceWorkerConfig({ interval: 1 })
   })
   await orchestrator.start()

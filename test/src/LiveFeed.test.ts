@@ -92,7 +92,9 @@ it("delivers events with payloads over 1 KB whole, though the partition log hold
   const big = "conversation ".repeat(400) // 5 KB: over the size past which the log leaves the payload out
   const agent = defineAgent<{ n: number; text: string }>({
     name: "talk",
-    turn: (ctx) => Promise.resolve(ctx.payload.n >= 1 ? Done({ said: ctx.payload.text }) : Continue({ ...ctx.payload, n: 1 }))
+    // The turn rewrites the text, so its checkpoint is the whole payload, not a delta of a few bytes (ADR 0018).
+    turn: (ctx) =>
+      Promise.resolve(ctx.payload.n >= 1 ? Done({ said: ctx.payload.text }) : Continue({ n: 1, text: ctx.payload.text.toUpperCase() }))
   })
   o.registerRunner({ agent })
   const conn = rawClient()

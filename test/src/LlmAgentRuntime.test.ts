@@ -10,6 +10,7 @@ import { Schema } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Agent, conversationFromPayload, deferred, tool, waitForChildren } from "../../src/agent/index.ts"
 import { defineAgent, Done } from "../../src/Agent.ts"
+import { Audit } from "../../src/audit/Audit.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig } from "../../src/Config.ts"
 import { Orchestrator } from "../../src/Orchestrator.ts"
 import { type FakeModelServer, reply, startFakeModelServer } from "../support/FakeModelServer.ts"
@@ -80,10 +81,12 @@ describe("LLM agent on the runtime", () => {
     const failed = history.find((e) => e.event._tag === "TaskFailed")!.event as { decision: string; error: { kind: string } }
     expect(failed).toMatchObject({ decision: "backoff", error: { kind: "TransientAgentError" } })
 
-    // The conversation, from the history alone (the final turn's payload rides on TaskCompleted).
-    const last = history.at(-1)!.event as { _tag: string; payload?: unknown }
-    expect(last._tag).toBe("TaskCompleted")
-    const conversation = conversationFromPayload(last.payload as never)
+    // The conversation, from the history alone: its fold. By default each turn's checkpoint records only what
+    // the turn appended to the conversation (ADR 0018), the final one riding on TaskCompleted.
+    expect(history.at(-1)!.event._tag).toBe("TaskCompleted")
+    expect(history.filter((e) => "payloadDelta" in e.event).length).toBeGreaterThanOrEqual(2)
+    const replay = await new Audit(orchestrator).replayTask(id)
+    const conversation = conversationFromPayload(replay.state!.payload as never)
     // Request 1 was answered with the 429; its retry (request 2) carried the same conversation.
     expect(model.requests[2]!.body).toEqual(model.requests[1]!.body)
     const answered = model.requests.filter((_, i) => i !== 1)
