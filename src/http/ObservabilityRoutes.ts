@@ -2,9 +2,11 @@
  * The dashboard's JSON API (`/observability/api/…`), answered from projections only — the gauges (status
  * indexes, queue streams and their consumer groups), the metrics buckets, the status indexes paged, and one
  * task's hash and history — never from a scan of all tasks. Each request does bounded work: the buckets of
- * one window, `limit` index entries and hashes, or one task. Routes and response shapes: docs/observability.md.
+ * one window, `limit` index entries and hashes, or one task. A window's buckets are read at most once per
+ * 1/1440 of the window per server and shared meanwhile (`WINDOW_READS_PER_WINDOW`): what open pages cost Redis
+ * does not grow with the window. Routes and response shapes: docs/observability.md.
  */
-import { Clock, Effect, Schema } from "effect"
+import { Cache, Clock, Effect, Exit, Schema } from "effect"
 import type { FastifyPluginAsync } from "fastify"
 import {
   DEFAULT_LIVE_WITHIN_MS,
@@ -22,6 +24,7 @@ import {
   type WindowName,
   windowNames,
   windowRange,
+  windowSeconds,
   windowTotals
 } from "../../projections/TimelineWindow.ts"
 import { taskKeys } from "../../streams/Keys.ts"
@@ -97,14 +100,39 @@ const readWindow = (window: WindowName, agent: string | undefined) =>
     return { range, buckets, bucketSeconds: projector.options.bucketSeconds }
   })
 
-const totalsOf = (window: WindowName, agent: string | undefined) =>
-  Effect.map(
-    readWindow(window, agent),
-    ({ range, buckets }) => windowTotals(agent ?? ALL_AGENTS, (range.to - range.from) / 1000, buckets)
-  )
+/**
+ * A server reads a window's buckets at most once per this fraction of the window (2.5 s for 1h, 60 s for 24h)
+ * and answers every request meanwhile from that read. Reading costs Redis one HGETALL per bucket, agent and
+ * partition (1,440 per partition for 24h of minutes), and an open page asks for its window about three times a
+ * second while events stream in; a 24h sum read a minute ago differs from a fresh one by that minute.
+ */
+export const WINDOW_READS_PER_WINDOW = 1_440
+
+/** Keys of the window cache: the window and the agent ("" for all agents). */
+const windowKey = (window: WindowName, agent: string | undefined) => `${window}/${agent ?? ""}`
 
 export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => async (app) => {
   const respond = responder(options.run)
+  const windows = Effect.runSync(Cache.makeWith(
+    (key: string) => {
+      const slash = key.indexOf("/")
+      const agent = key.slice(slash + 1)
+      return readWindow(key.slice(0, slash) as WindowName, agent === "" ? undefined : agent)
+    },
+    {
+      capacity: 256,
+      timeToLive: (exit, key) =>
+        Exit.isSuccess(exit) ? windowSeconds[key.slice(0, key.indexOf("/")) as WindowName] * 1000 / WINDOW_READS_PER_WINDOW : 0,
+      requireServicesAt: "lookup"
+    }
+  ))
+  /** The window's buckets, read at most once per 1/1440 of the window by this server. */
+  const cachedWindow = (window: WindowName, agent: string | undefined) => Cache.get(windows, windowKey(window, agent))
+  const totalsOf = (window: WindowName, agent: string | undefined) =>
+    Effect.map(
+      cachedWindow(window, agent),
+      ({ range, buckets }) => windowTotals(agent ?? ALL_AGENTS, (range.to - range.from) / 1000, buckets)
+    )
   const liveWithinMs = options.liveWithinMs ?? LIVE_WITHIN_MS
   const readGauges = Gauges.use((g) => g.read({ liveWithinMs }))
 
@@ -134,7 +162,7 @@ export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => 
       reply,
       Effect.gen(function*() {
         const { window = DEFAULT_WINDOW, agent } = yield* decodeTimelineQuery(request.query)
-        const { range, buckets, bucketSeconds } = yield* readWindow(window, agent)
+        const { range, buckets, bucketSeconds } = yield* cachedWindow(window, agent)
         return {
           window,
           agent: agent ?? null,

@@ -146,6 +146,41 @@ describe("overview, timeline, agents, queues, workers", () => {
       await fine.stop()
     }
   })
+
+  it("a server reads a window once per 1/1440 of it, shares that read meanwhile, then reads it again", async () => {
+    const ks = freshKeyspace()
+    const own = new Orchestrator({ ...testRedisOptions, ...ks })
+    const ownApp = own.createObservabilityApp(new ObservabilityConfig())
+    const enqueued = async () => {
+      const res = await ownApp.inject({ url: "/observability/api/timeline?window=15m&agent=other" })
+      expect(res.statusCode).toBe(200)
+      const body = res.json() as { to: number; points: Array<{ counters: { enqueued: number } }> }
+      return { to: body.to, enqueued: body.points.reduce((n, p) => n + p.counters.enqueued, 0) }
+    }
+    const project = () => own.runEffect(MetricsProjector.use((p) => p.catchUp()))
+    try {
+      await own.enqueueTask(other, other.createTask({ ownerId: "u", payload: {} }))
+      await project()
+      const first = await enqueued()
+      expect(first.enqueued).toBe(1)
+      // Within 15 min / 1440 = 625 ms: the same read (its range ends where the first one's did), however the
+      // buckets moved meanwhile; other windows and agents are read on their own.
+      await own.enqueueTask(other, other.createTask({ ownerId: "u", payload: {} }))
+      await project()
+      await new Promise((r) => setTimeout(r, 20))
+      expect(await enqueued()).toEqual(first)
+      const overview = (await ownApp.inject({ url: "/observability/api/overview?window=15m" })).json()
+      expect(overview.totals.counters.enqueued).toBe(2)
+      // After that, a new read.
+      await new Promise((r) => setTimeout(r, 650))
+      const later = await enqueued()
+      expect(later.to).toBeGreaterThan(first.to)
+      expect(later.enqueued).toBe(2)
+    } finally {
+      await ownApp.close()
+      await own.stop()
+    }
+  })
 })
 
 describe("tasks by status", () => {
