@@ -3,10 +3,10 @@
  * `--done` finished tasks (a twentieth of them failed) and `--queued` waiting ones: 1 and 8 simulated pages poll
  * the JSON endpoints for `--seconds` at the rates dashboard.js does while events stream in (each endpoint at most
  * once per its throttle), then 1 page at its quiet rates (every 10 or 30 s). Prints Redis' CPU time and commands
- * per second, and each endpoint's HTTP latency.
+ * per second, and each endpoint's HTTP latency (with `--commands`, the commands that took Redis' time).
  * Ours alone (BullMQ ships no dashboard).
  *
- *   node bench/dashboard-polls.ts [--partitions=8] [--done=30000] [--queued=10000] [--seconds=15] [--window=1h]
+ *   node bench/dashboard-polls.ts [--partitions=8] [--done=30000] [--queued=10000] [--seconds=15] [--window=1h] [--commands]
  *
  * Nothing is asserted and nothing is written to docs.
  */
@@ -28,6 +28,7 @@ const queued = arg("queued", 10_000)
 const seconds = arg("seconds", 15)
 const window = process.argv.find((a) => a.startsWith("--window="))?.slice(9) ?? "1h"
 if (!["15m", "1h", "6h", "24h"].includes(window)) throw new Error("--window must be one of 15m, 1h, 6h, 24h")
+const showCommands = process.argv.includes("--commands")
 
 /** What dashboard.js requests, and how often per second: while events stream in (its `soon` throttles), and quiet. */
 const endpoints = [
@@ -118,6 +119,10 @@ const simulate = async (pages: number, rate: (e: (typeof endpoints)[number]) => 
   const commands = Object.entries(stats).filter(([name]) => !/^(config|info)/.test(name)).reduce((n, [, c]) => n + c.calls, 0) / seconds
   await server.stop()
   console.log(`${String(pages).padStart(2)} page(s): Redis ${redisMs.toFixed(1)} ms/s, ${Math.round(commands)} commands/s`)
+  if (showCommands) {
+    const top = Object.entries(stats).sort(([, a], [, b]) => b.usec - a.usec).slice(0, 8)
+    console.log(`    commands by Redis time: ${top.map(([name, c]) => `${name} ${(c.usec / 1000 / seconds).toFixed(1)} ms/s (${Math.round(c.calls / seconds)}/s)`).join(", ")}`)
+  }
   for (const [path, ms] of latencies) {
     if (ms.length > 0) console.log(`    ${path.padEnd(36)} ${String(ms.length).padStart(4)} requests, HTTP p50 ${median(ms).toFixed(1)} p99 ${percentile(ms, 99).toFixed(1)} ms`)
   }
