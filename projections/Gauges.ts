@@ -207,7 +207,7 @@ export class Gauges extends Context.Service<Gauges, {
         const read = (options?: GaugeOptions) =>
           Effect.gen(function*() {
             const liveWithinMs = options?.liveWithinMs ?? DEFAULT_LIVE_WITHIN_MS
-            const parts = yield* Effect.forEach(allPartitions(keyspace), readPartition)
+            const parts = yield* Effect.forEach(allPartitions(keyspace), readPartition, { concurrency: 16 })
             const names = [...new Set(parts.flatMap((part) => part.queues.flatMap((q) => q.consumers.map((c) => c.name))))]
             const registered = yield* readRegistry(names)
             const at = yield* Clock.currentTimeMillis
