@@ -15,6 +15,7 @@
  *   (so a backlog drains in a pass or a few without holding up recoveries and wake-ups for long);
  * - trimming of the partition event logs by age, never past what the projector has not yet read;
  * - one rewrite of a Redis append-only file after the server started (src/AofRewrite.ts; a Redis 7.0 bug);
+ *   the connection's "ready" after an outage or a restart starts a pass at once;
  * - deletion of dead consumers, at a low frequency (every `deadConsumerAfterMs`, see there): every process
  *   leaves a consumer named by its worker id in the group of each of its agents' queues (created by its
  *   maintenance at start in the partitions that know the agent, since on Redis < 7.2 a read that delivers
@@ -489,6 +490,12 @@ export const runMaintenance = (options: MaintenanceOptions) =>
       yield* Effect.raceFirst(Effect.sleep(Math.max(0, wakeAt - now)), Deferred.await(poked))
     }).pipe(Effect.forever)
     yield* Effect.forkScoped(loop)
+    // Redis back after an outage or a restart: a pass at once, not up to `interval` later. Work that waited on
+    // the outage resumes sooner, and a restarted server's AOF is rewritten sooner (the window in which a second
+    // crash can replay a torn transaction, src/AofRewrite.ts, shrinks to the reconnect and the rewrite).
+    const onReady = () => Deferred.doneUnsafe(poke, Exit.void)
+    redis.conn.on("ready", onReady)
+    yield* Effect.addFinalizer(() => Effect.sync(() => redis.conn.off("ready", onReady)))
     return {
       poke: (retryAt: number) => {
         if (retryAt < sleepingUntil) Deferred.doneUnsafe(poke, Exit.void)

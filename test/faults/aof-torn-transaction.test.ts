@@ -5,7 +5,9 @@
  * event (here a TaskCompleted) whose status change never happened, next to the one that really ended it.
  * Maintenance rewrites the AOF once after a restart (src/AofRewrite.ts), which removes the open MULTI.
  *
- * Deterministic: the tear is made by cutting the file, as a kill during Redis' write would leave it.
+ * Deterministic: the tear is made by cutting the file, as a kill during Redis' write would leave it. The window
+ * in which a second crash could still replay a torn transaction lasts until that rewrite: maintenance asks for it as
+ * soon as the connection is ready again, not at its next pass.
  */
 import { afterAll, expect, it } from "vitest"
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"
@@ -14,7 +16,8 @@ import { Redis } from "ioredis"
 import { rewriteAofAfterRestart } from "../../src/AofRewrite.ts"
 import { TaskStore } from "../../src/TaskStore.ts"
 import type { TaskCommand } from "../../projections/TaskDecider.ts"
-import { cleanupAll, expectAllCompletedOnce, Orchestrator, readTasks, startPrivateRedis, verify, waitFor } from "./harness.ts"
+import { MaintenanceWorkerConfig } from "../../src/Config.ts"
+import { cleanupAll, expectAllCompletedOnce, faultAgent, Orchestrator, readTasks, startPrivateRedis, verify, waitFor } from "./harness.ts"
 
 const clients: Array<Orchestrator> = []
 afterAll(async () => {
@@ -71,4 +74,25 @@ it("a transaction torn by a kill is not half replayed at the next restart (the A
   const reports = await readTasks(client, [taskId])
   expect(reports[0]!.history.map((e) => e.event._tag)).toEqual(["TaskEnqueued", "TaskClaimed", "TaskRecovered", "TaskClaimed", "TaskCompleted"])
   expectAllCompletedOnce(verify(reports), 1)
+})
+
+it("maintenance asks for that rewrite as soon as the restarted server is back, not a pass interval later", async () => {
+  const redis = await startPrivateRedis({ aof: true })
+  const orchestrator = new Orchestrator({ redisUrl: redis.url, namespace: "faults-aof-ready" })
+  clients.push(orchestrator)
+  orchestrator.registerRunner({ agent: faultAgent, maintenanceWorkerConfig: new MaintenanceWorkerConfig({ interval: 120 }) })
+  await orchestrator.start()
+  const rewritten = async (what: string) => {
+    const conn = new Redis(redis.url)
+    try {
+      await waitFor(() => conn.info("persistence"), (i) => /aof_rewrites:1/.test(i) && /aof_rewrite_in_progress:0/.test(i), 10_000, what)
+    } finally {
+      conn.disconnect()
+    }
+  }
+  await rewritten("the rewrite of the first pass")
+  // Killed and restarted: the server has not rewritten since it started; the next pass is 120 s away.
+  await redis.kill()
+  await redis.restart()
+  await rewritten("the rewrite after the restart")
 })
