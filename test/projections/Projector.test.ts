@@ -719,6 +719,27 @@ describe("MetricsProjector", () => {
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
+  it.live("reads no bucket past its retention: ended more than the retention and a minute ago, it has expired", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const redis = yield* RedisClient
+      const now = Date.now()
+      const minute = Math.floor(now / 60_000) * 60
+      const keys = partitionKeys(ks, 0).metrics(60)
+      // Written without a TTL, as a bucket would still be there a while after its retention.
+      const expired = minute - 15 * 60 // ended 14 min ago: past 10 min of retention, the bucket and a minute
+      const kept = minute - 11 * 60 // ended 10 min ago
+      yield* redis.use("test buckets", (c) =>
+        c.multi().hset(keys.bucket("__all__", expired), "enqueued", 5).hset(keys.bucket("__all__", kept), "enqueued", 7).exec())
+      const timeline = yield* projector.readTimeline({ from: (minute - 20 * 60) * 1000, to: now })
+      assert.strictEqual(timeline.length, 21)
+      const enqueued = (start: number) => timeline.find((point) => point.start === start * 1000)!.counters.enqueued
+      assert.strictEqual(enqueued(expired), 0)
+      assert.strictEqual(enqueued(kept), 7)
+    }).pipe(Effect.provide(layerFor(ks, { retentionSeconds: 600 })))
+  })
+
   it.live("a corrupt log entry stalls its partition only, which resumes by itself once the entry is gone", () => {
     const ks = freshKeyspace(2)
     return Effect.gen(function*() {
