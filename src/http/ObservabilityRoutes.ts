@@ -103,31 +103,23 @@ const readWindow = (window: WindowName, agent: string | undefined) =>
 /**
  * A server reads a window's buckets at most once per this fraction of the window (2.5 s for 1h, 60 s for 24h)
  * and answers every request meanwhile from that read. Reading costs Redis one HGETALL per bucket, agent and
- * partition (1,440 per partition for 24h of minutes), and an open page asks for its window about three times a
+ * partition (122 per partition for 24h of minutes within the default 2h retention), and an open page asks for its window about three times a
  * second while events stream in; a 24h sum read a minute ago differs from a fresh one by that minute.
  */
 export const WINDOW_READS_PER_WINDOW = 1_440
 
-/** Keys of the window cache: the window and the agent ("" for all agents). */
-const windowKey = (window: WindowName, agent: string | undefined) => `${window}/${agent ?? ""}`
-
 export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => async (app) => {
   const respond = responder(options.run)
-  const windows = Effect.runSync(Cache.makeWith(
-    (key: string) => {
-      const slash = key.indexOf("/")
-      const agent = key.slice(slash + 1)
-      return readWindow(key.slice(0, slash) as WindowName, agent === "" ? undefined : agent)
-    },
-    {
+  // One cache per window, keyed by agent ("" for all agents); a failed read is not kept.
+  const windowCache = (window: WindowName) =>
+    Effect.runSync(Cache.makeWith((agent: string) => readWindow(window, agent === "" ? undefined : agent), {
       capacity: 256,
-      timeToLive: (exit, key) =>
-        Exit.isSuccess(exit) ? windowSeconds[key.slice(0, key.indexOf("/")) as WindowName] * 1000 / WINDOW_READS_PER_WINDOW : 0,
+      timeToLive: (exit) => Exit.isSuccess(exit) ? windowSeconds[window] * 1000 / WINDOW_READS_PER_WINDOW : 0,
       requireServicesAt: "lookup"
-    }
-  ))
+    }))
+  const windows = new Map(windowNames.map((window) => [window, windowCache(window)]))
   /** The window's buckets, read at most once per 1/1440 of the window by this server. */
-  const cachedWindow = (window: WindowName, agent: string | undefined) => Cache.get(windows, windowKey(window, agent))
+  const cachedWindow = (window: WindowName, agent: string | undefined) => Cache.get(windows.get(window)!, agent ?? "")
   const totalsOf = (window: WindowName, agent: string | undefined) =>
     Effect.map(
       cachedWindow(window, agent),
