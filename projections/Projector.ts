@@ -25,6 +25,7 @@
  *   process leads at most ⌈partitions / live projectors⌉ (counted in `{ns}:projectors`);
  * - blocking reads use a dedicated connection with a finite BLOCK, and are interruptible.
  */
+import { createHash } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { fileURLToPath } from "node:url"
@@ -315,14 +316,25 @@ const openEquals = (a: OpenTask, b: OpenTask): boolean => a.queuedAt === b.queue
 const applySource = readFileSync(fileURLToPath(new URL("../streams/lua/metrics_apply.lua", import.meta.url)), "utf8")
   .replace("@MEMORY_ANCHOR@", MEMORY_ANCHOR)
 
-type ApplyCaller = (...args: ReadonlyArray<string | number>) => Promise<unknown>
+type ApplyCaller = (numKeys: number, ...args: ReadonlyArray<string | number>) => Promise<unknown>
 
-/** Defines the commit script on the connection and compiles it on every master (a syntax error fails here). */
+/**
+ * Compiles the commit script on every master (a syntax error fails here) and returns its caller: EVALSHA, and EVAL
+ * when a server answers NOSCRIPT (restarted, or its scripts flushed), which loads it there again. Not ioredis'
+ * `defineCommand`: its command object keeps each reply reachable from an old-generation closure until the next
+ * full GC (ADR 0025).
+ */
 const installApply = async (conn: RedisConnection): Promise<ApplyCaller> => {
-  conn.defineCommand("fx_metrics_apply", { lua: applySource })
+  const sha = createHash("sha1").update(applySource).digest("hex")
   await Promise.all(masters(conn).map((node) => node.script("LOAD", applySource)))
-  const caller = (conn as unknown as Record<string, ApplyCaller>).fx_metrics_apply!
-  return (...args) => caller.call(conn, ...args)
+  return async (numKeys, ...args) => {
+    try {
+      return await conn.evalsha(sha, numKeys, ...args)
+    } catch (e) {
+      if (!String(e).includes("NOSCRIPT")) throw e
+      return await conn.eval(applySource, numKeys, ...args)
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -443,89 +455,89 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
    * Folds `batch` (consecutive log entries; right after `checkpoint` unless `first` is set, see
    * metrics_apply.lua) onto the stored memory of its tasks and commits it. Otherwise nothing is written:
    * `stale` when the checkpoint moved meanwhile, `gap` when the batch does not follow it.
+   * (This step, `advance` and `settle` take the batch as an argument of their generator, never as a variable a
+   * generator made per call closes over, which would keep every batch past young-generation GCs: ADR 0025.)
    */
-  const commitBatch = (p: number, checkpoint: string, batch: ReadonlyArray<LogEntry>, first: string) =>
-    Effect.gen(function*() {
-      const keys = mk(p)
-      const taskIds = [...new Set(batch.map((e) => e.taskId))]
-      const stored = yield* redis.use("metrics memory", (c) => c.hmget(keys.open, ...taskIds))
-      const open = new Map<string, OpenTask>()
-      taskIds.forEach((id, i) => {
-        const s = stored[i]
-        if (s !== null && s !== undefined) open.set(id, decodeOpenTask(s))
-      })
-      const folded = foldEnvelopes(metricsOptions, batch, { buckets: new Map(), open })
-      const bucketKeys: Array<string> = []
-      const increments: Array<Array<string>> = []
-      for (const [id, bucket] of folded.buckets) {
-        const { agent, startSeconds } = parseBucketId(id)
-        bucketKeys.push(keys.bucket(agent, startSeconds))
-        increments.push(Object.entries(bucket).flatMap(([f, n]) => [f, String(n)]))
-      }
-      // Only the memory the batch changed is written ("" forgets the task).
-      const memory = taskIds.flatMap((id) => {
-        const before = open.get(id)
-        const after = folded.open.get(id)
-        const encoded = after === undefined ? "" : encodeOpenTask(after)
-        return encoded === (before === undefined ? "" : encodeOpenTask(before)) ? [] : [id, encoded]
-      })
-      const reply = (yield* redis.use("metrics apply", () =>
-        applyScript(
-          4 + bucketKeys.length,
-          pk(p).checkpoints,
-          keys.open,
-          pk(p).events,
-          keys.bucketIndex,
-          ...bucketKeys,
-          keys.checkpointField,
-          checkpoint,
-          batch[batch.length - 1]!.id,
-          metricsOptions.retentionSeconds,
-          "add",
-          JSON.stringify(increments),
-          JSON.stringify(memory),
-          first,
-          keys.bucketPrefix,
-          BUCKET_INDEX_COMPLETE
-        ))) as Array<string>
-      return reply[0] === "ok"
-        ? { _tag: "ok" as const }
-        : { _tag: reply[0] === "gap" ? "gap" as const : "stale" as const, current: reply[1] ?? "" }
+  const commitBatch = Effect.fnUntraced(function*(p: number, checkpoint: string, batch: ReadonlyArray<LogEntry>, first: string) {
+    const keys = mk(p)
+    const taskIds = [...new Set(batch.map((e) => e.taskId))]
+    const stored = yield* redis.use("metrics memory", (c) => c.hmget(keys.open, ...taskIds))
+    const open = new Map<string, OpenTask>()
+    taskIds.forEach((id, i) => {
+      const s = stored[i]
+      if (s !== null && s !== undefined) open.set(id, decodeOpenTask(s))
     })
+    const folded = foldEnvelopes(metricsOptions, batch, { buckets: new Map(), open })
+    const bucketKeys: Array<string> = []
+    const increments: Array<Array<string>> = []
+    for (const [id, bucket] of folded.buckets) {
+      const { agent, startSeconds } = parseBucketId(id)
+      bucketKeys.push(keys.bucket(agent, startSeconds))
+      increments.push(Object.entries(bucket).flatMap(([f, n]) => [f, String(n)]))
+    }
+    // Only the memory the batch changed is written ("" forgets the task).
+    const memory = taskIds.flatMap((id) => {
+      const before = open.get(id)
+      const after = folded.open.get(id)
+      const encoded = after === undefined ? "" : encodeOpenTask(after)
+      return encoded === (before === undefined ? "" : encodeOpenTask(before)) ? [] : [id, encoded]
+    })
+    const reply = (yield* redis.use("metrics apply", () =>
+      applyScript(
+        4 + bucketKeys.length,
+        pk(p).checkpoints,
+        keys.open,
+        pk(p).events,
+        keys.bucketIndex,
+        ...bucketKeys,
+        keys.checkpointField,
+        checkpoint,
+        batch[batch.length - 1]!.id,
+        metricsOptions.retentionSeconds,
+        "add",
+        JSON.stringify(increments),
+        JSON.stringify(memory),
+        first,
+        keys.bucketPrefix,
+        BUCKET_INDEX_COMPLETE
+      ))) as Array<string>
+    return reply[0] === "ok"
+      ? { _tag: "ok" as const }
+      : { _tag: reply[0] === "gap" ? "gap" as const : "stale" as const, current: reply[1] ?? "" }
+  })
 
   /**
    * Moves the checkpoint up to `upTo`, folding `delivered` (consecutive entries ending at `upTo`) when they
    * start right after the checkpoint, and reading the log otherwise. Returns entries applied.
    */
-  const advance = (p: number, delivered: ReadonlyArray<LogEntry>, upTo: string) =>
-    Effect.gen(function*() {
-      let applied = 0
-      let stale = 0
-      let checkpoint = yield* lastCheckpoint(p)
-      let fromGroup = delivered
-      while (compareIds(upTo, checkpoint) > 0) {
-        // The delivered entries past the checkpoint, if they follow it (the script checks); else the log's.
-        let batch: ReadonlyArray<LogEntry> = fromGroup.filter((e) => compareIds(e.id, checkpoint) > 0)
-        const first = batch.length > 0 ? batch[0]!.id : ""
-        if (batch.length === 0) {
-          batch = (yield* readLog(p, checkpoint, upTo, batchSize)).entries
-          // Nothing left up to `upTo`: those entries were trimmed from the log before they were folded.
-          if (batch.length === 0) break
-        }
-        const result = yield* commitBatch(p, checkpoint, batch, first)
-        if (result._tag === "ok") {
-          applied += batch.length
-          stale = 0
-          checkpoint = batch[batch.length - 1]!.id
-        } else {
-          checkpoint = result.current
-          if (result._tag === "gap") fromGroup = []
-          else if (++stale >= MAX_STALE_COMMITS) return yield* new ProjectionConflict({ partition: p, checkpoint })
-        }
-        seen.set(p, checkpoint)
+  const advance = Effect.fnUntraced(function*(p: number, delivered: ReadonlyArray<LogEntry>, upTo: string) {
+    let applied = 0
+    let stale = 0
+    let checkpoint = yield* lastCheckpoint(p)
+    let fromGroup = delivered
+    while (compareIds(upTo, checkpoint) > 0) {
+      // The delivered entries past the checkpoint, if they follow it (the script checks); else the log's.
+      let batch: ReadonlyArray<LogEntry> = fromGroup.filter((e) => compareIds(e.id, checkpoint) > 0)
+      const first = batch.length > 0 ? batch[0]!.id : ""
+      if (batch.length === 0) {
+        batch = (yield* readLog(p, checkpoint, upTo, batchSize)).entries
+        // Nothing left up to `upTo`: those entries were trimmed from the log before they were folded.
+        if (batch.length === 0) break
       }
-      return { applied, checkpoint }
-    })
+      const result = yield* commitBatch(p, checkpoint, batch, first)
+      if (result._tag === "ok") {
+        applied += batch.length
+        stale = 0
+        checkpoint = batch[batch.length - 1]!.id
+      } else {
+        checkpoint = result.current
+        if (result._tag === "gap") fromGroup = []
+        else if (++stale >= MAX_STALE_COMMITS) return yield* new ProjectionConflict({ partition: p, checkpoint })
+      }
+      seen.set(p, checkpoint)
+    }
+    return { applied, checkpoint }
+  })
 
   const apply = (p: number, entries: ReadonlyArray<LogEntry>) =>
     entries.length === 0
@@ -551,15 +563,14 @@ const makeProjector = Effect.fnUntraced(function*(keyspace: Keyspace, options: P
    * read with NOACK: consecutive, and left in no pending list. Pending ones (this consumer's from before a
    * restart, or adopted from another) are folded from the log and acked after the commit.
    */
-  const settle = (p: number, raw: ReadonlyArray<RawEntry>, pending: boolean) =>
-    Effect.gen(function*() {
-      if (raw.length === 0) return { delivered: 0, applied: 0, checkpoint: yield* lastCheckpoint(p) }
-      const entries = yield* decodeEntries(raw)
-      const upTo = raw[raw.length - 1]![0]
-      const result = yield* advance(p, pending ? [] : entries, upTo)
-      if (pending) yield* ack(p, raw.map(([id]) => id))
-      return { delivered: raw.length, ...result }
-    })
+  const settle = Effect.fnUntraced(function*(p: number, raw: ReadonlyArray<RawEntry>, pending: boolean) {
+    if (raw.length === 0) return { delivered: 0, applied: 0, checkpoint: yield* lastCheckpoint(p) }
+    const entries = yield* decodeEntries(raw)
+    const upTo = raw[raw.length - 1]![0]
+    const result = yield* advance(p, pending ? [] : entries, upTo)
+    if (pending) yield* ack(p, raw.map(([id]) => id))
+    return { delivered: raw.length, ...result }
+  })
 
   /**
    * Folds a partition up to the last entry of its log. New entries are read with NOACK, so what a consumer

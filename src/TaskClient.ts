@@ -219,55 +219,55 @@ export class TaskClient extends Context.Service<TaskClient, {
             )
           })
 
-        const enqueueMany = <P>(
+        // The batch is the generator's argument, not a variable it closes over: a generator literal made per call
+        // that captures it keeps the payloads reachable through young-generation collections (ADR 0025).
+        const enqueueMany = Effect.fnUntraced(function*<P>(
           agent: EnqueueTarget<P>,
           tasks: ReadonlyArray<Task<P>>,
           options?: Omit<EnqueueOptions, "idempotencyKey">
-        ) =>
-          Effect.gen(function*() {
-            // Idempotency keys of a batch are per task (Task.idempotencyKey), never one for the whole batch.
-            const perTask = options?.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }
-            const now = yield* Clock.currentTimeMillis
-            const prepared = tasks.map((task) => prepare(agent, task, perTask, now))
-            const valid = prepared.flatMap((r) => r._tag === "Success" ? [{ command: r.success.command }] : [])
-            const outcomes = yield* store.executeMany(valid)
-            let next = 0
-            return prepared.map((r, i) => {
-              if (r._tag === "Failure") return { id: String(tasks[i]!.id), error: r.failure }
-              const outcome = outcomes[next++]!
-              const id = r.success.command.taskId
-              return "values" in outcome || r.success.idempotent ? { id } : { id, error: outcome as TaskAlreadyExists }
-            })
+        ) {
+          // Idempotency keys of a batch are per task (Task.idempotencyKey), never one for the whole batch.
+          const perTask = options?.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }
+          const now = yield* Clock.currentTimeMillis
+          const prepared = tasks.map((task) => prepare(agent, task, perTask, now))
+          const valid = prepared.flatMap((r) => r._tag === "Success" ? [{ command: r.success.command }] : [])
+          const outcomes = yield* store.executeMany(valid)
+          let next = 0
+          return prepared.map((r, i) => {
+            if (r._tag === "Failure") return { id: String(tasks[i]!.id), error: r.failure }
+            const outcome = outcomes[next++]!
+            const id = r.success.command.taskId
+            return "values" in outcome || r.success.idempotent ? { id } : { id, error: outcome as TaskAlreadyExists }
           })
+        })
 
-        const enqueueBatch = <P>(agent: EnqueueTarget<P>, tasks: ReadonlyArray<Task<P>>, options: BatchOptions = {}) =>
-          Effect.gen(function*() {
-            if (tasks.length === 0 || tasks.length > 10_000) {
-              return yield* new InvalidInput({ message: `a batch has 1-10000 tasks, got ${tasks.length}` })
-            }
-            const batchId = yield* validTaskId(options.batchId ?? randomUUID()).pipe(
-              Effect.mapError((e) => new InvalidInput({ message: e.message.replace("task id", "batch id") }))
-            )
-            const ownerId = yield* decodeOwnerId(options.ownerId ?? tasks[0]!.ownerId).pipe(
-              Effect.mapError((e) => new InvalidInput({ message: `invalid owner id: ${e.message}` }))
-            )
-            const perTask = options.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }
-            const now = yield* Clock.currentTimeMillis
-            // The whole batch is refused if one task is invalid: a batch's tasks are known before it exists.
-            const prepared = yield* Effect.forEach(tasks, (task) => Effect.fromResult(prepare(agent, task, perTask, now)))
-            const taskIds = prepared.map((p) => p.command.taskId)
-            if (new Set(taskIds).size !== taskIds.length) return yield* new InvalidInput({ message: "a batch names a task twice" })
-            // The batch first (its task ids), then its tasks; a retry with the same batch id finishes the enqueues.
-            yield* store.executeBatch({ _tag: "CreateBatch", batchId, agent: agent.name, ownerId, taskIds, now }).pipe(
-              Effect.catchTag("BatchAlreadyExists", () => Effect.void),
-              Effect.catchTag(["BatchNotFound", "BatchAlreadyFinished", "TaskNotCounted"], (e) => Effect.die(e))
-            )
-            const outcomes = yield* store.executeMany(prepared.map((p) => ({ command: { ...p.command, batchId } })))
-            const errors = outcomes.flatMap((o, i) =>
-              "values" in o || (o._tag === "TaskAlreadyExists" && options.batchId !== undefined) ? [] : [{ id: taskIds[i]!, error: o }]
-            )
-            return { batchId, taskIds, errors }
-          })
+        const enqueueBatch = Effect.fnUntraced(function*<P>(agent: EnqueueTarget<P>, tasks: ReadonlyArray<Task<P>>, options: BatchOptions = {}) {
+          if (tasks.length === 0 || tasks.length > 10_000) {
+            return yield* new InvalidInput({ message: `a batch has 1-10000 tasks, got ${tasks.length}` })
+          }
+          const batchId = yield* validTaskId(options.batchId ?? randomUUID()).pipe(
+            Effect.mapError((e) => new InvalidInput({ message: e.message.replace("task id", "batch id") }))
+          )
+          const ownerId = yield* decodeOwnerId(options.ownerId ?? tasks[0]!.ownerId).pipe(
+            Effect.mapError((e) => new InvalidInput({ message: `invalid owner id: ${e.message}` }))
+          )
+          const perTask = options.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }
+          const now = yield* Clock.currentTimeMillis
+          // The whole batch is refused if one task is invalid: a batch's tasks are known before it exists.
+          const prepared = yield* Effect.forEach(tasks, (task) => Effect.fromResult(prepare(agent, task, perTask, now)))
+          const taskIds = prepared.map((p) => p.command.taskId)
+          if (new Set(taskIds).size !== taskIds.length) return yield* new InvalidInput({ message: "a batch names a task twice" })
+          // The batch first (its task ids), then its tasks; a retry with the same batch id finishes the enqueues.
+          yield* store.executeBatch({ _tag: "CreateBatch", batchId, agent: agent.name, ownerId, taskIds, now }).pipe(
+            Effect.catchTag("BatchAlreadyExists", () => Effect.void),
+            Effect.catchTag(["BatchNotFound", "BatchAlreadyFinished", "TaskNotCounted"], (e) => Effect.die(e))
+          )
+          const outcomes = yield* store.executeMany(prepared.map((p) => ({ command: { ...p.command, batchId } })))
+          const errors = outcomes.flatMap((o, i) =>
+            "values" in o || (o._tag === "TaskAlreadyExists" && options.batchId !== undefined) ? [] : [{ id: taskIds[i]!, error: o }]
+          )
+          return { batchId, taskIds, errors }
+        })
 
         const getBatch = (batchId: string) =>
           Effect.gen(function*() {

@@ -64,7 +64,8 @@ const signalStop = (s: StopSignal, reason: StopReason): void => {
 const awaitStop = (s: StopSignal): Effect.Effect<StopReason> =>
   Effect.callback<StopReason>((resume) => {
     if (s.reason !== undefined) return resume(Effect.succeed(s.reason))
-    s.listener = (reason) => resume(Effect.succeed(reason))
+    const listener = (reason: StopReason) => resume(Effect.succeed(reason))
+    s.listener = listener // not a literal assigned to a property, which would keep the turn's data past young GCs (ADR 0025)
     return Effect.sync(() => {
       s.listener = undefined
     })
@@ -393,7 +394,8 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
               () => settle({ _tag: "Threw", error: new TurnTimeout({ seconds: config.turnTimeout }) }),
               config.turnTimeout * 1000
             )
-            stop.listener = (reason) => settle({ _tag: "Stopped", reason })
+            const onStop = (reason: StopReason) => settle({ _tag: "Stopped", reason })
+            stop.listener = onStop // see awaitStop
             Promise.resolve(promise).then(
               (outcome) => settle({ _tag: "Returned", outcome }),
               (error: unknown) => settle({ _tag: "Threw", error })
@@ -549,33 +551,46 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         )
       })
 
+    // Per-call data reaches the generators below as arguments: a generator literal made per call that closes over
+    // it keeps it reachable through young-generation collections until a full GC (ADR 0025).
+
     /**
      * A turn slot: runs the claimed task's turn, then the next task it claimed with the commit, until the
      * queue of its partition has none (or, with several partitions, a run of turns ended); then frees the slot.
      */
-    const runSlot = (first: Claimed) =>
-      Effect.gen(function*() {
-        let c: Claimed | undefined = first
-        for (let n = 1; c !== undefined; n++) {
-          c = yield* runClaimed(c, partitions.length === 1 || n < MAX_RUN_ON_ONE_PARTITION)
-        }
-      }).pipe(Effect.ensuring(slots.release(1)))
+    const runSlot = Effect.fnUntraced(function*(first: Claimed) {
+      let c: Claimed | undefined = first
+      for (let n = 1; c !== undefined; n++) {
+        c = yield* runClaimed(c, partitions.length === 1 || n < MAX_RUN_ON_ONE_PARTITION)
+      }
+    }, Effect.ensuring(slots.release(1)))
 
-    const claimAll = (partition: number, entries: ReadonlyArray<[string, ReadonlyArray<string>]>) =>
-      Effect.gen(function*() {
-        const at = nowMs()
-        const commands = entries.map(([entryId, fields]) => {
-          const f = flatToRecord(fields)
-          return {
-            command: { _tag: "Claim" as const, taskId: f.t ?? "", lease: Number(f.l), worker: workerId, now: at },
-            delivery: { entryId, agent: agent.name }
-          }
-        })
-        const outcomes = yield* store.executeMany(commands)
-        return outcomes.flatMap((o, i): ReadonlyArray<Claimed> =>
-          "values" in o ? [claimedOf(commands[i]!.command.taskId, o, commands[i]!.delivery, partition)] : []
-        )
+    const claimAll = Effect.fnUntraced(function*(partition: number, entries: ReadonlyArray<[string, ReadonlyArray<string>]>) {
+      const at = nowMs()
+      const commands = entries.map(([entryId, fields]) => {
+        const f = flatToRecord(fields)
+        return {
+          command: { _tag: "Claim" as const, taskId: f.t ?? "", lease: Number(f.l), worker: workerId, now: at },
+          delivery: { entryId, agent: agent.name }
+        }
       })
+      const outcomes = yield* store.executeMany(commands)
+      return outcomes.flatMap((o, i): ReadonlyArray<Claimed> =>
+        "values" in o ? [claimedOf(commands[i]!.command.taskId, o, commands[i]!.delivery, partition)] : []
+      )
+    })
+
+    /** Claims the entries read and starts a turn slot for each claimed task (`free` slots were taken for them). */
+    const startClaimed = Effect.fnUntraced(function*(
+      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+      partition: number,
+      entries: ReadonlyArray<[string, ReadonlyArray<string>]>,
+      free: number
+    ) {
+      const claimed = yield* claimAll(partition, entries).pipe(Effect.onError(() => slots.release(free)))
+      if (free > claimed.length) yield* slots.release(free - claimed.length)
+      for (const c of claimed) yield* FiberSet.run(turns, restore(runSlot(c)))
+    })
 
     const readLoop = (partition: number, conn: RedisConnection) =>
       Effect.gen(function*() {
@@ -594,13 +609,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
         // Entries read are claimed and their turns started even when the pool starts stopping meanwhile (those
         // turns hand their tasks back at once): interrupted mid-claim, the lease taken in Redis would wait for
         // recovery after the heartbeat timeout instead of being released by the graceful stop.
-        yield* Effect.uninterruptibleMask((restore) =>
-          Effect.gen(function*() {
-            const claimed = yield* claimAll(partition, entries).pipe(Effect.onError(() => slots.release(free)))
-            if (free > claimed.length) yield* slots.release(free - claimed.length)
-            for (const c of claimed) yield* FiberSet.run(turns, restore(runSlot(c)))
-          })
-        )
+        yield* Effect.uninterruptibleMask((restore) => startClaimed(restore, partition, entries, free))
       }).pipe(
         Effect.catch((e) =>
           Effect.logWarning(`${agent.name} reader: ${e.message}; retrying`).pipe(

@@ -13,7 +13,7 @@ import { decodeEntryFacts, MetricsProjector, type ProjectorOptions } from "../..
 import type { TaskCommand } from "../../projections/TaskDecider.ts"
 import { TaskStore } from "../../src/TaskStore.ts"
 import { BUCKET_INDEX_COMPLETE, type Keyspace, namespaceKeys, partitionKeys, partitionOf, PROJECTOR_GROUP } from "../../streams/Keys.ts"
-import { RedisClient } from "../../streams/RedisClient.ts"
+import { masters, RedisClient } from "../../streams/RedisClient.ts"
 import { decodeEnvelope, decodeLogFacts, type Envelope, type LogFacts, type TaskEvent } from "../../streams/TaskEvent.ts"
 import { compareIds } from "../../streams/StreamId.ts"
 import { freshKeyspace, storeLayer } from "../support/TestRedis.ts"
@@ -124,6 +124,24 @@ describe("MetricsProjector", () => {
       const cut = stored[1]![1][1]!.slice(0, 120)
       assert.strictEqual(decodeEntryFacts(cut)._tag, "Failure", "a truncated envelope")
       assert.strictEqual(decodeEntryFacts(stored[1]![1][1]!.replace("TaskClaimed", "TaskNoSuchEvent"))._tag, "Failure")
+    }).pipe(Effect.provide(layerFor(ks)))
+  })
+
+  it.live("commits after the server lost its scripts (a restart, SCRIPT FLUSH): the commit script is sent again", () => {
+    const ks = freshKeyspace()
+    return Effect.gen(function*() {
+      const projector = yield* MetricsProjector
+      const redis = yield* RedisClient
+      const log = fc.sample(logArb(40, 20), { numRuns: 1, seed: 7 })[0]!
+      const p = partitionOf(ks, log[0]!.taskId)
+      const inPartition = log.filter((e) => partitionOf(ks, e.taskId) === p)
+      const half = Math.ceil(inPartition.length / 2)
+      yield* writeLog(ks, inPartition.slice(0, half))
+      assert.strictEqual((yield* projector.poll(p)).applied, half)
+      yield* redis.use("test script flush", () => Promise.all(masters(redis.conn).map((node) => node.script("FLUSH"))))
+      yield* writeLog(ks, inPartition.slice(half))
+      assert.strictEqual((yield* projector.poll(p)).applied, inPartition.length - half)
+      assertSameState(yield* liveState(p), fold(metrics, yield* readLog(ks, p)))
     }).pipe(Effect.provide(layerFor(ks)))
   })
 
