@@ -206,6 +206,7 @@ export class Orchestrator {
   readonly namespace: string
   private readonly runners = new Map<string, Runner>()
   private runtime: ManagedRuntime.ManagedRuntime<Services, unknown> | undefined
+  private clientOf: { readonly runtime: ManagedRuntime.ManagedRuntime<Services, unknown>; readonly service: Promise<TaskClient["Service"]> } | undefined
   private running: { scope: Scope.Closeable; done: Promise<void>; resolve: () => void } | undefined
   private server: { app: FastifyInstance; url: string } | undefined
   /** The shared reader of the logs and subscription to the emit channel for `subscribe` (made with the first one). */
@@ -322,6 +323,19 @@ export class Orchestrator {
     return this.runEffect(TaskClient.use(f))
   }
 
+  /** The client service of the current runtime, got once per runtime (a failed build is not kept). */
+  private client(): Promise<TaskClient["Service"]> {
+    const runtime = this.getRuntime()
+    if (this.clientOf?.runtime !== runtime) {
+      const service = this.runEffect(TaskClient.use(Effect.succeed))
+      this.clientOf = { runtime, service }
+      service.catch(() => {
+        if (this.clientOf?.service === service) this.clientOf = undefined
+      })
+    }
+    return this.clientOf.service
+  }
+
   /**
    * The HTTP server (dashboard, its API and live events, `/metrics`, control API), built but not
    * listening: for `inject()` or embedding. `extra` tunes the body limit and the live streams.
@@ -346,7 +360,7 @@ export class Orchestrator {
   }
 
   enqueueTask<P>(agent: EnqueueTarget<P>, task: Task<P>, options?: EnqueueOptions): Promise<string> {
-    return this.withClient((c) => c.enqueue(agent, task, options))
+    return this.client().then((c) => c.enqueuePromise(agent, task, options))
   }
 
   /** Enqueues many tasks in one round trip; each result says whether that task was enqueued. */

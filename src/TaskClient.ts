@@ -113,6 +113,11 @@ export class TaskClient extends Context.Service<TaskClient, {
     task: Task<P>,
     options?: EnqueueOptions
   ) => Effect.Effect<string, InvalidInput | TaskAlreadyExists | RedisError>
+  /**
+   * `enqueue` as a Promise, which rejects with the same typed errors: the Orchestrator's `enqueueTask`, one task
+   * per call, where running a fiber per call was a tenth of the client's CPU (docs/performance.md, fourteenth round).
+   */
+  readonly enqueuePromise: <P>(agent: EnqueueTarget<P>, task: Task<P>, options?: EnqueueOptions) => Promise<string>
   /** Enqueues many tasks in one round trip; each succeeds or fails on its own. */
   readonly enqueueMany: <P>(
     agent: EnqueueTarget<P>,
@@ -218,6 +223,19 @@ export class TaskClient extends Context.Service<TaskClient, {
               Effect.as(command.taskId)
             )
           })
+
+        const enqueuePromise = async <P>(agent: EnqueueTarget<P>, task: Task<P>, options?: EnqueueOptions): Promise<string> => {
+          const prepared = prepare(agent, task, options, Date.now())
+          if (Result.isFailure(prepared)) throw prepared.failure
+          const { command, idempotent } = prepared.success
+          try {
+            await store.executePromise(command)
+          } catch (e) {
+            // With an idempotency key, "already exists" is the answer: the first task's id.
+            if (!(idempotent && (e as { readonly _tag?: string })._tag === "TaskAlreadyExists")) throw e
+          }
+          return command.taskId
+        }
 
         // The batch is the generator's argument, not a variable it closes over: a generator literal made per call
         // that captures it keeps the payloads reachable through young-generation collections (ADR 0025).
@@ -370,6 +388,7 @@ export class TaskClient extends Context.Service<TaskClient, {
 
         return TaskClient.of({
           enqueue,
+          enqueuePromise,
           enqueueMany,
           enqueueBatch,
           getBatch,

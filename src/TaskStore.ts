@@ -419,6 +419,11 @@ export class TaskStore extends Context.Service<TaskStore, {
     delivery?: Delivery,
     options?: { readonly historyTtlSeconds?: number }
   ) => Effect.Effect<Accepted, TaskRejected | RedisError>
+  /**
+   * `execute` as a Promise, which rejects with the same typed TaskRejected or RedisError: for the Promise facade's
+   * single enqueue, where a fiber per call was a tenth of the client's CPU (docs/performance.md, fourteenth round).
+   */
+  readonly executePromise: (command: TaskCommand, delivery?: Delivery) => Promise<Accepted>
   /** Carries out many commands in one pipelined round trip; each gets its own outcome. */
   readonly executeMany: (
     commands: ReadonlyArray<{ readonly command: TaskCommand; readonly delivery?: Delivery }>,
@@ -497,24 +502,32 @@ export class TaskStore extends Context.Service<TaskStore, {
             )
         }
 
+        const executePromise = async (
+          command: TaskCommand,
+          delivery?: Delivery,
+          options?: { readonly historyTtlSeconds?: number }
+        ): Promise<Accepted> => {
+          let raw: unknown
+          try {
+            const [name, args] = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
+            raw = await scripts.call(name, args)
+          } catch (cause) {
+            throw toRedisError(command._tag, cause)
+          }
+          const result = outcome(command, raw)
+          if ("values" in result) return result
+          throw result
+        }
+
         const execute = (
           command: TaskCommand,
           delivery?: Delivery,
           options?: { readonly historyTtlSeconds?: number }
         ): Effect.Effect<Accepted, TaskRejected | RedisError> =>
-          Effect.flatMap(
-            Effect.tryPromise({
-              try: () => {
-                const [name, args] = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
-                return scripts.call(name, args)
-              },
-              catch: (cause) => toRedisError(command._tag, cause)
-            }),
-            (raw) => {
-              const result = outcome(command, raw)
-              return "values" in result ? Effect.succeed(result) : Effect.fail(result)
-            }
-          )
+          Effect.tryPromise({
+            try: () => executePromise(command, delivery, options),
+            catch: (e) => e as TaskRejected | RedisError
+          })
 
         /** One pipeline per partition (a Cluster pipeline must stay in one slot); results keep the input order. */
         const executeMany = (
@@ -801,6 +814,7 @@ export class TaskStore extends Context.Service<TaskStore, {
         return TaskStore.of({
           keyspace,
           execute,
+          executePromise,
           executeMany,
           claimNext,
           getTask,
