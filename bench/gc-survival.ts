@@ -36,81 +36,102 @@ const mark = (what: "start" | "end") => console.log(`@mark ${what} ${performance
 // ---------------------------------------------------------------------------------------------------------
 // The child: one phase of one side
 
-const child = async (phase: string, side: string, url: string) => {
-  const namespace = `gc${Date.now()}`
-  let done = 0
-  const agent = benchAgent(() => () => (done++, { _tag: "Done" as const }))
-  const batch = (k: number) => Array.from({ length: 50 }, (_, j) => makePayload(k * 50 + j))
-  if (side === "bullmq") {
-    const connection = { url }
-    const queue = new Queue(namespace, { connection })
-    await queue.waitUntilReady()
-    const add = (k: number) => queue.addBulk(batch(k).map((data) => ({ name: "noop", data })))
-    if (phase === "single-enqueue") {
-      for (let i = 0; i < 1000; i++) await queue.add("noop", makePayload(i))
-      mark("start")
-      for (let i = 0; i < tasks / 4; i++) await queue.add("noop", makePayload(i))
-      mark("end")
-      console.log(`@result ${tasks / 4} tasks enqueued`)
-    } else if (phase === "bulk-enqueue") {
-      for (let k = 0; k < 40; k++) await add(k)
-      mark("start")
-      for (let k = 40; k < 40 + tasks / 50; k++) await add(k)
-      mark("end")
-      console.log(`@result ${tasks} tasks enqueued`)
-    } else {
-      for (let k = 0; k < tasks / 50; k++) await add(k)
-      const worker = new Worker(namespace, async () => (done++, { done: true }), { connection, concurrency: 1 })
-      await sleep(1_500)
-      const before = done
-      mark("start")
-      await sleep(2_000)
-      mark("end")
-      console.log(`@result ${done - before} jobs in 2 s`)
-      await worker.close()
+/** One system as the phases drive it. */
+interface Side {
+  readonly enqueueOne: (i: number) => Promise<unknown>
+  /** Enqueues the k-th batch of 50. */
+  readonly enqueueBatch: (k: number) => Promise<unknown>
+  /** Starts `slots` turn slots on the queue. */
+  readonly work: (slots: number) => Promise<void>
+  /** Ours only: folds the whole log into the metrics (catch-up); how many entries. */
+  readonly project?: () => Promise<number>
+  readonly close: () => Promise<void>
+}
+
+const batchOf = (k: number) => Array.from({ length: 50 }, (_, j) => makePayload(k * 50 + j))
+
+const bullmqSide = async (url: string, namespace: string, onJob: () => void): Promise<Side> => {
+  const connection = { url }
+  const queue = new Queue(namespace, { connection })
+  await queue.waitUntilReady()
+  let worker: Worker | undefined
+  return {
+    enqueueOne: (i) => queue.add("noop", makePayload(i)),
+    enqueueBatch: (k) => queue.addBulk(batchOf(k).map((data) => ({ name: "noop", data }))),
+    work: async (slots) => {
+      worker = new Worker(namespace, async () => (onJob(), { done: true }), { connection, concurrency: slots })
+      await worker.waitUntilReady()
+    },
+    close: async () => {
+      await worker?.close()
+      await queue.close()
     }
-    await queue.close()
-    return
   }
-  const orchestrator = new Orchestrator({ redisUrl: url, namespace, projectMetrics: phase === "one-slot" })
-  const enqueue = (k: number) => orchestrator.enqueueTasks(agent, batch(k).map((payload) => agent.createTask({ ownerId: "gc", payload })))
-  const enqueueOne = (i: number) => orchestrator.enqueueTask(agent, agent.createTask({ ownerId: "gc", payload: makePayload(i) }))
-  if (phase === "single-enqueue") {
-    for (let i = 0; i < 1000; i++) await enqueueOne(i)
-    mark("start")
-    for (let i = 0; i < tasks / 4; i++) await enqueueOne(i)
-    mark("end")
-    console.log(`@result ${tasks / 4} tasks enqueued`)
-  } else if (phase === "bulk-enqueue") {
-    for (let k = 0; k < 40; k++) await enqueue(k)
-    mark("start")
-    for (let k = 40; k < 40 + tasks / 50; k++) await enqueue(k)
-    mark("end")
-    console.log(`@result ${tasks} tasks enqueued`)
-  } else {
-    for (let k = 0; k < tasks / 50; k++) await enqueue(k)
-    orchestrator.registerRunner({ agent, agentWorkerConfig: new AgentWorkerConfig({ workers: phase === "one-slot" ? 1 : 100 }) })
-    await orchestrator.start()
-    if (phase === "one-slot") {
-      await sleep(1_500)
-      const before = done
-      mark("start")
-      await sleep(2_000)
-      mark("end")
-      console.log(`@result ${done - before} jobs in 2 s`)
-    } else {
-      while (done < tasks) await sleep(20)
+}
+
+const oursSide = async (url: string, namespace: string, onJob: () => void, projectMetrics: boolean): Promise<Side> => {
+  const orchestrator = new Orchestrator({ redisUrl: url, namespace, projectMetrics })
+  const agent = benchAgent(() => () => (onJob(), { _tag: "Done" as const }))
+  return {
+    enqueueOne: (i) => orchestrator.enqueueTask(agent, agent.createTask({ ownerId: "gc", payload: makePayload(i) })),
+    enqueueBatch: (k) => orchestrator.enqueueTasks(agent, batchOf(k).map((payload) => agent.createTask({ ownerId: "gc", payload }))),
+    work: async (slots) => {
+      orchestrator.registerRunner({ agent, agentWorkerConfig: new AgentWorkerConfig({ workers: slots }) })
+      await orchestrator.start()
+    },
+    project: async () => {
       await orchestrator.stop()
-      // Nobody projected (projectMetrics: false): the whole log is left to fold.
-      mark("start")
-      const entries = await orchestrator.runEffect(Effect.gen(function*() {
+      return orchestrator.runEffect(Effect.gen(function*() {
         return yield* (yield* MetricsProjector).catchUp()
       }))
-      mark("end")
-      console.log(`@result ${entries} log entries folded`)
-    }
+    },
+    close: () => orchestrator.stop()
   }
-  await orchestrator.stop()
+}
+
+const child = async (phase: string, sideName: string, url: string) => {
+  let done = 0
+  const onJob = () => void done++
+  const namespace = `gc${Date.now()}`
+  const side = sideName === "bullmq"
+    ? await bullmqSide(url, namespace, onJob)
+    : await oursSide(url, namespace, onJob, phase === "one-slot")
+  /** Runs `body` between the marks and prints what it did. */
+  const measured = async (body: () => Promise<string>) => {
+    mark("start")
+    const result = await body()
+    mark("end")
+    console.log(`@result ${result}`)
+  }
+  if (phase === "single-enqueue") {
+    for (let i = 0; i < 1000; i++) await side.enqueueOne(i)
+    await measured(async () => {
+      for (let i = 0; i < tasks / 4; i++) await side.enqueueOne(i)
+      return `${tasks / 4} tasks enqueued`
+    })
+  } else if (phase === "bulk-enqueue") {
+    for (let k = 0; k < 40; k++) await side.enqueueBatch(k)
+    await measured(async () => {
+      for (let k = 40; k < 40 + tasks / 50; k++) await side.enqueueBatch(k)
+      return `${tasks} tasks enqueued`
+    })
+  } else if (phase === "one-slot") {
+    for (let k = 0; k < tasks / 50; k++) await side.enqueueBatch(k)
+    await side.work(1)
+    await sleep(1_500)
+    const before = done
+    await measured(async () => {
+      await sleep(2_000)
+      return `${done - before} jobs in 2 s`
+    })
+  } else {
+    // projection: 100 slots drain the queue with nobody projecting, then the whole log is folded.
+    for (let k = 0; k < tasks / 50; k++) await side.enqueueBatch(k)
+    await side.work(100)
+    while (done < tasks) await sleep(20)
+    await measured(async () => `${await side.project!()} log entries folded`)
+  }
+  await side.close()
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -155,7 +176,7 @@ const runChild = (phase: string, side: string, url: string) => {
     `${phase.padEnd(13)} ${side.padEnd(7)} ${String(inWindow.length).padStart(3)} scavenges in ${seconds.toFixed(2)} s; ` +
       `survived ${sum((s) => s.survivedMb).toFixed(1)} of ${sum((s) => s.allocatedMb).toFixed(0)} MB ` +
       `(${((100 * sum((s) => s.survivedMb)) / Math.max(1, sum((s) => s.allocatedMb))).toFixed(1)} %), ` +
-      `pause p50 ${median(inWindow.map((s) => s.pauseMs)).toFixed(1)} ms, total ${sum((s) => s.pauseMs).toFixed(0)} ms, ` +
+      `pause p50 ${inWindow.length === 0 ? "-" : median(inWindow.map((s) => s.pauseMs)).toFixed(1)} ms, total ${sum((s) => s.pauseMs).toFixed(0)} ms, ` +
       `helper threads ${sum((s) => s.helpersMs).toFixed(0)} ms; ${result}`
   )
 }
