@@ -241,6 +241,21 @@ export class TaskClient extends Context.Service<TaskClient, {
         const enqueuePromise = <P>(agent: EnqueueTarget<P>, task: Task<P>, options?: EnqueueOptions) =>
           enqueueAt(agent, task, options, Date.now())
 
+        /** The valid tasks' commands, prepared one by one as they are read; every result goes to `prepared`. */
+        function* validCommands<P>(
+          agent: EnqueueTarget<P>,
+          tasks: ReadonlyArray<Task<P>>,
+          options: EnqueueOptions,
+          now: number,
+          prepared: Array<ReturnType<typeof prepare<P>>>
+        ) {
+          for (const task of tasks) {
+            const r = prepare(agent, task, options, now)
+            prepared.push(r)
+            if (r._tag === "Success") yield { command: r.success.command }
+          }
+        }
+
         // The batch is the generator's argument, not a variable it closes over: a generator literal made per call
         // that captures it keeps the payloads reachable through young-generation collections (ADR 0025).
         const enqueueMany = Effect.fnUntraced(function*<P>(
@@ -251,9 +266,9 @@ export class TaskClient extends Context.Service<TaskClient, {
           // Idempotency keys of a batch are per task (Task.idempotencyKey), never one for the whole batch.
           const perTask = options?.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }
           const now = yield* Clock.currentTimeMillis
-          const prepared = tasks.map((task) => prepare(agent, task, perTask, now))
-          const valid = prepared.flatMap((r) => r._tag === "Success" ? [{ command: r.success.command }] : [])
-          const outcomes = yield* store.executeMany(valid)
+          // Prepared as the store sends them: the first pipelines run in Redis while the rest are prepared.
+          const prepared: Array<ReturnType<typeof prepare<P>>> = []
+          const outcomes = yield* store.executeMany(validCommands(agent, tasks, perTask, now, prepared))
           let next = 0
           return prepared.map((r, i) => {
             if (r._tag === "Failure") return { id: String(tasks[i]!.id), error: r.failure }

@@ -116,6 +116,32 @@ describe("idempotency keys", () => {
   })
 })
 
+describe("bulk enqueue", () => {
+  const wide = new Orchestrator({ ...testRedisOptions, namespace: freshKeyspace().namespace, partitions: 4 })
+  afterAll(() => wide.stop())
+
+  it("answers each task in input order across partitions and pipelines: invalid, duplicate or enqueued", async () => {
+    const existing = ["dup-0", "dup-1", "dup-2"]
+    for (const id of existing) await wide.enqueueTask(agent, agent.createTask({ id, ownerId: "u", payload: { n: -1 } }))
+    // 47 tasks: several pipelines per partition (executeMany sends 10 commands a pipeline), mixed outcomes.
+    const kind = (i: number) => i % 7 === 3 ? "invalid" : i % 11 === 5 ? "duplicate" : "new"
+    const tasks = Array.from({ length: 47 }, (_, i) =>
+      kind(i) === "invalid"
+        ? agent.createTask({ id: `bulk-${i}`, ownerId: "u", payload: { n: String(i) } as never })
+        : agent.createTask({ id: kind(i) === "duplicate" ? existing[i % 3]! : `bulk-${i}`, ownerId: "u", payload: { n: i } }))
+    const results = await wide.enqueueTasks(agent, tasks)
+    expect(results.map((r) => r.id)).toEqual(tasks.map((t) => String(t.id)))
+    expect(results.map((r) => r.error?._tag ?? "enqueued")).toEqual(tasks.map((_, i) =>
+      ({ invalid: "InvalidInput", duplicate: "TaskAlreadyExists", new: "enqueued" })[kind(i)]
+    ))
+    for (const [i, task] of tasks.entries()) {
+      const data = await wide.getTaskData(String(task.id))
+      if (kind(i) === "invalid") expect(data).toBeNull()
+      else expect(data?.payload).toEqual({ n: kind(i) === "new" ? i : -1 })
+    }
+  })
+})
+
 describe("odd but valid input", () => {
   const odd = new Orchestrator({ ...testRedisOptions, namespace: freshKeyspace().namespace })
   afterAll(() => odd.stop())
