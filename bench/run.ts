@@ -5,6 +5,7 @@
  *
  *   node bench/run.ts [--size=small|default|large] [--reps=N] [--only=id,id] [--side=ours|bullmq] [--no-docs]
  *                     [--no-projection] [--payload-bytes=B] [--payload-growth=B] [--whole-checkpoints] [--turns=N]
+ *                     [--bulk=N]
  *
  * `--no-projection` runs our side with `projectMetrics: false` (a worker process that leaves the metrics to
  * another process; here nobody projects them): what the in-process projection costs the turns. It never
@@ -12,7 +13,8 @@
  * payloads to about B bytes of JSON (default ~100), nor `--payload-growth=B`, which makes each turn of the
  * multi-turn scenario's payload B bytes longer than the last (a conversation; both systems store each turn's),
  * nor `--whole-checkpoints`, which runs our workers with `checkpointDeltas: false` (every checkpoint the whole payload),
- * nor `--turns=N`, the multi-turn scenario's turns per task (default 5).
+ * nor `--turns=N`, the multi-turn scenario's turns per task (default 5), nor `--bulk=N`, the bulk-enqueue
+ * scenario's tasks per call (default 50; `--size=large --bulk=10000` times calls of 10,000 tasks).
  *
  * Each measured run gets a fresh queue (namespace) on a FLUSHALLed server; one warm-up run per system
  * and scenario (a fifth of the size) is excluded; the report gives the median of the repetitions.
@@ -30,7 +32,7 @@ import { payloadBytes, setPayloadBytes, setPayloadGrowth } from "./payload.ts"
 import { renderSvg } from "./plot.ts"
 import { redisCpuSeconds, startRedis, type PrivateRedis } from "./redis-server.ts"
 import { bars, consoleTable, markdownBlock, rows, type ScenarioResult, type SideResult } from "./report.ts"
-import { type Measurement, type Scenario, scenarios, setMultiTurnTurns, type Sizes } from "./scenarios.ts"
+import { type Measurement, type Scenario, scenarios, setBulkSize, setMultiTurnTurns, type Sizes } from "./scenarios.ts"
 import { median, medianLatency } from "./stats.ts"
 import type { System } from "./system.ts"
 
@@ -77,9 +79,11 @@ const parseArgs = (argv: ReadonlyArray<string>) => {
   const whole = argv.includes("--whole-checkpoints")
   const turns = get("turns") === undefined ? undefined : Number(get("turns"))
   if (turns !== undefined && !(Number.isInteger(turns) && turns >= 1)) throw new Error("--turns must be a positive integer")
+  const bulk = get("bulk") === undefined ? undefined : Number(get("bulk"))
+  if (bulk !== undefined && !(Number.isInteger(bulk) && bulk >= 1)) throw new Error("--bulk must be a positive integer")
   const docs = projection && payload === undefined && growth === undefined && !whole && turns === undefined &&
-    !argv.includes("--no-docs")
-  return { size, reps, only, side, projection, payload, growth, whole, turns, docs }
+    bulk === undefined && !argv.includes("--no-docs")
+  return { size, reps, only, side, projection, payload, growth, whole, turns, bulk, docs }
 }
 
 let runCounter = 0
@@ -133,6 +137,7 @@ const main = async () => {
   if (args.growth !== undefined) setPayloadGrowth(args.growth)
   if (args.whole) useWholeCheckpoints()
   if (args.turns !== undefined) setMultiTurnTurns(args.turns)
+  if (args.bulk !== undefined) setBulkSize(args.bulk)
   const started = performance.now()
   const s = sizes[args.size]!
   const redis = await startRedis()

@@ -107,28 +107,35 @@ const enqueueSingle: Scenario = {
   }
 }
 
+let BULK_CALL = BULK
+/** Sets the tasks per call of the bulk-enqueue scenario (`--bulk`; default 50, the issue's). */
+export const setBulkSize = (tasks: number): void => {
+  BULK_CALL = tasks
+}
+
 const enqueueBulk: Scenario = {
   id: "enqueue-bulk",
-  title: "2. Bulk enqueue (50 per call)",
+  get title() {
+    return `2. Bulk enqueue (${BULK_CALL} per call)`
+  },
   rateUnit: "jobs/s",
   mainLatency: "call",
   run: async ({ run, sizes, markStats }) => {
-    const calls = Math.max(1, Math.round(sizes.enqueueBulk / BULK))
+    const calls = Math.max(1, Math.round(sizes.enqueueBulk / BULK_CALL))
     const lat: Array<number> = []
     await markStats()
     const t0 = performance.now()
     for (let c = 0; c < calls; c++) {
-      const batch = Array.from({ length: BULK }, (_, k) => makePayload(c * BULK + k))
+      const batch = Array.from({ length: BULK_CALL }, (_, k) => makePayload(c * BULK_CALL + k))
       const t = performance.now()
       await run.enqueueBulk(batch)
       lat.push(performance.now() - t)
     }
     const secs = (performance.now() - t0) / 1000
-    return { jobs: calls * BULK, rate: (calls * BULK) / secs, latency: { call: summarize(lat) }, values: {} }
+    return { jobs: calls * BULK_CALL, rate: (calls * BULK_CALL) / secs, latency: { call: summarize(lat) }, values: {} }
   }
 }
 
-/** Prefilled queue, then workers with `concurrency`: rate from the first start to the last completion. */
 const drain = (concurrency: number, size: (s: Sizes) => number, id: string, title: string): Scenario => ({
   id,
   title,
