@@ -136,6 +136,7 @@ const enqueueBulk: Scenario = {
   }
 }
 
+/** Prefilled queue, then workers with `concurrency`: rate from the first start to the last completion. */
 const drain = (concurrency: number, size: (s: Sizes) => number, id: string, title: string): Scenario => ({
   id,
   title,

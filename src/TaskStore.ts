@@ -159,7 +159,7 @@ export const FUSED_CALLS_IN_FLIGHT = 4
 /**
  * Commands per pipeline of `executeMany`, each pipeline written as soon as it is full, so that Redis runs the
  * first ones while the client still prepares and encodes the rest. Ten: bulk enqueues of 50 took 0.88–0.97 ms
- * a call instead of 1.04–1.13, of 10,000 tasks 143–231 ms instead of 204–316 (docs/performance.md, fifteenth
+ * a call instead of 1.04–1.13, of 10,000 tasks 151–223 ms instead of 224–329 (docs/performance.md, fifteenth
  * round); 5, 25 and 50 did no better for large calls.
  */
 export const PIPELINE_CHUNK = 10
