@@ -42,6 +42,17 @@ export interface TurnContext<P> {
   readonly spawn: <Q>(children: ReadonlyArray<ChildSpec<Q>>) => Promise<ReadonlyArray<string>>
   /** A fresh per-call token for a deferred result, to hand to whoever will deliver it (the HTTP route checks it). */
   readonly resultToken: () => string
+  /**
+   * The running orchestrator's API keys (`openaiApiKey`, `xaiApiKey`): an LLM agent whose client names no key
+   * of its own uses the one of its provider, before the provider's environment variable.
+   */
+  readonly apiKeys?: ApiKeys
+}
+
+/** API keys by provider, as an orchestrator hands them to its agents' turns. */
+export interface ApiKeys {
+  readonly openai?: string
+  readonly xai?: string
 }
 
 /** A child task to spawn. */

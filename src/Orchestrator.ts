@@ -16,7 +16,7 @@ import { namespaceKeys, PROJECTOR_GROUP } from "../streams/Keys.ts"
 import { RedisClient, type RedisOptions } from "../streams/RedisClient.ts"
 import type { RedisError } from "../streams/StreamError.ts"
 import type { Envelope, TaskStatus } from "../streams/TaskEvent.ts"
-import type { EnqueueTarget, RunnableAgent, Task } from "./Agent.ts"
+import type { ApiKeys, EnqueueTarget, RunnableAgent, Task } from "./Agent.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig, MetricsTimelineConfig, ObservabilityConfig } from "./Config.ts"
 import { ControlChannel } from "./ControlChannel.ts"
 import { InvalidConfig } from "./Errors.ts"
@@ -39,7 +39,12 @@ export interface OrchestratorOptions {
   readonly redisPort?: number
   readonly redisDb?: number
   readonly redisPassword?: string
-  /** Upper bound on connections this process opens (one shared + one per queue reader + one subscriber). */
+  /**
+   * The most connections to Redis this process may need to start its runners: one shared, one subscriber, one
+   * blocking reader per agent and partition, and (unless `projectMetrics` is false) one per partition its
+   * metrics projector may lead. `start()` refuses with `InvalidConfig` a registration that needs more, rather
+   * than opening them. Live feeds open up to 4 more while followed (docs/scaling.md). Default: no bound.
+   */
   readonly redisMaxConnections?: number
   /** Redis Cluster seed nodes; when given, the other redis* options are ignored. */
   readonly clusterNodes?: ReadonlyArray<{ readonly host: string; readonly port: number }>
@@ -47,7 +52,11 @@ export interface OrchestratorOptions {
   readonly namespace?: string
   /** Partitions of the namespace (fixed once the namespace is used); default 1. */
   readonly partitions?: number
-  /** API keys for the LLM agents (default: env OPENAI_API_KEY / XAI_API_KEY). */
+  /**
+   * API keys for the LLM agents this orchestrator runs: an agent whose `client` names no `apiKey` uses the one
+   * of its provider (`openai`, `xai`); without one here, the provider's environment variable (OPENAI_API_KEY,
+   * XAI_API_KEY). An agent's own key always wins.
+   */
   readonly openaiApiKey?: string
   readonly xaiApiKey?: string
   readonly observabilityConfig?: ObservabilityConfig
@@ -90,6 +99,10 @@ export const resolveOptions = (options: OrchestratorOptions): { redis: RedisOpti
   }
   if (options.redisPort !== undefined && (!Number.isInteger(options.redisPort) || options.redisPort <= 0)) {
     throw new InvalidConfig({ message: `redisPort must be a positive integer, got ${options.redisPort}` })
+  }
+  const max = options.redisMaxConnections
+  if (max !== undefined && (!Number.isInteger(max) || max < 2)) {
+    throw new InvalidConfig({ message: `redisMaxConnections must be an integer of at least 2, got ${max}` })
   }
   const badLimits = options.emitLimits === undefined ? undefined : checkEmitLimits(options.emitLimits)
   if (badLimits !== undefined) throw new InvalidConfig({ message: badLimits })
@@ -147,7 +160,12 @@ export const orchestratorLayer = (
 export const runRunners = (
   runners: ReadonlyArray<Runner>,
   workerId = makeWorkerId(),
-  options: { readonly emitLimits?: Partial<EmitLimits> | undefined; readonly projectMetrics?: boolean | undefined } = {}
+  options: {
+    readonly emitLimits?: Partial<EmitLimits> | undefined
+    readonly projectMetrics?: boolean | undefined
+    /** Handed to every turn (`TurnContext.apiKeys`): the keys LLM agents use when their client names none. */
+    readonly apiKeys?: ApiKeys | undefined
+  } = {}
 ) =>
   Effect.gen(function*() {
     const maintenanceConfig = runners[0]?.maintenanceConfig ?? new MaintenanceWorkerConfig()
@@ -185,7 +203,8 @@ export const runRunners = (
         workerId,
         onBackoff: maintenance.poke,
         onEmit: emits.forAgent(r.agent.name),
-        maxRetries
+        maxRetries,
+        ...(options.apiKeys === undefined ? {} : { apiKeys: options.apiKeys })
       })
     }
     return { workerId }
@@ -259,6 +278,16 @@ export class Orchestrator {
   async start(): Promise<void> {
     if (this.running !== undefined) return
     if (this.runners.size === 0) throw new InvalidConfig({ message: "no runner registered: call registerRunner first" })
+    const max = this.options.redisMaxConnections
+    const partitions = this.options.partitions ?? 1
+    const needed = 2 + this.runners.size * partitions + (this.options.projectMetrics === false ? 0 : partitions)
+    if (max !== undefined && needed > max) {
+      throw new InvalidConfig({
+        message: `${this.runners.size} agents on ${partitions} partitions need up to ${needed} Redis connections ` +
+          `(2 + a reader per agent and partition + ${this.options.projectMetrics === false ? 0 : partitions} for the ` +
+          `metrics projector), more than redisMaxConnections (${max})`
+      })
+    }
     const scope = Scope.makeUnsafe()
     let resolve!: () => void
     const done = new Promise<void>((r) => (resolve = r))
@@ -268,7 +297,11 @@ export class Orchestrator {
       await this.runEffect(
         Scope.provide(scope)(runRunners([...this.runners.values()], undefined, {
           emitLimits: this.options.emitLimits,
-          projectMetrics: this.options.projectMetrics
+          projectMetrics: this.options.projectMetrics,
+          apiKeys: {
+            ...(this.options.openaiApiKey === undefined ? {} : { openai: this.options.openaiApiKey }),
+            ...(this.options.xaiApiKey === undefined ? {} : { xai: this.options.xaiApiKey })
+          }
         }))
       )
       if (this.running !== running) return // stopped while starting

@@ -25,6 +25,7 @@ import { RedisClient, type RedisConnection } from "../streams/RedisClient.ts"
 import { type RedisError, toRedisError } from "../streams/StreamError.ts"
 import { TaskId, type WaitItem } from "../streams/TaskEvent.ts"
 import {
+  type ApiKeys,
   type ChildSpec,
   childTaskId,
   type DeliveredResult,
@@ -162,6 +163,8 @@ export interface WorkerPoolOptions {
   readonly onEmit?: (task: { readonly taskId: string; readonly ownerId: string }, type: string, data: unknown) => void
   /** Max retries of the child tasks a turn spawns, by agent (default: AgentWorkerConfig's). */
   readonly maxRetries?: (agent: string) => number
+  /** The orchestrator's API keys, handed to every turn (`TurnContext.apiKeys`). */
+  readonly apiKeys?: ApiKeys
 }
 
 /** Creates the agent's consumer group in every partition (idempotent). */
@@ -350,7 +353,8 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           emit: (type, data) => options.onEmit?.(c, type, data),
           results: c.results,
           spawn: (specs) => Effect.runPromise(spawnChildren(c, spawnCounter, specs as ReadonlyArray<ChildSpec<unknown>>)),
-          resultToken: newResultToken
+          resultToken: newResultToken,
+          ...(options.apiKeys === undefined ? {} : { apiKeys: options.apiKeys })
         }
         let started: ReturnType<typeof agent.runTurn>
         try {

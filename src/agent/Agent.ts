@@ -16,7 +16,7 @@
 import type OpenAI from "openai"
 import type { ChatCompletionChunk, ChatCompletionCreateParamsNonStreaming, ChatCompletionToolChoiceOption } from "openai/resources/chat/completions"
 import { Clock, Effect, Schema } from "effect"
-import { BaseAgent, Continue, type DeliveredResult, Done, type TurnContext, type TurnOutcome, Wait } from "../Agent.ts"
+import { type ApiKeys, BaseAgent, Continue, type DeliveredResult, Done, type TurnContext, type TurnOutcome, Wait } from "../Agent.ts"
 import { FatalAgentError } from "../AgentErrors.ts"
 import { InvalidConfig } from "../Errors.ts"
 import { AgentContext, ChatMessage, type ToolCallRecord, type TurnRecord } from "./AgentContext.ts"
@@ -76,7 +76,10 @@ export interface LlmAgentOptions<C extends AgentContext, O> {
   /** Your own context: a Schema of `AgentContext`'s fields and more (`agentContextFields`). */
   readonly contextSchema?: Schema.Codec<C, unknown>
   readonly hooks?: AgentHooks<C>
-  /** An openai client, or how to make one. Default: OpenAI with `OPENAI_API_KEY`. */
+  /**
+   * An openai client, or how to make one. Default: OpenAI with the running orchestrator's `openaiApiKey`, else
+   * `OPENAI_API_KEY`. Options without an `apiKey` take the orchestrator's key of their provider (openai, xai).
+   */
   readonly client?: OpenAI | ModelClientOptions
   /**
    * Stream completions; the reply's text goes to the live feed as it comes, as `completion_delta` events
@@ -204,12 +207,25 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
     }
     const final = options.outputType ? finalOutput(options.outputType) : undefined
     const definitions = [...tools.map((t) => t.definition), ...(final ? [final.definition] : [])]
-    let client: OpenAI | undefined
-    const getClient = Effect.try({
-      try: () =>
-        (client ??= options.client && "chat" in options.client ? options.client : makeOpenAI(options.client)),
-      catch: (e) => new FatalAgentError({ message: `cannot make the model client: ${(e as Error).message}` })
-    })
+    // One client per key it was made with: the agent's own, else the running orchestrator's for the provider
+    // (`TurnContext.apiKeys`), else the provider's environment variable (makeOpenAI).
+    const clients = new Map<string | undefined, OpenAI>()
+    const getClient = (apiKeys: ApiKeys | undefined) =>
+      Effect.try({
+        try: () => {
+          const given = options.client
+          if (given !== undefined && "chat" in given) return given
+          const provider = given?.provider ?? "openai"
+          const apiKey = given?.apiKey ?? (provider === "openai" || provider === "xai" ? apiKeys?.[provider] : undefined)
+          let client = clients.get(apiKey)
+          if (client === undefined) {
+            client = makeOpenAI({ ...given, ...(apiKey === undefined ? {} : { apiKey }) })
+            clients.set(apiKey, client)
+          }
+          return client
+        },
+        catch: (e) => new FatalAgentError({ message: `cannot make the model client: ${(e as Error).message}` })
+      })
     const hooks = options.hooks ?? {}
     const runHook = (name: keyof AgentHooks<C>, run: (() => Returned<void>) | undefined) =>
       run === undefined ? Effect.void : fromReturned(run).pipe(
@@ -274,7 +290,7 @@ export class Agent<C extends AgentContext = AgentContext, O = string> extends Ba
             : {})
         }
 
-        const client = yield* getClient
+        const client = yield* getClient(ctx.apiKeys)
         const calledAt = yield* Clock.currentTimeMillis
         const deltas = options.stream ? textDeltas((text) => ctx.emit("completion_delta", { text })) : undefined
         const reply = yield* createCompletion(client, params, {
