@@ -73,7 +73,11 @@ describe("child tasks", () => {
     const history = await o.getTaskHistory(id)
     const finished = history.filter((e) => e.event._tag === "ChildTaskFinished")
     expect(finished).toHaveLength(4)
-    expect(tags(history).slice(0, 4)).toEqual(["TaskEnqueued", "TaskClaimed", "ChildTasksSpawned", "TaskWaiting"].slice(0, 4))
+    expect(tags(history).slice(0, 3)).toEqual(["TaskEnqueued", "TaskClaimed", "ChildTasksSpawned"])
+    // A child may end before its parent's turn commits the wait: its ChildTaskFinished then comes first.
+    const waiting = tags(history).indexOf("TaskWaiting")
+    expect(waiting).toBeGreaterThan(2)
+    expect(tags(history).slice(3, waiting).every((t) => t === "ChildTaskFinished")).toBe(true)
     expect(tags(history).at(-1)).toBe("TaskCompleted")
     // Each child records its parent, and is of the other agent.
     const children = (data?.children ?? []).map((c) => c.id)
