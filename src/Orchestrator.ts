@@ -371,11 +371,11 @@ export class Orchestrator {
 
   /**
    * The HTTP server (dashboard, its API and live events, `/metrics`, control API), built but not
-   * listening: for `inject()` or embedding. `extra` tunes the body limit and the live streams.
+   * listening: for `inject()` or embedding. `extra` tunes the body limit, the live streams and the gauges' reads.
    */
   createObservabilityApp(
     config = this.options.observabilityConfig ?? new ObservabilityConfig(),
-    extra: Pick<AppOptions, "bodyLimit" | "live" | "liveWithinMs"> = {}
+    extra: Pick<AppOptions, "bodyLimit" | "live" | "liveWithinMs" | "gaugesReadEveryMs"> = {}
   ): FastifyInstance {
     const runtime = this.getRuntime()
     return buildApp({

@@ -39,8 +39,9 @@ const worker = new Orchestrator({ ...testRedisOptions, ...keyspace })
 worker.registerRunner({ agent: echo, agentWorkerConfig: new AgentWorkerConfig({ workers: 1, heartbeatInterval: 10 }) })
 // The dashboard, in a process that runs no worker.
 const viewer = new Orchestrator({ ...testRedisOptions, ...keyspace })
-const quick = viewer.createObservabilityApp(new ObservabilityConfig(), { liveWithinMs: QUICK_MS })
-const strict = viewer.createObservabilityApp(new ObservabilityConfig())
+// Both read the gauges on every request (the dashboard's default reads them at most once a second).
+const quick = viewer.createObservabilityApp(new ObservabilityConfig(), { liveWithinMs: QUICK_MS, gaugesReadEveryMs: 0 })
+const strict = viewer.createObservabilityApp(new ObservabilityConfig(), { gaugesReadEveryMs: 0 })
 const conn = rawClient()
 
 beforeAll(async () => {
