@@ -46,7 +46,7 @@ export interface TurnContext<P> {
    * The running orchestrator's API keys (`openaiApiKey`, `xaiApiKey`): an LLM agent whose client names no key
    * of its own uses the one of its provider, before the provider's environment variable.
    */
-  readonly apiKeys?: ApiKeys
+  readonly apiKeys?: ApiKeys | undefined
 }
 
 /** API keys by provider, as an orchestrator hands them to its agents' turns. */

@@ -354,7 +354,7 @@ export const runWorkerPool = (options: WorkerPoolOptions) =>
           results: c.results,
           spawn: (specs) => Effect.runPromise(spawnChildren(c, spawnCounter, specs as ReadonlyArray<ChildSpec<unknown>>)),
           resultToken: newResultToken,
-          ...(options.apiKeys === undefined ? {} : { apiKeys: options.apiKeys })
+          apiKeys: options.apiKeys
         }
         let started: ReturnType<typeof agent.runTurn>
         try {
