@@ -350,19 +350,19 @@ local function side_view(t, out)
   return out
 end
 
--- The task as a claim reads it: the fields claim_entry checks and writes (status, lease, version, agent, owner,
--- entry) and those its worker runs the turn from (turns, retries, payload), by one HMGET into a table the
+-- The task as a claim reads it: the fields claim_entry checks and writes (status, lease, version, agent, owner;
+-- 'entry' only for a rejected claim, there) and those its worker runs the turn from (turns, retries, payload), by one HMGET into a table the
 -- constructor sizes at once. Not parent and batch: absent in most hashes, each would walk all of it, and the
 -- worker learns whether a follow-up is due from the commit that ends the task (follow_up_due). Not the whole hash: HGETALL, a table of all its fields and the JSON of
 -- them (what read.lua replies) were about a tenth of a claim's instructions. No hash: load_task (none, or
 -- expired).
 local function load_for_claim()
-  local v = redis.call('HMGET', H, 'status', 'lease', 'version', 'agent', 'ownerId', 'entry', 'payloadAt', 'turns',
+  local v = redis.call('HMGET', H, 'status', 'lease', 'version', 'agent', 'ownerId', 'payloadAt', 'turns',
     'retries', 'sideKeys')
   if not v[1] then return load_task() end
   local t = { status = v[1], lease = tonumber(v[2]), version = tonumber(v[3]), agent = v[4], ownerId = v[5],
-    entry = v[6] or nil, payloadAt = v[7] or nil, turns = v[8], retries = v[9], sideKeys = v[10] or nil }
-  if not v[10] then t.side = 0 end
+    payloadAt = v[6] or nil, turns = v[7], retries = v[8], sideKeys = v[9] or nil }
+  if not v[9] then t.side = 0 end
   return t
 end
 
@@ -413,7 +413,8 @@ local function claim_entry(entry_lease, worker, entry_id, agent)
     return rejected('TaskNotFound', nil)
   end
   if t.status ~= 'queued' or t.lease ~= entry_lease then
-    if not (t.status == 'processing' and t.entry == entry_id) then ack(agent, entry_id) end
+    -- 'entry' is read only here: it is the hash's last field, which HMGET would walk the whole listpack for.
+    if not (t.status == 'processing' and redis.call('HGET', H, 'entry') == entry_id) then ack(agent, entry_id) end
     return rejected('StaleLease', t)
   end
   t.lease = t.lease + 1
