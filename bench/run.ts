@@ -41,9 +41,11 @@ const sizes: Readonly<Record<string, Sizes>> = {
     enqueueSingle: 500, enqueueBulk: 2500, workersC1: 400, workersC100: 1500, latencyRate: 200, latencySeconds: 2,
     memory: 1000, multiTurnTasks: 150, multiTurnLone: 30
   },
+  // Throughput windows of about half a second each on the project's machine (a fifth of that was dominated by
+  // start-up and the host's drift: concurrency 100's repetitions spread 0.79–1.17×; fifteenth round).
   default: {
-    enqueueSingle: 2000, enqueueBulk: 10000, workersC1: 1500, workersC100: 6000, latencyRate: 200, latencySeconds: 5,
-    memory: 3000, multiTurnTasks: 600, multiTurnLone: 100
+    enqueueSingle: 6000, enqueueBulk: 30000, workersC1: 4500, workersC100: 18000, latencyRate: 200, latencySeconds: 5,
+    memory: 3000, multiTurnTasks: 1800, multiTurnLone: 100
   },
   large: {
     enqueueSingle: 8000, enqueueBulk: 50000, workersC1: 6000, workersC100: 30000, latencyRate: 200,
