@@ -240,7 +240,8 @@ const ObservabilityFields = Schema.Struct({
   port: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThanOrEqualTo(65535)),
   dashboardName: Schema.String,
   corsOrigins: Schema.Array(Schema.String),
-  authToken: Schema.optionalKey(Schema.String.check(Schema.isMinLength(16)))
+  authToken: Schema.optionalKey(Schema.String.check(Schema.isMinLength(16))),
+  gaugesReadEveryMs: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 })
 
 /** The dashboard and control API server. Loopback by default; `authToken` protects actions and the API. */
@@ -251,13 +252,19 @@ export class ObservabilityConfig {
   readonly dashboardName: string
   readonly corsOrigins: ReadonlyArray<string>
   readonly authToken: string | undefined
+  /**
+   * The server reads the gauges (counts by status, queues, workers) at most this often, ms, and answers the
+   * requests meanwhile from that read (ADR 0024); 0 reads them on every request.
+   */
+  readonly gaugesReadEveryMs: number
 
   static readonly defaults = {
     enabled: true,
     host: "127.0.0.1",
     port: 8080,
     dashboardName: "Factorial Dashboard",
-    corsOrigins: [] as ReadonlyArray<string>
+    corsOrigins: [] as ReadonlyArray<string>,
+    gaugesReadEveryMs: 1_000
   }
 
   constructor(input: Partial<typeof ObservabilityConfig.defaults> & { readonly authToken?: string } = {}) {
@@ -268,5 +275,6 @@ export class ObservabilityConfig {
     this.dashboardName = v.dashboardName
     this.corsOrigins = v.corsOrigins
     this.authToken = v.authToken
+    this.gaugesReadEveryMs = v.gaugesReadEveryMs
   }
 }

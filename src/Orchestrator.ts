@@ -371,11 +371,11 @@ export class Orchestrator {
 
   /**
    * The HTTP server (dashboard, its API and live events, `/metrics`, control API), built but not
-   * listening: for `inject()` or embedding. `extra` tunes the body limit, the live streams and the gauges' reads.
+   * listening: for `inject()` or embedding. `extra` tunes the body limit and the live streams.
    */
   createObservabilityApp(
     config = this.options.observabilityConfig ?? new ObservabilityConfig(),
-    extra: Pick<AppOptions, "bodyLimit" | "live" | "liveWithinMs" | "gaugesReadEveryMs"> = {}
+    extra: Pick<AppOptions, "bodyLimit" | "live" | "liveWithinMs"> = {}
   ): FastifyInstance {
     const runtime = this.getRuntime()
     return buildApp({

@@ -42,8 +42,6 @@ export interface AppOptions {
    * be idle and still count as a live worker, ms (default `LIVE_WITHIN_MS`, 30 s; tests set less).
    */
   readonly liveWithinMs?: number
-  /** How often this server reads the gauges at most, ms (default `GAUGES_READ_EVERY_MS`, 1 s; 0: every request). */
-  readonly gaugesReadEveryMs?: number
 }
 
 /** Paths that need the token when one is configured (the dashboard page itself does not: it asks for it). */

@@ -108,15 +108,6 @@ const readWindow = (window: WindowName, agent: string | undefined) =>
  */
 export const WINDOW_READS_PER_WINDOW = 1_440
 
-/**
- * A server reads the gauges at most once per this many ms (by default) and answers every request meanwhile from
- * that read. One read costs Redis a few commands per status, agent and partition (~230 with 8 partitions and 3
- * agents), and an open page asks for them from three endpoints at once, up to twice a second while events stream
- * in: 8 open pages cost Redis ~20 ms of CPU a second before (`npm run bench:dashboard`). A worker that stops or a
- * task that moves shows at most this much later.
- */
-export const GAUGES_READ_EVERY_MS = 1_000
-
 export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => async (app) => {
   const respond = responder(options.run)
   // One cache per window, keyed by agent ("" for all agents); a failed read is not kept.
@@ -135,8 +126,11 @@ export const observabilityRoutes = (options: AppOptions): FastifyPluginAsync => 
       ({ range, buckets }) => windowTotals(agent ?? ALL_AGENTS, (range.to - range.from) / 1000, buckets)
     )
   const liveWithinMs = options.liveWithinMs ?? LIVE_WITHIN_MS
-  const gaugesEveryMs = options.gaugesReadEveryMs ?? GAUGES_READ_EVERY_MS
-  // One entry (the gauges of the namespace); a failed read is not kept.
+  // The gauges are read at most once per `gaugesReadEveryMs` (1 s by default) and shared by the requests
+  // meanwhile: one read costs Redis a few commands per status, agent and partition (~230 with 8 partitions and
+  // 3 agents), and an open page asks for them from three endpoints at once, up to twice a second while events
+  // stream in (ADR 0024). One entry (the namespace's gauges); a failed read is not kept.
+  const gaugesEveryMs = options.config.gaugesReadEveryMs
   const gauges = Effect.runSync(Cache.makeWith((_: "gauges") => Gauges.use((g) => g.read({ liveWithinMs })), {
     capacity: 1,
     timeToLive: (exit) => Exit.isSuccess(exit) ? gaugesEveryMs : 0,

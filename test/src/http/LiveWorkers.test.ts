@@ -40,8 +40,8 @@ worker.registerRunner({ agent: echo, agentWorkerConfig: new AgentWorkerConfig({ 
 // The dashboard, in a process that runs no worker.
 const viewer = new Orchestrator({ ...testRedisOptions, ...keyspace })
 // Both read the gauges on every request (the dashboard's default reads them at most once a second).
-const quick = viewer.createObservabilityApp(new ObservabilityConfig(), { liveWithinMs: QUICK_MS, gaugesReadEveryMs: 0 })
-const strict = viewer.createObservabilityApp(new ObservabilityConfig(), { gaugesReadEveryMs: 0 })
+const quick = viewer.createObservabilityApp(new ObservabilityConfig({ gaugesReadEveryMs: 0 }), { liveWithinMs: QUICK_MS })
+const strict = viewer.createObservabilityApp(new ObservabilityConfig({ gaugesReadEveryMs: 0 }))
 const conn = rawClient()
 
 beforeAll(async () => {

@@ -390,8 +390,8 @@ describe("auth, CORS and the page", () => {
 
 describe("gauges read once per interval", () => {
   it("requests within the interval share one read; a server reading every time sees a new task at once", async () => {
-    const shared = orchestrator.createObservabilityApp(new ObservabilityConfig(), { gaugesReadEveryMs: 60_000 })
-    const fresh = orchestrator.createObservabilityApp(new ObservabilityConfig(), { gaugesReadEveryMs: 0 })
+    const shared = orchestrator.createObservabilityApp(new ObservabilityConfig({ gaugesReadEveryMs: 60_000 }))
+    const fresh = orchestrator.createObservabilityApp(new ObservabilityConfig({ gaugesReadEveryMs: 0 }))
     const waiting = async (a: typeof app) =>
       (await a.inject({ url: "/observability/api/queues" })).json().queues.find((q: { agent: string }) => q.agent === "other").waiting
     try {
