@@ -74,6 +74,7 @@ describe("bad input", () => {
     expect(() => new TaskTTLConfig({ completedTtl: Number.NaN })).toThrow(/completedTtl/)
     expect(() => new ObservabilityConfig({ port: 70000 })).toThrow(/port/)
     expect(() => new ObservabilityConfig({ authToken: "short" })).toThrow(/authToken/)
+    expect(() => new ObservabilityConfig({ gaugesReadEveryMs: -1 })).toThrow(/gaugesReadEveryMs/)
     expect(() => new Orchestrator({ namespace: "bad ns" })).toThrow(/namespace/)
     expect(() => new Orchestrator({ partitions: 0 })).toThrow(/partitions/)
     expect(() => o.registerRunner({ agent }).registerRunner({ agent })).toThrow(/already registered/)
