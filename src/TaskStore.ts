@@ -520,32 +520,38 @@ export class TaskStore extends Context.Service<TaskStore, {
             )
         }
 
-        const executePromise = async (
-          command: TaskCommand,
-          delivery?: Delivery,
-          options?: { readonly historyTtlSeconds?: number }
-        ): Promise<Accepted> => {
-          let raw: unknown
+        /** The command's script reply; rejects with a RedisError only. */
+        const callScript = async (command: TaskCommand, delivery: Delivery | undefined, historyTtlSeconds: number) => {
           try {
-            const [name, args] = argsOf(command, delivery, options?.historyTtlSeconds ?? 0)
-            raw = await scripts.call(name, args)
+            const [name, args] = argsOf(command, delivery, historyTtlSeconds)
+            return await scripts.call(name, args)
           } catch (cause) {
             throw toRedisError(command._tag, cause)
           }
-          const result = outcome(command, raw)
+        }
+
+        const executePromise = async (command: TaskCommand, delivery?: Delivery): Promise<Accepted> => {
+          const result = outcome(command, await callScript(command, delivery, 0))
           if ("values" in result) return result
           throw result
         }
 
+        // The reply is read inside the Effect, so a reply it cannot read is a defect, not a typed failure.
         const execute = (
           command: TaskCommand,
           delivery?: Delivery,
           options?: { readonly historyTtlSeconds?: number }
         ): Effect.Effect<Accepted, TaskRejected | RedisError> =>
-          Effect.tryPromise({
-            try: () => executePromise(command, delivery, options),
-            catch: (e) => e as TaskRejected | RedisError
-          })
+          Effect.flatMap(
+            Effect.tryPromise({
+              try: () => callScript(command, delivery, options?.historyTtlSeconds ?? 0),
+              catch: (e) => e as RedisError
+            }),
+            (raw) => {
+              const result = outcome(command, raw)
+              return "values" in result ? Effect.succeed(result) : Effect.fail(result)
+            }
+          )
 
         /**
          * Pipelines of at most PIPELINE_CHUNK commands, each of one partition (a Cluster pipeline must stay in one
