@@ -280,12 +280,13 @@ export class Orchestrator {
     if (this.runners.size === 0) throw new InvalidConfig({ message: "no runner registered: call registerRunner first" })
     const max = this.options.redisMaxConnections
     const partitions = this.options.partitions ?? 1
-    const needed = 2 + this.runners.size * partitions + (this.options.projectMetrics === false ? 0 : partitions)
+    const projectorReaders = this.options.projectMetrics === false ? 0 : partitions
+    const needed = 2 + this.runners.size * partitions + projectorReaders
     if (max !== undefined && needed > max) {
       throw new InvalidConfig({
         message: `${this.runners.size} agents on ${partitions} partitions need up to ${needed} Redis connections ` +
-          `(2 + a reader per agent and partition + ${this.options.projectMetrics === false ? 0 : partitions} for the ` +
-          `metrics projector), more than redisMaxConnections (${max})`
+          `(2 + a reader per agent and partition + ${projectorReaders} for the metrics projector), ` +
+          `more than redisMaxConnections (${max})`
       })
     }
     const scope = Scope.makeUnsafe()
