@@ -100,7 +100,6 @@ const pageCaller = (conn: RedisConnection): PageCaller => {
 }
 
 const SUMMARY_FIELDS = [
-  "id",
   "agent",
   "ownerId",
   "status",
@@ -169,7 +168,7 @@ export const readTaskPage = (
       const v = hashes[i] ?? []
       const field = (name: typeof SUMMARY_FIELDS[number]) => v[SUMMARY_FIELDS.indexOf(name)] ?? undefined
       // The hash is gone when the task expired after the index was read: nothing to show.
-      if (field("id") === undefined) return
+      if (field("status") === undefined) return
       const summary: TaskSummary = {
         id: e.id,
         agent: field("agent") ?? "",

@@ -25,6 +25,7 @@ import {
 import { type CorruptEntry, type RedisError, toRedisError } from "../streams/StreamError.ts"
 import {
   decodeEnvelope,
+  decodeHistory,
   type Envelope,
   type TaskError,
   type TaskStatus,
@@ -203,9 +204,9 @@ const chainOf = (entries: string | ReadonlyArray<string> | null | undefined): Pa
 const checkpointArgs = (c: Checkpoint | NoCheckpoint, none: string): [string, string] =>
   c.payloadDelta !== undefined ? [JSON.stringify(c.payloadDelta), "1"] : [c.payload === undefined ? none : json(c.payload), ""]
 
-/** Reads a status hash and the task's side data into the decider's state. */
-export const stateFromHash = (h: Record<string, string>, side: Partial<TaskSideData> = {}): TaskState => ({
-  taskId: h.id!,
+/** Reads task `taskId`'s status hash and side data into the decider's state (the hash's key names the task). */
+export const stateFromHash = (taskId: string, h: Record<string, string>, side: Partial<TaskSideData> = {}): TaskState => ({
+  taskId,
   agent: h.agent!,
   ownerId: h.ownerId!,
   status: h.status as TaskStatus,
@@ -291,11 +292,12 @@ export const flatToRecord = (flat: ReadonlyArray<unknown>): Record<string, strin
 }
 
 export const taskDataFromHash = (
+  taskId: string,
   h: Record<string, string>,
   pendingSteering: number,
   side: Omit<TaskSideData, "steering"> = noSideData
 ): TaskData => {
-  const s = stateFromHash(h, side)
+  const s = stateFromHash(taskId, h, side)
   const children = Object.entries(s.children)
   return {
     id: s.taskId,
@@ -741,13 +743,13 @@ export class TaskStore extends Context.Service<TaskStore, {
         const getState = (taskId: string) =>
           redis.use("getState", async () => {
             const read = await readTask(taskId)
-            return read === undefined ? undefined : stateFromHash(read.h, read.side)
+            return read === undefined ? undefined : stateFromHash(taskId, read.h, read.side)
           })
 
         const getTask = (taskId: string) =>
           redis.use("getTask", async () => {
             const read = await readTask(taskId)
-            return read === undefined ? undefined : taskDataFromHash(read.h, read.side.steering.length, read.side)
+            return read === undefined ? undefined : taskDataFromHash(taskId, read.h, read.side.steering.length, read.side)
           })
 
         const settled = (taskId: string, version: number | undefined) =>
@@ -759,14 +761,25 @@ export class TaskStore extends Context.Service<TaskStore, {
             catch: (cause) => toRedisError("settled", cause)
           }).pipe(Effect.map((raw) => parseReply(raw)._tag === "ok" && Number((raw as Array<unknown>)[1]) === 1))
 
+        // A page past the start reads the history's first entry with it, in one transaction: that entry names the
+        // task, agent and owner the later ones leave out (ADR 0026).
         const getHistory = (taskId: string, page?: { readonly start?: number; readonly count?: number }) =>
           Effect.flatMap(
-            redis.use("getHistory", (c) => {
+            redis.use("getHistory", async (c) => {
+              const log = taskKeys(keyspace, taskId).log
               const start = page?.start ?? 0
               const stop = page?.count === undefined ? -1 : start + page.count - 1
-              return c.lrange(taskKeys(keyspace, taskId).log, start, stop)
+              if (start === 0) return { first: undefined, entries: await c.lrange(log, 0, stop) }
+              const replies = (await c.multi().lindex(log, 0).lrange(log, start, stop).exec()) ?? []
+              for (const [err] of replies) if (err) throw err
+              return { first: (replies[0]?.[1] ?? null) as string | null, entries: (replies[1]?.[1] ?? []) as Array<string> }
             }),
-            (entries) => Effect.forEach(entries, (e) => decodeEnvelope(e))
+            ({ entries, first }) =>
+              first === undefined
+                ? decodeHistory(entries)
+                : first === null || entries.length === 0
+                ? Effect.succeed([])
+                : Effect.flatMap(decodeEnvelope(first), (owner) => decodeHistory(entries, owner))
           )
 
         const getStatus = (taskId: string) =>

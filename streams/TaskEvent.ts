@@ -208,6 +208,49 @@ const decodeEnvelopeJson = jsonEntryDecoder(Envelope)
 export const decodeEnvelopeResult = (raw: string, streamId?: string): Result.Result<Envelope, CorruptEntry> =>
   decodeEnvelopeJson(streamId === undefined ? raw : `{"id":${JSON.stringify(streamId)},${raw.slice(1)}`)
 
+/** Whose a history is: its first entry names them, and the scripts leave them out of later entries (ADR 0026). */
+export type HistoryOwner = Pick<Envelope, "taskId" | "agent" | "ownerId">
+
+/** The opening of a history entry that leaves its owner out: the log entry's id, version and time, then the event. */
+const UNNAMED = /^\{"id":"[^"\\]*","version":\d+,"at":\d+,(?="event":)/
+
+/**
+ * A history entry's text as a whole envelope: an entry written without its task, agent and owner gets
+ * `owner`'s; any other (a history's first entry, an imported one) is returned as it is.
+ */
+export const namedHistoryEntry = (raw: string, owner: HistoryOwner): string => {
+  const m = UNNAMED.exec(raw)
+  if (m === null) return raw
+  const names = `"taskId":${JSON.stringify(owner.taskId)},"agent":${JSON.stringify(owner.agent)},"ownerId":${
+    JSON.stringify(owner.ownerId)
+  },`
+  return m[0] + names + raw.slice(m[0].length)
+}
+
+/** Decodes one history entry, named by `owner` (see `namedHistoryEntry`). */
+export const decodeHistoryEntry = (raw: string, owner: HistoryOwner): Result.Result<Envelope, CorruptEntry> =>
+  decodeEnvelopeResult(namedHistoryEntry(raw, owner))
+
+/**
+ * Decodes consecutive history entries. Without `owner`, `entries` start at the history's first entry, which
+ * names the task, agent and owner for the rest; a history whose first entry does not is a `CorruptEntry`.
+ */
+export const decodeHistory = (
+  entries: ReadonlyArray<string>,
+  owner?: HistoryOwner
+): Effect.Effect<Array<Envelope>, CorruptEntry> =>
+  Effect.suspend(() => {
+    const out: Array<Envelope> = []
+    let named = owner
+    for (const raw of entries) {
+      const r = named === undefined ? decodeEnvelopeResult(raw) : decodeHistoryEntry(raw, named)
+      if (Result.isFailure(r)) return Effect.fail(r.failure)
+      out.push(r.success)
+      named ??= r.success
+    }
+    return Effect.succeed(out)
+  })
+
 /**
  * What the metrics projector reads of a partition-log entry: the envelope's time, task, agent and the event's
  * tag with the three facts the metrics fold looks at. A Schema of its own, so the projector still refuses a

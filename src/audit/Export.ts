@@ -27,7 +27,7 @@ import {
 } from "../../streams/Keys.ts"
 import { RedisClient } from "../../streams/RedisClient.ts"
 import { type CorruptEntry, type RedisError, toRedisError } from "../../streams/StreamError.ts"
-import { AgentName, decodeEnvelope, Envelope, TaskId, type TaskStatus } from "../../streams/TaskEvent.ts"
+import { AgentName, decodeHistory, Envelope, namedHistoryEntry, TaskId, type TaskStatus } from "../../streams/TaskEvent.ts"
 import { InvalidInput } from "../Errors.ts"
 import { TaskStore } from "../TaskStore.ts"
 import {
@@ -261,7 +261,6 @@ const candidates = (w: Window, ks: Keyspace) =>
 /** A stored entry as one JSON text without a line break (the scripts never write one; be sure). */
 const oneLine = (raw: string): string => raw.includes("\n") ? JSON.stringify(JSON.parse(raw)) : raw
 
-const validate = (entries: ReadonlyArray<string>) => Effect.forEach(entries, (e) => decodeEnvelope(e))
 
 /**
  * The histories of the tasks in the window, as JSON Lines text. The stream's elements are chunks, not
@@ -278,28 +277,31 @@ export const exportHistories = (
     let tasks = 0
     let events = 0
 
-    const rest = (taskId: string, from: number) =>
+    // Each entry is exported whole: one the scripts stored without its task, agent and owner gets the first's.
+    const lines = (page: ReadonlyArray<string>, owner: Envelope) => page.map((e) => oneLine(namedHistoryEntry(e, owner)))
+
+    const rest = (taskId: string, owner: Envelope, from: number) =>
       Stream.paginate(from, (start: number) =>
         Effect.gen(function*() {
           const page = yield* redis.use("lrange", (c) => c.lrange(taskKeys(ks, taskId).log, start, start + w.pageSize - 1))
-          yield* validate(page)
+          yield* decodeHistory(page, owner)
           events += page.length
           return [
-            page.length === 0 ? [] : ["," + page.map(oneLine).join(",")],
+            page.length === 0 ? [] : ["," + lines(page, owner).join(",")],
             page.length === w.pageSize ? Option.some(start + w.pageSize) : Option.none<number>()
           ] as const
         }))
 
     const taskChunks = (c: Candidate, first: ReadonlyArray<string>) =>
       Stream.unwrap(Effect.gen(function*() {
-        const decoded = yield* validate(first)
+        const decoded = yield* decodeHistory(first)
         const head = decoded[0]
         if (head === undefined) return Stream.empty // history gone (retention) since the task was found
         if (w.agent !== undefined && head.agent !== w.agent) return Stream.empty
         events += first.length
         const open = `{"taskId":${JSON.stringify(head.taskId)},"agent":${JSON.stringify(head.agent)},"ownerId":${
           JSON.stringify(head.ownerId)
-        },"events":[${first.map(oneLine).join(",")}`
+        },"events":[${lines(first, head).join(",")}`
         const close = Stream.suspend(() => {
           tasks++
           options.onProgress?.({ tasks, events, partition: c.partition, source: c.source })
@@ -307,7 +309,7 @@ export const exportHistories = (
         })
         return Stream.concat(
           Stream.succeed(open),
-          Stream.concat(first.length === w.pageSize ? rest(c.taskId, w.pageSize) : Stream.empty, close)
+          Stream.concat(first.length === w.pageSize ? rest(c.taskId, head, w.pageSize) : Stream.empty, close)
         )
       }))
 

@@ -108,7 +108,6 @@ const json = (value: unknown): string => JSON.stringify(value ?? null)
 export const hashFieldsOf = (p: Projection & { readonly state: TaskState }): ReadonlyArray<readonly [string, string]> => {
   const s = p.state
   const fields: Array<readonly [string, string]> = [
-    ["id", s.taskId],
     ["agent", s.agent],
     ["ownerId", s.ownerId],
     ["status", s.status],

@@ -198,7 +198,7 @@ const inspect = (taskId: string) =>
       : payload.from === payload.to
       ? entryAt(payload.to)
       : Array.from({ length: payload.to - payload.from + 1 }, (_, i) => payload.from + i).flatMap((i) => entryAt(i) ?? [])
-    const live = present ? stateFromHash(snap.hash, { ...snap, payloadEntry, outputEntry: entryAt(outputAt) }) : undefined
+    const live = present ? stateFromHash(taskId, snap.hash, { ...snap, payloadEntry, outputEntry: entryAt(outputAt) }) : undefined
     const divergences = [
       ...(problem !== undefined ? [problem] : []),
       ...(problem === undefined ? compareStates(live, p.state) : []),

@@ -12,8 +12,9 @@ if redis.call('EXISTS', H, LOG) > 0 then -- rare: load it for the rejection (an 
   if existing ~= nil then return rejected('TaskAlreadyExists', existing) end
 end
 
--- The hash is created by append's HSET, with the event's version, time, status and payload index.
-local fields = { 'id', TASK_ID, 'agent', agent, 'ownerId', owner, 'lease', '0', 'retries', '0', 'maxRetries', max_retries,
+-- The hash is created by append's HSET, with the event's version, time, status and payload index. Its key names
+-- the task: the hash does not repeat the id (ADR 0026).
+local fields = { 'agent', agent, 'ownerId', owner, 'lease', '0', 'retries', '0', 'maxRetries', max_retries,
   'turns', '0', 'cancel', '0', 'createdAt', NOW }
 -- The event's fields in pieces, so that the payload is copied into its two entries only (lib.lua, `pieces`).
 local tail = ',"maxRetries":' .. max_retries

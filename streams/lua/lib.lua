@@ -95,14 +95,15 @@ local function json_string(s)
   return '"' .. s .. '"'
 end
 
--- The envelope of an event of the current task up to its fields, as JSON without its opening brace (the
--- history's entry puts the log entry's id first): `data` ('' for none) and '}}' close it. `version` is text.
-local function envelope_head(t, version, tag, data)
-  return '"version":' .. version .. ',"at":' .. NOW .. ',"taskId":"' .. TASK_ID .. '","agent":"' .. t.agent ..
-    '","ownerId":' .. json_string(t.ownerId) .. ',"event":{"_tag":"' .. tag .. '"' .. (data == '' and '' or ',')
-end
-local function envelope(t, version, tag, data)
-  return envelope_head(t, version, tag, data) .. data .. '}}'
+-- The envelope of an event of the current task up to its fields, as JSON without its opening brace, in three
+-- parts: `stamp` (version and time), `who` (task, agent and owner, after a comma) and `open` (the event's tag and
+-- a comma if `data` follows); `data` ('' for none) and '}}' close it. `version` is text. A partition-log entry
+-- has all three; a history entry puts the log entry's id first and leaves `who` out past its first entry, which
+-- names them for the whole history (ADR 0026).
+local function envelope_parts(t, version, tag, data)
+  return '"version":' .. version .. ',"at":' .. NOW,
+    ',"taskId":"' .. TASK_ID .. '","agent":"' .. t.agent .. '","ownerId":' .. json_string(t.ownerId),
+    ',"event":{"_tag":"' .. tag .. '"' .. (data == '' and '' or ',')
 end
 
 -- The fields of an event that carries a payload (or an output, messages, a result), in up to five pieces,
@@ -138,19 +139,20 @@ local LEAN_BYTES = 1024
 local function append(t, tag, data, points, extra, keep)
   t.version = t.version + 1
   local version = int(t.version)
-  local head = envelope_head(t, version, tag, data)
+  local stamp, who, open = envelope_parts(t, version, tag, data)
+  local first = t.version == 1 and who or ''
   local id, n
   if data ~= PIECES then
-    id = redis.call('XADD', EVENTS, '*', 'e', '{' .. head .. data .. '}}')
-    n = redis.call('RPUSH', LOG, '{"id":"' .. id .. '",' .. head .. data .. '}}')
+    id = redis.call('XADD', EVENTS, '*', 'e', '{' .. stamp .. who .. open .. data .. '}}')
+    n = redis.call('RPUSH', LOG, '{"id":"' .. id .. '",' .. stamp .. first .. open .. data .. '}}')
   else
     local a, b, c, d, e = PIECES[1], PIECES[2], PIECES[3], PIECES[4], PIECES[5]
     if LEAN_TAGS[tag] and #b + #d > LEAN_BYTES then
-      id = redis.call('XADD', EVENTS, '*', 'e', '{' .. head .. (keep or '') .. '"lean":1}}')
+      id = redis.call('XADD', EVENTS, '*', 'e', '{' .. stamp .. who .. open .. (keep or '') .. '"lean":1}}')
     else
-      id = redis.call('XADD', EVENTS, '*', 'e', '{' .. head .. a .. b .. c .. d .. e .. '}}')
+      id = redis.call('XADD', EVENTS, '*', 'e', '{' .. stamp .. who .. open .. a .. b .. c .. d .. e .. '}}')
     end
-    n = redis.call('RPUSH', LOG, '{"id":"' .. id .. '",' .. head .. a .. b .. c .. d .. e .. '}}')
+    n = redis.call('RPUSH', LOG, '{"id":"' .. id .. '",' .. stamp .. first .. open .. a .. b .. c .. d .. e .. '}}')
   end
   local fields = { 'version', version, 'updatedAt', NOW, 'status', t.status }
   if points ~= nil then

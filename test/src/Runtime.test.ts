@@ -9,8 +9,8 @@ import { Continue, defineAgent, Done } from "../../src/Agent.ts"
 import { FatalAgentError, TransientAgentError } from "../../src/AgentErrors.ts"
 import { AgentWorkerConfig, MaintenanceWorkerConfig } from "../../src/Config.ts"
 import { orchestrators, waitFor } from "../support/Orchestrators.ts"
-import { partitionKeys, partitionOf } from "../../streams/Keys.ts"
-import { freshKeyspace, rawClient } from "../support/TestRedis.ts"
+import { partitionKeys, partitionOf, taskKeys } from "../../streams/Keys.ts"
+import { freshKeyspace, rawClient, testPartitions } from "../support/TestRedis.ts"
 
 const make = orchestrators()
 
@@ -38,6 +38,13 @@ describe("runtime", () => {
       "TaskClaimed", "TurnCompleted",
       "TaskClaimed", "TaskCompleted"
     ])
+    expect(history.every((e) => e.taskId === id && e.agent === "counter" && e.ownerId === "u1")).toBe(true)
+
+    // Stored, only the first entry names the task, agent and owner (ADR 0026); a page past it is named by it.
+    const raw = await rawClient().lrange(taskKeys({ namespace, partitions: testPartitions }, id).log, 0, -1)
+    expect(raw.map((e) => "taskId" in JSON.parse(e))).toEqual(history.map((_, i) => i === 0))
+    expect(raw.map((e) => "ownerId" in JSON.parse(e))).toEqual(history.map((_, i) => i === 0))
+    expect(await o.getTaskHistory(id, { start: 3, count: 2 })).toEqual(history.slice(3, 5))
   })
 
   it("retries failures, backs off transient ones, fails fatal ones at once", async () => {
