@@ -78,7 +78,14 @@ if #indexed > 0 then
 end
 if #removed > 0 then redis.call('ZREM', INDEX, unpack(removed)) end
 
--- One HSET (with the anchor that keeps the hash a hashtable: streams/Keys.ts MEMORY_ANCHOR) and one HDEL.
+-- One HSET (with the anchor that keeps the hash a hashtable: streams/Keys.ts MEMORY_ANCHOR) and one HDEL per
+-- UNPACK_MAX values: Lua unpacks at most ~8,000 values into one call, and a rebuild writes every open task's memory.
+local UNPACK_MAX = 4000
+local function in_chunks(command, list)
+  for from = 1, #list, UNPACK_MAX do
+    redis.call(command, OPEN, unpack(list, from, math.min(from + UNPACK_MAX - 1, #list)))
+  end
+end
 local set, forget = { '@MEMORY_ANCHOR@', '' }, {}
 for j = 1, #memory, 2 do
   if memory[j + 1] == '' then
@@ -88,8 +95,8 @@ for j = 1, #memory, 2 do
     set[#set + 1] = memory[j + 1]
   end
 end
-if #set > 2 then redis.call('HSET', OPEN, unpack(set)) end
-if #forget > 0 then redis.call('HDEL', OPEN, unpack(forget)) end
+if #set > 2 then in_chunks('HSET', set) end
+if #forget > 0 then in_chunks('HDEL', forget) end
 
 if new_checkpoint ~= '' then redis.call('HSET', CHECKPOINTS, field, new_checkpoint) end
 return { 'ok' }
