@@ -111,6 +111,21 @@ describe("verify", () => {
     expect((await rt.runPromise(verifyAll())).divergent).toBe(0)
   })
 
+  it("reads a task as an earlier release stored it: an id in its hash, every history entry whole (ADR 0026)", async () => {
+    const { ks, rt } = open()
+    const { t } = await rt.runPromise(seed("e"))
+    const id = t("done")
+    const k = taskKeys(ks, id)
+    const before = await rt.runPromise(replayTask(id))
+    const raw = await rt.runPromise(redisDo((c) => c.lrange(k.log, 0, -1)))
+    expect(raw.slice(1).some((e) => "taskId" in JSON.parse(e))).toBe(false)
+    const { taskId, agent, ownerId } = JSON.parse(raw[0]!) as Record<string, string>
+    const whole = raw.map((e) => JSON.stringify({ ...JSON.parse(e), taskId, agent, ownerId }))
+    await rt.runPromise(redisDo((c) => c.multi().del(k.log).rpush(k.log, ...whole).hset(k.task, "id", id).exec()))
+    expect(await rt.runPromise(replayTask(id))).toEqual(before)
+    expect(await rt.runPromise(verifyTask(id))).toMatchObject({ ok: true, divergences: [] })
+  })
+
   it("checkpoints told as deltas: the payload is their chain's, a wrong chain pointer is caught and rebuilt", async () => {
     const { ks, rt } = open(4)
     const { t } = await rt.runPromise(seed("d"))
