@@ -261,7 +261,6 @@ const candidates = (w: Window, ks: Keyspace) =>
 /** A stored entry as one JSON text without a line break (the scripts never write one; be sure). */
 const oneLine = (raw: string): string => raw.includes("\n") ? JSON.stringify(JSON.parse(raw)) : raw
 
-
 /**
  * The histories of the tasks in the window, as JSON Lines text. The stream's elements are chunks, not
  * lines: their concatenation is the document (a long history spans several chunks).
