@@ -27,6 +27,7 @@ import {
   decodeEnvelope,
   decodeHistory,
   type Envelope,
+  type HistoryOwner,
   type TaskError,
   type TaskStatus,
   type WaitItem,
@@ -465,10 +466,14 @@ export class TaskStore extends Context.Service<TaskStore, {
   /** The status hash and steering list as the decider's state (for verification). */
   readonly getState: (taskId: string) => Effect.Effect<TaskState | undefined, RedisError>
   readonly getStatus: (taskId: string) => Effect.Effect<TaskStatus | undefined, RedisError>
-  /** The task's history, oldest first; `start`/`count` page through long histories. */
+  /**
+   * The task's history, oldest first; `start`/`count` page through long histories. A page past the first entry
+   * is named by that entry (ADR 0026): `owner`, when the caller has it (an earlier page's), spares reading it again.
+   */
   readonly getHistory: (
     taskId: string,
-    page?: { readonly start?: number; readonly count?: number }
+    page?: { readonly start?: number; readonly count?: number },
+    owner?: HistoryOwner
   ) => Effect.Effect<ReadonlyArray<Envelope>, RedisError | CorruptEntry>
   /** Carries out one batch command atomically (`retentionSeconds`: how long a batch is kept once all its tasks ended). */
   readonly executeBatch: (
@@ -761,22 +766,26 @@ export class TaskStore extends Context.Service<TaskStore, {
             catch: (cause) => toRedisError("settled", cause)
           }).pipe(Effect.map((raw) => parseReply(raw)._tag === "ok" && Number((raw as Array<unknown>)[1]) === 1))
 
-        // A page past the start reads the history's first entry with it, in one transaction: that entry names the
-        // task, agent and owner the later ones leave out (ADR 0026).
-        const getHistory = (taskId: string, page?: { readonly start?: number; readonly count?: number }) =>
+        // A page past the start, unless its owner is given, reads the history's first entry with it, in one
+        // transaction: that entry names the task, agent and owner the later ones leave out (ADR 0026).
+        const getHistory = (
+          taskId: string,
+          page?: { readonly start?: number; readonly count?: number },
+          owner?: HistoryOwner
+        ) =>
           Effect.flatMap(
             redis.use("getHistory", async (c) => {
               const log = taskKeys(keyspace, taskId).log
               const start = page?.start ?? 0
               const stop = page?.count === undefined ? -1 : start + page.count - 1
-              if (start === 0) return { first: undefined, entries: await c.lrange(log, 0, stop) }
+              if (start === 0 || owner !== undefined) return { first: undefined, entries: await c.lrange(log, start, stop) }
               const replies = (await c.multi().lindex(log, 0).lrange(log, start, stop).exec()) ?? []
               for (const [err] of replies) if (err) throw err
               return { first: (replies[0]?.[1] ?? null) as string | null, entries: (replies[1]?.[1] ?? []) as Array<string> }
             }),
             ({ entries, first }) =>
               first === undefined
-                ? decodeHistory(entries)
+                ? decodeHistory(entries, owner)
                 : first === null || entries.length === 0
                 ? Effect.succeed([])
                 : Effect.flatMap(decodeEnvelope(first), (owner) => decodeHistory(entries, owner))

@@ -10,7 +10,7 @@
 import { Effect, Option, Stream } from "effect"
 import type { State, TaskState } from "../../projections/TaskDecider.ts"
 import type { CorruptEntry, RedisError } from "../../streams/StreamError.ts"
-import type { Envelope } from "../../streams/TaskEvent.ts"
+import type { Envelope, HistoryOwner } from "../../streams/TaskEvent.ts"
 import { InvalidInput, TaskNotFound } from "../Errors.ts"
 import { validTaskId } from "../TaskClient.ts"
 import { TaskStore } from "../TaskStore.ts"
@@ -44,14 +44,19 @@ export const historyPages = (
     const id = yield* validTaskId(taskId)
     const pageSize = yield* checkPageSize(options.pageSize)
     const to = options.to ?? Infinity
+    // Whose the history is, from the first page read: later pages need not read its first entry again (ADR 0026).
+    let owner: HistoryOwner | undefined
     return Stream.paginate(options.from ?? 0, (start: number) => {
       const count = Math.min(pageSize, to - start)
       if (count <= 0) return Effect.succeed([[], Option.none<number>()] as const)
-      return Effect.map(store.getHistory(id, { start, count }), (page) =>
-        [
+      return Effect.map(store.getHistory(id, { start, count }, owner), (page) => {
+        const e = page[0]
+        if (owner === undefined && e !== undefined) owner = { taskId: e.taskId, agent: e.agent, ownerId: e.ownerId }
+        return [
           page.length === 0 ? [] : [page],
           page.length === count && start + count < to ? Option.some(start + count) : Option.none<number>()
-        ] as const)
+        ] as const
+      })
     })
   }))
 
