@@ -172,7 +172,7 @@ export const decodeJsonArguments = <A>(codec: Schema.ConstraintCodec<A, unknown>
 }
 
 /** Defines a tool. Throws `InvalidConfig` for a bad name or parameters that are not an object. */
-export const tool = <A, C = any>(options: ToolOptions<A, C>): Tool<C> => {
+export const tool = <A, C = unknown>(options: ToolOptions<A, C>): Tool<C> => {
   if (!toolName.test(options.name)) {
     throw new InvalidConfig({ message: `tool name ${JSON.stringify(options.name)} must match ${toolName}` })
   }
